@@ -1,0 +1,324 @@
+//! `*_pb2.py`: the module protoc writes, in protoc's exact layout, from the descriptor
+//! bytes protoc would embed.
+
+use askama::Template;
+use prost_reflect::FileDescriptor;
+
+use super::wire::{self, WireField};
+use super::{PythonContext, escape};
+use crate::error::Result;
+
+#[derive(Template)]
+#[template(path = "python/pb2.py", escape = "none")]
+struct Pb2<'a> {
+    header: &'a str,
+    source: &'a str,
+    version: &'a super::ProtobufVersion,
+    /// Import statements, a blank line, public re-exports, a blank line: protoc's block.
+    imports: String,
+    serialized: String,
+    module: String,
+    /// The indented body of the `if not _descriptor._USE_C_DESCRIPTORS:` block.
+    fixups: String,
+    generic_services: bool,
+}
+
+/// Renders `*_pb2.py` for `file`.
+pub(crate) fn render(ctx: &PythonContext<'_>, file: &FileDescriptor) -> Result<String> {
+    let serialized = ctx.embedded_descriptor(file);
+    let mut import_lines = Vec::new();
+    let mut uses_importlib = false;
+    for dependency in file.dependencies() {
+        let module = ctx.module(dependency.name(), "_pb2");
+        let alias = crate::names::python_module_alias(&module);
+        if module.split('.').any(crate::names::is_python_keyword) {
+            if !uses_importlib {
+                import_lines.push("import importlib".to_owned());
+                uses_importlib = true;
+            }
+            import_lines.push(format!("{alias} = importlib.import_module('{module}')"));
+        } else {
+            import_lines.push(match module.rsplit_once('.') {
+                Some((parent, leaf)) => format!("from {parent} import {leaf} as {alias}"),
+                None => format!("import {module} as {alias}"),
+            });
+        }
+        copy_public_aliases(ctx, &alias, &dependency, &mut import_lines);
+    }
+    let mut imports: String = import_lines
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .collect();
+    imports.push('\n');
+    for dependency in file.public_dependencies() {
+        imports.push_str(&format!(
+            "from {} import *\n",
+            ctx.module(dependency.name(), "_pb2")
+        ));
+    }
+    imports.push('\n');
+
+    let mut fixups = Vec::new();
+    option_fixups(&serialized, &mut fixups);
+    interval_fixups(&serialized, &mut fixups);
+
+    let page = Pb2 {
+        header: super::HEADER,
+        source: file.name(),
+        version: &ctx.settings.protobuf_version,
+        imports,
+        serialized: escape::c_hex_escape(&serialized),
+        module: ctx.module(file.name(), "_pb2"),
+        fixups: fixups.iter().map(|line| format!("  {line}\n")).collect(),
+        generic_services: file
+            .file_descriptor_proto()
+            .options
+            .as_ref()
+            .is_some_and(|o| o.py_generic_services()),
+    };
+    super::render_template("python/pb2.py", &page)
+}
+
+fn copy_public_aliases(
+    ctx: &PythonContext<'_>,
+    copy_from: &str,
+    file: &FileDescriptor,
+    lines: &mut Vec<String>,
+) {
+    for public in file.public_dependencies() {
+        let module = ctx.module(public.name(), "_pb2");
+        let alias = crate::names::python_module_alias(&module);
+        lines.push(format!(
+            "try:\n  {alias} = {copy_from}.{alias}\nexcept AttributeError:\n  {alias} = {copy_from}.{module}"
+        ));
+        copy_public_aliases(ctx, copy_from, &public, lines);
+    }
+}
+
+// Field numbers in descriptor.proto.
+const FILE_PACKAGE: u32 = 2;
+const FILE_MESSAGE: u32 = 4;
+const FILE_ENUM: u32 = 5;
+const FILE_SERVICE: u32 = 6;
+const FILE_EXTENSION: u32 = 7;
+const FILE_OPTIONS: u32 = 8;
+const MESSAGE_FIELD: u32 = 2;
+const MESSAGE_NESTED: u32 = 3;
+const MESSAGE_ENUM: u32 = 4;
+const MESSAGE_EXTENSION: u32 = 6;
+const MESSAGE_OPTIONS: u32 = 7;
+const MESSAGE_ONEOF: u32 = 8;
+const FIELD_OPTIONS: u32 = 8;
+const ONEOF_OPTIONS: u32 = 2;
+const ENUM_VALUE: u32 = 2;
+const ENUM_OPTIONS: u32 = 3;
+const ENUM_VALUE_OPTIONS: u32 = 3;
+const SERVICE_METHOD: u32 = 2;
+const SERVICE_OPTIONS: u32 = 3;
+const METHOD_OPTIONS: u32 = 4;
+const NAME: u32 = 1;
+
+fn name(bytes: &[u8]) -> &str {
+    wire::single(bytes, NAME).map_or("", |n| std::str::from_utf8(n).unwrap_or(""))
+}
+
+/// `_globals['X']._loaded_options = None` and `_serialized_options`, in protoc's order.
+fn option_fixups(file: &[u8], out: &mut Vec<String>) {
+    if !fix_options(file, FILE_OPTIONS, "DESCRIPTOR", out) {
+        out.push("DESCRIPTOR._loaded_options = None".to_owned());
+    }
+    for enumeration in wire::repeated(file, FILE_ENUM) {
+        enum_options(enumeration, &descriptor_name(&[], name(enumeration)), out);
+    }
+    for extension in wire::repeated(file, FILE_EXTENSION) {
+        fix_options(extension, FIELD_OPTIONS, name(extension), out);
+    }
+    for message in wire::repeated(file, FILE_MESSAGE) {
+        message_options(message, &mut Vec::new(), out);
+    }
+    for service in wire::repeated(file, FILE_SERVICE) {
+        let service_name = format!("_{}", name(service).to_ascii_uppercase());
+        fix_options(service, SERVICE_OPTIONS, &service_name, out);
+        for method in wire::repeated(service, SERVICE_METHOD) {
+            let target = format!("{service_name}.methods_by_name['{}']", name(method));
+            fix_options(method, METHOD_OPTIONS, &target, out);
+        }
+    }
+}
+
+fn message_options<'a>(message: &'a [u8], scope: &mut Vec<&'a str>, out: &mut Vec<String>) {
+    let own = descriptor_name(scope, name(message));
+    scope.push(name(message));
+    for nested in wire::repeated(message, MESSAGE_NESTED) {
+        message_options(nested, scope, out);
+    }
+    for oneof in wire::repeated(message, MESSAGE_ONEOF) {
+        let target = format!("{own}.oneofs_by_name['{}']", name(oneof));
+        fix_options(oneof, ONEOF_OPTIONS, &target, out);
+    }
+    for enumeration in wire::repeated(message, MESSAGE_ENUM) {
+        enum_options(enumeration, &descriptor_name(scope, name(enumeration)), out);
+    }
+    for field in wire::repeated(message, MESSAGE_FIELD) {
+        let target = format!("{own}.fields_by_name['{}']", name(field));
+        fix_options(field, FIELD_OPTIONS, &target, out);
+    }
+    for extension in wire::repeated(message, MESSAGE_EXTENSION) {
+        let target = format!("{own}.extensions_by_name['{}']", name(extension));
+        fix_options(extension, FIELD_OPTIONS, &target, out);
+    }
+    scope.pop();
+    fix_options(message, MESSAGE_OPTIONS, &own, out);
+}
+
+fn enum_options(enumeration: &[u8], own: &str, out: &mut Vec<String>) {
+    fix_options(enumeration, ENUM_OPTIONS, own, out);
+    for value in wire::repeated(enumeration, ENUM_VALUE) {
+        let target = format!("{own}.values_by_name[\"{}\"]", name(value));
+        fix_options(value, ENUM_VALUE_OPTIONS, &target, out);
+    }
+}
+
+/// Emits the two fix-up lines when the element has non-empty options; reports whether it did.
+fn fix_options(element: &[u8], options_field: u32, target: &str, out: &mut Vec<String>) -> bool {
+    let Some(options) = wire::single(element, options_field).filter(|o| !o.is_empty()) else {
+        return false;
+    };
+    let target = match target.split_once('.') {
+        Some((head, rest)) => format!("_globals['{head}'].{rest}"),
+        None => format!("_globals['{target}']"),
+    };
+    out.push(format!("{target}._loaded_options = None"));
+    out.push(format!(
+        "{target}._serialized_options = b'{}'",
+        escape::c_escape(options)
+    ));
+    true
+}
+
+/// `_serialized_start` / `_serialized_end` of every enum, message and service: the first
+/// occurrence of the element's bytes in the file, as protoc computes it.
+fn interval_fixups(file: &[u8], out: &mut Vec<String>) {
+    let mut interval = |element: &[u8], global: String| {
+        let start = find(file, element);
+        out.push(format!("_globals['{global}']._serialized_start={start}"));
+        out.push(format!(
+            "_globals['{global}']._serialized_end={}",
+            start + element.len()
+        ));
+    };
+    for enumeration in wire::repeated(file, FILE_ENUM) {
+        interval(enumeration, descriptor_name(&[], name(enumeration)));
+    }
+    fn message_intervals<'a>(
+        message: &'a [u8],
+        scope: &mut Vec<&'a str>,
+        interval: &mut dyn FnMut(&[u8], String),
+    ) {
+        interval(message, descriptor_name(scope, name(message)));
+        scope.push(name(message));
+        for nested in wire::repeated(message, MESSAGE_NESTED) {
+            message_intervals(nested, scope, interval);
+        }
+        for enumeration in wire::repeated(message, MESSAGE_ENUM) {
+            interval(enumeration, descriptor_name(scope, name(enumeration)));
+        }
+        scope.pop();
+    }
+    for message in wire::repeated(file, FILE_MESSAGE) {
+        message_intervals(message, &mut Vec::new(), &mut interval);
+    }
+    for service in wire::repeated(file, FILE_SERVICE) {
+        interval(service, format!("_{}", name(service).to_ascii_uppercase()));
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len().max(1))
+        .position(|window| window == needle)
+        .expect("an element's bytes occur in its file's bytes")
+}
+
+/// protoc's module-level descriptor name: `_OUTER_INNER`.
+fn descriptor_name(scope: &[&str], name: &str) -> String {
+    let mut out = String::from("_");
+    for part in scope {
+        out.push_str(&part.to_ascii_uppercase());
+        out.push('_');
+    }
+    out.push_str(&name.to_ascii_uppercase());
+    out
+}
+
+/// The protoc-equivalent bytes of `file`: no source info, and `json_name` only where the
+/// user wrote it.
+pub(crate) fn protoc_bytes(encoded: &[u8], explicit_json: &dyn Fn(&str) -> bool) -> Vec<u8> {
+    let package = wire::single(encoded, FILE_PACKAGE)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(encoded.len());
+    for field in wire::fields(encoded) {
+        match field.number {
+            9 => {} // source_code_info
+            FILE_MESSAGE => {
+                let message = rewrite_message(field.payload, &package, explicit_json);
+                wire::write_len_field(&mut out, FILE_MESSAGE, &message);
+            }
+            FILE_EXTENSION => {
+                let extension = rewrite_field(field.payload, None, explicit_json);
+                wire::write_len_field(&mut out, FILE_EXTENSION, &extension);
+            }
+            _ => out.extend_from_slice(field.raw),
+        }
+    }
+    out
+}
+
+fn rewrite_message(message: &[u8], scope: &str, explicit_json: &dyn Fn(&str) -> bool) -> Vec<u8> {
+    let full_name = join(scope, name(message));
+    let mut out = Vec::with_capacity(message.len());
+    for field in wire::fields(message) {
+        match field.number {
+            MESSAGE_FIELD => {
+                let rewritten = rewrite_field(field.payload, Some(&full_name), explicit_json);
+                wire::write_len_field(&mut out, MESSAGE_FIELD, &rewritten);
+            }
+            MESSAGE_EXTENSION => {
+                let rewritten = rewrite_field(field.payload, None, explicit_json);
+                wire::write_len_field(&mut out, MESSAGE_EXTENSION, &rewritten);
+            }
+            MESSAGE_NESTED => {
+                let nested = rewrite_message(field.payload, &full_name, explicit_json);
+                wire::write_len_field(&mut out, MESSAGE_NESTED, &nested);
+            }
+            _ => out.extend_from_slice(field.raw),
+        }
+    }
+    out
+}
+
+fn rewrite_field(
+    field: &[u8],
+    message: Option<&str>,
+    explicit_json: &dyn Fn(&str) -> bool,
+) -> Vec<u8> {
+    const JSON_NAME: u32 = 10;
+    let keep_json = message.is_some_and(|m| explicit_json(&join(m, name(field))));
+    let mut out = Vec::with_capacity(field.len());
+    for part in wire::fields(field) {
+        let WireField { number, raw, .. } = part;
+        if number != JSON_NAME || keep_json {
+            out.extend_from_slice(raw);
+        }
+    }
+    out
+}
+
+fn join(scope: &str, name: &str) -> String {
+    if scope.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{scope}.{name}")
+    }
+}
