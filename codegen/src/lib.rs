@@ -106,6 +106,13 @@ impl Builder {
         self
     }
 
+    /// Give server trait methods default bodies that answer `UNIMPLEMENTED` (default: off),
+    /// so that a server can implement a large service a piece at a time.
+    pub fn server_default_stubs(mut self, enable: bool) -> Self {
+        self.rust_settings.server_default_stubs = enable;
+        self
+    }
+
     /// Whether to generate Python code (default: off; [`Builder::python_out`] turns it on).
     pub fn python(mut self, enable: bool) -> Self {
         self.python = enable;

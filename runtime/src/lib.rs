@@ -1,0 +1,11 @@
+//! The mlbridge runtime: the engine that serves `mlbridge.v1.MLBridge` and the address
+//! handling shared by the `mlbridge` binary, tests and examples.
+
+pub mod engine;
+pub mod listen;
+
+pub use engine::Engine;
+pub use listen::{ListenAddr, serve};
+
+/// The wire protocol version this runtime implements (the proto package).
+pub const PROTOCOL_VERSION: &str = "mlbridge.v1";

@@ -1,0 +1,112 @@
+//! Listening addresses (`127.0.0.1:PORT`, `127.0.0.1:0`, `unix:PATH`) and serving the engine
+//! on them until a shutdown signal.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use mlbridge_proto::mlbridge::v1::ml_bridge_server::MlBridgeServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+
+use crate::Engine;
+
+/// Where the engine listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address; port 0 picks a free port.
+    Tcp(SocketAddr),
+    /// A Unix domain socket path.
+    Unix(PathBuf),
+}
+
+/// An address that is neither `HOST:PORT` nor `unix:PATH`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid listen address `{0}`: expected IP:PORT (e.g. 127.0.0.1:0) or unix:PATH")]
+pub struct InvalidAddr(String);
+
+impl FromStr for ListenAddr {
+    type Err = InvalidAddr;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(InvalidAddr(text.to_owned()));
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        text.parse()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| InvalidAddr(text.to_owned()))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Binds `addr`, calls `on_ready` with the bound address (the real port for port 0), and
+/// serves `engine` until `shutdown` completes; in-flight calls finish first.
+pub async fn serve(
+    engine: Engine,
+    addr: &ListenAddr,
+    on_ready: impl FnOnce(&ListenAddr),
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let service = MlBridgeServer::new(engine);
+    let router = tonic::transport::Server::builder().add_service(service);
+    match addr {
+        ListenAddr::Tcp(addr) => {
+            let listener = TcpListener::bind(addr).await?;
+            on_ready(&ListenAddr::Tcp(listener.local_addr()?));
+            let incoming = TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+                .map_err(std::io::Error::other)
+        }
+        ListenAddr::Unix(path) => {
+            // A stale socket file from a previous run would make bind fail.
+            if path.exists() {
+                std::fs::remove_file(path)?;
+            }
+            let listener = UnixListener::bind(path)?;
+            on_ready(addr);
+            let incoming = UnixListenerStream::new(listener);
+            let result = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+                .map_err(std::io::Error::other);
+            let _ = std::fs::remove_file(path);
+            result
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses() {
+        assert_eq!(
+            "127.0.0.1:0".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())
+        );
+        assert_eq!(
+            "unix:/tmp/x.sock".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Unix("/tmp/x.sock".into())
+        );
+        for bad in ["localhost", "unix:", "127.0.0.1", ""] {
+            let err = bad.parse::<ListenAddr>().unwrap_err().to_string();
+            assert!(err.contains("invalid listen address"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! `cargo xtask bench [codegen]`: benchmarks against peers measured in the same run, with
+//! alternating runs so that machine noise hits both sides alike.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use crate::{python, run, step};
+
+const ALL: &[&str] = &["codegen"];
+
+pub(crate) fn run(names: &[String]) -> Result<()> {
+    let names: Vec<&str> = if names.is_empty() {
+        ALL.to_vec()
+    } else {
+        names.iter().map(String::as_str).collect()
+    };
+    for name in names {
+        match name {
+            "codegen" => codegen()?,
+            other => bail!("unknown benchmark `{other}` (known: {})", ALL.join(", ")),
+        }
+    }
+    Ok(())
+}
+
+/// Python stub generation: our CLI against `python -m grpc_tools.protoc` with the
+/// mypy-protobuf plugins, producing the same four kinds of file.
+fn codegen() -> Result<()> {
+    let root = crate::root();
+    step("bench codegen: building the release CLI");
+    run::status(&mut run::cmd(
+        run::cargo(),
+        &["build", "--quiet", "--release", "-p", "mlbridge-codegen"],
+        &root,
+    ))?;
+    let venv = python::ensure()?;
+    let ours = root.join("target/release/mlbridge-codegen");
+    let fixtures = [
+        "fixtures/kitchen/v1/kitchen.proto",
+        "fixtures/common/v1/common.proto",
+        "fixtures/options/v1/options.proto",
+    ];
+    let cases: [(&str, &str, &[&str]); 2] = [
+        ("ml_bridge.proto", "proto", &["ml_bridge.proto"]),
+        ("kitchen-sink fixture (3 files)", "tests/fixtures/proto", &fixtures),
+    ];
+    const ROUNDS: usize = 15;
+    let scratch = std::env::temp_dir().join(format!("mlbridge-bench-{}", std::process::id()));
+    println!("{ROUNDS} alternating rounds per input; output: _pb2.py, _pb2.pyi, _pb2_grpc.py, _pb2_grpc.pyi\n");
+    println!(
+        "{:<32} {:>14} {:>18} {:>10}",
+        "input", "ours (median)", "grpc_tools (median)", "speed-up"
+    );
+    for (label, include, files) in cases {
+        let include = root.join(include);
+        let mut ours_times = Vec::new();
+        let mut theirs_times = Vec::new();
+        for round in 0..ROUNDS {
+            let out = scratch.join(format!("{round}"));
+            let (ours_out, theirs_out) = (out.join("ours"), out.join("theirs"));
+            std::fs::create_dir_all(&theirs_out)?;
+            let mut ours_cmd = run::cmd(&ours, &[], &root);
+            ours_cmd.arg("-I").arg(&include).arg("--python-out").arg(&ours_out).args(files);
+            let mut theirs_cmd = venv.command(&["-m", "grpc_tools.protoc"], &root);
+            theirs_cmd.arg(format!("-I{}", include.display()));
+            for flag in ["--python_out", "--grpc_python_out", "--mypy_out", "--mypy_grpc_out"] {
+                theirs_cmd.arg(format!("{flag}={}", theirs_out.display()));
+            }
+            theirs_cmd.args(files);
+            // Alternate which side goes first.
+            if round % 2 == 0 {
+                ours_times.push(time(&mut ours_cmd)?);
+                theirs_times.push(time(&mut theirs_cmd)?);
+            } else {
+                theirs_times.push(time(&mut theirs_cmd)?);
+                ours_times.push(time(&mut ours_cmd)?);
+            }
+            ensure_same_files(&ours_out, &theirs_out)?;
+        }
+        let (ours_median, theirs_median) = (median(&mut ours_times), median(&mut theirs_times));
+        println!(
+            "{:<32} {:>11.1} ms {:>15.1} ms {:>9.1}x",
+            label,
+            ours_median.as_secs_f64() * 1e3,
+            theirs_median.as_secs_f64() * 1e3,
+            theirs_median.as_secs_f64() / ours_median.as_secs_f64()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+fn time(command: &mut std::process::Command) -> Result<Duration> {
+    let start = Instant::now();
+    run::output(command)?;
+    Ok(start.elapsed())
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Both sides must have produced the same set of files, or the comparison is unfair.
+fn ensure_same_files(ours: &Path, theirs: &Path) -> Result<()> {
+    let list = |dir: &Path| -> Result<Vec<String>> {
+        let mut files = Vec::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(folder) = stack.pop() {
+            for entry in std::fs::read_dir(&folder)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let relative = path.strip_prefix(dir)?.to_string_lossy().into_owned();
+                    // protoc's gRPC plugins write (empty) service files for every input.
+                    if !relative.ends_with("_grpc.py") && !relative.ends_with("_grpc.pyi") {
+                        files.push(relative);
+                    }
+                }
+            }
+        }
+        files.sort();
+        Ok(files)
+    };
+    let (a, b) = (list(ours)?, list(theirs)?);
+    if a != b {
+        bail!("the two generators produced different message files: {a:?} vs {b:?}");
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! `cargo xtask`: the project's automation, one binary with subcommands.
+//!
+//! * `cargo xtask codegen [--check]` regenerates `generated/` from `proto/`.
+//! * `cargo xtask test` runs everything, Rust and Python, from nothing.
+//! * `cargo xtask demo` builds everything and runs the main job end to end.
+//! * `cargo xtask bench [codegen]` measures against the reference implementations.
+
+mod bench;
+mod codegen;
+mod demo;
+mod python;
+mod run;
+mod test;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  codegen [--check]   regenerate generated/ (with --check: fail if it is stale)
+  test                run every check and test, Rust and Python
+  demo                build everything and run the main job end to end
+  bench [NAME...]     run benchmarks (codegen); all when no name is given";
+
+fn main() {
+    if let Err(err) = dispatch() {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((command, rest)) => (command.as_str(), rest),
+        None => bail!("no command given\n\n{USAGE}"),
+    };
+    match command {
+        "codegen" => match rest {
+            [] => codegen::run(false),
+            [flag] if flag == "--check" => codegen::run(true),
+            _ => bail!("unexpected arguments to codegen: {rest:?}\n\n{USAGE}"),
+        },
+        "test" => test::run(rest),
+        "demo" => demo::run(),
+        "bench" => bench::run(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root (the folder above `xtask/`).
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// Prints a step heading so long runs show where they are.
+pub(crate) fn step(title: &str) {
+    println!("\n==> {title}");
+}

@@ -1,0 +1,103 @@
+//! Running child processes with clear errors that name the command that failed.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use anyhow::{Context, Result, bail};
+
+/// Builds a command running in `dir`.
+pub(crate) fn cmd(program: impl AsRef<OsStr>, args: &[&str], dir: &Path) -> Command {
+    let mut command = Command::new(program);
+    command.args(args).current_dir(dir);
+    command
+}
+
+/// Runs `command` with inherited output; fails naming the command if it fails.
+pub(crate) fn status(command: &mut Command) -> Result<()> {
+    let shown = describe(command);
+    let status = command
+        .status()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs `command`, capturing output; fails with its stderr if it fails.
+pub(crate) fn output(command: &mut Command) -> Result<Output> {
+    let shown = describe(command);
+    let output = command
+        .output()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    if !output.status.success() {
+        bail!(
+            "`{shown}` failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(output)
+}
+
+fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+/// The cargo that runs this xtask, so nested builds use the same toolchain.
+pub(crate) fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// An engine process started for a demo or benchmark; stopped (SIGTERM) when dropped.
+pub(crate) struct EngineProcess {
+    child: std::process::Child,
+    /// The address it printed, e.g. `127.0.0.1:40123`.
+    pub address: String,
+}
+
+impl EngineProcess {
+    /// Starts `binary serve --listen 127.0.0.1:0` and waits for its "listening on" line.
+    pub(crate) fn start(binary: &Path) -> Result<Self> {
+        use std::io::BufRead;
+        let mut child = Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not start {}", binary.display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("reading the engine's first line")?;
+        let Some(address) = line.trim().strip_prefix("mlbridge engine listening on ") else {
+            let _ = child.kill();
+            bail!("the engine did not report its address (printed {line:?})");
+        };
+        Ok(EngineProcess {
+            address: address.to_owned(),
+            child,
+        })
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        // SIGTERM lets the engine shut down cleanly; fall back to SIGKILL.
+        let terminated = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !terminated {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
