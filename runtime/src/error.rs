@@ -1,0 +1,205 @@
+//! One error model for the engine and its clients: [`BridgeError`] carries an [`ErrorKind`],
+//! a message naming what is wrong, and context; on the wire it travels as a serialized
+//! `mlbridge.v1.BridgeError` in the gRPC status details.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use mlbridge_proto::mlbridge::v1 as pb;
+use prost::Message;
+use tonic::{Code, Status};
+
+pub use pb::ErrorKind;
+
+/// Result alias for engine and client operations.
+pub type Result<T, E = BridgeError> = std::result::Result<T, E>;
+
+/// A structured failure: what kind, what happened, and the details that name the culprit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeError {
+    /// The category; decides the gRPC code and the Python exception class.
+    pub kind: ErrorKind,
+    /// Human-readable description naming the session, variable or value at fault.
+    pub message: String,
+    /// Machine-readable details (`variable`, `expected_version`, ...).
+    pub context: BTreeMap<String, String>,
+    /// For failures raised by foreign code: the exception type.
+    pub remote_type: String,
+    /// For failures raised by foreign code: the traceback.
+    pub remote_traceback: String,
+    /// Where the error was raised (`engine`, `worker:<id>`, ...).
+    pub origin: String,
+    /// The error this one wraps, if any.
+    pub cause: Option<Box<BridgeError>>,
+}
+
+impl BridgeError {
+    /// A new error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        BridgeError {
+            kind,
+            message: message.into(),
+            context: BTreeMap::new(),
+            remote_type: String::new(),
+            remote_traceback: String::new(),
+            origin: String::new(),
+            cause: None,
+        }
+    }
+
+    /// Adds a context entry.
+    pub fn with(mut self, key: &str, value: impl ToString) -> Self {
+        self.context.insert(key.to_owned(), value.to_string());
+        self
+    }
+
+    /// `INVALID_ARGUMENT`, naming the offending request field.
+    pub fn invalid_argument(field: &str, message: impl Into<String>) -> Self {
+        BridgeError::new(ErrorKind::InvalidArgument, message).with("field", field)
+    }
+
+    /// `SESSION_NOT_FOUND`.
+    pub fn session_not_found(session_id: &str) -> Self {
+        BridgeError::new(ErrorKind::SessionNotFound, format!("session `{session_id}` not found"))
+            .with("session_id", session_id)
+    }
+
+    /// `VARIABLE_NOT_FOUND`.
+    pub fn variable_not_found(session_id: &str, name: &str) -> Self {
+        BridgeError::new(
+            ErrorKind::VariableNotFound,
+            format!("variable `{name}` not found in session `{session_id}`"),
+        )
+        .with("session_id", session_id)
+        .with("variable", name)
+    }
+
+    /// `INTERNAL`: a broken invariant.
+    pub fn internal(message: impl Into<String>) -> Self {
+        BridgeError::new(ErrorKind::Internal, message)
+    }
+
+    /// The gRPC code that carries this kind.
+    pub fn code(&self) -> Code {
+        code_for(self.kind)
+    }
+
+    /// Builds the error a client sees from a failed call: the details when the server
+    /// sent them, otherwise one built from the status code.
+    pub fn from_status(status: &Status) -> Self {
+        if !status.details().is_empty()
+            && let Ok(error) = pb::BridgeError::decode(status.details())
+        {
+            return error.into();
+        }
+        let kind = match status.code() {
+            Code::Unavailable => ErrorKind::Unavailable,
+            Code::DeadlineExceeded => ErrorKind::Timeout,
+            _ => ErrorKind::Unspecified,
+        };
+        BridgeError::new(kind, format!("{:?}: {}", status.code(), status.message()))
+            .with("grpc_code", format!("{:?}", status.code()))
+    }
+}
+
+/// The gRPC status code for each kind, as documented in `ml_bridge.proto`.
+pub fn code_for(kind: ErrorKind) -> Code {
+    use ErrorKind as K;
+    match kind {
+        K::Unspecified | K::ToolError | K::FrameworkError | K::CallbackError => Code::Unknown,
+        K::InvalidArgument | K::TypeMismatch | K::ConstraintViolation => Code::InvalidArgument,
+        K::SessionNotFound
+        | K::SessionExpired
+        | K::VariableNotFound
+        | K::ToolNotFound
+        | K::OperationNotFound
+        | K::CallbackNotFound
+        | K::ResourceNotFound => Code::NotFound,
+        K::SessionLimitExceeded | K::PayloadTooLarge => Code::ResourceExhausted,
+        K::VariableAlreadyExists | K::AlreadyExists => Code::AlreadyExists,
+        K::VersionConflict => Code::Aborted,
+        K::VariableLocked | K::LockNotHeld => Code::FailedPrecondition,
+        K::WorkerCrashed | K::Internal => Code::Internal,
+        K::WorkerUnavailable | K::Unavailable => Code::Unavailable,
+        K::WatchLagged => Code::OutOfRange,
+        K::Timeout => Code::DeadlineExceeded,
+        K::PermissionDenied => Code::PermissionDenied,
+    }
+}
+
+impl fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str_name(), self.message)
+    }
+}
+
+impl std::error::Error for BridgeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<BridgeError> for pb::BridgeError {
+    fn from(error: BridgeError) -> Self {
+        pb::BridgeError {
+            kind: error.kind as i32,
+            message: error.message,
+            context: error.context.into_iter().collect(),
+            remote_type: error.remote_type,
+            remote_traceback: error.remote_traceback,
+            origin: error.origin,
+            cause: error.cause.map(|c| Box::new((*c).into())),
+        }
+    }
+}
+
+impl From<pb::BridgeError> for BridgeError {
+    fn from(error: pb::BridgeError) -> Self {
+        BridgeError {
+            kind: ErrorKind::try_from(error.kind).unwrap_or(ErrorKind::Unspecified),
+            message: error.message,
+            context: error.context.into_iter().collect(),
+            remote_type: error.remote_type,
+            remote_traceback: error.remote_traceback,
+            origin: error.origin,
+            cause: error.cause.map(|c| Box::new((*c).into())),
+        }
+    }
+}
+
+impl From<BridgeError> for Status {
+    fn from(error: BridgeError) -> Self {
+        let code = error.code();
+        let message = error.message.clone();
+        let details = pb::BridgeError::from(error).encode_to_vec();
+        Status::with_details(code, message, details.into())
+    }
+}
+
+impl From<Status> for BridgeError {
+    fn from(status: Status) -> Self {
+        BridgeError::from_status(&status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_a_status() {
+        let error = BridgeError::variable_not_found("s1", "temperature");
+        let status = Status::from(error.clone());
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "variable `temperature` not found in session `s1`");
+        assert_eq!(BridgeError::from_status(&status), error);
+    }
+
+    #[test]
+    fn a_status_without_details_is_classified_by_code() {
+        let error = BridgeError::from_status(&Status::unavailable("connection refused"));
+        assert_eq!(error.kind, ErrorKind::Unavailable);
+        let error = BridgeError::from_status(&Status::internal("boom"));
+        assert_eq!(error.kind, ErrorKind::Unspecified);
+    }
+}

@@ -1,0 +1,442 @@
+//! The embedded in-memory backend: a map of sessions, each behind its own lock, with a
+//! bounded broadcast channel for watchers and a bounded ring of recent changes for resume.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use mlbridge_proto::mlbridge::v1::{self as pb, VariableUpdateKind};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::variables::{Variables, WriteContext, WriteOp};
+use super::{Limits, NewSession, StateBackend, UpdateStream, WatchStart};
+use crate::error::{BridgeError, ErrorKind, Result};
+use crate::glob::Glob;
+
+/// Sessions held in this process's memory.
+#[derive(Debug)]
+pub struct MemoryBackend {
+    sessions: RwLock<HashMap<String, Arc<Slot>>>,
+    expired: Mutex<Expired>,
+    limits: Limits,
+}
+
+/// Ids of recently expired sessions, oldest first, bounded.
+#[derive(Debug, Default)]
+struct Expired {
+    order: VecDeque<String>,
+    ids: HashSet<String>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    state: Mutex<SessionState>,
+    updates: broadcast::Sender<Arc<pb::VariableUpdate>>,
+    /// Set when the session is removed, so that watchers end.
+    removed: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Debug)]
+struct SessionState {
+    id: String,
+    created_at: SystemTime,
+    last_activity: SystemTime,
+    ttl: Duration,
+    metadata: HashMap<String, String>,
+    cache: pb::CacheSettings,
+    variables: Variables,
+    recent: VecDeque<Arc<pb::VariableUpdate>>,
+    watchers: usize,
+}
+
+impl SessionState {
+    fn expires_at(&self) -> SystemTime {
+        self.last_activity + self.ttl
+    }
+
+    fn describe(&self) -> pb::Session {
+        pb::Session {
+            session_id: self.id.clone(),
+            created_at: Some(self.created_at.into()),
+            last_activity_at: Some(self.last_activity.into()),
+            expires_at: Some(self.expires_at().into()),
+            ttl: prost_types::Duration::try_from(self.ttl).ok(),
+            metadata: self.metadata.clone(),
+            cache: Some(self.cache),
+            variable_count: self.variables.len() as u32,
+            tool_count: 0,
+            callback_count: 0,
+            resource_count: 0,
+            current_sequence: self.variables.sequence(),
+        }
+    }
+}
+
+impl MemoryBackend {
+    /// An empty backend with `limits`.
+    pub fn new(limits: Limits) -> Self {
+        MemoryBackend {
+            sessions: RwLock::new(HashMap::new()),
+            expired: Mutex::new(Expired::default()),
+            limits,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The live session `id`, marking activity; an expired one is removed and reported.
+    fn slot(&self, id: &str) -> Result<Arc<Slot>> {
+        let slot = self.sessions.read().expect("sessions lock").get(id).cloned();
+        let Some(slot) = slot else {
+            return Err(self.missing(id));
+        };
+        let now = SystemTime::now();
+        {
+            let mut state = slot.state.lock().expect("session lock");
+            if state.expires_at() <= now {
+                drop(state);
+                self.forget(id, true);
+                return Err(self.missing(id));
+            }
+            state.last_activity = now;
+        }
+        Ok(slot)
+    }
+
+    fn missing(&self, id: &str) -> BridgeError {
+        if self.expired.lock().expect("expired lock").ids.contains(id) {
+            BridgeError::new(ErrorKind::SessionExpired, format!("session `{id}` expired"))
+                .with("session_id", id)
+        } else {
+            BridgeError::session_not_found(id)
+        }
+    }
+
+    /// Removes a session; with `expired`, remembers its id for a while.
+    fn forget(&self, id: &str, expired: bool) -> Option<Arc<Slot>> {
+        let removed = self.sessions.write().expect("sessions lock").remove(id);
+        if let Some(slot) = &removed {
+            slot.removed.send_replace(true);
+        }
+        if removed.is_some() && expired {
+            let mut memory = self.expired.lock().expect("expired lock");
+            if memory.ids.insert(id.to_owned()) {
+                memory.order.push_back(id.to_owned());
+            }
+            while memory.order.len() > self.limits.remembered_expired_sessions {
+                if let Some(old) = memory.order.pop_front() {
+                    memory.ids.remove(&old);
+                }
+            }
+        }
+        removed
+    }
+}
+
+fn new_session_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Session ids: 1 to 128 characters of letters, digits, `-`, `_`, `.` and `:`.
+fn check_session_id(id: &str) -> Result<()> {
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(BridgeError::invalid_argument(
+            "session_id",
+            format!("invalid session id {id:?}: use 1 to 128 letters, digits, '-', '_', '.' or ':'"),
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl StateBackend for MemoryBackend {
+    async fn create_session(&self, new: NewSession) -> Result<(pb::Session, bool)> {
+        let id = match new.id {
+            Some(id) if !id.is_empty() => {
+                check_session_id(&id)?;
+                id
+            }
+            _ => new_session_id(),
+        };
+        if let Ok(slot) = self.slot(&id) {
+            return Ok((slot.state.lock().expect("session lock").describe(), false));
+        }
+        let ttl = match new.ttl {
+            Some(ttl) if ttl.is_zero() => {
+                return Err(BridgeError::invalid_argument("ttl", "session ttl must be greater than zero"));
+            }
+            Some(ttl) => ttl.min(self.limits.max_ttl),
+            None => self.limits.default_ttl,
+        };
+        let cache = new.cache.unwrap_or(pb::CacheSettings {
+            enabled: true,
+            ttl: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        });
+        let now = SystemTime::now();
+        let state = SessionState {
+            id: id.clone(),
+            created_at: now,
+            last_activity: now,
+            ttl,
+            metadata: new.metadata,
+            cache,
+            variables: Variables::default(),
+            recent: VecDeque::new(),
+            watchers: 0,
+        };
+        let described = state.describe();
+        let mut sessions = self.sessions.write().expect("sessions lock");
+        if let Some(existing) = sessions.get(&id) {
+            // Created concurrently by another call.
+            return Ok((existing.state.lock().expect("session lock").describe(), false));
+        }
+        if sessions.len() >= self.limits.max_sessions {
+            return Err(BridgeError::new(
+                ErrorKind::SessionLimitExceeded,
+                format!("the engine already holds the maximum of {} sessions", self.limits.max_sessions),
+            )
+            .with("limit", self.limits.max_sessions));
+        }
+        let (updates, _) = broadcast::channel(self.limits.watch_buffer.max(1));
+        let (removed, _) = tokio::sync::watch::channel(false);
+        sessions.insert(id.clone(), Arc::new(Slot { state: Mutex::new(state), updates, removed }));
+        self.expired.lock().expect("expired lock").ids.remove(&id);
+        Ok((described, true))
+    }
+
+    async fn session(&self, id: &str) -> Result<pb::Session> {
+        Ok(self.slot(id)?.state.lock().expect("session lock").describe())
+    }
+
+    async fn remove_session(&self, id: &str) -> Result<Option<pb::CleanupSessionResponse>> {
+        Ok(self.forget(id, false).map(|slot| {
+            let state = slot.state.lock().expect("session lock");
+            pb::CleanupSessionResponse {
+                existed: true,
+                variables_removed: state.variables.len() as u32,
+                resources_released: 0,
+            }
+        }))
+    }
+
+    async fn expire_sessions(&self) -> Result<Vec<String>> {
+        let now = SystemTime::now();
+        let expired: Vec<String> = self
+            .sessions
+            .read()
+            .expect("sessions lock")
+            .iter()
+            .filter(|(_, slot)| slot.state.lock().expect("session lock").expires_at() <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            self.forget(id, true);
+        }
+        Ok(expired)
+    }
+
+    async fn get(&self, session: &str, names: &[String]) -> Result<(Vec<Option<pb::Variable>>, u64)> {
+        let slot = self.slot(session)?;
+        let state = slot.state.lock().expect("session lock");
+        let found = names
+            .iter()
+            .map(|name| state.variables.get(name).map(|s| s.variable.clone()))
+            .collect();
+        Ok((found, state.variables.sequence()))
+    }
+
+    async fn list(&self, session: &str, pattern: &Glob) -> Result<(Vec<pb::Variable>, u64)> {
+        let slot = self.slot(session)?;
+        let state = slot.state.lock().expect("session lock");
+        let mut found: Vec<pb::Variable> = state
+            .variables
+            .iter()
+            .filter(|s| pattern.matches(&s.variable.name))
+            .map(|s| s.variable.clone())
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok((found, state.variables.sequence()))
+    }
+
+    async fn write(
+        &self,
+        session: &str,
+        ops: Vec<WriteOp>,
+        atomic: bool,
+        context: WriteContext,
+    ) -> Result<Vec<Result<(pb::Variable, u64)>>> {
+        let slot = self.slot(session)?;
+        let mut state = slot.state.lock().expect("session lock");
+        let (outcomes, updates) = state.variables.apply(session, ops, atomic, &context, &self.limits);
+        for update in updates {
+            let update = Arc::new(update);
+            state.recent.push_back(Arc::clone(&update));
+            while state.recent.len() > self.limits.retained_changes {
+                state.recent.pop_front();
+            }
+            // No receivers is fine: nobody is watching.
+            let _ = slot.updates.send(update);
+        }
+        Ok(outcomes)
+    }
+
+    async fn history(&self, session: &str, name: &str, limit: usize) -> Result<Vec<pb::VariableVersion>> {
+        let slot = self.slot(session)?;
+        let state = slot.state.lock().expect("session lock");
+        let variable = state
+            .variables
+            .get(name)
+            .ok_or_else(|| BridgeError::variable_not_found(session, name))?;
+        let take = if limit == 0 { usize::MAX } else { limit };
+        Ok(variable.history.iter().rev().take(take).cloned().collect())
+    }
+
+    async fn watch(&self, session: &str, names: Vec<String>, start: WatchStart) -> Result<UpdateStream> {
+        let slot = self.slot(session)?;
+        let filter: HashSet<String> = names.into_iter().collect();
+        let wanted = move |name: &str| filter.is_empty() || filter.contains(name);
+        let (prelude, receiver, synced_at) = {
+            let mut state = slot.state.lock().expect("session lock");
+            if state.watchers >= self.limits.max_watchers_per_session {
+                return Err(BridgeError::invalid_argument(
+                    "session_id",
+                    format!(
+                        "session `{session}` already has the maximum of {} watchers",
+                        self.limits.max_watchers_per_session
+                    ),
+                ));
+            }
+            let current = state.variables.sequence();
+            let prelude: Vec<pb::VariableUpdate> = match start {
+                WatchStart::Now => Vec::new(),
+                WatchStart::Initial => {
+                    let mut initial: Vec<pb::VariableUpdate> = state
+                        .variables
+                        .iter()
+                        .filter(|s| wanted(&s.variable.name))
+                        .map(|s| pb::VariableUpdate {
+                            kind: VariableUpdateKind::Initial as i32,
+                            variable_name: s.variable.name.clone(),
+                            variable: Some(s.variable.clone()),
+                            sequence: current,
+                            timestamp: s.variable.updated_at,
+                            ..Default::default()
+                        })
+                        .collect();
+                    initial.sort_by(|a, b| a.variable_name.cmp(&b.variable_name));
+                    initial
+                }
+                WatchStart::Resume(from) => {
+                    if from > current {
+                        return Err(BridgeError::invalid_argument(
+                            "resume_from_sequence",
+                            format!("cannot resume from sequence {from}: session `{session}` is at {current}"),
+                        ));
+                    }
+                    let oldest = state.recent.front().map_or(current + 1, |u| u.sequence);
+                    if from + 1 < oldest {
+                        return Err(BridgeError::new(
+                            ErrorKind::WatchLagged,
+                            format!(
+                                "cannot resume from sequence {from}: the oldest retained change is {oldest}; \
+                                 re-subscribe with initial values"
+                            ),
+                        )
+                        .with("last_sequence", from)
+                        .with("oldest_retained_sequence", oldest));
+                    }
+                    state
+                        .recent
+                        .iter()
+                        .filter(|u| u.sequence > from && wanted(&u.variable_name))
+                        .map(|u| (**u).clone())
+                        .collect()
+                }
+            };
+            state.watchers += 1;
+            // Subscribing under the session lock: no change can fall between the prelude
+            // and the live updates.
+            (prelude, slot.updates.subscribe(), current)
+        };
+        let (sender, stream) = mpsc::channel(64);
+        let session = session.to_owned();
+        let watch_buffer = self.limits.watch_buffer;
+        tokio::spawn(forward(slot, session, prelude, synced_at, receiver, sender, wanted, watch_buffer));
+        Ok(Box::pin(ReceiverStream::new(stream)))
+    }
+
+    async fn session_count(&self) -> usize {
+        self.sessions.read().expect("sessions lock").len()
+    }
+}
+
+/// Feeds one watcher: prelude, `SYNCED`, then live updates until the watcher lags, the
+/// session goes away or the client hangs up.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    slot: Arc<Slot>,
+    session: String,
+    prelude: Vec<pb::VariableUpdate>,
+    synced_at: u64,
+    mut receiver: broadcast::Receiver<Arc<pb::VariableUpdate>>,
+    sender: mpsc::Sender<Result<pb::VariableUpdate>>,
+    wanted: impl Fn(&str) -> bool + Send,
+    watch_buffer: usize,
+) {
+    let synced = pb::VariableUpdate {
+        kind: VariableUpdateKind::Synced as i32,
+        sequence: synced_at,
+        timestamp: Some(SystemTime::now().into()),
+        ..Default::default()
+    };
+    let mut last = synced_at;
+    let mut removed = slot.removed.subscribe();
+    'feed: {
+        for update in prelude.into_iter().chain([synced]) {
+            if sender.send(Ok(update)).await.is_err() {
+                break 'feed;
+            }
+        }
+        loop {
+            let outcome = tokio::select! {
+                biased;
+                received = receiver.recv() => received,
+                () = sender.closed() => break 'feed,
+                _ = removed.wait_for(|gone| *gone) => Err(broadcast::error::RecvError::Closed),
+            };
+            let error = match outcome {
+                Ok(update) if update.sequence <= last => continue,
+                Ok(update) => {
+                    last = update.sequence;
+                    if !wanted(&update.variable_name) {
+                        continue;
+                    }
+                    if sender.send(Ok((*update).clone())).await.is_err() {
+                        break 'feed;
+                    }
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => BridgeError::new(
+                    ErrorKind::WatchLagged,
+                    format!(
+                        "watcher of session `{session}` fell {missed} updates behind its buffer of {watch_buffer}; \
+                         resume from sequence {last}"
+                    ),
+                )
+                .with("last_sequence", last),
+                Err(broadcast::error::RecvError::Closed) => BridgeError::session_not_found(&session),
+            };
+            let _ = sender.send(Err(error)).await;
+            break 'feed;
+        }
+    }
+    slot.state.lock().expect("session lock").watchers -= 1;
+}

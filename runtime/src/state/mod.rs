@@ -1,0 +1,125 @@
+//! Session state behind the [`StateBackend`] trait. The rules (validation, versions,
+//! history, atomic batches) live in [`variables`], shared by every backend; a backend only
+//! stores sessions and delivers change events. [`MemoryBackend`] is the embedded default.
+
+mod memory;
+pub mod variables;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use mlbridge_proto::mlbridge::v1 as pb;
+use tokio_stream::Stream;
+
+use crate::error::Result;
+use crate::glob::Glob;
+
+pub use memory::MemoryBackend;
+pub use variables::{WriteContext, WriteOp};
+
+/// A stream of variable updates, ending with an error (never with OK on its own).
+pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::VariableUpdate>> + Send>>;
+
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchStart {
+    /// Only changes from now on.
+    Now,
+    /// The current value of every matching variable first (kind `INITIAL`).
+    Initial,
+    /// Every retained change after this sequence number, in order.
+    Resume(u64),
+}
+
+/// Limits that keep memory bounded whatever clients send.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Live sessions at most; more is `SESSION_LIMIT_EXCEEDED`.
+    pub max_sessions: usize,
+    /// Variables per session at most.
+    pub max_variables_per_session: usize,
+    /// History entries kept per variable.
+    pub history_per_variable: usize,
+    /// Changes kept per session for watch resumption.
+    pub retained_changes: usize,
+    /// Updates buffered per watcher before it is cut off with `WATCH_LAGGED`.
+    pub watch_buffer: usize,
+    /// Open watch streams per session at most.
+    pub max_watchers_per_session: usize,
+    /// Largest encoded value accepted, in bytes.
+    pub max_value_bytes: usize,
+    /// Session inactivity timeout when the client names none.
+    pub default_ttl: Duration,
+    /// Longest session inactivity timeout granted.
+    pub max_ttl: Duration,
+    /// Recently expired session ids remembered to answer `SESSION_EXPIRED`.
+    pub remembered_expired_sessions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 10_000,
+            max_variables_per_session: 10_000,
+            history_per_variable: 100,
+            retained_changes: 1024,
+            watch_buffer: 1024,
+            max_watchers_per_session: 256,
+            max_value_bytes: 64 * 1024 * 1024,
+            default_ttl: Duration::from_secs(3600),
+            max_ttl: Duration::from_secs(24 * 3600),
+            remembered_expired_sessions: 4096,
+        }
+    }
+}
+
+/// What a new session asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    /// The client's chosen id; `None` lets the engine pick one.
+    pub id: Option<String>,
+    /// Inactivity timeout; `None` means the default. Clamped to the maximum.
+    pub ttl: Option<Duration>,
+    /// Free-form labels.
+    pub metadata: HashMap<String, String>,
+    /// Client cache settings, stored and returned.
+    pub cache: Option<pb::CacheSettings>,
+}
+
+/// Storage of sessions, variables and change events.
+///
+/// Every method that names a session counts as activity on it. Implementations must make
+/// each `write` call atomic with respect to other calls on the same session, and deliver
+/// updates to watchers in sequence order.
+#[tonic::async_trait]
+pub trait StateBackend: Send + Sync + 'static {
+    /// Creates a session, or returns the existing one with that id (`created` false).
+    async fn create_session(&self, new: NewSession) -> Result<(pb::Session, bool)>;
+    /// The session, marking activity.
+    async fn session(&self, id: &str) -> Result<pb::Session>;
+    /// Removes a session and everything it owns; `None` if it did not exist.
+    async fn remove_session(&self, id: &str) -> Result<Option<pb::CleanupSessionResponse>>;
+    /// Removes sessions whose TTL has run out; returns their ids.
+    async fn expire_sessions(&self) -> Result<Vec<String>>;
+    /// Variables by name (`None` for missing ones) and the sequence they reflect.
+    async fn get(&self, session: &str, names: &[String]) -> Result<(Vec<Option<pb::Variable>>, u64)>;
+    /// Variables whose names match `pattern`, sorted by name.
+    async fn list(&self, session: &str, pattern: &Glob) -> Result<(Vec<pb::Variable>, u64)>;
+    /// Applies writes. With `atomic`, all succeed or none is applied (and every outcome is
+    /// the failure that stopped them); otherwise each stands alone.
+    async fn write(
+        &self,
+        session: &str,
+        ops: Vec<WriteOp>,
+        atomic: bool,
+        context: WriteContext,
+    ) -> Result<Vec<Result<(pb::Variable, u64)>>>;
+    /// Retained history of a variable, newest first, at most `limit` entries (0 = all).
+    async fn history(&self, session: &str, name: &str, limit: usize) -> Result<Vec<pb::VariableVersion>>;
+    /// Updates of the named variables (all when `names` is empty): the start's prelude, a
+    /// `SYNCED` marker, then live changes.
+    async fn watch(&self, session: &str, names: Vec<String>, start: WatchStart) -> Result<UpdateStream>;
+    /// Number of live sessions.
+    async fn session_count(&self) -> usize;
+}

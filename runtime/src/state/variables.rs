@@ -1,0 +1,490 @@
+//! The variable rules every backend shares: registration, validated writes, versions,
+//! optimistic concurrency, bounded history, rollback, deletion, and all-or-nothing batches.
+//! Pure data in, data and events out; no I/O.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::SystemTime;
+
+use mlbridge_proto::mlbridge::v1::{self as pb, Constraints, Value, VariableType, VariableUpdateKind};
+use prost::Message;
+
+use super::Limits;
+use crate::error::{BridgeError, ErrorKind, Result};
+use crate::value;
+
+/// Longest variable name accepted, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// One change to apply.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Create a variable at version 1.
+    Register {
+        /// Variable name.
+        name: String,
+        /// Declared type.
+        ty: VariableType,
+        /// Initial value.
+        value: Value,
+        /// Validation rules.
+        constraints: Constraints,
+        /// Free text.
+        description: String,
+        /// Free-form labels stored on the variable.
+        metadata: HashMap<String, String>,
+    },
+    /// Replace the value, as a new version.
+    Set {
+        /// Variable name.
+        name: String,
+        /// New value.
+        value: Value,
+        /// Fail with `VERSION_CONFLICT` unless the current version is this.
+        expected_version: Option<u64>,
+    },
+    /// Remove the variable and its history.
+    Delete {
+        /// Variable name.
+        name: String,
+        /// Fail with `VERSION_CONFLICT` unless the current version is this.
+        expected_version: Option<u64>,
+    },
+    /// Restore an earlier version's value as a new version.
+    Rollback {
+        /// Variable name.
+        name: String,
+        /// The retained version whose value to restore.
+        target_version: u64,
+        /// Fail with `VERSION_CONFLICT` unless the current version is this.
+        expected_version: Option<u64>,
+    },
+}
+
+impl WriteOp {
+    /// The variable the op is about.
+    pub fn name(&self) -> &str {
+        match self {
+            WriteOp::Register { name, .. }
+            | WriteOp::Set { name, .. }
+            | WriteOp::Delete { name, .. }
+            | WriteOp::Rollback { name, .. } => name,
+        }
+    }
+}
+
+/// Who writes, recorded on history entries and updates.
+#[derive(Debug, Clone, Default)]
+pub struct WriteContext {
+    /// Free-form writer identity, e.g. `python:pid-123`.
+    pub source: String,
+    /// Labels stored on the history entry and sent with the update.
+    pub metadata: HashMap<String, String>,
+}
+
+/// A variable with its retained history (newest last).
+#[derive(Debug, Clone)]
+pub struct VariableState {
+    /// The current state.
+    pub variable: pb::Variable,
+    /// Earlier and current versions, oldest first, bounded by the history limit.
+    pub history: VecDeque<pb::VariableVersion>,
+}
+
+/// The variables of one session and its change counter.
+#[derive(Debug, Default)]
+pub struct Variables {
+    vars: HashMap<String, VariableState>,
+    sequence: u64,
+}
+
+/// The outcome of one op: the variable after it (before, for a delete) and the update.
+type Applied = (pb::Variable, pb::VariableUpdate);
+
+impl Variables {
+    /// The current change sequence number (0 before any change).
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Number of variables.
+    pub fn len(&self) -> usize {
+        self.vars.len()
+    }
+
+    /// Whether there are no variables.
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+
+    /// A variable by name.
+    pub fn get(&self, name: &str) -> Option<&VariableState> {
+        self.vars.get(name)
+    }
+
+    /// Every variable, unordered.
+    pub fn iter(&self) -> impl Iterator<Item = &VariableState> {
+        self.vars.values()
+    }
+
+    /// Applies `ops`. Returns per-op outcomes and the updates to publish (already numbered),
+    /// in order. With `atomic`, the first failure leaves everything unchanged and becomes
+    /// every op's outcome.
+    pub fn apply(
+        &mut self,
+        session_id: &str,
+        ops: Vec<WriteOp>,
+        atomic: bool,
+        context: &WriteContext,
+        limits: &Limits,
+    ) -> (Vec<Result<(pb::Variable, u64)>>, Vec<pb::VariableUpdate>) {
+        let now = SystemTime::now();
+        if atomic {
+            let mut staged = Staged { base: &self.vars, overlay: HashMap::new() };
+            let mut applied = Vec::with_capacity(ops.len());
+            for op in ops.iter().cloned() {
+                match staged.apply(session_id, op, context, limits, now) {
+                    Ok(outcome) => applied.push(outcome),
+                    Err(err) => {
+                        let err = err.with("batch_failed_at", op_index(&ops, applied.len()));
+                        return (ops.iter().map(|_| Err(err.clone())).collect(), Vec::new());
+                    }
+                }
+            }
+            let overlay = staged.overlay;
+            self.commit(overlay, applied)
+        } else {
+            let mut outcomes = Vec::with_capacity(ops.len());
+            let mut updates = Vec::new();
+            for op in ops {
+                let mut staged = Staged { base: &self.vars, overlay: HashMap::new() };
+                match staged.apply(session_id, op, context, limits, now) {
+                    Ok(outcome) => {
+                        let overlay = staged.overlay;
+                        let (mut results, mut published) = self.commit(overlay, vec![outcome]);
+                        outcomes.append(&mut results);
+                        updates.append(&mut published);
+                    }
+                    Err(err) => outcomes.push(Err(err)),
+                }
+            }
+            (outcomes, updates)
+        }
+    }
+
+    fn commit(
+        &mut self,
+        overlay: HashMap<String, Option<VariableState>>,
+        applied: Vec<Applied>,
+    ) -> (Vec<Result<(pb::Variable, u64)>>, Vec<pb::VariableUpdate>) {
+        for (name, state) in overlay {
+            match state {
+                Some(state) => self.vars.insert(name, state),
+                None => self.vars.remove(&name),
+            };
+        }
+        let mut outcomes = Vec::with_capacity(applied.len());
+        let mut updates = Vec::with_capacity(applied.len());
+        for (variable, mut update) in applied {
+            self.sequence += 1;
+            update.sequence = self.sequence;
+            outcomes.push(Ok((variable, self.sequence)));
+            updates.push(update);
+        }
+        (outcomes, updates)
+    }
+}
+
+fn op_index(ops: &[WriteOp], index: usize) -> String {
+    format!("{index} ({})", ops.get(index).map_or("", WriteOp::name))
+}
+
+/// Changes staged over the committed variables, read through by later ops of a batch.
+struct Staged<'a> {
+    base: &'a HashMap<String, VariableState>,
+    overlay: HashMap<String, Option<VariableState>>,
+}
+
+impl Staged<'_> {
+    fn current(&self, name: &str) -> Option<&VariableState> {
+        match self.overlay.get(name) {
+            Some(staged) => staged.as_ref(),
+            None => self.base.get(name),
+        }
+    }
+
+    fn count(&self) -> usize {
+        let added = self.overlay.iter().filter(|(k, v)| v.is_some() && !self.base.contains_key(*k)).count();
+        let removed = self.overlay.iter().filter(|(k, v)| v.is_none() && self.base.contains_key(*k)).count();
+        self.base.len() + added - removed
+    }
+
+    fn existing(&self, session_id: &str, name: &str, expected: Option<u64>) -> Result<VariableState> {
+        let state = self
+            .current(name)
+            .ok_or_else(|| BridgeError::variable_not_found(session_id, name))?;
+        if let Some(expected) = expected
+            && expected != state.variable.version
+        {
+            return Err(BridgeError::new(
+                ErrorKind::VersionConflict,
+                format!(
+                    "variable `{name}` is at version {}, not the expected version {expected}",
+                    state.variable.version
+                ),
+            )
+            .with("variable", name)
+            .with("expected_version", expected)
+            .with("current_version", state.variable.version));
+        }
+        Ok(state.clone())
+    }
+
+    fn apply(
+        &mut self,
+        session_id: &str,
+        op: WriteOp,
+        context: &WriteContext,
+        limits: &Limits,
+        now: SystemTime,
+    ) -> Result<Applied> {
+        let timestamp = Some(prost_types::Timestamp::from(now));
+        let entry = |kind: VariableUpdateKind, version: u64, value: &Value, restored: u64| pb::VariableVersion {
+            version,
+            value: Some(value.clone()),
+            timestamp,
+            source: context.source.clone(),
+            metadata: context.metadata.clone(),
+            kind: kind as i32,
+            restored_from_version: restored,
+        };
+        let update = |kind: VariableUpdateKind, variable: &pb::Variable, old: Option<Value>| pb::VariableUpdate {
+            kind: kind as i32,
+            variable_name: variable.name.clone(),
+            variable: Some(variable.clone()),
+            old_value: old,
+            sequence: 0,
+            source: context.source.clone(),
+            timestamp,
+            metadata: context.metadata.clone(),
+        };
+        match op {
+            WriteOp::Register { name, ty, value, constraints, description, metadata } => {
+                check_name(&name)?;
+                if self.current(&name).is_some() {
+                    return Err(BridgeError::new(
+                        ErrorKind::VariableAlreadyExists,
+                        format!("variable `{name}` already exists in session `{session_id}`"),
+                    )
+                    .with("variable", &name));
+                }
+                if self.count() >= limits.max_variables_per_session {
+                    return Err(BridgeError::new(
+                        ErrorKind::InvalidArgument,
+                        format!(
+                            "session `{session_id}` already holds the maximum of {} variables",
+                            limits.max_variables_per_session
+                        ),
+                    )
+                    .with("limit", limits.max_variables_per_session));
+                }
+                value::check_definition(&name, ty, &constraints)?;
+                let value = checked(&name, ty, &constraints, value, limits)?;
+                let variable = pb::Variable {
+                    name: name.clone(),
+                    r#type: ty as i32,
+                    value: Some(value.clone()),
+                    constraints: Some(constraints),
+                    version: 1,
+                    description,
+                    metadata,
+                    created_at: timestamp,
+                    updated_at: timestamp,
+                    optimizing: false,
+                    optimizer_id: String::new(),
+                    source: context.source.clone(),
+                };
+                let history = VecDeque::from([entry(VariableUpdateKind::Registered, 1, &value, 0)]);
+                let published = update(VariableUpdateKind::Registered, &variable, None);
+                self.overlay.insert(name, Some(VariableState { variable: variable.clone(), history }));
+                Ok((variable, published))
+            }
+            WriteOp::Set { name, value, expected_version } => {
+                let mut state = self.existing(session_id, &name, expected_version)?;
+                let ty = VariableType::try_from(state.variable.r#type).unwrap_or(VariableType::Any);
+                let constraints = state.variable.constraints.clone().unwrap_or_default();
+                let value = checked(&name, ty, &constraints, value, limits)?;
+                let old = state.variable.value.replace(value.clone());
+                state.variable.version += 1;
+                state.variable.updated_at = timestamp;
+                state.variable.source = context.source.clone();
+                let version = state.variable.version;
+                push_history(&mut state, entry(VariableUpdateKind::Set, version, &value, 0), limits);
+                let published = update(VariableUpdateKind::Set, &state.variable, old);
+                let variable = state.variable.clone();
+                self.overlay.insert(name, Some(state));
+                Ok((variable, published))
+            }
+            WriteOp::Delete { name, expected_version } => {
+                let state = self.existing(session_id, &name, expected_version)?;
+                let published = update(VariableUpdateKind::Deleted, &state.variable, state.variable.value.clone());
+                self.overlay.insert(name, None);
+                Ok((state.variable, published))
+            }
+            WriteOp::Rollback { name, target_version, expected_version } => {
+                let mut state = self.existing(session_id, &name, expected_version)?;
+                let Some(target) = state.history.iter().find(|e| e.version == target_version).cloned() else {
+                    let oldest = state.history.front().map_or(0, |e| e.version);
+                    return Err(BridgeError::invalid_argument(
+                        "target_version",
+                        format!(
+                            "version {target_version} of variable `{name}` is not retained (retained: {oldest} to {})",
+                            state.variable.version
+                        ),
+                    )
+                    .with("variable", &name)
+                    .with("oldest_retained_version", oldest));
+                };
+                let value = target.value.unwrap_or_default();
+                let old = state.variable.value.replace(value.clone());
+                state.variable.version += 1;
+                state.variable.updated_at = timestamp;
+                state.variable.source = context.source.clone();
+                let restored = entry(VariableUpdateKind::RolledBack, state.variable.version, &value, target_version);
+                push_history(&mut state, restored, limits);
+                let published = update(VariableUpdateKind::RolledBack, &state.variable, old);
+                let variable = state.variable.clone();
+                self.overlay.insert(name, Some(state));
+                Ok((variable, published))
+            }
+        }
+    }
+}
+
+fn push_history(state: &mut VariableState, entry: pb::VariableVersion, limits: &Limits) {
+    state.history.push_back(entry);
+    while state.history.len() > limits.history_per_variable.max(1) {
+        state.history.pop_front();
+    }
+}
+
+/// Size limit first (cheap and protects the validator), then type and constraints.
+fn checked(name: &str, ty: VariableType, constraints: &Constraints, value: Value, limits: &Limits) -> Result<Value> {
+    let size = value.encoded_len();
+    if size > limits.max_value_bytes {
+        return Err(BridgeError::new(
+            ErrorKind::PayloadTooLarge,
+            format!(
+                "value of variable `{name}` is {size} bytes, over the limit of {} bytes",
+                limits.max_value_bytes
+            ),
+        )
+        .with("variable", name)
+        .with("limit_bytes", limits.max_value_bytes));
+    }
+    value::validate(name, ty, constraints, value)
+}
+
+/// Variable names: 1 to 256 bytes, no control characters.
+pub fn check_name(name: &str) -> Result<()> {
+    let problem = if name.is_empty() {
+        Some("a variable name cannot be empty".to_owned())
+    } else if name.len() > MAX_NAME_BYTES {
+        Some(format!("variable name `{}...` is longer than {MAX_NAME_BYTES} bytes", &name[..32.min(name.len())]))
+    } else if name.chars().any(char::is_control) {
+        Some(format!("variable name {name:?} contains control characters"))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => Err(BridgeError::invalid_argument("name", message)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlbridge_proto::mlbridge::v1::value::Kind;
+
+    fn int(v: i64) -> Value {
+        Value { kind: Some(Kind::IntValue(v)) }
+    }
+
+    fn register(name: &str, v: i64) -> WriteOp {
+        WriteOp::Register {
+            name: name.into(),
+            ty: VariableType::Integer,
+            value: int(v),
+            constraints: Constraints { max: Some(100.0), ..Default::default() },
+            description: String::new(),
+            metadata: HashMap::new(),
+        }
+    }
+
+    fn set(name: &str, v: i64) -> WriteOp {
+        WriteOp::Set { name: name.into(), value: int(v), expected_version: None }
+    }
+
+    #[test]
+    fn versions_history_and_rollback() {
+        let mut vars = Variables::default();
+        let limits = Limits { history_per_variable: 3, ..Limits::default() };
+        let ctx = WriteContext::default();
+        vars.apply("s", vec![register("x", 1)], false, &ctx, &limits);
+        for v in 2..=5 {
+            let (out, _) = vars.apply("s", vec![set("x", v)], false, &ctx, &limits);
+            assert_eq!(out[0].as_ref().unwrap().0.version, v as u64);
+        }
+        let history: Vec<u64> = vars.get("x").unwrap().history.iter().map(|e| e.version).collect();
+        assert_eq!(history, vec![3, 4, 5]);
+        let (out, _) = vars.apply(
+            "s",
+            vec![WriteOp::Rollback { name: "x".into(), target_version: 1, expected_version: None }],
+            false,
+            &ctx,
+            &limits,
+        );
+        assert!(out[0].as_ref().unwrap_err().message.contains("not retained"));
+        let (out, updates) = vars.apply(
+            "s",
+            vec![WriteOp::Rollback { name: "x".into(), target_version: 3, expected_version: Some(5) }],
+            false,
+            &ctx,
+            &limits,
+        );
+        let (variable, sequence) = out[0].as_ref().unwrap();
+        assert_eq!((variable.version, variable.value.clone()), (6, Some(int(3))));
+        assert_eq!(*sequence, 6);
+        assert_eq!(updates[0].kind, VariableUpdateKind::RolledBack as i32);
+    }
+
+    #[test]
+    fn atomic_batches_are_all_or_nothing() {
+        let mut vars = Variables::default();
+        let limits = Limits::default();
+        let ctx = WriteContext::default();
+        vars.apply("s", vec![register("a", 1), register("b", 1)], true, &ctx, &limits);
+        let (out, updates) = vars.apply("s", vec![set("a", 2), set("b", 1000)], true, &ctx, &limits);
+        assert!(out.iter().all(|o| o.as_ref().unwrap_err().kind == ErrorKind::ConstraintViolation));
+        assert!(updates.is_empty());
+        assert_eq!(vars.get("a").unwrap().variable.version, 1);
+        assert_eq!(vars.sequence(), 2);
+        // Later ops of a batch see earlier ones.
+        let (out, _) = vars.apply("s", vec![set("a", 2), WriteOp::Set { name: "a".into(), value: int(3), expected_version: Some(2) }], true, &ctx, &limits);
+        assert!(out.iter().all(Result::is_ok));
+        assert_eq!(vars.get("a").unwrap().variable.version, 3);
+    }
+
+    #[test]
+    fn expected_version_conflicts() {
+        let mut vars = Variables::default();
+        let limits = Limits::default();
+        let ctx = WriteContext::default();
+        vars.apply("s", vec![register("a", 1)], false, &ctx, &limits);
+        let op = WriteOp::Set { name: "a".into(), value: int(2), expected_version: Some(7) };
+        let (out, _) = vars.apply("s", vec![op], false, &ctx, &limits);
+        let err = out[0].as_ref().unwrap_err();
+        assert_eq!(err.kind, ErrorKind::VersionConflict);
+        assert_eq!(err.context["current_version"], "1");
+    }
+}

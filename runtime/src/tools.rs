@@ -1,0 +1,371 @@
+//! Host tools: Rust functions the engine exposes to Python. A tool's parameter specs come
+//! from its Rust signature through [`ToolValue`] (each Rust type knows its wire type), and
+//! arguments are checked against the specs before the function runs.
+//!
+//! Tools are usually declared with the `#[mlbridge::tool]` attribute; [`ToolDef`] is what it
+//! produces and can also be built by hand with [`ToolDef::unary`] / [`ToolDef::streaming`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use mlbridge_proto::mlbridge::v1::{self as pb, Value, VariableType, value::Kind};
+use tokio_stream::Stream;
+
+use crate::error::{BridgeError, ErrorKind, Result};
+use crate::value::{self, kind_name, type_name};
+
+/// A boxed future of a tool's result.
+pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
+/// A boxed stream of a streaming tool's chunks.
+pub type ToolStream = Pin<Box<dyn Stream<Item = Result<Value>> + Send>>;
+
+/// A Rust type that crosses the wire as a [`Value`].
+pub trait ToolValue: Sized + Send + 'static {
+    /// The declared type in specs.
+    fn variable_type() -> VariableType;
+    /// Constraints implied by the type (e.g. a list's element type).
+    fn constraints() -> pb::Constraints {
+        pb::Constraints::default()
+    }
+    /// Whether a missing argument is allowed (`Option<T>`).
+    fn optional() -> bool {
+        false
+    }
+    /// The value for a missing optional argument.
+    fn missing() -> Option<Self> {
+        None
+    }
+    /// Decodes a value already checked against [`ToolValue::variable_type`].
+    fn from_value(value: Value) -> std::result::Result<Self, String>;
+    /// Encodes the value.
+    fn into_value(self) -> Value;
+}
+
+fn wrong(expected: &str, value: &Value) -> String {
+    format!("expected {expected}, got {}", kind_name(value))
+}
+
+fn value_of(kind: Kind) -> Value {
+    Value { kind: Some(kind) }
+}
+
+macro_rules! scalar {
+    ($ty:ty, $vt:ident, $variant:ident, $name:literal, |$v:ident| $from:expr, |$s:ident| $into:expr) => {
+        impl ToolValue for $ty {
+            fn variable_type() -> VariableType {
+                VariableType::$vt
+            }
+            fn from_value(value: Value) -> std::result::Result<Self, String> {
+                match value.kind {
+                    Some(Kind::$variant($v)) => $from,
+                    _ => Err(wrong($name, &value)),
+                }
+            }
+            fn into_value(self) -> Value {
+                let $s = self;
+                value_of(Kind::$variant($into))
+            }
+        }
+    };
+}
+
+scalar!(f64, Float, FloatValue, "float", |v| Ok(v), |s| s);
+scalar!(i64, Integer, IntValue, "integer", |v| Ok(v), |s| s);
+scalar!(bool, Boolean, BoolValue, "boolean", |v| Ok(v), |s| s);
+scalar!(String, String, StringValue, "string", |v| Ok(v), |s| s);
+scalar!(pb::Tensor, Tensor, TensorValue, "tensor", |v| Ok(v), |s| s);
+scalar!(pb::Embedding, Embedding, EmbeddingValue, "embedding", |v| Ok(v), |s| s);
+scalar!(pb::ModuleRef, Module, ModuleValue, "module", |v| Ok(v), |s| s);
+scalar!(i32, Integer, IntValue, "integer", |v| i32::try_from(v).map_err(|_| format!("{v} does not fit in a 32-bit integer")), |s| i64::from(s));
+
+/// Opaque bytes (`Vec<u8>` would be a list of integers).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Bytes(pub Vec<u8>);
+scalar!(Bytes, Bytes, BytesValue, "bytes", |v| Ok(Bytes(v)), |s| s.0);
+
+impl ToolValue for Value {
+    fn variable_type() -> VariableType {
+        VariableType::Any
+    }
+    fn from_value(value: Value) -> std::result::Result<Self, String> {
+        Ok(value)
+    }
+    fn into_value(self) -> Value {
+        self
+    }
+}
+
+impl ToolValue for () {
+    fn variable_type() -> VariableType {
+        VariableType::Any
+    }
+    fn from_value(_: Value) -> std::result::Result<Self, String> {
+        Ok(())
+    }
+    fn into_value(self) -> Value {
+        value_of(Kind::NullValue(pb::NullValue::NullValue as i32))
+    }
+}
+
+impl<T: ToolValue> ToolValue for Option<T> {
+    fn variable_type() -> VariableType {
+        T::variable_type()
+    }
+    fn constraints() -> pb::Constraints {
+        pb::Constraints { nullable: true, ..T::constraints() }
+    }
+    fn optional() -> bool {
+        true
+    }
+    fn missing() -> Option<Self> {
+        Some(None)
+    }
+    fn from_value(value: Value) -> std::result::Result<Self, String> {
+        match value.kind {
+            Some(Kind::NullValue(_)) | None => Ok(None),
+            _ => T::from_value(value).map(Some),
+        }
+    }
+    fn into_value(self) -> Value {
+        match self {
+            Some(v) => v.into_value(),
+            None => value_of(Kind::NullValue(pb::NullValue::NullValue as i32)),
+        }
+    }
+}
+
+impl<T: ToolValue> ToolValue for Vec<T> {
+    fn variable_type() -> VariableType {
+        VariableType::List
+    }
+    fn constraints() -> pb::Constraints {
+        pb::Constraints { element_type: Some(T::variable_type() as i32), ..Default::default() }
+    }
+    fn from_value(value: Value) -> std::result::Result<Self, String> {
+        match value.kind {
+            Some(Kind::ListValue(list)) => list
+                .values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| T::from_value(v).map_err(|e| format!("element {i}: {e}")))
+                .collect(),
+            _ => Err(wrong("list", &value)),
+        }
+    }
+    fn into_value(self) -> Value {
+        value_of(Kind::ListValue(pb::ValueList { values: self.into_iter().map(T::into_value).collect() }))
+    }
+}
+
+macro_rules! map_impl {
+    ($map:ident) => {
+        impl<T: ToolValue> ToolValue for $map<String, T> {
+            fn variable_type() -> VariableType {
+                VariableType::Map
+            }
+            fn constraints() -> pb::Constraints {
+                pb::Constraints { element_type: Some(T::variable_type() as i32), ..Default::default() }
+            }
+            fn from_value(value: Value) -> std::result::Result<Self, String> {
+                match value.kind {
+                    Some(Kind::MapValue(map)) => map
+                        .entries
+                        .into_iter()
+                        .map(|(k, v)| T::from_value(v).map(|v| (k.clone(), v)).map_err(|e| format!("key {k:?}: {e}")))
+                        .collect(),
+                    _ => Err(wrong("map", &value)),
+                }
+            }
+            fn into_value(self) -> Value {
+                value_of(Kind::MapValue(pb::ValueMap {
+                    entries: self.into_iter().map(|(k, v)| (k, v.into_value())).collect(),
+                }))
+            }
+        }
+    };
+}
+map_impl!(HashMap);
+map_impl!(BTreeMap);
+
+/// The spec of one parameter of type `T`.
+pub fn param<T: ToolValue>(name: &str, description: &str) -> pb::ParameterSpec {
+    pb::ParameterSpec {
+        name: name.to_owned(),
+        r#type: T::variable_type() as i32,
+        required: !T::optional(),
+        default_value: None,
+        description: description.to_owned(),
+        constraints: Some(T::constraints()),
+        bindable: false,
+    }
+}
+
+/// The arguments of one call, checked against the tool's parameter specs.
+#[derive(Debug)]
+pub struct ToolArgs {
+    tool: String,
+    values: HashMap<String, Value>,
+    /// The calling session.
+    pub session_id: String,
+}
+
+impl ToolArgs {
+    /// Removes and decodes argument `name`; a missing optional argument becomes its default.
+    pub fn take<T: ToolValue>(&mut self, name: &str) -> Result<T> {
+        match self.values.remove(name) {
+            Some(value) => T::from_value(value).map_err(|detail| {
+                BridgeError::invalid_argument("arguments", format!("tool `{}`, argument `{name}`: {detail}", self.tool))
+                    .with("tool", &self.tool)
+                    .with("argument", name)
+            }),
+            None => T::missing().ok_or_else(|| {
+                BridgeError::invalid_argument("arguments", format!("tool `{}` needs argument `{name}`", self.tool))
+                    .with("tool", &self.tool)
+                    .with("argument", name)
+            }),
+        }
+    }
+}
+
+/// How a tool runs.
+#[derive(Clone)]
+pub enum Handler {
+    /// One result.
+    Unary(Arc<dyn Fn(ToolArgs) -> ToolFuture + Send + Sync>),
+    /// A stream of chunks.
+    Streaming(Arc<dyn Fn(ToolArgs) -> ToolStream + Send + Sync>),
+}
+
+/// A tool: its spec and its handler.
+#[derive(Clone)]
+pub struct ToolDef {
+    /// What `ListTools` reports.
+    pub spec: pb::ToolSpec,
+    /// What `ExecuteTool` runs.
+    pub handler: Handler,
+}
+
+impl std::fmt::Debug for ToolDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolDef").field("spec", &self.spec).finish_non_exhaustive()
+    }
+}
+
+impl ToolDef {
+    /// A tool with one result.
+    pub fn unary<F, Fut>(spec: pb::ToolSpec, run: F) -> Self
+    where
+        F: Fn(ToolArgs) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value>> + Send + 'static,
+    {
+        ToolDef { spec, handler: Handler::Unary(Arc::new(move |args| Box::pin(run(args)))) }
+    }
+
+    /// A tool that streams chunks.
+    pub fn streaming<F, S>(mut spec: pb::ToolSpec, run: F) -> Self
+    where
+        F: Fn(ToolArgs) -> S + Send + Sync + 'static,
+        S: Stream<Item = Result<Value>> + Send + 'static,
+    {
+        spec.supports_streaming = true;
+        ToolDef { spec, handler: Handler::Streaming(Arc::new(move |args| Box::pin(run(args)))) }
+    }
+}
+
+/// Converts a tool function's error into a `TOOL_ERROR` naming the tool.
+pub fn tool_error(tool: &str, error: impl std::fmt::Display) -> BridgeError {
+    BridgeError::new(ErrorKind::ToolError, format!("tool `{tool}` failed: {error}"))
+        .with("tool", tool)
+        .with("origin", "engine")
+}
+
+/// The engine's tools, by name.
+#[derive(Debug, Clone, Default)]
+pub struct ToolRegistry {
+    tools: BTreeMap<String, ToolDef>,
+}
+
+impl ToolRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        ToolRegistry::default()
+    }
+
+    /// Adds a tool; a second tool with the same name is refused.
+    pub fn register(&mut self, tool: ToolDef) -> Result<()> {
+        let name = tool.spec.name.clone();
+        if self.tools.contains_key(&name) {
+            return Err(BridgeError::new(ErrorKind::AlreadyExists, format!("tool `{name}` is already registered"))
+                .with("tool", &name));
+        }
+        self.tools.insert(name, tool);
+        Ok(())
+    }
+
+    /// Specs of every tool, sorted by name.
+    pub fn specs(&self) -> Vec<pb::ToolSpec> {
+        self.tools.values().map(|t| t.spec.clone()).collect()
+    }
+
+    /// Number of tools.
+    pub fn len(&self) -> usize {
+        self.tools.len()
+    }
+
+    /// Whether there are no tools.
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+
+    /// Checks `arguments` against the tool's specs and prepares the call.
+    pub fn prepare(&self, session_id: &str, name: &str, arguments: HashMap<String, Value>) -> Result<(Handler, ToolArgs)> {
+        let tool = self.tools.get(name).ok_or_else(|| {
+            BridgeError::new(ErrorKind::ToolNotFound, format!("no tool named `{name}`")).with("tool", name)
+        })?;
+        let mut checked = HashMap::with_capacity(arguments.len());
+        let mut arguments = arguments;
+        for spec in &tool.spec.parameters {
+            match arguments.remove(&spec.name) {
+                Some(value) => {
+                    let ty = VariableType::try_from(spec.r#type).unwrap_or(VariableType::Any);
+                    let ty = if ty == VariableType::Unspecified { VariableType::Any } else { ty };
+                    let constraints = spec.constraints.clone().unwrap_or_default();
+                    let label = format!("{name}.{}", spec.name);
+                    let value = value::validate(&label, ty, &constraints, value).map_err(|e| {
+                        let message = e.message.replacen("variable `", "argument `", 1);
+                        BridgeError { message, ..e }.with("tool", name)
+                    })?;
+                    checked.insert(spec.name.clone(), value);
+                }
+                None if spec.required && spec.default_value.is_none() => {
+                    return Err(BridgeError::invalid_argument(
+                        "arguments",
+                        format!("tool `{name}` needs argument `{}` ({})", spec.name, type_name(VariableType::try_from(spec.r#type).unwrap_or(VariableType::Any))),
+                    )
+                    .with("tool", name)
+                    .with("argument", &spec.name));
+                }
+                None => {
+                    if let Some(default) = &spec.default_value {
+                        checked.insert(spec.name.clone(), default.clone());
+                    }
+                }
+            }
+        }
+        if let Some(unknown) = arguments.keys().min() {
+            let known: Vec<&str> = tool.spec.parameters.iter().map(|p| p.name.as_str()).collect();
+            return Err(BridgeError::invalid_argument(
+                "arguments",
+                format!("tool `{name}` has no argument `{unknown}` (it takes: {})", known.join(", ")),
+            )
+            .with("tool", name)
+            .with("argument", unknown));
+        }
+        Ok((
+            tool.handler.clone(),
+            ToolArgs { tool: name.to_owned(), values: checked, session_id: session_id.to_owned() },
+        ))
+    }
+}
