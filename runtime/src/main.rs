@@ -2,7 +2,10 @@
 
 use std::io::Write;
 
-use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mlbridge::state::Limits;
 use mlbridge::{Engine, ListenAddr};
 
 /// The mlbridge engine.
@@ -20,15 +23,54 @@ enum Command {
         /// IP:PORT (port 0 picks a free port) or unix:PATH.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: ListenAddr,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
+}
+
+/// Limits that bound the engine's memory whatever clients send.
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Live sessions at most.
+    #[arg(long, default_value_t = Limits::default().max_sessions)]
+    max_sessions: usize,
+    /// Variables per session at most.
+    #[arg(long, default_value_t = Limits::default().max_variables_per_session)]
+    max_variables: usize,
+    /// Largest encoded variable value, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_value_bytes)]
+    max_value_bytes: usize,
+    /// History entries kept per variable.
+    #[arg(long, default_value_t = Limits::default().history_per_variable)]
+    history: usize,
+    /// Session inactivity timeout when the client names none, in seconds.
+    #[arg(long, default_value_t = Limits::default().default_ttl.as_secs())]
+    default_ttl_secs: u64,
+    /// How often expired sessions are removed, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    sweep_interval_ms: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_sessions: self.max_sessions,
+            max_variables_per_session: self.max_variables,
+            max_value_bytes: self.max_value_bytes,
+            history_per_variable: self.history,
+            default_ttl: Duration::from_secs(self.default_ttl_secs),
+            ..Limits::default()
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen } => {
-            let engine = Engine::new();
+        Command::Serve { listen, limits } => {
+            let engine = Engine::builder().limits(limits.limits()).build();
+            let _sweeper = engine.spawn_expiry_sweeper(Duration::from_millis(limits.sweep_interval_ms.max(1)));
             mlbridge::serve(
                 engine,
                 &listen,

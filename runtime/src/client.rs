@@ -1,0 +1,333 @@
+//! The Rust client: [`Client`] connects to an engine, [`Session`] is the typed API over one
+//! session (variables, batches, history, watch, host tools). Failures are [`BridgeError`]s.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use mlbridge_proto::mlbridge::v1::{self as pb, ml_bridge_client::MlBridgeClient};
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::error::{BridgeError, ErrorKind, Result};
+use crate::tools::ToolValue;
+
+/// A connection to an engine. Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: MlBridgeClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `address`: `HOST:PORT`, `http://HOST:PORT` or `unix:PATH`.
+    pub async fn connect(address: &str) -> Result<Self> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            BridgeError::new(ErrorKind::Unavailable, format!("cannot connect to engine at `{address}`: {e}"))
+                .with("address", address)
+        };
+        let channel = if let Some(path) = address.strip_prefix("unix:") {
+            let path = path.to_owned();
+            // The URI is a placeholder; the connector ignores it and dials the socket.
+            Endpoint::try_from("http://localhost")
+                .map_err(|e| unreachable(&e))?
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+                .map_err(|e| unreachable(&e))?
+        } else {
+            let uri = if address.contains("://") { address.to_owned() } else { format!("http://{address}") };
+            Endpoint::from_shared(uri)
+                .map_err(|e| unreachable(&e))?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| unreachable(&e))?
+        };
+        let inner = MlBridgeClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        Ok(Client { inner })
+    }
+
+    /// The generated tonic client, for RPCs this API does not wrap.
+    pub fn raw(&self) -> MlBridgeClient<Channel> {
+        self.inner.clone()
+    }
+
+    /// Round trip to the engine.
+    pub async fn ping(&self, message: &str) -> Result<pb::PingResponse> {
+        let request = pb::PingRequest { message: message.to_owned() };
+        Ok(self.inner.clone().ping(request).await?.into_inner())
+    }
+
+    /// Creates a session with the engine's defaults.
+    pub async fn session(&self) -> Result<Session> {
+        self.open(SessionOptions::default()).await
+    }
+
+    /// Creates (or joins, when `options.id` names a live session) a session.
+    pub async fn open(&self, options: SessionOptions) -> Result<Session> {
+        let request = pb::InitializeSessionRequest {
+            session_id: options.id.unwrap_or_default(),
+            ttl: options.ttl.and_then(|t| prost_types::Duration::try_from(t).ok()),
+            metadata: options.metadata,
+            cache: None,
+        };
+        let response = self.inner.clone().initialize_session(request).await?.into_inner();
+        let info = response.session.ok_or_else(|| BridgeError::internal("InitializeSession returned no session"))?;
+        Ok(Session { client: self.inner.clone(), id: info.session_id, source: options.source })
+    }
+}
+
+/// How to open a session.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// A chosen id; `None` lets the engine pick.
+    pub id: Option<String>,
+    /// Inactivity timeout; `None` for the engine default.
+    pub ttl: Option<Duration>,
+    /// Labels stored with the session.
+    pub metadata: HashMap<String, String>,
+    /// Writer identity recorded on history entries (default `rust`).
+    pub source: String,
+}
+
+/// A typed handle on one session. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Session {
+    client: MlBridgeClient<Channel>,
+    id: String,
+    source: String,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// Variable name.
+    pub name: String,
+    /// New value.
+    pub value: pb::Value,
+    /// Optimistic concurrency check.
+    pub expected_version: Option<u64>,
+}
+
+impl Write {
+    /// A write of `value` to `name`.
+    pub fn new(name: &str, value: impl ToolValue) -> Self {
+        Write { name: name.to_owned(), value: value.into_value(), expected_version: None }
+    }
+}
+
+impl Session {
+    /// The session id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn source(&self) -> String {
+        if self.source.is_empty() { "rust".to_owned() } else { self.source.clone() }
+    }
+
+    /// The session's current state (marks activity).
+    pub async fn info(&self) -> Result<pb::Session> {
+        let request = pb::GetSessionRequest { session_id: self.id.clone() };
+        let response = self.client.clone().get_session(request).await?.into_inner();
+        response.session.ok_or_else(|| BridgeError::internal("GetSession returned no session"))
+    }
+
+    /// Keeps the session alive; returns the new expiry.
+    pub async fn heartbeat(&self) -> Result<Option<prost_types::Timestamp>> {
+        let request = pb::HeartbeatRequest { session_id: self.id.clone() };
+        Ok(self.client.clone().heartbeat(request).await?.into_inner().expires_at)
+    }
+
+    /// Removes the session and everything in it.
+    pub async fn close(self) -> Result<pb::CleanupSessionResponse> {
+        let request = pb::CleanupSessionRequest { session_id: self.id.clone() };
+        Ok(self.client.clone().cleanup_session(request).await?.into_inner())
+    }
+
+    /// Registers a variable of type `ty` with an initial value.
+    pub async fn register(
+        &self,
+        name: &str,
+        ty: pb::VariableType,
+        value: impl ToolValue,
+        constraints: pb::Constraints,
+    ) -> Result<pb::Variable> {
+        let request = pb::RegisterVariableRequest {
+            session_id: self.id.clone(),
+            name: name.to_owned(),
+            r#type: ty as i32,
+            initial_value: Some(value.into_value()),
+            constraints: Some(constraints),
+            source: self.source(),
+            ..Default::default()
+        };
+        variable(self.client.clone().register_variable(request).await?.into_inner().variable)
+    }
+
+    /// A variable with its type, constraints and version.
+    pub async fn get(&self, name: &str) -> Result<pb::Variable> {
+        let request = pb::GetVariableRequest { session_id: self.id.clone(), name: name.to_owned() };
+        variable(self.client.clone().get_variable(request).await?.into_inner().variable)
+    }
+
+    /// A variable's value, decoded as `T`.
+    pub async fn value<T: ToolValue>(&self, name: &str) -> Result<T> {
+        let value = self.get(name).await?.value.unwrap_or_default();
+        T::from_value(value).map_err(|detail| {
+            BridgeError::new(ErrorKind::TypeMismatch, format!("variable `{name}`: {detail}")).with("variable", name)
+        })
+    }
+
+    /// Sets a variable; returns it at its new version.
+    pub async fn set(&self, name: &str, value: impl ToolValue) -> Result<pb::Variable> {
+        self.set_value(name, value.into_value(), None).await
+    }
+
+    /// Sets a variable only if it is still at `expected_version` (else `VERSION_CONFLICT`).
+    pub async fn set_if_version(&self, name: &str, value: impl ToolValue, expected_version: u64) -> Result<pb::Variable> {
+        self.set_value(name, value.into_value(), Some(expected_version)).await
+    }
+
+    async fn set_value(&self, name: &str, value: pb::Value, expected_version: Option<u64>) -> Result<pb::Variable> {
+        let request = pb::SetVariableRequest {
+            session_id: self.id.clone(),
+            name: name.to_owned(),
+            value: Some(value),
+            expected_version,
+            source: self.source(),
+            ..Default::default()
+        };
+        variable(self.client.clone().set_variable(request).await?.into_inner().variable)
+    }
+
+    /// Deletes a variable and its history.
+    pub async fn delete(&self, name: &str) -> Result<pb::Variable> {
+        let request = pb::DeleteVariableRequest {
+            session_id: self.id.clone(),
+            name: name.to_owned(),
+            source: self.source(),
+            ..Default::default()
+        };
+        variable(self.client.clone().delete_variable(request).await?.into_inner().variable)
+    }
+
+    /// Variables whose names match a glob `pattern`, sorted by name.
+    pub async fn list(&self, pattern: &str) -> Result<Vec<pb::Variable>> {
+        let request = pb::ListVariablesRequest { session_id: self.id.clone(), pattern: pattern.to_owned() };
+        Ok(self.client.clone().list_variables(request).await?.into_inner().variables)
+    }
+
+    /// Several variables at once; missing names are left out of the map.
+    pub async fn get_many(&self, names: &[&str]) -> Result<HashMap<String, pb::Variable>> {
+        let request = pb::GetVariablesRequest {
+            session_id: self.id.clone(),
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+        };
+        Ok(self.client.clone().get_variables(request).await?.into_inner().variables)
+    }
+
+    /// Several writes; with `atomic`, all or none apply. Per-write outcomes come back in
+    /// order: the new version, or the error.
+    pub async fn set_many(&self, writes: Vec<Write>, atomic: bool) -> Result<Vec<Result<u64>>> {
+        let request = pb::SetVariablesRequest {
+            session_id: self.id.clone(),
+            writes: writes
+                .into_iter()
+                .map(|w| pb::VariableWrite { name: w.name, value: Some(w.value), expected_version: w.expected_version })
+                .collect(),
+            atomic,
+            source: self.source(),
+            ..Default::default()
+        };
+        let response = self.client.clone().set_variables(request).await?.into_inner();
+        Ok(response
+            .results
+            .into_iter()
+            .map(|result| match result.outcome {
+                Some(pb::variable_write_result::Outcome::NewVersion(version)) => Ok(version),
+                Some(pb::variable_write_result::Outcome::Error(error)) => Err(error.into()),
+                None => Err(BridgeError::internal("a write result has no outcome")),
+            })
+            .collect())
+    }
+
+    /// Retained versions of a variable, newest first (`limit` 0 = all).
+    pub async fn history(&self, name: &str, limit: u32) -> Result<Vec<pb::VariableVersion>> {
+        let request = pb::GetVariableHistoryRequest { session_id: self.id.clone(), name: name.to_owned(), limit };
+        Ok(self.client.clone().get_variable_history(request).await?.into_inner().entries)
+    }
+
+    /// Restores `version`'s value as a new version.
+    pub async fn rollback(&self, name: &str, version: u64) -> Result<pb::Variable> {
+        let request = pb::RollbackVariableRequest {
+            session_id: self.id.clone(),
+            name: name.to_owned(),
+            target_version: version,
+            source: self.source(),
+            ..Default::default()
+        };
+        variable(self.client.clone().rollback_variable(request).await?.into_inner().variable)
+    }
+
+    /// Updates of `names` (all when empty): with `include_initial`, current values first;
+    /// with `resume_from`, the retained changes after that sequence. `SYNCED` markers are
+    /// passed through so callers can tell when the live part starts.
+    pub async fn watch(
+        &self,
+        names: &[&str],
+        include_initial: bool,
+        resume_from: Option<u64>,
+    ) -> Result<impl Stream<Item = Result<pb::VariableUpdate>> + use<>> {
+        let request = pb::WatchVariablesRequest {
+            session_id: self.id.clone(),
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+            include_initial_values: include_initial,
+            resume_from_sequence: resume_from,
+        };
+        let stream = self.client.clone().watch_variables(request).await?.into_inner();
+        Ok(stream.map(|item| item.map_err(BridgeError::from)))
+    }
+
+    /// Runs a host tool with named arguments.
+    pub async fn call_tool(&self, name: &str, arguments: HashMap<String, pb::Value>) -> Result<pb::Value> {
+        let request = pb::ExecuteToolRequest {
+            session_id: self.id.clone(),
+            tool_name: name.to_owned(),
+            arguments,
+            metadata: HashMap::new(),
+        };
+        let response = self.client.clone().execute_tool(request).await?.into_inner();
+        Ok(response.result.unwrap_or_default())
+    }
+
+    /// Runs a streaming host tool; yields each chunk's value, ending after the final chunk.
+    pub async fn stream_tool(
+        &self,
+        name: &str,
+        arguments: HashMap<String, pb::Value>,
+    ) -> Result<impl Stream<Item = Result<pb::Value>> + use<>> {
+        let request = pb::ExecuteStreamingToolRequest {
+            session_id: self.id.clone(),
+            tool_name: name.to_owned(),
+            arguments,
+            metadata: HashMap::new(),
+        };
+        let stream = self.client.clone().execute_streaming_tool(request).await?.into_inner();
+        Ok(stream.filter_map(|item| match item {
+            Ok(chunk) if chunk.is_final && chunk.data.is_none() => None,
+            Ok(chunk) => Some(Ok(chunk.data.unwrap_or_default())),
+            Err(status) => Some(Err(BridgeError::from(status))),
+        }))
+    }
+}
+
+fn variable(variable: Option<pb::Variable>) -> Result<pb::Variable> {
+    variable.ok_or_else(|| BridgeError::internal("the engine returned no variable"))
+}
