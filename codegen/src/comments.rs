@@ -7,14 +7,6 @@ use prost_types::FileDescriptorProto;
 
 /// Paths into `FileDescriptorProto` (field numbers and indexes), as protoc records them.
 pub(crate) mod path {
-    /// `message_type[i]`.
-    pub(crate) fn message(i: usize) -> Vec<i32> {
-        vec![4, i as i32]
-    }
-    /// `enum_type[i]`.
-    pub(crate) fn enumeration(i: usize) -> Vec<i32> {
-        vec![5, i as i32]
-    }
     /// `service[i]`.
     pub(crate) fn service(i: usize) -> Vec<i32> {
         vec![6, i as i32]

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 
 /// The parsed input: every file named on the command line plus everything they import.
 #[derive(Debug)]
-pub struct ProtoSet {
+pub(crate) struct ProtoSet {
     pool: DescriptorPool,
     targets: Vec<String>,
     explicit_json_names: BTreeSet<String>,
@@ -26,7 +26,7 @@ pub struct ProtoSet {
 impl ProtoSet {
     /// Parses `protos` (paths on disk under an include folder, or names relative to one)
     /// using `includes` as the import search path. Well-known types are always available.
-    pub fn load(includes: &[PathBuf], protos: &[PathBuf]) -> Result<Self> {
+    pub(crate) fn load(includes: &[PathBuf], protos: &[PathBuf]) -> Result<Self> {
         if protos.is_empty() {
             return Err(Error::setting("protos", "no .proto files were given"));
         }
@@ -74,13 +74,8 @@ impl ProtoSet {
         })
     }
 
-    /// The resolved descriptor pool.
-    pub fn pool(&self) -> &DescriptorPool {
-        &self.pool
-    }
-
     /// The files to generate code for, dependencies first.
-    pub fn targets(&self) -> impl Iterator<Item = FileDescriptor> + '_ {
+    pub(crate) fn targets(&self) -> impl Iterator<Item = FileDescriptor> + '_ {
         self.targets.iter().map(|name| {
             self.pool
                 .get_file_by_name(name)
@@ -89,18 +84,18 @@ impl ProtoSet {
     }
 
     /// Every file read from disk (targets and their imports), for `rerun-if-changed`.
-    pub fn sources(&self) -> &[PathBuf] {
+    pub(crate) fn sources(&self) -> &[PathBuf] {
         &self.sources
     }
 
     /// Whether the user wrote `json_name` on this field (full name), which protoc keeps in
     /// the descriptors it embeds; computed JSON names are not embedded.
-    pub fn has_explicit_json_name(&self, field_full_name: &str) -> bool {
+    pub(crate) fn has_explicit_json_name(&self, field_full_name: &str) -> bool {
         self.explicit_json_names.contains(field_full_name)
     }
 
     /// Every file in the pool with source info, for the Rust generator.
-    pub fn file_descriptor_protos(&self) -> Vec<FileDescriptorProto> {
+    pub(crate) fn file_descriptor_protos(&self) -> Vec<FileDescriptorProto> {
         self.pool.file_descriptor_protos().cloned().collect()
     }
 }
@@ -161,13 +156,14 @@ fn join_name(scope: &str, name: &str) -> String {
     }
 }
 
-/// Turns a protox diagnostic into `file:line:column: message`.
+/// Turns a protox diagnostic into `file:line:column: message`, pointing at the last label
+/// (for a name defined twice, the second definition).
 fn proto_error(err: protox::Error) -> Error {
     let message = err.to_string();
     let file = err.file().map(str::to_owned);
     let position = err
         .labels()
-        .and_then(|mut labels| labels.next())
+        .and_then(|labels| labels.last())
         .and_then(|label| {
             let source = err.source_code()?;
             let contents = source.read_span(label.inner(), 0, 0).ok()?;

@@ -2,7 +2,7 @@
 //! module naming, so that every generated name is valid and predictable.
 
 /// Python keywords (`keyword.kwlist`), which cannot be attribute or parameter names.
-pub const PYTHON_KEYWORDS: &[&str] = &[
+pub(crate) const PYTHON_KEYWORDS: &[&str] = &[
     "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
     "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
     "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
@@ -10,7 +10,7 @@ pub const PYTHON_KEYWORDS: &[&str] = &[
 ];
 
 /// Rust keywords, strict and reserved, of every edition.
-pub const RUST_KEYWORDS: &[&str] = &[
+pub(crate) const RUST_KEYWORDS: &[&str] = &[
     "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern",
     "false", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut",
     "pub", "ref", "return", "self", "Self", "static", "struct", "super", "trait", "true", "type",
@@ -49,21 +49,21 @@ pub fn rust_identifier(name: &str) -> String {
 
 /// Whether `name` is a valid identifier in both Rust and Python (ASCII letters, digits and
 /// underscores, not starting with a digit). Keywords are valid here; they are escaped.
-pub fn is_identifier(name: &str) -> bool {
+pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// protoc's Python module for a `.proto` file: `a/b-c.proto` -> `a.b_c_pb2`.
-pub fn python_module(proto_file: &str, suffix: &str) -> String {
+pub(crate) fn python_module(proto_file: &str, suffix: &str) -> String {
     let stem = proto_file.strip_suffix(".proto").unwrap_or(proto_file);
     format!("{}{suffix}", stem.replace('-', "_").replace('/', "."))
 }
 
 /// protoc's alias for an imported module: `_` doubled, `.` spelled `_dot_`, so that
 /// `a.b` and `a_b` never collide.
-pub fn python_module_alias(module: &str) -> String {
+pub(crate) fn python_module_alias(module: &str) -> String {
     module.replace('_', "__").replace('.', "_dot_")
 }
 

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 
 use crate::{python, run, step};
 
-const ALL: &[&str] = &["codegen"];
+const ALL: &[&str] = &["codegen", "engine"];
 
 pub(crate) fn run(names: &[String]) -> Result<()> {
     let names: Vec<&str> = if names.is_empty() {
@@ -19,6 +19,7 @@ pub(crate) fn run(names: &[String]) -> Result<()> {
     for name in names {
         match name {
             "codegen" => codegen()?,
+            "engine" => engine()?,
             other => bail!("unknown benchmark `{other}` (known: {})", ALL.join(", ")),
         }
     }
@@ -44,11 +45,17 @@ fn codegen() -> Result<()> {
     ];
     let cases: [(&str, &str, &[&str]); 2] = [
         ("ml_bridge.proto", "proto", &["ml_bridge.proto"]),
-        ("kitchen-sink fixture (3 files)", "tests/fixtures/proto", &fixtures),
+        (
+            "kitchen-sink fixture (3 files)",
+            "tests/fixtures/proto",
+            &fixtures,
+        ),
     ];
     const ROUNDS: usize = 15;
     let scratch = std::env::temp_dir().join(format!("mlbridge-bench-{}", std::process::id()));
-    println!("{ROUNDS} alternating rounds per input; output: _pb2.py, _pb2.pyi, _pb2_grpc.py, _pb2_grpc.pyi\n");
+    println!(
+        "{ROUNDS} alternating rounds per input; output: _pb2.py, _pb2.pyi, _pb2_grpc.py, _pb2_grpc.pyi\n"
+    );
     println!(
         "{:<32} {:>14} {:>18} {:>10}",
         "input", "ours (median)", "grpc_tools (median)", "speed-up"
@@ -62,10 +69,20 @@ fn codegen() -> Result<()> {
             let (ours_out, theirs_out) = (out.join("ours"), out.join("theirs"));
             std::fs::create_dir_all(&theirs_out)?;
             let mut ours_cmd = run::cmd(&ours, &[], &root);
-            ours_cmd.arg("-I").arg(&include).arg("--python-out").arg(&ours_out).args(files);
+            ours_cmd
+                .arg("-I")
+                .arg(&include)
+                .arg("--python-out")
+                .arg(&ours_out)
+                .args(files);
             let mut theirs_cmd = venv.command(&["-m", "grpc_tools.protoc"], &root);
             theirs_cmd.arg(format!("-I{}", include.display()));
-            for flag in ["--python_out", "--grpc_python_out", "--mypy_out", "--mypy_grpc_out"] {
+            for flag in [
+                "--python_out",
+                "--grpc_python_out",
+                "--mypy_out",
+                "--mypy_grpc_out",
+            ] {
                 theirs_cmd.arg(format!("{flag}={}", theirs_out.display()));
             }
             theirs_cmd.args(files);
@@ -129,5 +146,171 @@ fn ensure_same_files(ours: &Path, theirs: &Path) -> Result<()> {
     if a != b {
         bail!("the two generators produced different message files: {a:?} vs {b:?}");
     }
+    Ok(())
+}
+
+/// One measured row, as the bench drivers print it (one JSON object per line).
+#[derive(Debug, Clone)]
+struct Row {
+    name: String,
+    server: String,
+    p50_us: f64,
+    p99_us: f64,
+    ops_per_sec: f64,
+}
+
+/// Parses the drivers' flat JSON lines without a JSON dependency.
+fn parse_rows(text: &str) -> Result<Vec<Row>> {
+    let field = |line: &str, key: &str| -> Result<String> {
+        let start = line
+            .find(&format!("\"{key}\":"))
+            .ok_or_else(|| anyhow::anyhow!("no `{key}` in {line}"))?
+            + key.len()
+            + 3;
+        let rest = &line[start..];
+        Ok(if let Some(quoted) = rest.strip_prefix('"') {
+            quoted[..quoted.find('"').unwrap_or(quoted.len())].to_owned()
+        } else {
+            rest[..rest.find([',', '}']).unwrap_or(rest.len())]
+                .trim()
+                .to_owned()
+        })
+    };
+    text.lines()
+        .filter(|line| line.trim_start().starts_with('{'))
+        .map(|line| {
+            Ok(Row {
+                name: field(line, "name")?,
+                server: field(line, "server")?,
+                p50_us: field(line, "p50_us")?.parse()?,
+                p99_us: field(line, "p99_us")?.parse()?,
+                ops_per_sec: field(line, "ops_per_sec")?.parse()?,
+            })
+        })
+        .collect()
+}
+
+/// Engine latency and throughput from Rust and Python, with a plain grpcio dict server
+/// as the peer, all in one run.
+fn engine() -> Result<()> {
+    use std::io::{BufRead, Write as _};
+    let root = crate::root();
+    step("bench engine: building release binaries");
+    run::status(&mut run::cmd(
+        run::cargo(),
+        &[
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "mlbridge",
+            "--bin",
+            "mlbridge",
+            "--example",
+            "bench_engine",
+        ],
+        &root,
+    ))?;
+    let venv = python::ensure()?;
+    let engine = run::EngineProcess::start(&root.join("target/release/mlbridge"))?;
+
+    let mut peer = venv
+        .command(&["tests/bench/dict_server.py"], &root)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(peer.stdout.take().expect("piped")).read_line(&mut line)?;
+    let peer_address = format!(
+        "127.0.0.1:{}",
+        line.trim()
+            .strip_prefix("PORT ")
+            .ok_or_else(|| anyhow::anyhow!("dict server printed {line:?}"))?
+    );
+
+    step("bench engine: Rust client");
+    let rust = run::output(&mut run::cmd(
+        root.join("target/release/examples/bench_engine"),
+        &[&engine.address, &peer_address],
+        &root,
+    ))?;
+    step("bench engine: Python client");
+    let python = run::output(&mut venv.command(
+        &[
+            "tests/bench/bench_python.py",
+            &engine.address,
+            &peer_address,
+        ],
+        &root,
+    ))?;
+    if let Some(stdin) = peer.stdin.as_mut() {
+        let _ = stdin.flush();
+    }
+    drop(peer.stdin.take());
+    let _ = peer.wait();
+    drop(engine);
+
+    let mut rows = parse_rows(&String::from_utf8_lossy(&rust.stdout))?;
+    rows.extend(parse_rows(&String::from_utf8_lossy(&python.stdout))?);
+    println!(
+        "\n{:<44} {:<20} {:>10} {:>10} {:>12}",
+        "operation", "server", "p50 µs", "p99 µs", "ops/s"
+    );
+    for row in &rows {
+        println!(
+            "{:<44} {:<20} {:>10.1} {:>10.1} {:>12.0}",
+            row.name, row.server, row.p50_us, row.p99_us, row.ops_per_sec
+        );
+    }
+    let find =
+        |name: &str, server: &str| rows.iter().find(|r| r.name == name && r.server == server);
+    println!("\ngoals:");
+    let goal = |label: &str, value: Option<f64>, limit: f64, lower_is_better: bool| match value {
+        Some(v) => {
+            let met = if lower_is_better {
+                v <= limit
+            } else {
+                v >= limit
+            };
+            println!(
+                "  {label}: {v:.1} (goal {} {limit}) {}",
+                if lower_is_better { "<=" } else { ">=" },
+                if met { "met" } else { "NOT met" }
+            );
+        }
+        None => println!("  {label}: not measured"),
+    };
+    goal(
+        "Python uncached get p50 (µs)",
+        find("get, uncached (Python SDK)", "engine").map(|r| r.p50_us),
+        150.0,
+        true,
+    );
+    goal(
+        "Python cached get p50 (µs)",
+        find("get, cached (Python SDK)", "engine").map(|r| r.p50_us),
+        2.0,
+        true,
+    );
+    goal(
+        "Rust client get p50 (µs)",
+        find("get (Rust client)", "engine").map(|r| r.p50_us),
+        50.0,
+        true,
+    );
+    let concurrent = "get, 32 concurrent clients";
+    let ratio = match (
+        find(concurrent, "engine"),
+        find(concurrent, "python dict server"),
+    ) {
+        (Some(engine), Some(peer)) => Some(engine.ops_per_sec / peer.ops_per_sec),
+        _ => None,
+    };
+    goal(
+        "throughput at 32 clients, engine / Python dict server",
+        ratio,
+        3.0,
+        false,
+    );
     Ok(())
 }

@@ -106,3 +106,46 @@ include = ["mlbridge_proto*"]
 [tool.setuptools.package-data]
 mlbridge_proto = ["py.typed", "*.pyi"]
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tree_matches_the_generator() {
+        let files = generate().unwrap();
+        let stale =
+            output::sync_dir(&crate::root().join("generated"), &files, Mode::Check, true).unwrap();
+        assert!(
+            stale.is_empty(),
+            "stale: {stale:?}; run `cargo xtask codegen`"
+        );
+    }
+
+    #[test]
+    fn check_mode_detects_edits_deletions_and_extra_files() {
+        let files = generate().unwrap();
+        let dir = std::env::temp_dir().join(format!("xtask-codegen-check-{}", std::process::id()));
+        output::sync_dir(&dir, &files, Mode::Write, true).unwrap();
+        assert!(
+            output::sync_dir(&dir, &files, Mode::Check, true)
+                .unwrap()
+                .is_empty()
+        );
+
+        let edited = dir.join("rust/src/mlbridge.v1.rs");
+        std::fs::write(&edited, "// hand edit\n").unwrap();
+        let deleted = dir.join("python/mlbridge_proto/ml_bridge_pb2.pyi");
+        std::fs::remove_file(&deleted).unwrap();
+        let extra = dir.join("python/mlbridge_proto/stray.py");
+        std::fs::write(&extra, "").unwrap();
+
+        let stale = output::sync_dir(&dir, &files, Mode::Check, true).unwrap();
+        assert_eq!(stale, {
+            let mut expected = vec![edited, deleted, extra];
+            expected.sort();
+            expected
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -12,7 +12,11 @@ pub(crate) fn run() -> Result<()> {
     crate::codegen::run(false)?;
 
     step("building the engine");
-    run::status(&mut run::cmd(run::cargo(), &["build", "--quiet", "-p", "mlbridge"], &root))?;
+    run::status(&mut run::cmd(
+        run::cargo(),
+        &["build", "--quiet", "-p", "mlbridge"],
+        &root,
+    ))?;
     let venv = python::ensure()?;
 
     step("starting the engine (in-memory state)");

@@ -57,10 +57,24 @@ pub(crate) fn ensure() -> Result<Venv> {
         create(&root, &venv.dir)?;
     }
     run::status(&mut venv.command(
-        &["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", "tests/requirements.txt"],
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            "tests/requirements.txt",
+        ],
         &root,
     ))?;
-    let mut args = vec!["-m", "pip", "install", "--quiet", "--disable-pip-version-check"];
+    let mut args = vec![
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ];
     for package in LOCAL_PACKAGES {
         args.extend(["-e", package]);
     }
@@ -71,7 +85,11 @@ pub(crate) fn ensure() -> Result<Venv> {
 
 fn create(root: &Path, dir: &Path) -> Result<()> {
     let python = find_python()?;
-    let attempt = run::output(&mut run::cmd(&python, &["-m", "venv", &dir.to_string_lossy()], root));
+    let attempt = run::output(&mut run::cmd(
+        &python,
+        &["-m", "venv", &dir.to_string_lossy()],
+        root,
+    ));
     if attempt.is_ok() {
         return Ok(());
     }
@@ -79,8 +97,16 @@ fn create(root: &Path, dir: &Path) -> Result<()> {
     if which("apt-get").is_some() {
         println!("python3 -m venv failed; installing python3-venv with apt-get");
         run::status(&mut run::cmd("apt-get", &["update", "-qq"], root))?;
-        run::status(&mut run::cmd("apt-get", &["install", "-y", "-qq", "python3-venv"], root))?;
-        run::output(&mut run::cmd(&python, &["-m", "venv", &dir.to_string_lossy()], root))?;
+        run::status(&mut run::cmd(
+            "apt-get",
+            &["install", "-y", "-qq", "python3-venv"],
+            root,
+        ))?;
+        run::output(&mut run::cmd(
+            &python,
+            &["-m", "venv", &dir.to_string_lossy()],
+            root,
+        ))?;
         return Ok(());
     }
     attempt.map(|_| ())

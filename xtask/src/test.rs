@@ -20,12 +20,24 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     step("cargo clippy -D warnings");
     run::status(&mut run::cmd(
         &cargo,
-        &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
         &root,
     ))?;
 
     step("cargo build (binaries used by the Python tests)");
-    run::status(&mut run::cmd(&cargo, &["build", "--workspace", "--bins", "--locked"], &root))?;
+    run::status(&mut run::cmd(
+        &cargo,
+        &["build", "--workspace", "--bins", "--locked"],
+        &root,
+    ))?;
 
     let venv = python::ensure()?;
 

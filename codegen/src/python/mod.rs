@@ -208,7 +208,7 @@ fn add_package_markers(package: &str, files: &mut BTreeMap<String, String>) {
     }
     files.insert(
         format!("{}/py.typed", package.replace('.', "/")),
-        String::new(),
+        "# PEP 561 marker: this package ships type information.\n".to_owned(),
     );
 }
 

@@ -96,8 +96,8 @@ pub struct Embedding {
 /// An N-dimensional array, e.g. a numpy array or torch tensor, as raw bytes.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Tensor {
-    /// Element type. Must not be D_TYPE_UNSPECIFIED.
-    #[prost(enumeration = "DType", tag = "1")]
+    /// Element type. Must not be DTYPE_UNSPECIFIED.
+    #[prost(enumeration = "Dtype", tag = "1")]
     pub dtype: i32,
     /// Size of each dimension, outermost first. Empty means a scalar (one
     /// element). A 0 entry means an empty tensor (no elements).
@@ -168,7 +168,7 @@ pub struct Constraints {
     #[prost(uint64, repeated, tag = "10")]
     pub shape: ::prost::alloc::vec::Vec<u64>,
     /// Required TENSOR element type. Unset means any dtype.
-    #[prost(enumeration = "DType", optional, tag = "11")]
+    #[prost(enumeration = "Dtype", optional, tag = "11")]
     pub dtype: ::core::option::Option<i32>,
     /// Allowed `ModuleRef.name` values for MODULE (exact match). Empty means
     /// any module.
@@ -1743,7 +1743,7 @@ impl NullValue {
 /// Element type of a `Tensor`. Sizes are per element, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
-pub enum DType {
+pub enum Dtype {
     /// Not set; invalid in a Tensor, means "any dtype" in Constraints.
     Unspecified = 0,
     /// IEEE 754 binary16, 2 bytes.
@@ -1777,50 +1777,50 @@ pub enum DType {
     /// Complex number of two float64 (real, then imaginary), 16 bytes.
     Complex128 = 15,
 }
-impl DType {
+impl Dtype {
     /// String value of the enum field names used in the ProtoBuf definition.
     ///
     /// The values are not transformed in any way and thus are considered stable
     /// (if the ProtoBuf definition does not change) and safe for programmatic use.
     pub fn as_str_name(&self) -> &'static str {
         match self {
-            Self::Unspecified => "D_TYPE_UNSPECIFIED",
-            Self::Float16 => "D_TYPE_FLOAT16",
-            Self::Float32 => "D_TYPE_FLOAT32",
-            Self::Float64 => "D_TYPE_FLOAT64",
-            Self::Int8 => "D_TYPE_INT8",
-            Self::Int16 => "D_TYPE_INT16",
-            Self::Int32 => "D_TYPE_INT32",
-            Self::Int64 => "D_TYPE_INT64",
-            Self::Uint8 => "D_TYPE_UINT8",
-            Self::Bool => "D_TYPE_BOOL",
-            Self::Bfloat16 => "D_TYPE_BFLOAT16",
-            Self::Uint16 => "D_TYPE_UINT16",
-            Self::Uint32 => "D_TYPE_UINT32",
-            Self::Uint64 => "D_TYPE_UINT64",
-            Self::Complex64 => "D_TYPE_COMPLEX64",
-            Self::Complex128 => "D_TYPE_COMPLEX128",
+            Self::Unspecified => "DTYPE_UNSPECIFIED",
+            Self::Float16 => "DTYPE_FLOAT16",
+            Self::Float32 => "DTYPE_FLOAT32",
+            Self::Float64 => "DTYPE_FLOAT64",
+            Self::Int8 => "DTYPE_INT8",
+            Self::Int16 => "DTYPE_INT16",
+            Self::Int32 => "DTYPE_INT32",
+            Self::Int64 => "DTYPE_INT64",
+            Self::Uint8 => "DTYPE_UINT8",
+            Self::Bool => "DTYPE_BOOL",
+            Self::Bfloat16 => "DTYPE_BFLOAT16",
+            Self::Uint16 => "DTYPE_UINT16",
+            Self::Uint32 => "DTYPE_UINT32",
+            Self::Uint64 => "DTYPE_UINT64",
+            Self::Complex64 => "DTYPE_COMPLEX64",
+            Self::Complex128 => "DTYPE_COMPLEX128",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
     pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
         match value {
-            "D_TYPE_UNSPECIFIED" => Some(Self::Unspecified),
-            "D_TYPE_FLOAT16" => Some(Self::Float16),
-            "D_TYPE_FLOAT32" => Some(Self::Float32),
-            "D_TYPE_FLOAT64" => Some(Self::Float64),
-            "D_TYPE_INT8" => Some(Self::Int8),
-            "D_TYPE_INT16" => Some(Self::Int16),
-            "D_TYPE_INT32" => Some(Self::Int32),
-            "D_TYPE_INT64" => Some(Self::Int64),
-            "D_TYPE_UINT8" => Some(Self::Uint8),
-            "D_TYPE_BOOL" => Some(Self::Bool),
-            "D_TYPE_BFLOAT16" => Some(Self::Bfloat16),
-            "D_TYPE_UINT16" => Some(Self::Uint16),
-            "D_TYPE_UINT32" => Some(Self::Uint32),
-            "D_TYPE_UINT64" => Some(Self::Uint64),
-            "D_TYPE_COMPLEX64" => Some(Self::Complex64),
-            "D_TYPE_COMPLEX128" => Some(Self::Complex128),
+            "DTYPE_UNSPECIFIED" => Some(Self::Unspecified),
+            "DTYPE_FLOAT16" => Some(Self::Float16),
+            "DTYPE_FLOAT32" => Some(Self::Float32),
+            "DTYPE_FLOAT64" => Some(Self::Float64),
+            "DTYPE_INT8" => Some(Self::Int8),
+            "DTYPE_INT16" => Some(Self::Int16),
+            "DTYPE_INT32" => Some(Self::Int32),
+            "DTYPE_INT64" => Some(Self::Int64),
+            "DTYPE_UINT8" => Some(Self::Uint8),
+            "DTYPE_BOOL" => Some(Self::Bool),
+            "DTYPE_BFLOAT16" => Some(Self::Bfloat16),
+            "DTYPE_UINT16" => Some(Self::Uint16),
+            "DTYPE_UINT32" => Some(Self::Uint32),
+            "DTYPE_UINT64" => Some(Self::Uint64),
+            "DTYPE_COMPLEX64" => Some(Self::Complex64),
+            "DTYPE_COMPLEX128" => Some(Self::Complex128),
             _ => None,
         }
     }
