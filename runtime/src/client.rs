@@ -21,8 +21,11 @@ impl Client {
     /// Connects to `address`: `HOST:PORT`, `http://HOST:PORT` or `unix:PATH`.
     pub async fn connect(address: &str) -> Result<Self> {
         let unreachable = |e: &dyn std::fmt::Display| {
-            BridgeError::new(ErrorKind::Unavailable, format!("cannot connect to engine at `{address}`: {e}"))
-                .with("address", address)
+            BridgeError::new(
+                ErrorKind::Unavailable,
+                format!("cannot connect to engine at `{address}`: {e}"),
+            )
+            .with("address", address)
         };
         let channel = if let Some(path) = address.strip_prefix("unix:") {
             let path = path.to_owned();
@@ -39,7 +42,11 @@ impl Client {
                 .await
                 .map_err(|e| unreachable(&e))?
         } else {
-            let uri = if address.contains("://") { address.to_owned() } else { format!("http://{address}") };
+            let uri = if address.contains("://") {
+                address.to_owned()
+            } else {
+                format!("http://{address}")
+            };
             Endpoint::from_shared(uri)
                 .map_err(|e| unreachable(&e))?
                 .tcp_nodelay(true)
@@ -60,7 +67,9 @@ impl Client {
 
     /// Round trip to the engine.
     pub async fn ping(&self, message: &str) -> Result<pb::PingResponse> {
-        let request = pb::PingRequest { message: message.to_owned() };
+        let request = pb::PingRequest {
+            message: message.to_owned(),
+        };
         Ok(self.inner.clone().ping(request).await?.into_inner())
     }
 
@@ -73,13 +82,26 @@ impl Client {
     pub async fn open(&self, options: SessionOptions) -> Result<Session> {
         let request = pb::InitializeSessionRequest {
             session_id: options.id.unwrap_or_default(),
-            ttl: options.ttl.and_then(|t| prost_types::Duration::try_from(t).ok()),
+            ttl: options
+                .ttl
+                .and_then(|t| prost_types::Duration::try_from(t).ok()),
             metadata: options.metadata,
             cache: None,
         };
-        let response = self.inner.clone().initialize_session(request).await?.into_inner();
-        let info = response.session.ok_or_else(|| BridgeError::internal("InitializeSession returned no session"))?;
-        Ok(Session { client: self.inner.clone(), id: info.session_id, source: options.source })
+        let response = self
+            .inner
+            .clone()
+            .initialize_session(request)
+            .await?
+            .into_inner();
+        let info = response
+            .session
+            .ok_or_else(|| BridgeError::internal("InitializeSession returned no session"))?;
+        Ok(Session {
+            client: self.inner.clone(),
+            id: info.session_id,
+            source: options.source,
+        })
     }
 }
 
@@ -118,7 +140,11 @@ pub struct Write {
 impl Write {
     /// A write of `value` to `name`.
     pub fn new(name: &str, value: impl ToolValue) -> Self {
-        Write { name: name.to_owned(), value: value.into_value(), expected_version: None }
+        Write {
+            name: name.to_owned(),
+            value: value.into_value(),
+            expected_version: None,
+        }
     }
 }
 
@@ -129,26 +155,49 @@ impl Session {
     }
 
     fn source(&self) -> String {
-        if self.source.is_empty() { "rust".to_owned() } else { self.source.clone() }
+        if self.source.is_empty() {
+            "rust".to_owned()
+        } else {
+            self.source.clone()
+        }
     }
 
     /// The session's current state (marks activity).
     pub async fn info(&self) -> Result<pb::Session> {
-        let request = pb::GetSessionRequest { session_id: self.id.clone() };
+        let request = pb::GetSessionRequest {
+            session_id: self.id.clone(),
+        };
         let response = self.client.clone().get_session(request).await?.into_inner();
-        response.session.ok_or_else(|| BridgeError::internal("GetSession returned no session"))
+        response
+            .session
+            .ok_or_else(|| BridgeError::internal("GetSession returned no session"))
     }
 
     /// Keeps the session alive; returns the new expiry.
     pub async fn heartbeat(&self) -> Result<Option<prost_types::Timestamp>> {
-        let request = pb::HeartbeatRequest { session_id: self.id.clone() };
-        Ok(self.client.clone().heartbeat(request).await?.into_inner().expires_at)
+        let request = pb::HeartbeatRequest {
+            session_id: self.id.clone(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .heartbeat(request)
+            .await?
+            .into_inner()
+            .expires_at)
     }
 
     /// Removes the session and everything in it.
     pub async fn close(self) -> Result<pb::CleanupSessionResponse> {
-        let request = pb::CleanupSessionRequest { session_id: self.id.clone() };
-        Ok(self.client.clone().cleanup_session(request).await?.into_inner())
+        let request = pb::CleanupSessionRequest {
+            session_id: self.id.clone(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .cleanup_session(request)
+            .await?
+            .into_inner())
     }
 
     /// Registers a variable of type `ty` with an initial value.
@@ -168,20 +217,41 @@ impl Session {
             source: self.source(),
             ..Default::default()
         };
-        variable(self.client.clone().register_variable(request).await?.into_inner().variable)
+        variable(
+            self.client
+                .clone()
+                .register_variable(request)
+                .await?
+                .into_inner()
+                .variable,
+        )
     }
 
     /// A variable with its type, constraints and version.
     pub async fn get(&self, name: &str) -> Result<pb::Variable> {
-        let request = pb::GetVariableRequest { session_id: self.id.clone(), name: name.to_owned() };
-        variable(self.client.clone().get_variable(request).await?.into_inner().variable)
+        let request = pb::GetVariableRequest {
+            session_id: self.id.clone(),
+            name: name.to_owned(),
+        };
+        variable(
+            self.client
+                .clone()
+                .get_variable(request)
+                .await?
+                .into_inner()
+                .variable,
+        )
     }
 
     /// A variable's value, decoded as `T`.
     pub async fn value<T: ToolValue>(&self, name: &str) -> Result<T> {
         let value = self.get(name).await?.value.unwrap_or_default();
         T::from_value(value).map_err(|detail| {
-            BridgeError::new(ErrorKind::TypeMismatch, format!("variable `{name}`: {detail}")).with("variable", name)
+            BridgeError::new(
+                ErrorKind::TypeMismatch,
+                format!("variable `{name}`: {detail}"),
+            )
+            .with("variable", name)
         })
     }
 
@@ -191,11 +261,22 @@ impl Session {
     }
 
     /// Sets a variable only if it is still at `expected_version` (else `VERSION_CONFLICT`).
-    pub async fn set_if_version(&self, name: &str, value: impl ToolValue, expected_version: u64) -> Result<pb::Variable> {
-        self.set_value(name, value.into_value(), Some(expected_version)).await
+    pub async fn set_if_version(
+        &self,
+        name: &str,
+        value: impl ToolValue,
+        expected_version: u64,
+    ) -> Result<pb::Variable> {
+        self.set_value(name, value.into_value(), Some(expected_version))
+            .await
     }
 
-    async fn set_value(&self, name: &str, value: pb::Value, expected_version: Option<u64>) -> Result<pb::Variable> {
+    async fn set_value(
+        &self,
+        name: &str,
+        value: pb::Value,
+        expected_version: Option<u64>,
+    ) -> Result<pb::Variable> {
         let request = pb::SetVariableRequest {
             session_id: self.id.clone(),
             name: name.to_owned(),
@@ -204,7 +285,14 @@ impl Session {
             source: self.source(),
             ..Default::default()
         };
-        variable(self.client.clone().set_variable(request).await?.into_inner().variable)
+        variable(
+            self.client
+                .clone()
+                .set_variable(request)
+                .await?
+                .into_inner()
+                .variable,
+        )
     }
 
     /// Deletes a variable and its history.
@@ -215,13 +303,29 @@ impl Session {
             source: self.source(),
             ..Default::default()
         };
-        variable(self.client.clone().delete_variable(request).await?.into_inner().variable)
+        variable(
+            self.client
+                .clone()
+                .delete_variable(request)
+                .await?
+                .into_inner()
+                .variable,
+        )
     }
 
     /// Variables whose names match a glob `pattern`, sorted by name.
     pub async fn list(&self, pattern: &str) -> Result<Vec<pb::Variable>> {
-        let request = pb::ListVariablesRequest { session_id: self.id.clone(), pattern: pattern.to_owned() };
-        Ok(self.client.clone().list_variables(request).await?.into_inner().variables)
+        let request = pb::ListVariablesRequest {
+            session_id: self.id.clone(),
+            pattern: pattern.to_owned(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .list_variables(request)
+            .await?
+            .into_inner()
+            .variables)
     }
 
     /// Several variables at once; missing names are left out of the map.
@@ -230,7 +334,13 @@ impl Session {
             session_id: self.id.clone(),
             names: names.iter().map(|n| (*n).to_owned()).collect(),
         };
-        Ok(self.client.clone().get_variables(request).await?.into_inner().variables)
+        Ok(self
+            .client
+            .clone()
+            .get_variables(request)
+            .await?
+            .into_inner()
+            .variables)
     }
 
     /// Several writes; with `atomic`, all or none apply. Per-write outcomes come back in
@@ -240,13 +350,22 @@ impl Session {
             session_id: self.id.clone(),
             writes: writes
                 .into_iter()
-                .map(|w| pb::VariableWrite { name: w.name, value: Some(w.value), expected_version: w.expected_version })
+                .map(|w| pb::VariableWrite {
+                    name: w.name,
+                    value: Some(w.value),
+                    expected_version: w.expected_version,
+                })
                 .collect(),
             atomic,
             source: self.source(),
             ..Default::default()
         };
-        let response = self.client.clone().set_variables(request).await?.into_inner();
+        let response = self
+            .client
+            .clone()
+            .set_variables(request)
+            .await?
+            .into_inner();
         Ok(response
             .results
             .into_iter()
@@ -260,8 +379,18 @@ impl Session {
 
     /// Retained versions of a variable, newest first (`limit` 0 = all).
     pub async fn history(&self, name: &str, limit: u32) -> Result<Vec<pb::VariableVersion>> {
-        let request = pb::GetVariableHistoryRequest { session_id: self.id.clone(), name: name.to_owned(), limit };
-        Ok(self.client.clone().get_variable_history(request).await?.into_inner().entries)
+        let request = pb::GetVariableHistoryRequest {
+            session_id: self.id.clone(),
+            name: name.to_owned(),
+            limit,
+        };
+        Ok(self
+            .client
+            .clone()
+            .get_variable_history(request)
+            .await?
+            .into_inner()
+            .entries)
     }
 
     /// Restores `version`'s value as a new version.
@@ -273,7 +402,14 @@ impl Session {
             source: self.source(),
             ..Default::default()
         };
-        variable(self.client.clone().rollback_variable(request).await?.into_inner().variable)
+        variable(
+            self.client
+                .clone()
+                .rollback_variable(request)
+                .await?
+                .into_inner()
+                .variable,
+        )
     }
 
     /// Updates of `names` (all when empty): with `include_initial`, current values first;
@@ -291,19 +427,33 @@ impl Session {
             include_initial_values: include_initial,
             resume_from_sequence: resume_from,
         };
-        let stream = self.client.clone().watch_variables(request).await?.into_inner();
+        let stream = self
+            .client
+            .clone()
+            .watch_variables(request)
+            .await?
+            .into_inner();
         Ok(stream.map(|item| item.map_err(BridgeError::from)))
     }
 
     /// Runs a host tool with named arguments.
-    pub async fn call_tool(&self, name: &str, arguments: HashMap<String, pb::Value>) -> Result<pb::Value> {
+    pub async fn call_tool(
+        &self,
+        name: &str,
+        arguments: HashMap<String, pb::Value>,
+    ) -> Result<pb::Value> {
         let request = pb::ExecuteToolRequest {
             session_id: self.id.clone(),
             tool_name: name.to_owned(),
             arguments,
             metadata: HashMap::new(),
         };
-        let response = self.client.clone().execute_tool(request).await?.into_inner();
+        let response = self
+            .client
+            .clone()
+            .execute_tool(request)
+            .await?
+            .into_inner();
         Ok(response.result.unwrap_or_default())
     }
 
@@ -319,7 +469,12 @@ impl Session {
             arguments,
             metadata: HashMap::new(),
         };
-        let stream = self.client.clone().execute_streaming_tool(request).await?.into_inner();
+        let stream = self
+            .client
+            .clone()
+            .execute_streaming_tool(request)
+            .await?
+            .into_inner();
         Ok(stream.filter_map(|item| match item {
             Ok(chunk) if chunk.is_final && chunk.data.is_none() => None,
             Ok(chunk) => Some(Ok(chunk.data.unwrap_or_default())),

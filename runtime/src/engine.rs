@@ -11,7 +11,9 @@ use tonic::{Request, Response, Status};
 
 use crate::error::{BridgeError, Result};
 use crate::glob::Glob;
-use crate::state::{Limits, MemoryBackend, NewSession, StateBackend, WatchStart, WriteContext, WriteOp};
+use crate::state::{
+    Limits, MemoryBackend, NewSession, StateBackend, WatchStart, WriteContext, WriteOp,
+};
 use crate::tools::{Handler, ToolDef, ToolRegistry};
 
 type GrpcResult<T> = std::result::Result<Response<T>, Status>;
@@ -28,7 +30,10 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("id", &self.id).field("tools", &self.tools.len()).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("id", &self.id)
+            .field("tools", &self.tools.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,7 +61,9 @@ impl EngineBuilder {
     /// Adds a host tool. Panics on a duplicate name, which is a programming error.
     pub fn tool(mut self, tool: ToolDef) -> Self {
         let name = tool.spec.name.clone();
-        self.tools.register(tool).unwrap_or_else(|e| panic!("tool `{name}`: {e}"));
+        self.tools
+            .register(tool)
+            .unwrap_or_else(|e| panic!("tool `{name}`: {e}"));
         self
     }
 
@@ -75,7 +82,9 @@ impl EngineBuilder {
         let limits = self.limits;
         Engine {
             id: format!("engine-{}-{nanos:x}", std::process::id()),
-            state: self.state.unwrap_or_else(|| Arc::new(MemoryBackend::new(limits.clone()))),
+            state: self
+                .state
+                .unwrap_or_else(|| Arc::new(MemoryBackend::new(limits.clone()))),
             tools: Arc::new(self.tools),
             limits,
         }
@@ -123,13 +132,23 @@ impl Engine {
 
     async fn variable(&self, session: &str, name: &str) -> Result<(pb::Variable, u64)> {
         let (mut found, sequence) = self.state.get(session, &[name.to_owned()]).await?;
-        let variable = found.pop().flatten().ok_or_else(|| BridgeError::variable_not_found(session, name))?;
+        let variable = found
+            .pop()
+            .flatten()
+            .ok_or_else(|| BridgeError::variable_not_found(session, name))?;
         Ok((variable, sequence))
     }
 
-    async fn write_one(&self, session: &str, op: WriteOp, context: WriteContext) -> Result<(pb::Variable, u64)> {
+    async fn write_one(
+        &self,
+        session: &str,
+        op: WriteOp,
+        context: WriteContext,
+    ) -> Result<(pb::Variable, u64)> {
         let mut outcomes = self.state.write(session, vec![op], true, context).await?;
-        outcomes.pop().unwrap_or_else(|| Err(BridgeError::internal("a write returned no outcome")))
+        outcomes
+            .pop()
+            .unwrap_or_else(|| Err(BridgeError::internal("a write returned no outcome")))
     }
 }
 
@@ -141,7 +160,10 @@ impl Default for Engine {
 
 fn required<'a>(field: &str, value: &'a str) -> Result<&'a str> {
     if value.is_empty() {
-        Err(BridgeError::invalid_argument(field, format!("`{field}` is required")))
+        Err(BridgeError::invalid_argument(
+            field,
+            format!("`{field}` is required"),
+        ))
     } else {
         Ok(value)
     }
@@ -150,15 +172,17 @@ fn required<'a>(field: &str, value: &'a str) -> Result<&'a str> {
 fn duration(field: &str, value: Option<prost_types::Duration>) -> Result<Option<Duration>> {
     value
         .map(|d| {
-            Duration::try_from(d)
-                .map_err(|_| BridgeError::invalid_argument(field, format!("`{field}` must not be negative")))
+            Duration::try_from(d).map_err(|_| {
+                BridgeError::invalid_argument(field, format!("`{field}` must not be negative"))
+            })
         })
         .transpose()
 }
 
 fn variable_type(value: i32) -> Result<pb::VariableType> {
-    pb::VariableType::try_from(value)
-        .map_err(|_| BridgeError::invalid_argument("type", format!("unknown variable type {value}")))
+    pb::VariableType::try_from(value).map_err(|_| {
+        BridgeError::invalid_argument("type", format!("unknown variable type {value}"))
+    })
 }
 
 fn value_arg(field: &str, value: Option<pb::Value>) -> Result<pb::Value> {
@@ -190,37 +214,62 @@ impl MlBridge for Engine {
         request: Request<pb::InitializeSessionRequest>,
     ) -> GrpcResult<pb::InitializeSessionResponse> {
         let r = request.into_inner();
-        answer(async {
-            let new = NewSession {
-                id: Some(r.session_id).filter(|id| !id.is_empty()),
-                ttl: duration("ttl", r.ttl)?,
-                metadata: r.metadata,
-                cache: r.cache,
-            };
-            let (mut session, created) = self.state.create_session(new).await?;
-            session.tool_count = self.tools.len() as u32;
-            Ok(pb::InitializeSessionResponse { session: Some(session), created })
-        }
-        .await)
+        answer(
+            async {
+                let new = NewSession {
+                    id: Some(r.session_id).filter(|id| !id.is_empty()),
+                    ttl: duration("ttl", r.ttl)?,
+                    metadata: r.metadata,
+                    cache: r.cache,
+                };
+                let (mut session, created) = self.state.create_session(new).await?;
+                session.tool_count = self.tools.len() as u32;
+                Ok(pb::InitializeSessionResponse {
+                    session: Some(session),
+                    created,
+                })
+            }
+            .await,
+        )
     }
 
-    async fn get_session(&self, request: Request<pb::GetSessionRequest>) -> GrpcResult<pb::GetSessionResponse> {
+    async fn get_session(
+        &self,
+        request: Request<pb::GetSessionRequest>,
+    ) -> GrpcResult<pb::GetSessionResponse> {
         let r = request.into_inner();
-        answer(async {
-            let mut session = self.state.session(required("session_id", &r.session_id)?).await?;
-            session.tool_count = self.tools.len() as u32;
-            Ok(pb::GetSessionResponse { session: Some(session) })
-        }
-        .await)
+        answer(
+            async {
+                let mut session = self
+                    .state
+                    .session(required("session_id", &r.session_id)?)
+                    .await?;
+                session.tool_count = self.tools.len() as u32;
+                Ok(pb::GetSessionResponse {
+                    session: Some(session),
+                })
+            }
+            .await,
+        )
     }
 
-    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> GrpcResult<pb::HeartbeatResponse> {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> GrpcResult<pb::HeartbeatResponse> {
         let r = request.into_inner();
-        answer(async {
-            let session = self.state.session(required("session_id", &r.session_id)?).await?;
-            Ok(pb::HeartbeatResponse { expires_at: session.expires_at })
-        }
-        .await)
+        answer(
+            async {
+                let session = self
+                    .state
+                    .session(required("session_id", &r.session_id)?)
+                    .await?;
+                Ok(pb::HeartbeatResponse {
+                    expires_at: session.expires_at,
+                })
+            }
+            .await,
+        )
     }
 
     async fn cleanup_session(
@@ -228,11 +277,16 @@ impl MlBridge for Engine {
         request: Request<pb::CleanupSessionRequest>,
     ) -> GrpcResult<pb::CleanupSessionResponse> {
         let r = request.into_inner();
-        answer(async {
-            let removed = self.state.remove_session(required("session_id", &r.session_id)?).await?;
-            Ok(removed.unwrap_or_default())
-        }
-        .await)
+        answer(
+            async {
+                let removed = self
+                    .state
+                    .remove_session(required("session_id", &r.session_id)?)
+                    .await?;
+                Ok(removed.unwrap_or_default())
+            }
+            .await,
+        )
     }
 
     async fn register_variable(
@@ -240,45 +294,80 @@ impl MlBridge for Engine {
         request: Request<pb::RegisterVariableRequest>,
     ) -> GrpcResult<pb::RegisterVariableResponse> {
         let r = request.into_inner();
-        answer(async {
-            let op = WriteOp::Register {
-                name: r.name,
-                ty: variable_type(r.r#type)?,
-                value: value_arg("initial_value", r.initial_value)?,
-                constraints: r.constraints.unwrap_or_default(),
-                description: r.description,
-                metadata: r.metadata,
-            };
-            let (variable, sequence) =
-                self.write_one(required("session_id", &r.session_id)?, op, context(r.source, HashMap::new())).await?;
-            Ok(pb::RegisterVariableResponse { variable: Some(variable), sequence })
-        }
-        .await)
+        answer(
+            async {
+                let op = WriteOp::Register {
+                    name: r.name,
+                    ty: variable_type(r.r#type)?,
+                    value: value_arg("initial_value", r.initial_value)?,
+                    constraints: r.constraints.unwrap_or_default(),
+                    description: r.description,
+                    metadata: r.metadata,
+                };
+                let (variable, sequence) = self
+                    .write_one(
+                        required("session_id", &r.session_id)?,
+                        op,
+                        context(r.source, HashMap::new()),
+                    )
+                    .await?;
+                Ok(pb::RegisterVariableResponse {
+                    variable: Some(variable),
+                    sequence,
+                })
+            }
+            .await,
+        )
     }
 
-    async fn get_variable(&self, request: Request<pb::GetVariableRequest>) -> GrpcResult<pb::GetVariableResponse> {
+    async fn get_variable(
+        &self,
+        request: Request<pb::GetVariableRequest>,
+    ) -> GrpcResult<pb::GetVariableResponse> {
         let r = request.into_inner();
-        answer(async {
-            let (variable, snapshot_sequence) =
-                self.variable(required("session_id", &r.session_id)?, required("name", &r.name)?).await?;
-            Ok(pb::GetVariableResponse { variable: Some(variable), snapshot_sequence })
-        }
-        .await)
+        answer(
+            async {
+                let (variable, snapshot_sequence) = self
+                    .variable(
+                        required("session_id", &r.session_id)?,
+                        required("name", &r.name)?,
+                    )
+                    .await?;
+                Ok(pb::GetVariableResponse {
+                    variable: Some(variable),
+                    snapshot_sequence,
+                })
+            }
+            .await,
+        )
     }
 
-    async fn set_variable(&self, request: Request<pb::SetVariableRequest>) -> GrpcResult<pb::SetVariableResponse> {
+    async fn set_variable(
+        &self,
+        request: Request<pb::SetVariableRequest>,
+    ) -> GrpcResult<pb::SetVariableResponse> {
         let r = request.into_inner();
-        answer(async {
-            let op = WriteOp::Set {
-                name: required("name", &r.name)?.to_owned(),
-                value: value_arg("value", r.value)?,
-                expected_version: r.expected_version,
-            };
-            let (variable, sequence) =
-                self.write_one(required("session_id", &r.session_id)?, op, context(r.source, r.metadata)).await?;
-            Ok(pb::SetVariableResponse { variable: Some(variable), sequence })
-        }
-        .await)
+        answer(
+            async {
+                let op = WriteOp::Set {
+                    name: required("name", &r.name)?.to_owned(),
+                    value: value_arg("value", r.value)?,
+                    expected_version: r.expected_version,
+                };
+                let (variable, sequence) = self
+                    .write_one(
+                        required("session_id", &r.session_id)?,
+                        op,
+                        context(r.source, r.metadata),
+                    )
+                    .await?;
+                Ok(pb::SetVariableResponse {
+                    variable: Some(variable),
+                    sequence,
+                })
+            }
+            .await,
+        )
     }
 
     async fn delete_variable(
@@ -286,13 +375,26 @@ impl MlBridge for Engine {
         request: Request<pb::DeleteVariableRequest>,
     ) -> GrpcResult<pb::DeleteVariableResponse> {
         let r = request.into_inner();
-        answer(async {
-            let op = WriteOp::Delete { name: required("name", &r.name)?.to_owned(), expected_version: r.expected_version };
-            let (variable, sequence) =
-                self.write_one(required("session_id", &r.session_id)?, op, context(r.source, HashMap::new())).await?;
-            Ok(pb::DeleteVariableResponse { variable: Some(variable), sequence })
-        }
-        .await)
+        answer(
+            async {
+                let op = WriteOp::Delete {
+                    name: required("name", &r.name)?.to_owned(),
+                    expected_version: r.expected_version,
+                };
+                let (variable, sequence) = self
+                    .write_one(
+                        required("session_id", &r.session_id)?,
+                        op,
+                        context(r.source, HashMap::new()),
+                    )
+                    .await?;
+                Ok(pb::DeleteVariableResponse {
+                    variable: Some(variable),
+                    sequence,
+                })
+            }
+            .await,
+        )
     }
 
     async fn list_variables(
@@ -300,69 +402,104 @@ impl MlBridge for Engine {
         request: Request<pb::ListVariablesRequest>,
     ) -> GrpcResult<pb::ListVariablesResponse> {
         let r = request.into_inner();
-        answer(async {
-            let pattern = Glob::new(&r.pattern)?;
-            let (variables, snapshot_sequence) = self.state.list(required("session_id", &r.session_id)?, &pattern).await?;
-            Ok(pb::ListVariablesResponse { variables, snapshot_sequence })
-        }
-        .await)
-    }
-
-    async fn get_variables(&self, request: Request<pb::GetVariablesRequest>) -> GrpcResult<pb::GetVariablesResponse> {
-        let r = request.into_inner();
-        answer(async {
-            let (found, snapshot_sequence) = self.state.get(required("session_id", &r.session_id)?, &r.names).await?;
-            let mut response = pb::GetVariablesResponse { snapshot_sequence, ..Default::default() };
-            for (name, variable) in r.names.into_iter().zip(found) {
-                match variable {
-                    Some(variable) => {
-                        response.variables.insert(name, variable);
-                    }
-                    None => response.missing.push(name),
-                }
-            }
-            Ok(response)
-        }
-        .await)
-    }
-
-    async fn set_variables(&self, request: Request<pb::SetVariablesRequest>) -> GrpcResult<pb::SetVariablesResponse> {
-        let r = request.into_inner();
-        answer(async {
-            let session = required("session_id", &r.session_id)?;
-            let mut ops = Vec::with_capacity(r.writes.len());
-            for (i, write) in r.writes.into_iter().enumerate() {
-                if write.name.is_empty() {
-                    return Err(BridgeError::invalid_argument("writes", format!("write {i} names no variable")));
-                }
-                ops.push(WriteOp::Set {
-                    name: write.name,
-                    value: value_arg(&format!("writes[{i}].value"), write.value)?,
-                    expected_version: write.expected_version,
-                });
-            }
-            let names: Vec<String> = ops.iter().map(|op| op.name().to_owned()).collect();
-            let outcomes = self.state.write(session, ops, r.atomic, context(r.source, r.metadata)).await?;
-            let all_applied = outcomes.iter().all(Result::is_ok);
-            let results = names
-                .into_iter()
-                .zip(outcomes)
-                .map(|(name, outcome)| match outcome {
-                    Ok((variable, sequence)) => pb::VariableWriteResult {
-                        name,
-                        outcome: Some(pb::variable_write_result::Outcome::NewVersion(variable.version)),
-                        sequence,
-                    },
-                    Err(error) => pb::VariableWriteResult {
-                        name,
-                        outcome: Some(pb::variable_write_result::Outcome::Error(error.into())),
-                        sequence: 0,
-                    },
+        answer(
+            async {
+                let pattern = Glob::new(&r.pattern)?;
+                let (variables, snapshot_sequence) = self
+                    .state
+                    .list(required("session_id", &r.session_id)?, &pattern)
+                    .await?;
+                Ok(pb::ListVariablesResponse {
+                    variables,
+                    snapshot_sequence,
                 })
-                .collect();
-            Ok(pb::SetVariablesResponse { results, all_applied })
-        }
-        .await)
+            }
+            .await,
+        )
+    }
+
+    async fn get_variables(
+        &self,
+        request: Request<pb::GetVariablesRequest>,
+    ) -> GrpcResult<pb::GetVariablesResponse> {
+        let r = request.into_inner();
+        answer(
+            async {
+                let (found, snapshot_sequence) = self
+                    .state
+                    .get(required("session_id", &r.session_id)?, &r.names)
+                    .await?;
+                let mut response = pb::GetVariablesResponse {
+                    snapshot_sequence,
+                    ..Default::default()
+                };
+                for (name, variable) in r.names.into_iter().zip(found) {
+                    match variable {
+                        Some(variable) => {
+                            response.variables.insert(name, variable);
+                        }
+                        None => response.missing.push(name),
+                    }
+                }
+                Ok(response)
+            }
+            .await,
+        )
+    }
+
+    async fn set_variables(
+        &self,
+        request: Request<pb::SetVariablesRequest>,
+    ) -> GrpcResult<pb::SetVariablesResponse> {
+        let r = request.into_inner();
+        answer(
+            async {
+                let session = required("session_id", &r.session_id)?;
+                let mut ops = Vec::with_capacity(r.writes.len());
+                for (i, write) in r.writes.into_iter().enumerate() {
+                    if write.name.is_empty() {
+                        return Err(BridgeError::invalid_argument(
+                            "writes",
+                            format!("write {i} names no variable"),
+                        ));
+                    }
+                    ops.push(WriteOp::Set {
+                        name: write.name,
+                        value: value_arg(&format!("writes[{i}].value"), write.value)?,
+                        expected_version: write.expected_version,
+                    });
+                }
+                let names: Vec<String> = ops.iter().map(|op| op.name().to_owned()).collect();
+                let outcomes = self
+                    .state
+                    .write(session, ops, r.atomic, context(r.source, r.metadata))
+                    .await?;
+                let all_applied = outcomes.iter().all(Result::is_ok);
+                let results = names
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|(name, outcome)| match outcome {
+                        Ok((variable, sequence)) => pb::VariableWriteResult {
+                            name,
+                            outcome: Some(pb::variable_write_result::Outcome::NewVersion(
+                                variable.version,
+                            )),
+                            sequence,
+                        },
+                        Err(error) => pb::VariableWriteResult {
+                            name,
+                            outcome: Some(pb::variable_write_result::Outcome::Error(error.into())),
+                            sequence: 0,
+                        },
+                    })
+                    .collect();
+                Ok(pb::SetVariablesResponse {
+                    results,
+                    all_applied,
+                })
+            }
+            .await,
+        )
     }
 
     async fn get_variable_history(
@@ -370,14 +507,20 @@ impl MlBridge for Engine {
         request: Request<pb::GetVariableHistoryRequest>,
     ) -> GrpcResult<pb::GetVariableHistoryResponse> {
         let r = request.into_inner();
-        answer(async {
-            let entries = self
-                .state
-                .history(required("session_id", &r.session_id)?, required("name", &r.name)?, r.limit as usize)
-                .await?;
-            Ok(pb::GetVariableHistoryResponse { entries })
-        }
-        .await)
+        answer(
+            async {
+                let entries = self
+                    .state
+                    .history(
+                        required("session_id", &r.session_id)?,
+                        required("name", &r.name)?,
+                        r.limit as usize,
+                    )
+                    .await?;
+                Ok(pb::GetVariableHistoryResponse { entries })
+            }
+            .await,
+        )
     }
 
     async fn rollback_variable(
@@ -385,17 +528,27 @@ impl MlBridge for Engine {
         request: Request<pb::RollbackVariableRequest>,
     ) -> GrpcResult<pb::RollbackVariableResponse> {
         let r = request.into_inner();
-        answer(async {
-            let op = WriteOp::Rollback {
-                name: required("name", &r.name)?.to_owned(),
-                target_version: r.target_version,
-                expected_version: r.expected_version,
-            };
-            let (variable, sequence) =
-                self.write_one(required("session_id", &r.session_id)?, op, context(r.source, r.metadata)).await?;
-            Ok(pb::RollbackVariableResponse { variable: Some(variable), sequence })
-        }
-        .await)
+        answer(
+            async {
+                let op = WriteOp::Rollback {
+                    name: required("name", &r.name)?.to_owned(),
+                    target_version: r.target_version,
+                    expected_version: r.expected_version,
+                };
+                let (variable, sequence) = self
+                    .write_one(
+                        required("session_id", &r.session_id)?,
+                        op,
+                        context(r.source, r.metadata),
+                    )
+                    .await?;
+                Ok(pb::RollbackVariableResponse {
+                    variable: Some(variable),
+                    sequence,
+                })
+            }
+            .await,
+        )
     }
 
     async fn watch_variables(
@@ -415,57 +568,81 @@ impl MlBridge for Engine {
                 (false, Some(from)) => WatchStart::Resume(from),
                 (false, None) => WatchStart::Now,
             };
-            self.state.watch(required("session_id", &r.session_id)?, r.names, start).await
+            self.state
+                .watch(required("session_id", &r.session_id)?, r.names, start)
+                .await
         }
         .await
         .map_err(Status::from)?;
-        Ok(Response::new(Box::pin(stream.map(|item| item.map_err(Status::from)))))
+        Ok(Response::new(Box::pin(
+            stream.map(|item| item.map_err(Status::from)),
+        )))
     }
 
-    async fn list_tools(&self, request: Request<pb::ListToolsRequest>) -> GrpcResult<pb::ListToolsResponse> {
+    async fn list_tools(
+        &self,
+        request: Request<pb::ListToolsRequest>,
+    ) -> GrpcResult<pb::ListToolsResponse> {
         let r = request.into_inner();
-        answer(async {
-            let session = required("session_id", &r.session_id)?;
-            self.state.session(session).await?;
-            let pattern = Glob::new(&r.pattern)?;
-            let tools = self
-                .tools
-                .specs()
-                .into_iter()
-                .filter(|spec| pattern.matches(&spec.name))
-                .map(|spec| pb::ToolInfo {
-                    spec: Some(spec),
-                    host: Some(pb::ToolHost { kind: pb::ToolHostKind::Engine as i32, ..Default::default() }),
-                    session_id: String::new(),
+        answer(
+            async {
+                let session = required("session_id", &r.session_id)?;
+                self.state.session(session).await?;
+                let pattern = Glob::new(&r.pattern)?;
+                let tools = self
+                    .tools
+                    .specs()
+                    .into_iter()
+                    .filter(|spec| pattern.matches(&spec.name))
+                    .map(|spec| pb::ToolInfo {
+                        spec: Some(spec),
+                        host: Some(pb::ToolHost {
+                            kind: pb::ToolHostKind::Engine as i32,
+                            ..Default::default()
+                        }),
+                        session_id: String::new(),
+                    })
+                    .collect();
+                Ok(pb::ListToolsResponse { tools })
+            }
+            .await,
+        )
+    }
+
+    async fn execute_tool(
+        &self,
+        request: Request<pb::ExecuteToolRequest>,
+    ) -> GrpcResult<pb::ExecuteToolResponse> {
+        let r = request.into_inner();
+        answer(
+            async {
+                let session = required("session_id", &r.session_id)?;
+                self.state.session(session).await?;
+                let (handler, args) = self.tools.prepare(
+                    session,
+                    required("tool_name", &r.tool_name)?,
+                    r.arguments,
+                )?;
+                let Handler::Unary(run) = handler else {
+                    return Err(BridgeError::invalid_argument(
+                        "tool_name",
+                        format!(
+                            "tool `{}` streams its results: call ExecuteStreamingTool",
+                            r.tool_name
+                        ),
+                    ));
+                };
+                let started = Instant::now();
+                let result = run(args).await?;
+                Ok(pb::ExecuteToolResponse {
+                    result: Some(result),
+                    metadata: HashMap::new(),
+                    duration_us: started.elapsed().as_micros() as u64,
+                    worker_id: String::new(),
                 })
-                .collect();
-            Ok(pb::ListToolsResponse { tools })
-        }
-        .await)
-    }
-
-    async fn execute_tool(&self, request: Request<pb::ExecuteToolRequest>) -> GrpcResult<pb::ExecuteToolResponse> {
-        let r = request.into_inner();
-        answer(async {
-            let session = required("session_id", &r.session_id)?;
-            self.state.session(session).await?;
-            let (handler, args) = self.tools.prepare(session, required("tool_name", &r.tool_name)?, r.arguments)?;
-            let Handler::Unary(run) = handler else {
-                return Err(BridgeError::invalid_argument(
-                    "tool_name",
-                    format!("tool `{}` streams its results: call ExecuteStreamingTool", r.tool_name),
-                ));
-            };
-            let started = Instant::now();
-            let result = run(args).await?;
-            Ok(pb::ExecuteToolResponse {
-                result: Some(result),
-                metadata: HashMap::new(),
-                duration_us: started.elapsed().as_micros() as u64,
-                worker_id: String::new(),
-            })
-        }
-        .await)
+            }
+            .await,
+        )
     }
 
     async fn execute_streaming_tool(
@@ -476,13 +653,17 @@ impl MlBridge for Engine {
         let chunks = async {
             let session = required("session_id", &r.session_id)?;
             self.state.session(session).await?;
-            let (handler, args) = self.tools.prepare(session, required("tool_name", &r.tool_name)?, r.arguments)?;
+            let (handler, args) =
+                self.tools
+                    .prepare(session, required("tool_name", &r.tool_name)?, r.arguments)?;
             Ok(match handler {
                 Handler::Streaming(run) => run(args),
                 // A unary tool streams as a single chunk.
                 Handler::Unary(run) => {
                     let mut call = Some(run(args));
-                    Box::pin(tokio_stream::once(()).then(move |()| call.take().expect("polled once"))) as _
+                    Box::pin(
+                        tokio_stream::once(()).then(move |()| call.take().expect("polled once")),
+                    ) as _
                 }
             })
         }
@@ -490,12 +671,22 @@ impl MlBridge for Engine {
         .map_err(|e: BridgeError| Status::from(e))?;
         let mut sequence = 0u64;
         let body = chunks.map(move |item| {
-            let chunk = item.map(|data| pb::ToolChunk { sequence, data: Some(data), is_final: false, metadata: HashMap::new() });
+            let chunk = item.map(|data| pb::ToolChunk {
+                sequence,
+                data: Some(data),
+                is_final: false,
+                metadata: HashMap::new(),
+            });
             sequence += 1;
             chunk.map_err(Status::from)
         });
         // After the last data chunk, one final marker: `is_final` without data.
-        let end = tokio_stream::once(Ok(pb::ToolChunk { sequence: u64::MAX, data: None, is_final: true, metadata: HashMap::new() }));
+        let end = tokio_stream::once(Ok(pb::ToolChunk {
+            sequence: u64::MAX,
+            data: None,
+            is_final: true,
+            metadata: HashMap::new(),
+        }));
         let stream = FinalNumbered::new(Box::pin(body.chain(end)));
         Ok(Response::new(Box::pin(stream)))
     }
@@ -511,14 +702,21 @@ struct FinalNumbered {
 
 impl FinalNumbered {
     fn new(inner: BoxStream<pb::ToolChunk>) -> Self {
-        FinalNumbered { inner, next: 0, done: false }
+        FinalNumbered {
+            inner,
+            next: 0,
+            done: false,
+        }
     }
 }
 
 impl Stream for FinalNumbered {
     type Item = std::result::Result<pb::ToolChunk, Status>;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         if self.done {
             return std::task::Poll::Ready(None);
         }

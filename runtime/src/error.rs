@@ -60,8 +60,11 @@ impl BridgeError {
 
     /// `SESSION_NOT_FOUND`.
     pub fn session_not_found(session_id: &str) -> Self {
-        BridgeError::new(ErrorKind::SessionNotFound, format!("session `{session_id}` not found"))
-            .with("session_id", session_id)
+        BridgeError::new(
+            ErrorKind::SessionNotFound,
+            format!("session `{session_id}` not found"),
+        )
+        .with("session_id", session_id)
     }
 
     /// `VARIABLE_NOT_FOUND`.
@@ -135,7 +138,9 @@ impl fmt::Display for BridgeError {
 
 impl std::error::Error for BridgeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.cause.as_deref().map(|c| c as &(dyn std::error::Error + 'static))
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -191,7 +196,10 @@ mod tests {
         let error = BridgeError::variable_not_found("s1", "temperature");
         let status = Status::from(error.clone());
         assert_eq!(status.code(), Code::NotFound);
-        assert_eq!(status.message(), "variable `temperature` not found in session `s1`");
+        assert_eq!(
+            status.message(),
+            "variable `temperature` not found in session `s1`"
+        );
         assert_eq!(BridgeError::from_status(&status), error);
     }
 

@@ -14,14 +14,20 @@ enum Token {
     Literal(char),
     AnyOne,
     AnyRun,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 impl Glob {
     /// Parses `pattern`; an empty pattern means `*`.
     pub fn new(pattern: &str) -> Result<Self> {
         let bad = |detail: &str| {
-            BridgeError::invalid_argument("pattern", format!("malformed pattern `{pattern}`: {detail}"))
+            BridgeError::invalid_argument(
+                "pattern",
+                format!("malformed pattern `{pattern}`: {detail}"),
+            )
         };
         let mut tokens = Vec::new();
         let mut chars = pattern.chars().peekable();
@@ -41,7 +47,11 @@ impl Glob {
                             break;
                         }
                         first = false;
-                        let start = if c == '\\' { chars.next().ok_or_else(|| bad("ends with an escape"))? } else { c };
+                        let start = if c == '\\' {
+                            chars.next().ok_or_else(|| bad("ends with an escape"))?
+                        } else {
+                            c
+                        };
                         if chars.peek() == Some(&'-') {
                             chars.next();
                             match chars.next() {
@@ -52,7 +62,9 @@ impl Glob {
                                     break;
                                 }
                                 Some(end) if end >= start => ranges.push((start, end)),
-                                Some(end) => return Err(bad(&format!("range `{start}-{end}` is reversed"))),
+                                Some(end) => {
+                                    return Err(bad(&format!("range `{start}-{end}` is reversed")));
+                                }
                                 None => return Err(bad("unclosed `[`")),
                             }
                         } else {
@@ -109,7 +121,9 @@ fn token_matches(token: &Token, c: char) -> bool {
         Token::Literal(l) => *l == c,
         Token::AnyOne => true,
         Token::AnyRun => true,
-        Token::Class { negated, ranges } => ranges.iter().any(|(a, b)| (*a..=*b).contains(&c)) != *negated,
+        Token::Class { negated, ranges } => {
+            ranges.iter().any(|(a, b)| (*a..=*b).contains(&c)) != *negated
+        }
     }
 }
 
@@ -123,8 +137,13 @@ mod tests {
         assert!(g.matches("model.temperature") && g.matches("model.") && !g.matches("xmodel.a"));
         assert!(Glob::new("").unwrap().matches("anything"));
         assert!(Glob::new("t?mp").unwrap().matches("temp"));
-        assert!(Glob::new("[a-c]*").unwrap().matches("beta") && !Glob::new("[!a-c]*").unwrap().matches("beta"));
-        assert!(Glob::new("a\\*").unwrap().matches("a*") && !Glob::new("a\\*").unwrap().matches("ab"));
+        assert!(
+            Glob::new("[a-c]*").unwrap().matches("beta")
+                && !Glob::new("[!a-c]*").unwrap().matches("beta")
+        );
+        assert!(
+            Glob::new("a\\*").unwrap().matches("a*") && !Glob::new("a\\*").unwrap().matches("ab")
+        );
         assert!(Glob::new("*a*a*a*b").unwrap().matches("aaaaaaaaaaaaaaaab"));
         assert!(!Glob::new("*a*a*a*b").unwrap().matches(&"a".repeat(5000)));
     }
@@ -133,7 +152,12 @@ mod tests {
     fn rejects_malformed_patterns() {
         for bad in ["[abc", "a\\", "[z-a]"] {
             let err = Glob::new(bad).unwrap_err();
-            assert!(err.message.starts_with(&format!("malformed pattern `{bad}`")), "{}", err.message);
+            assert!(
+                err.message
+                    .starts_with(&format!("malformed pattern `{bad}`")),
+                "{}",
+                err.message
+            );
         }
     }
 }

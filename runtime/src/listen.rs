@@ -63,7 +63,10 @@ pub async fn serve(
     // Room above the value limit for the rest of the message, so that an oversized value
     // gets the engine's PAYLOAD_TOO_LARGE (naming the variable and limit) rather than a
     // transport error.
-    let max_message = engine.limits().max_value_bytes.saturating_add(4 * 1024 * 1024);
+    let max_message = engine
+        .limits()
+        .max_value_bytes
+        .saturating_add(4 * 1024 * 1024);
     let service = MlBridgeServer::new(engine)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);

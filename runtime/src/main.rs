@@ -25,6 +25,9 @@ enum Command {
         listen: ListenAddr,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Serve without the built-in host tools (`add`, `echo`, `count`, ...).
+        #[arg(long)]
+        no_builtin_tools: bool,
     },
 }
 
@@ -68,9 +71,20 @@ impl LimitArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, limits } => {
-            let engine = Engine::builder().limits(limits.limits()).build();
-            let _sweeper = engine.spawn_expiry_sweeper(Duration::from_millis(limits.sweep_interval_ms.max(1)));
+        Command::Serve {
+            listen,
+            limits,
+            no_builtin_tools,
+        } => {
+            let mut builder = Engine::builder().limits(limits.limits());
+            if !no_builtin_tools {
+                for tool in mlbridge::builtin_tools::builtin_tools() {
+                    builder = builder.tool(tool);
+                }
+            }
+            let engine = builder.build();
+            let _sweeper =
+                engine.spawn_expiry_sweeper(Duration::from_millis(limits.sweep_interval_ms.max(1)));
             mlbridge::serve(
                 engine,
                 &listen,

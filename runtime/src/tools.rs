@@ -22,6 +22,11 @@ pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
 pub type ToolStream = Pin<Box<dyn Stream<Item = Result<Value>> + Send>>;
 
 /// A Rust type that crosses the wire as a [`Value`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot cross the wire as a tool argument or result",
+    label = "not a `ToolValue`",
+    note = "tool values are owned: f64, i64, i32, bool, String, Bytes, Value, Tensor, Embedding, ModuleRef, Option<T>, Vec<T>, HashMap/BTreeMap<String, T>"
+)]
 pub trait ToolValue: Sized + Send + 'static {
     /// The declared type in specs.
     fn variable_type() -> VariableType;
@@ -76,9 +81,30 @@ scalar!(i64, Integer, IntValue, "integer", |v| Ok(v), |s| s);
 scalar!(bool, Boolean, BoolValue, "boolean", |v| Ok(v), |s| s);
 scalar!(String, String, StringValue, "string", |v| Ok(v), |s| s);
 scalar!(pb::Tensor, Tensor, TensorValue, "tensor", |v| Ok(v), |s| s);
-scalar!(pb::Embedding, Embedding, EmbeddingValue, "embedding", |v| Ok(v), |s| s);
-scalar!(pb::ModuleRef, Module, ModuleValue, "module", |v| Ok(v), |s| s);
-scalar!(i32, Integer, IntValue, "integer", |v| i32::try_from(v).map_err(|_| format!("{v} does not fit in a 32-bit integer")), |s| i64::from(s));
+scalar!(
+    pb::Embedding,
+    Embedding,
+    EmbeddingValue,
+    "embedding",
+    |v| Ok(v),
+    |s| s
+);
+scalar!(
+    pb::ModuleRef,
+    Module,
+    ModuleValue,
+    "module",
+    |v| Ok(v),
+    |s| s
+);
+scalar!(
+    i32,
+    Integer,
+    IntValue,
+    "integer",
+    |v| i32::try_from(v).map_err(|_| format!("{v} does not fit in a 32-bit integer")),
+    |s| i64::from(s)
+);
 
 /// Opaque bytes (`Vec<u8>` would be a list of integers).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -114,7 +140,10 @@ impl<T: ToolValue> ToolValue for Option<T> {
         T::variable_type()
     }
     fn constraints() -> pb::Constraints {
-        pb::Constraints { nullable: true, ..T::constraints() }
+        pb::Constraints {
+            nullable: true,
+            ..T::constraints()
+        }
     }
     fn optional() -> bool {
         true
@@ -141,7 +170,10 @@ impl<T: ToolValue> ToolValue for Vec<T> {
         VariableType::List
     }
     fn constraints() -> pb::Constraints {
-        pb::Constraints { element_type: Some(T::variable_type() as i32), ..Default::default() }
+        pb::Constraints {
+            element_type: Some(T::variable_type() as i32),
+            ..Default::default()
+        }
     }
     fn from_value(value: Value) -> std::result::Result<Self, String> {
         match value.kind {
@@ -155,7 +187,9 @@ impl<T: ToolValue> ToolValue for Vec<T> {
         }
     }
     fn into_value(self) -> Value {
-        value_of(Kind::ListValue(pb::ValueList { values: self.into_iter().map(T::into_value).collect() }))
+        value_of(Kind::ListValue(pb::ValueList {
+            values: self.into_iter().map(T::into_value).collect(),
+        }))
     }
 }
 
@@ -166,14 +200,21 @@ macro_rules! map_impl {
                 VariableType::Map
             }
             fn constraints() -> pb::Constraints {
-                pb::Constraints { element_type: Some(T::variable_type() as i32), ..Default::default() }
+                pb::Constraints {
+                    element_type: Some(T::variable_type() as i32),
+                    ..Default::default()
+                }
             }
             fn from_value(value: Value) -> std::result::Result<Self, String> {
                 match value.kind {
                     Some(Kind::MapValue(map)) => map
                         .entries
                         .into_iter()
-                        .map(|(k, v)| T::from_value(v).map(|v| (k.clone(), v)).map_err(|e| format!("key {k:?}: {e}")))
+                        .map(|(k, v)| {
+                            T::from_value(v)
+                                .map(|v| (k.clone(), v))
+                                .map_err(|e| format!("key {k:?}: {e}"))
+                        })
                         .collect(),
                     _ => Err(wrong("map", &value)),
                 }
@@ -202,6 +243,49 @@ pub fn param<T: ToolValue>(name: &str, description: &str) -> pb::ParameterSpec {
     }
 }
 
+/// What a tool function may return: a [`ToolValue`] `T`, or `Result<T, E>` whose `Err`
+/// becomes a `TOOL_ERROR` carrying `E`'s message. Streaming tools use it for each item.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned by a tool",
+    label = "not a tool result",
+    note = "a tool returns `T` or `Result<T, E>` where `T: ToolValue` and `E: Display`; a streaming tool returns a `Stream` of those"
+)]
+pub trait ToolOutput {
+    /// The value type, whose [`ToolValue::variable_type`] is the spec's `return_type`.
+    type Output: ToolValue;
+    /// The wire result; an error names `tool`.
+    fn into_tool_result(self, tool: &str) -> Result<Value>;
+}
+
+impl<T: ToolValue> ToolOutput for T {
+    type Output = T;
+    fn into_tool_result(self, _tool: &str) -> Result<Value> {
+        Ok(self.into_value())
+    }
+}
+
+impl<T: ToolValue, E: std::fmt::Display> ToolOutput for std::result::Result<T, E> {
+    type Output = T;
+    fn into_tool_result(self, tool: &str) -> Result<Value> {
+        self.map(T::into_value).map_err(|e| tool_error(tool, e))
+    }
+}
+
+/// A tool spec with no return type yet: [`ToolDef::typed_unary`] and
+/// [`ToolDef::typed_streaming`] fill it in from the handler's result type.
+pub fn tool_spec(
+    name: &str,
+    description: &str,
+    parameters: Vec<pb::ParameterSpec>,
+) -> pb::ToolSpec {
+    pb::ToolSpec {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        parameters,
+        ..Default::default()
+    }
+}
+
 /// The arguments of one call, checked against the tool's parameter specs.
 #[derive(Debug)]
 pub struct ToolArgs {
@@ -216,14 +300,20 @@ impl ToolArgs {
     pub fn take<T: ToolValue>(&mut self, name: &str) -> Result<T> {
         match self.values.remove(name) {
             Some(value) => T::from_value(value).map_err(|detail| {
-                BridgeError::invalid_argument("arguments", format!("tool `{}`, argument `{name}`: {detail}", self.tool))
-                    .with("tool", &self.tool)
-                    .with("argument", name)
+                BridgeError::invalid_argument(
+                    "arguments",
+                    format!("tool `{}`, argument `{name}`: {detail}", self.tool),
+                )
+                .with("tool", &self.tool)
+                .with("argument", name)
             }),
             None => T::missing().ok_or_else(|| {
-                BridgeError::invalid_argument("arguments", format!("tool `{}` needs argument `{name}`", self.tool))
-                    .with("tool", &self.tool)
-                    .with("argument", name)
+                BridgeError::invalid_argument(
+                    "arguments",
+                    format!("tool `{}` needs argument `{name}`", self.tool),
+                )
+                .with("tool", &self.tool)
+                .with("argument", name)
             }),
         }
     }
@@ -249,7 +339,9 @@ pub struct ToolDef {
 
 impl std::fmt::Debug for ToolDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ToolDef").field("spec", &self.spec).finish_non_exhaustive()
+        f.debug_struct("ToolDef")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
     }
 }
 
@@ -260,7 +352,10 @@ impl ToolDef {
         F: Fn(ToolArgs) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value>> + Send + 'static,
     {
-        ToolDef { spec, handler: Handler::Unary(Arc::new(move |args| Box::pin(run(args)))) }
+        ToolDef {
+            spec,
+            handler: Handler::Unary(Arc::new(move |args| Box::pin(run(args)))),
+        }
     }
 
     /// A tool that streams chunks.
@@ -270,15 +365,69 @@ impl ToolDef {
         S: Stream<Item = Result<Value>> + Send + 'static,
     {
         spec.supports_streaming = true;
-        ToolDef { spec, handler: Handler::Streaming(Arc::new(move |args| Box::pin(run(args)))) }
+        ToolDef {
+            spec,
+            handler: Handler::Streaming(Arc::new(move |args| Box::pin(run(args)))),
+        }
+    }
+
+    /// A tool with one typed result (what `#[mlbridge::tool]` generates): the spec's
+    /// `return_type` comes from `R`, and an `Err` result becomes a `TOOL_ERROR`.
+    pub fn typed_unary<F, Fut, R>(mut spec: pb::ToolSpec, run: F) -> Self
+    where
+        F: Fn(ToolArgs) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+        R: ToolOutput,
+    {
+        spec.return_type = R::Output::variable_type() as i32;
+        let tool: Arc<str> = spec.name.as_str().into();
+        ToolDef::unary(spec, move |args| {
+            let call = run(args);
+            let tool = Arc::clone(&tool);
+            async move { call.await?.into_tool_result(&tool) }
+        })
+    }
+
+    /// A tool that streams typed items (what `#[mlbridge::tool(streaming)]` generates):
+    /// `run` decodes the arguments and returns the stream; the spec's `return_type` is the
+    /// item's value type, and an `Err` item becomes a `TOOL_ERROR` that ends the call.
+    pub fn typed_streaming<F, S>(mut spec: pb::ToolSpec, run: F) -> Self
+    where
+        F: Fn(ToolArgs) -> Result<S> + Send + Sync + 'static,
+        S: Stream + Send + 'static,
+        S::Item: ToolOutput,
+    {
+        spec.return_type = <S::Item as ToolOutput>::Output::variable_type() as i32;
+        spec.supports_streaming = true;
+        let tool: Arc<str> = spec.name.as_str().into();
+        let handler = move |args| -> ToolStream {
+            match run(args) {
+                Ok(items) => {
+                    let tool = Arc::clone(&tool);
+                    Box::pin(tokio_stream::StreamExt::map(items, move |item| {
+                        item.into_tool_result(&tool)
+                    }))
+                }
+                Err(error) => Box::pin(tokio_stream::once(Err(error))),
+            }
+        };
+        ToolDef {
+            spec,
+            handler: Handler::Streaming(Arc::new(handler)),
+        }
     }
 }
 
 /// Converts a tool function's error into a `TOOL_ERROR` naming the tool.
 pub fn tool_error(tool: &str, error: impl std::fmt::Display) -> BridgeError {
-    BridgeError::new(ErrorKind::ToolError, format!("tool `{tool}` failed: {error}"))
-        .with("tool", tool)
-        .with("origin", "engine")
+    let error = BridgeError::new(
+        ErrorKind::ToolError,
+        format!("tool `{tool}` failed: {error}"),
+    );
+    BridgeError {
+        origin: "engine".to_owned(),
+        ..error.with("tool", tool)
+    }
 }
 
 /// The engine's tools, by name.
@@ -297,8 +446,11 @@ impl ToolRegistry {
     pub fn register(&mut self, tool: ToolDef) -> Result<()> {
         let name = tool.spec.name.clone();
         if self.tools.contains_key(&name) {
-            return Err(BridgeError::new(ErrorKind::AlreadyExists, format!("tool `{name}` is already registered"))
-                .with("tool", &name));
+            return Err(BridgeError::new(
+                ErrorKind::AlreadyExists,
+                format!("tool `{name}` is already registered"),
+            )
+            .with("tool", &name));
         }
         self.tools.insert(name, tool);
         Ok(())
@@ -320,9 +472,15 @@ impl ToolRegistry {
     }
 
     /// Checks `arguments` against the tool's specs and prepares the call.
-    pub fn prepare(&self, session_id: &str, name: &str, arguments: HashMap<String, Value>) -> Result<(Handler, ToolArgs)> {
+    pub fn prepare(
+        &self,
+        session_id: &str,
+        name: &str,
+        arguments: HashMap<String, Value>,
+    ) -> Result<(Handler, ToolArgs)> {
         let tool = self.tools.get(name).ok_or_else(|| {
-            BridgeError::new(ErrorKind::ToolNotFound, format!("no tool named `{name}`")).with("tool", name)
+            BridgeError::new(ErrorKind::ToolNotFound, format!("no tool named `{name}`"))
+                .with("tool", name)
         })?;
         let mut checked = HashMap::with_capacity(arguments.len());
         let mut arguments = arguments;
@@ -330,7 +488,11 @@ impl ToolRegistry {
             match arguments.remove(&spec.name) {
                 Some(value) => {
                     let ty = VariableType::try_from(spec.r#type).unwrap_or(VariableType::Any);
-                    let ty = if ty == VariableType::Unspecified { VariableType::Any } else { ty };
+                    let ty = if ty == VariableType::Unspecified {
+                        VariableType::Any
+                    } else {
+                        ty
+                    };
                     let constraints = spec.constraints.clone().unwrap_or_default();
                     let label = format!("{name}.{}", spec.name);
                     let value = value::validate(&label, ty, &constraints, value).map_err(|e| {
@@ -342,7 +504,13 @@ impl ToolRegistry {
                 None if spec.required && spec.default_value.is_none() => {
                     return Err(BridgeError::invalid_argument(
                         "arguments",
-                        format!("tool `{name}` needs argument `{}` ({})", spec.name, type_name(VariableType::try_from(spec.r#type).unwrap_or(VariableType::Any))),
+                        format!(
+                            "tool `{name}` needs argument `{}` ({})",
+                            spec.name,
+                            type_name(
+                                VariableType::try_from(spec.r#type).unwrap_or(VariableType::Any)
+                            )
+                        ),
                     )
                     .with("tool", name)
                     .with("argument", &spec.name));
@@ -355,17 +523,29 @@ impl ToolRegistry {
             }
         }
         if let Some(unknown) = arguments.keys().min() {
-            let known: Vec<&str> = tool.spec.parameters.iter().map(|p| p.name.as_str()).collect();
+            let known: Vec<&str> = tool
+                .spec
+                .parameters
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
             return Err(BridgeError::invalid_argument(
                 "arguments",
-                format!("tool `{name}` has no argument `{unknown}` (it takes: {})", known.join(", ")),
+                format!(
+                    "tool `{name}` has no argument `{unknown}` (it takes: {})",
+                    known.join(", ")
+                ),
             )
             .with("tool", name)
             .with("argument", unknown));
         }
         Ok((
             tool.handler.clone(),
-            ToolArgs { tool: name.to_owned(), values: checked, session_id: session_id.to_owned() },
+            ToolArgs {
+                tool: name.to_owned(),
+                values: checked,
+                session_id: session_id.to_owned(),
+            },
         ))
     }
 }

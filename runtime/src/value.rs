@@ -2,7 +2,9 @@
 //! [`Constraints`], normalising accepted conversions, and rejecting constraint definitions
 //! that cannot apply. The Python SDK mirrors these rules and messages.
 
-use mlbridge_proto::mlbridge::v1::{self as pb, Constraints, Dtype, Value, VariableType, value::Kind};
+use mlbridge_proto::mlbridge::v1::{
+    self as pb, Constraints, Dtype, Value, VariableType, value::Kind,
+};
 
 use crate::error::{BridgeError, ErrorKind, Result};
 
@@ -92,16 +94,23 @@ pub fn number(value: f64) -> String {
 }
 
 fn violation(name: &str, constraint: &str, limit: impl ToString, detail: String) -> BridgeError {
-    BridgeError::new(ErrorKind::ConstraintViolation, format!("variable `{name}`: {detail}"))
-        .with("variable", name)
-        .with("constraint", constraint)
-        .with("limit", limit.to_string())
+    BridgeError::new(
+        ErrorKind::ConstraintViolation,
+        format!("variable `{name}`: {detail}"),
+    )
+    .with("variable", name)
+    .with("constraint", constraint)
+    .with("limit", limit.to_string())
 }
 
 fn mismatch(name: &str, ty: VariableType, value: &Value) -> BridgeError {
     BridgeError::new(
         ErrorKind::TypeMismatch,
-        format!("variable `{name}` expects {}, got {}", type_name(ty), kind_name(value)),
+        format!(
+            "variable `{name}` expects {}, got {}",
+            type_name(ty),
+            kind_name(value)
+        ),
     )
     .with("variable", name)
     .with("expected", type_name(ty))
@@ -109,13 +118,20 @@ fn mismatch(name: &str, ty: VariableType, value: &Value) -> BridgeError {
 }
 
 fn invalid_value(name: &str, detail: String) -> BridgeError {
-    BridgeError::new(ErrorKind::InvalidArgument, format!("variable `{name}`: {detail}"))
-        .with("variable", name)
-        .with("field", "value")
+    BridgeError::new(
+        ErrorKind::InvalidArgument,
+        format!("variable `{name}`: {detail}"),
+    )
+    .with("variable", name)
+    .with("field", "value")
 }
 
 fn join<T: ToString>(items: &[T]) -> String {
-    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn shape_text(shape: &[u64]) -> String {
@@ -124,7 +140,12 @@ fn shape_text(shape: &[u64]) -> String {
 
 /// Checks `value` against `ty` and `constraints` and returns it normalised (int widened to
 /// float for FLOAT, string to choice for CHOICE). `name` names the variable in errors.
-pub fn validate(name: &str, ty: VariableType, constraints: &Constraints, value: Value) -> Result<Value> {
+pub fn validate(
+    name: &str,
+    ty: VariableType,
+    constraints: &Constraints,
+    value: Value,
+) -> Result<Value> {
     let value = check_type(name, ty, constraints.nullable, value)?;
     check_constraints(name, ty, constraints, &value)?;
     Ok(value)
@@ -157,11 +178,15 @@ fn check_type(name: &str, ty: VariableType, nullable: bool, value: Value) -> Res
         (VariableType::Bytes, Kind::BytesValue(v)) => Kind::BytesValue(v),
         _ => return Err(mismatch(name, ty, &value)),
     };
-    Ok(Value { kind: Some(accepted) })
+    Ok(Value {
+        kind: Some(accepted),
+    })
 }
 
 fn check_constraints(name: &str, ty: VariableType, c: &Constraints, value: &Value) -> Result<()> {
-    let Some(kind) = &value.kind else { return Ok(()) };
+    let Some(kind) = &value.kind else {
+        return Ok(());
+    };
     match kind {
         Kind::NullValue(_) => Ok(()),
         Kind::FloatValue(v) => check_range(name, c, *v),
@@ -207,7 +232,11 @@ fn check_constraints(name: &str, ty: VariableType, c: &Constraints, value: &Valu
                     name,
                     "allowed_modules",
                     join(&c.allowed_modules),
-                    format!("module `{}` is not one of the allowed modules: {}", module.name, join(&c.allowed_modules)),
+                    format!(
+                        "module `{}` is not one of the allowed modules: {}",
+                        module.name,
+                        join(&c.allowed_modules)
+                    ),
                 ));
             }
             Ok(())
@@ -220,7 +249,10 @@ fn check_constraints(name: &str, ty: VariableType, c: &Constraints, value: &Valu
                     name,
                     "dimensions",
                     dimensions,
-                    format!("embedding has {} dimensions, expected {dimensions}", embedding.values.len()),
+                    format!(
+                        "embedding has {} dimensions, expected {dimensions}",
+                        embedding.values.len()
+                    ),
                 ));
             }
             Ok(())
@@ -242,7 +274,12 @@ fn check_constraints(name: &str, ty: VariableType, c: &Constraints, value: &Valu
                 let mut keys: Vec<&String> = map.entries.keys().collect();
                 keys.sort();
                 for key in keys {
-                    check_type(&format!("{name}[{key:?}]"), element, false, map.entries[key].clone())?;
+                    check_type(
+                        &format!("{name}[{key:?}]"),
+                        element,
+                        false,
+                        map.entries[key].clone(),
+                    )?;
                 }
             }
             Ok(())
@@ -261,25 +298,33 @@ fn element_type(c: &Constraints) -> Option<VariableType> {
 }
 
 fn check_range(name: &str, c: &Constraints, v: f64) -> Result<()> {
-    if let Some(min) = c.min {
-        if v.is_nan() || v < min || (c.min_exclusive && v == min) {
-            let detail = if c.min_exclusive {
-                format!("{} is not above the exclusive minimum {}", number(v), number(min))
-            } else {
-                format!("{} is below the minimum {}", number(v), number(min))
-            };
-            return Err(violation(name, "min", number(min), detail));
-        }
+    if let Some(min) = c.min
+        && (v.is_nan() || v < min || (c.min_exclusive && v == min))
+    {
+        let detail = if c.min_exclusive {
+            format!(
+                "{} is not above the exclusive minimum {}",
+                number(v),
+                number(min)
+            )
+        } else {
+            format!("{} is below the minimum {}", number(v), number(min))
+        };
+        return Err(violation(name, "min", number(min), detail));
     }
-    if let Some(max) = c.max {
-        if v.is_nan() || v > max || (c.max_exclusive && v == max) {
-            let detail = if c.max_exclusive {
-                format!("{} is not below the exclusive maximum {}", number(v), number(max))
-            } else {
-                format!("{} is above the maximum {}", number(v), number(max))
-            };
-            return Err(violation(name, "max", number(max), detail));
-        }
+    if let Some(max) = c.max
+        && (v.is_nan() || v > max || (c.max_exclusive && v == max))
+    {
+        let detail = if c.max_exclusive {
+            format!(
+                "{} is not below the exclusive maximum {}",
+                number(v),
+                number(max)
+            )
+        } else {
+            format!("{} is above the maximum {}", number(v), number(max))
+        };
+        return Err(violation(name, "max", number(max), detail));
     }
     Ok(())
 }
@@ -288,12 +333,22 @@ fn check_length(name: &str, c: &Constraints, length: u64) -> Result<()> {
     if let Some(min) = c.min_length
         && length < min
     {
-        return Err(violation(name, "min_length", min, format!("length {length} is below the minimum length {min}")));
+        return Err(violation(
+            name,
+            "min_length",
+            min,
+            format!("length {length} is below the minimum length {min}"),
+        ));
     }
     if let Some(max) = c.max_length
         && length > max
     {
-        return Err(violation(name, "max_length", max, format!("length {length} is above the maximum length {max}")));
+        return Err(violation(
+            name,
+            "max_length",
+            max,
+            format!("length {length} is above the maximum length {max}"),
+        ));
     }
     Ok(())
 }
@@ -302,7 +357,12 @@ fn check_items(name: &str, c: &Constraints, count: usize) -> Result<()> {
     if let Some(max) = c.max_items
         && count as u64 > max
     {
-        return Err(violation(name, "max_items", max, format!("{count} items exceed the maximum of {max}")));
+        return Err(violation(
+            name,
+            "max_items",
+            max,
+            format!("{count} items exceed the maximum of {max}"),
+        ));
     }
     Ok(())
 }
@@ -310,7 +370,10 @@ fn check_items(name: &str, c: &Constraints, count: usize) -> Result<()> {
 fn check_tensor(name: &str, c: &Constraints, tensor: &pb::Tensor) -> Result<()> {
     let dtype = Dtype::try_from(tensor.dtype).unwrap_or(Dtype::Unspecified);
     let Some(size) = dtype_size(dtype) else {
-        return Err(invalid_value(name, "tensor dtype is unspecified".to_owned()));
+        return Err(invalid_value(
+            name,
+            "tensor dtype is unspecified".to_owned(),
+        ));
     };
     let elements = tensor
         .shape
@@ -336,12 +399,19 @@ fn check_tensor(name: &str, c: &Constraints, tensor: &pb::Tensor) -> Result<()> 
             name,
             "dtype",
             dtype_name(required),
-            format!("tensor dtype {} is not the required {}", dtype_name(dtype), dtype_name(required)),
+            format!(
+                "tensor dtype {} is not the required {}",
+                dtype_name(dtype),
+                dtype_name(required)
+            ),
         ));
     }
     if !c.shape.is_empty() {
         let fits = c.shape.len() == tensor.shape.len()
-            && c.shape.iter().zip(&tensor.shape).all(|(want, have)| *want == 0 || want == have);
+            && c.shape
+                .iter()
+                .zip(&tensor.shape)
+                .all(|(want, have)| *want == 0 || want == have);
         if !fits {
             return Err(violation(
                 name,
@@ -360,22 +430,35 @@ fn check_tensor(name: &str, c: &Constraints, tensor: &pb::Tensor) -> Result<()> 
 
 fn compile_pattern(name: &str, pattern: &str) -> Result<regex::Regex> {
     regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|err| {
-        BridgeError::invalid_argument("constraints.pattern", format!("constraints of `{name}`: invalid pattern `{pattern}`: {err}"))
-            .with("variable", name)
+        BridgeError::invalid_argument(
+            "constraints.pattern",
+            format!("constraints of `{name}`: invalid pattern `{pattern}`: {err}"),
+        )
+        .with("variable", name)
     })
 }
 
 /// Rejects constraints that contradict themselves or cannot apply to `ty`.
 pub fn check_definition(name: &str, ty: VariableType, c: &Constraints) -> Result<()> {
     let bad = |field: &str, detail: String| {
-        Err(BridgeError::invalid_argument(&format!("constraints.{field}"), format!("constraints of `{name}`: {detail}"))
-            .with("variable", name))
+        Err(BridgeError::invalid_argument(
+            &format!("constraints.{field}"),
+            format!("constraints of `{name}`: {detail}"),
+        )
+        .with("variable", name))
     };
     let ty_name = type_name(ty);
     if ty == VariableType::Unspecified {
-        return Err(BridgeError::invalid_argument("type", format!("variable `{name}` has no type")).with("variable", name));
+        return Err(BridgeError::invalid_argument(
+            "type",
+            format!("variable `{name}` has no type"),
+        )
+        .with("variable", name));
     }
-    let numeric = matches!(ty, VariableType::Float | VariableType::Integer | VariableType::Any);
+    let numeric = matches!(
+        ty,
+        VariableType::Float | VariableType::Integer | VariableType::Any
+    );
     if (c.min.is_some() || c.max.is_some()) && !numeric {
         return bad("min", format!("min/max do not apply to {ty_name}"));
     }
@@ -388,22 +471,37 @@ pub fn check_definition(name: &str, ty: VariableType, c: &Constraints) -> Result
     if let (Some(min), Some(max)) = (c.min, c.max)
         && (min > max || min.is_nan() || max.is_nan())
     {
-        return bad("min", format!("min {} is greater than max {}", number(min), number(max)));
+        return bad(
+            "min",
+            format!("min {} is greater than max {}", number(min), number(max)),
+        );
     }
     if ty == VariableType::Choice && c.choices.is_empty() {
-        return bad("choices", "a choice variable needs a non-empty list of choices".to_owned());
+        return bad(
+            "choices",
+            "a choice variable needs a non-empty list of choices".to_owned(),
+        );
     }
     if !c.choices.is_empty() && !matches!(ty, VariableType::Choice | VariableType::String) {
         return bad("choices", format!("choices do not apply to {ty_name}"));
     }
-    let sized = matches!(ty, VariableType::String | VariableType::Bytes | VariableType::List);
+    let sized = matches!(
+        ty,
+        VariableType::String | VariableType::Bytes | VariableType::List
+    );
     if (c.min_length.is_some() || c.max_length.is_some()) && !sized {
-        return bad("min_length", format!("min_length/max_length do not apply to {ty_name}"));
+        return bad(
+            "min_length",
+            format!("min_length/max_length do not apply to {ty_name}"),
+        );
     }
     if let (Some(min), Some(max)) = (c.min_length, c.max_length)
         && min > max
     {
-        return bad("min_length", format!("min_length {min} is greater than max_length {max}"));
+        return bad(
+            "min_length",
+            format!("min_length {min} is greater than max_length {max}"),
+        );
     }
     if let Some(pattern) = &c.pattern {
         if ty != VariableType::String {
@@ -412,7 +510,10 @@ pub fn check_definition(name: &str, ty: VariableType, c: &Constraints) -> Result
         compile_pattern(name, pattern)?;
     }
     if c.dimensions.is_some() && ty != VariableType::Embedding {
-        return bad("dimensions", format!("dimensions do not apply to {ty_name}"));
+        return bad(
+            "dimensions",
+            format!("dimensions do not apply to {ty_name}"),
+        );
     }
     if c.dimensions == Some(0) {
         return bad("dimensions", "dimensions must be at least 1".to_owned());
@@ -426,11 +527,17 @@ pub fn check_definition(name: &str, ty: VariableType, c: &Constraints) -> Result
         return bad("dtype", format!("unknown dtype {dtype}"));
     }
     if !c.allowed_modules.is_empty() && ty != VariableType::Module {
-        return bad("allowed_modules", format!("allowed_modules do not apply to {ty_name}"));
+        return bad(
+            "allowed_modules",
+            format!("allowed_modules do not apply to {ty_name}"),
+        );
     }
     let container = matches!(ty, VariableType::List | VariableType::Map);
     if (c.element_type.is_some() || c.max_items.is_some()) && !container {
-        return bad("element_type", format!("element_type/max_items do not apply to {ty_name}"));
+        return bad(
+            "element_type",
+            format!("element_type/max_items do not apply to {ty_name}"),
+        );
     }
     if let Some(element) = c.element_type
         && VariableType::try_from(element).is_err()
@@ -445,52 +552,121 @@ mod tests {
     use super::*;
 
     fn float(v: f64) -> Value {
-        Value { kind: Some(Kind::FloatValue(v)) }
+        Value {
+            kind: Some(Kind::FloatValue(v)),
+        }
     }
 
     #[test]
     fn widens_ints_for_floats_and_strings_for_choices() {
         let c = Constraints::default();
-        let v = validate("t", VariableType::Float, &c, Value { kind: Some(Kind::IntValue(2)) }).unwrap();
+        let v = validate(
+            "t",
+            VariableType::Float,
+            &c,
+            Value {
+                kind: Some(Kind::IntValue(2)),
+            },
+        )
+        .unwrap();
         assert_eq!(v, float(2.0));
-        let c = Constraints { choices: vec!["a".into(), "b".into()], ..Default::default() };
-        let v = validate("m", VariableType::Choice, &c, Value { kind: Some(Kind::StringValue("b".into())) }).unwrap();
-        assert_eq!(v.kind, Some(Kind::ChoiceValue(pb::Choice { value: "b".into() })));
+        let c = Constraints {
+            choices: vec!["a".into(), "b".into()],
+            ..Default::default()
+        };
+        let v = validate(
+            "m",
+            VariableType::Choice,
+            &c,
+            Value {
+                kind: Some(Kind::StringValue("b".into())),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            v.kind,
+            Some(Kind::ChoiceValue(pb::Choice { value: "b".into() }))
+        );
     }
 
     #[test]
     fn range_violations_name_the_rule() {
-        let c = Constraints { min: Some(0.0), max: Some(2.0), ..Default::default() };
+        let c = Constraints {
+            min: Some(0.0),
+            max: Some(2.0),
+            ..Default::default()
+        };
         let err = validate("temperature", VariableType::Float, &c, float(2.5)).unwrap_err();
         assert_eq!(err.kind, ErrorKind::ConstraintViolation);
-        assert_eq!(err.message, "variable `temperature`: 2.5 is above the maximum 2");
+        assert_eq!(
+            err.message,
+            "variable `temperature`: 2.5 is above the maximum 2"
+        );
         assert_eq!(err.context["constraint"], "max");
         assert!(validate("t", VariableType::Float, &c, float(f64::NAN)).is_err());
     }
 
     #[test]
     fn type_mismatch_names_both_types() {
-        let err = validate("n", VariableType::Integer, &Constraints::default(), float(1.5)).unwrap_err();
+        let err = validate(
+            "n",
+            VariableType::Integer,
+            &Constraints::default(),
+            float(1.5),
+        )
+        .unwrap_err();
         assert_eq!(err.kind, ErrorKind::TypeMismatch);
         assert_eq!(err.message, "variable `n` expects integer, got float");
     }
 
     #[test]
     fn tensor_data_must_fit_its_shape() {
-        let tensor = pb::Tensor { dtype: Dtype::Float32 as i32, shape: vec![2, 2], data: vec![0; 12] };
-        let err = validate("x", VariableType::Tensor, &Constraints::default(), Value { kind: Some(Kind::TensorValue(tensor)) })
-            .unwrap_err();
-        assert_eq!(err.message, "variable `x`: tensor data has 12 bytes, expected 16 for shape [2, 2] of float32");
+        let tensor = pb::Tensor {
+            dtype: Dtype::Float32 as i32,
+            shape: vec![2, 2],
+            data: vec![0; 12],
+        };
+        let err = validate(
+            "x",
+            VariableType::Tensor,
+            &Constraints::default(),
+            Value {
+                kind: Some(Kind::TensorValue(tensor)),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.message,
+            "variable `x`: tensor data has 12 bytes, expected 16 for shape [2, 2] of float32"
+        );
     }
 
     #[test]
     fn contradictory_definitions_are_rejected() {
-        let c = Constraints { min: Some(3.0), max: Some(1.0), ..Default::default() };
+        let c = Constraints {
+            min: Some(3.0),
+            max: Some(1.0),
+            ..Default::default()
+        };
         let err = check_definition("t", VariableType::Float, &c).unwrap_err();
-        assert_eq!(err.message, "constraints of `t`: min 3 is greater than max 1");
-        let c = Constraints { pattern: Some("(".into()), ..Default::default() };
-        assert!(check_definition("s", VariableType::String, &c).unwrap_err().message.contains("invalid pattern"));
-        let c = Constraints { pattern: Some("a+".into()), ..Default::default() };
+        assert_eq!(
+            err.message,
+            "constraints of `t`: min 3 is greater than max 1"
+        );
+        let c = Constraints {
+            pattern: Some("(".into()),
+            ..Default::default()
+        };
+        assert!(
+            check_definition("s", VariableType::String, &c)
+                .unwrap_err()
+                .message
+                .contains("invalid pattern")
+        );
+        let c = Constraints {
+            pattern: Some("a+".into()),
+            ..Default::default()
+        };
         assert!(check_definition("n", VariableType::Integer, &c).is_err());
         assert!(check_definition("c", VariableType::Choice, &Constraints::default()).is_err());
     }

@@ -90,7 +90,12 @@ impl MemoryBackend {
 
     /// The live session `id`, marking activity; an expired one is removed and reported.
     fn slot(&self, id: &str) -> Result<Arc<Slot>> {
-        let slot = self.sessions.read().expect("sessions lock").get(id).cloned();
+        let slot = self
+            .sessions
+            .read()
+            .expect("sessions lock")
+            .get(id)
+            .cloned();
         let Some(slot) = slot else {
             return Err(self.missing(id));
         };
@@ -145,13 +150,17 @@ fn new_session_id() -> String {
 fn check_session_id(id: &str) -> Result<()> {
     let valid = !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
     if valid {
         Ok(())
     } else {
         Err(BridgeError::invalid_argument(
             "session_id",
-            format!("invalid session id {id:?}: use 1 to 128 letters, digits, '-', '_', '.' or ':'"),
+            format!(
+                "invalid session id {id:?}: use 1 to 128 letters, digits, '-', '_', '.' or ':'"
+            ),
         ))
     }
 }
@@ -171,14 +180,20 @@ impl StateBackend for MemoryBackend {
         }
         let ttl = match new.ttl {
             Some(ttl) if ttl.is_zero() => {
-                return Err(BridgeError::invalid_argument("ttl", "session ttl must be greater than zero"));
+                return Err(BridgeError::invalid_argument(
+                    "ttl",
+                    "session ttl must be greater than zero",
+                ));
             }
             Some(ttl) => ttl.min(self.limits.max_ttl),
             None => self.limits.default_ttl,
         };
         let cache = new.cache.unwrap_or(pb::CacheSettings {
             enabled: true,
-            ttl: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+            ttl: Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
         });
         let now = SystemTime::now();
         let state = SessionState {
@@ -196,24 +211,42 @@ impl StateBackend for MemoryBackend {
         let mut sessions = self.sessions.write().expect("sessions lock");
         if let Some(existing) = sessions.get(&id) {
             // Created concurrently by another call.
-            return Ok((existing.state.lock().expect("session lock").describe(), false));
+            return Ok((
+                existing.state.lock().expect("session lock").describe(),
+                false,
+            ));
         }
         if sessions.len() >= self.limits.max_sessions {
             return Err(BridgeError::new(
                 ErrorKind::SessionLimitExceeded,
-                format!("the engine already holds the maximum of {} sessions", self.limits.max_sessions),
+                format!(
+                    "the engine already holds the maximum of {} sessions",
+                    self.limits.max_sessions
+                ),
             )
             .with("limit", self.limits.max_sessions));
         }
         let (updates, _) = broadcast::channel(self.limits.watch_buffer.max(1));
         let (removed, _) = tokio::sync::watch::channel(false);
-        sessions.insert(id.clone(), Arc::new(Slot { state: Mutex::new(state), updates, removed }));
+        sessions.insert(
+            id.clone(),
+            Arc::new(Slot {
+                state: Mutex::new(state),
+                updates,
+                removed,
+            }),
+        );
         self.expired.lock().expect("expired lock").ids.remove(&id);
         Ok((described, true))
     }
 
     async fn session(&self, id: &str) -> Result<pb::Session> {
-        Ok(self.slot(id)?.state.lock().expect("session lock").describe())
+        Ok(self
+            .slot(id)?
+            .state
+            .lock()
+            .expect("session lock")
+            .describe())
     }
 
     async fn remove_session(&self, id: &str) -> Result<Option<pb::CleanupSessionResponse>> {
@@ -243,7 +276,11 @@ impl StateBackend for MemoryBackend {
         Ok(expired)
     }
 
-    async fn get(&self, session: &str, names: &[String]) -> Result<(Vec<Option<pb::Variable>>, u64)> {
+    async fn get(
+        &self,
+        session: &str,
+        names: &[String],
+    ) -> Result<(Vec<Option<pb::Variable>>, u64)> {
         let slot = self.slot(session)?;
         let state = slot.state.lock().expect("session lock");
         let found = names
@@ -275,7 +312,10 @@ impl StateBackend for MemoryBackend {
     ) -> Result<Vec<Result<(pb::Variable, u64)>>> {
         let slot = self.slot(session)?;
         let mut state = slot.state.lock().expect("session lock");
-        let (outcomes, updates) = state.variables.apply(session, ops, atomic, &context, &self.limits);
+        let (outcomes, updates) =
+            state
+                .variables
+                .apply(session, ops, atomic, &context, &self.limits);
         for update in updates {
             let update = Arc::new(update);
             state.recent.push_back(Arc::clone(&update));
@@ -288,7 +328,12 @@ impl StateBackend for MemoryBackend {
         Ok(outcomes)
     }
 
-    async fn history(&self, session: &str, name: &str, limit: usize) -> Result<Vec<pb::VariableVersion>> {
+    async fn history(
+        &self,
+        session: &str,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<pb::VariableVersion>> {
         let slot = self.slot(session)?;
         let state = slot.state.lock().expect("session lock");
         let variable = state
@@ -299,7 +344,12 @@ impl StateBackend for MemoryBackend {
         Ok(variable.history.iter().rev().take(take).cloned().collect())
     }
 
-    async fn watch(&self, session: &str, names: Vec<String>, start: WatchStart) -> Result<UpdateStream> {
+    async fn watch(
+        &self,
+        session: &str,
+        names: Vec<String>,
+        start: WatchStart,
+    ) -> Result<UpdateStream> {
         let slot = self.slot(session)?;
         let filter: HashSet<String> = names.into_iter().collect();
         let wanted = move |name: &str| filter.is_empty() || filter.contains(name);
@@ -338,7 +388,9 @@ impl StateBackend for MemoryBackend {
                     if from > current {
                         return Err(BridgeError::invalid_argument(
                             "resume_from_sequence",
-                            format!("cannot resume from sequence {from}: session `{session}` is at {current}"),
+                            format!(
+                                "cannot resume from sequence {from}: session `{session}` is at {current}"
+                            ),
                         ));
                     }
                     let oldest = state.recent.front().map_or(current + 1, |u| u.sequence);
@@ -369,7 +421,16 @@ impl StateBackend for MemoryBackend {
         let (sender, stream) = mpsc::channel(64);
         let session = session.to_owned();
         let watch_buffer = self.limits.watch_buffer;
-        tokio::spawn(forward(slot, session, prelude, synced_at, receiver, sender, wanted, watch_buffer));
+        tokio::spawn(forward(
+            slot,
+            session,
+            prelude,
+            synced_at,
+            receiver,
+            sender,
+            wanted,
+            watch_buffer,
+        ));
         Ok(Box::pin(ReceiverStream::new(stream)))
     }
 
@@ -448,7 +509,9 @@ mod tests {
     use tokio_stream::StreamExt;
 
     fn int(v: i64) -> Value {
-        Value { kind: Some(Kind::IntValue(v)) }
+        Value {
+            kind: Some(Kind::IntValue(v)),
+        }
     }
 
     async fn session_with_counter(backend: &MemoryBackend) -> String {
@@ -461,18 +524,36 @@ mod tests {
             description: String::new(),
             metadata: HashMap::new(),
         };
-        backend.write(&session.session_id, vec![register], true, WriteContext::default()).await.unwrap();
+        backend
+            .write(
+                &session.session_id,
+                vec![register],
+                true,
+                WriteContext::default(),
+            )
+            .await
+            .unwrap();
         session.session_id
     }
 
     #[tokio::test]
     async fn a_watcher_that_cannot_keep_up_is_cut_off_not_buffered_forever() {
-        let backend = MemoryBackend::new(Limits { watch_buffer: 4, ..Limits::default() });
+        let backend = MemoryBackend::new(Limits {
+            watch_buffer: 4,
+            ..Limits::default()
+        });
         let id = session_with_counter(&backend).await;
         let mut watch = backend.watch(&id, vec![], WatchStart::Now).await.unwrap();
         for i in 1..=500 {
-            let set = WriteOp::Set { name: "n".into(), value: int(i), expected_version: None };
-            backend.write(&id, vec![set], true, WriteContext::default()).await.unwrap();
+            let set = WriteOp::Set {
+                name: "n".into(),
+                value: int(i),
+                expected_version: None,
+            };
+            backend
+                .write(&id, vec![set], true, WriteContext::default())
+                .await
+                .unwrap();
             tokio::task::yield_now().await;
         }
         let mut delivered = 0;
@@ -491,9 +572,18 @@ mod tests {
     async fn removing_a_session_ends_its_watchers_with_an_error() {
         let backend = MemoryBackend::new(Limits::default());
         let id = session_with_counter(&backend).await;
-        let mut watch = backend.watch(&id, vec![], WatchStart::Initial).await.unwrap();
-        assert_eq!(watch.next().await.unwrap().unwrap().kind, VariableUpdateKind::Initial as i32);
-        assert_eq!(watch.next().await.unwrap().unwrap().kind, VariableUpdateKind::Synced as i32);
+        let mut watch = backend
+            .watch(&id, vec![], WatchStart::Initial)
+            .await
+            .unwrap();
+        assert_eq!(
+            watch.next().await.unwrap().unwrap().kind,
+            VariableUpdateKind::Initial as i32
+        );
+        assert_eq!(
+            watch.next().await.unwrap().unwrap().kind,
+            VariableUpdateKind::Synced as i32
+        );
         backend.remove_session(&id).await.unwrap();
         let error = watch.next().await.unwrap().unwrap_err();
         assert_eq!(error.kind, ErrorKind::SessionNotFound);
@@ -501,25 +591,51 @@ mod tests {
 
     #[tokio::test]
     async fn the_session_limit_is_enforced() {
-        let backend = MemoryBackend::new(Limits { max_sessions: 2, ..Limits::default() });
+        let backend = MemoryBackend::new(Limits {
+            max_sessions: 2,
+            ..Limits::default()
+        });
         backend.create_session(NewSession::default()).await.unwrap();
         backend.create_session(NewSession::default()).await.unwrap();
-        let error = backend.create_session(NewSession::default()).await.unwrap_err();
+        let error = backend
+            .create_session(NewSession::default())
+            .await
+            .unwrap_err();
         assert_eq!(error.kind, ErrorKind::SessionLimitExceeded);
-        assert_eq!(error.message, "the engine already holds the maximum of 2 sessions");
+        assert_eq!(
+            error.message,
+            "the engine already holds the maximum of 2 sessions"
+        );
     }
 
     #[tokio::test]
     async fn resuming_from_a_forgotten_sequence_is_lagged() {
-        let backend = MemoryBackend::new(Limits { retained_changes: 10, ..Limits::default() });
+        let backend = MemoryBackend::new(Limits {
+            retained_changes: 10,
+            ..Limits::default()
+        });
         let id = session_with_counter(&backend).await;
         for i in 1..=50 {
-            let set = WriteOp::Set { name: "n".into(), value: int(i), expected_version: None };
-            backend.write(&id, vec![set], true, WriteContext::default()).await.unwrap();
+            let set = WriteOp::Set {
+                name: "n".into(),
+                value: int(i),
+                expected_version: None,
+            };
+            backend
+                .write(&id, vec![set], true, WriteContext::default())
+                .await
+                .unwrap();
         }
-        let error = backend.watch(&id, vec![], WatchStart::Resume(5)).await.err().unwrap();
+        let error = backend
+            .watch(&id, vec![], WatchStart::Resume(5))
+            .await
+            .err()
+            .unwrap();
         assert_eq!(error.kind, ErrorKind::WatchLagged);
-        let mut watch = backend.watch(&id, vec![], WatchStart::Resume(45)).await.unwrap();
+        let mut watch = backend
+            .watch(&id, vec![], WatchStart::Resume(45))
+            .await
+            .unwrap();
         // Register was change 1 and the sets 2 to 51: everything after 45 comes back.
         let mut got = Vec::new();
         for _ in 0..6 {
@@ -527,6 +643,9 @@ mod tests {
         }
         assert_eq!(got, vec![46, 47, 48, 49, 50, 51]);
         let synced = watch.next().await.unwrap().unwrap();
-        assert_eq!((synced.kind, synced.sequence), (VariableUpdateKind::Synced as i32, 51));
+        assert_eq!(
+            (synced.kind, synced.sequence),
+            (VariableUpdateKind::Synced as i32, 51)
+        );
     }
 }

@@ -103,7 +103,11 @@ pub trait StateBackend: Send + Sync + 'static {
     /// Removes sessions whose TTL has run out; returns their ids.
     async fn expire_sessions(&self) -> Result<Vec<String>>;
     /// Variables by name (`None` for missing ones) and the sequence they reflect.
-    async fn get(&self, session: &str, names: &[String]) -> Result<(Vec<Option<pb::Variable>>, u64)>;
+    async fn get(
+        &self,
+        session: &str,
+        names: &[String],
+    ) -> Result<(Vec<Option<pb::Variable>>, u64)>;
     /// Variables whose names match `pattern`, sorted by name.
     async fn list(&self, session: &str, pattern: &Glob) -> Result<(Vec<pb::Variable>, u64)>;
     /// Applies writes. With `atomic`, all succeed or none is applied (and every outcome is
@@ -116,10 +120,20 @@ pub trait StateBackend: Send + Sync + 'static {
         context: WriteContext,
     ) -> Result<Vec<Result<(pb::Variable, u64)>>>;
     /// Retained history of a variable, newest first, at most `limit` entries (0 = all).
-    async fn history(&self, session: &str, name: &str, limit: usize) -> Result<Vec<pb::VariableVersion>>;
+    async fn history(
+        &self,
+        session: &str,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<pb::VariableVersion>>;
     /// Updates of the named variables (all when `names` is empty): the start's prelude, a
     /// `SYNCED` marker, then live changes.
-    async fn watch(&self, session: &str, names: Vec<String>, start: WatchStart) -> Result<UpdateStream>;
+    async fn watch(
+        &self,
+        session: &str,
+        names: Vec<String>,
+        start: WatchStart,
+    ) -> Result<UpdateStream>;
     /// Number of live sessions.
     async fn session_count(&self) -> usize;
 }

@@ -5,7 +5,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::SystemTime;
 
-use mlbridge_proto::mlbridge::v1::{self as pb, Constraints, Value, VariableType, VariableUpdateKind};
+use mlbridge_proto::mlbridge::v1::{
+    self as pb, Constraints, Value, VariableType, VariableUpdateKind,
+};
 use prost::Message;
 
 use super::Limits;
@@ -16,6 +18,8 @@ use crate::value;
 pub const MAX_NAME_BYTES: usize = 256;
 
 /// One change to apply.
+// Ops live for one request; boxing the large Register variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     /// Create a variable at version 1.
@@ -139,7 +143,10 @@ impl Variables {
     ) -> (Vec<Result<(pb::Variable, u64)>>, Vec<pb::VariableUpdate>) {
         let now = SystemTime::now();
         if atomic {
-            let mut staged = Staged { base: &self.vars, overlay: HashMap::new() };
+            let mut staged = Staged {
+                base: &self.vars,
+                overlay: HashMap::new(),
+            };
             let mut applied = Vec::with_capacity(ops.len());
             for op in ops.iter().cloned() {
                 match staged.apply(session_id, op, context, limits, now) {
@@ -156,7 +163,10 @@ impl Variables {
             let mut outcomes = Vec::with_capacity(ops.len());
             let mut updates = Vec::new();
             for op in ops {
-                let mut staged = Staged { base: &self.vars, overlay: HashMap::new() };
+                let mut staged = Staged {
+                    base: &self.vars,
+                    overlay: HashMap::new(),
+                };
                 match staged.apply(session_id, op, context, limits, now) {
                     Ok(outcome) => {
                         let overlay = staged.overlay;
@@ -213,12 +223,25 @@ impl Staged<'_> {
     }
 
     fn count(&self) -> usize {
-        let added = self.overlay.iter().filter(|(k, v)| v.is_some() && !self.base.contains_key(*k)).count();
-        let removed = self.overlay.iter().filter(|(k, v)| v.is_none() && self.base.contains_key(*k)).count();
+        let added = self
+            .overlay
+            .iter()
+            .filter(|(k, v)| v.is_some() && !self.base.contains_key(*k))
+            .count();
+        let removed = self
+            .overlay
+            .iter()
+            .filter(|(k, v)| v.is_none() && self.base.contains_key(*k))
+            .count();
         self.base.len() + added - removed
     }
 
-    fn existing(&self, session_id: &str, name: &str, expected: Option<u64>) -> Result<VariableState> {
+    fn existing(
+        &self,
+        session_id: &str,
+        name: &str,
+        expected: Option<u64>,
+    ) -> Result<VariableState> {
         let state = self
             .current(name)
             .ok_or_else(|| BridgeError::variable_not_found(session_id, name))?;
@@ -248,27 +271,38 @@ impl Staged<'_> {
         now: SystemTime,
     ) -> Result<Applied> {
         let timestamp = Some(prost_types::Timestamp::from(now));
-        let entry = |kind: VariableUpdateKind, version: u64, value: &Value, restored: u64| pb::VariableVersion {
-            version,
-            value: Some(value.clone()),
-            timestamp,
-            source: context.source.clone(),
-            metadata: context.metadata.clone(),
-            kind: kind as i32,
-            restored_from_version: restored,
+        let entry = |kind: VariableUpdateKind, version: u64, value: &Value, restored: u64| {
+            pb::VariableVersion {
+                version,
+                value: Some(value.clone()),
+                timestamp,
+                source: context.source.clone(),
+                metadata: context.metadata.clone(),
+                kind: kind as i32,
+                restored_from_version: restored,
+            }
         };
-        let update = |kind: VariableUpdateKind, variable: &pb::Variable, old: Option<Value>| pb::VariableUpdate {
-            kind: kind as i32,
-            variable_name: variable.name.clone(),
-            variable: Some(variable.clone()),
-            old_value: old,
-            sequence: 0,
-            source: context.source.clone(),
-            timestamp,
-            metadata: context.metadata.clone(),
+        let update = |kind: VariableUpdateKind, variable: &pb::Variable, old: Option<Value>| {
+            pb::VariableUpdate {
+                kind: kind as i32,
+                variable_name: variable.name.clone(),
+                variable: Some(variable.clone()),
+                old_value: old,
+                sequence: 0,
+                source: context.source.clone(),
+                timestamp,
+                metadata: context.metadata.clone(),
+            }
         };
         match op {
-            WriteOp::Register { name, ty, value, constraints, description, metadata } => {
+            WriteOp::Register {
+                name,
+                ty,
+                value,
+                constraints,
+                description,
+                metadata,
+            } => {
                 check_name(&name)?;
                 if self.current(&name).is_some() {
                     return Err(BridgeError::new(
@@ -305,10 +339,20 @@ impl Staged<'_> {
                 };
                 let history = VecDeque::from([entry(VariableUpdateKind::Registered, 1, &value, 0)]);
                 let published = update(VariableUpdateKind::Registered, &variable, None);
-                self.overlay.insert(name, Some(VariableState { variable: variable.clone(), history }));
+                self.overlay.insert(
+                    name,
+                    Some(VariableState {
+                        variable: variable.clone(),
+                        history,
+                    }),
+                );
                 Ok((variable, published))
             }
-            WriteOp::Set { name, value, expected_version } => {
+            WriteOp::Set {
+                name,
+                value,
+                expected_version,
+            } => {
                 let mut state = self.existing(session_id, &name, expected_version)?;
                 let ty = VariableType::try_from(state.variable.r#type).unwrap_or(VariableType::Any);
                 let constraints = state.variable.constraints.clone().unwrap_or_default();
@@ -318,21 +362,41 @@ impl Staged<'_> {
                 state.variable.updated_at = timestamp;
                 state.variable.source = context.source.clone();
                 let version = state.variable.version;
-                push_history(&mut state, entry(VariableUpdateKind::Set, version, &value, 0), limits);
+                push_history(
+                    &mut state,
+                    entry(VariableUpdateKind::Set, version, &value, 0),
+                    limits,
+                );
                 let published = update(VariableUpdateKind::Set, &state.variable, old);
                 let variable = state.variable.clone();
                 self.overlay.insert(name, Some(state));
                 Ok((variable, published))
             }
-            WriteOp::Delete { name, expected_version } => {
+            WriteOp::Delete {
+                name,
+                expected_version,
+            } => {
                 let state = self.existing(session_id, &name, expected_version)?;
-                let published = update(VariableUpdateKind::Deleted, &state.variable, state.variable.value.clone());
+                let published = update(
+                    VariableUpdateKind::Deleted,
+                    &state.variable,
+                    state.variable.value.clone(),
+                );
                 self.overlay.insert(name, None);
                 Ok((state.variable, published))
             }
-            WriteOp::Rollback { name, target_version, expected_version } => {
+            WriteOp::Rollback {
+                name,
+                target_version,
+                expected_version,
+            } => {
                 let mut state = self.existing(session_id, &name, expected_version)?;
-                let Some(target) = state.history.iter().find(|e| e.version == target_version).cloned() else {
+                let Some(target) = state
+                    .history
+                    .iter()
+                    .find(|e| e.version == target_version)
+                    .cloned()
+                else {
                     let oldest = state.history.front().map_or(0, |e| e.version);
                     return Err(BridgeError::invalid_argument(
                         "target_version",
@@ -349,7 +413,12 @@ impl Staged<'_> {
                 state.variable.version += 1;
                 state.variable.updated_at = timestamp;
                 state.variable.source = context.source.clone();
-                let restored = entry(VariableUpdateKind::RolledBack, state.variable.version, &value, target_version);
+                let restored = entry(
+                    VariableUpdateKind::RolledBack,
+                    state.variable.version,
+                    &value,
+                    target_version,
+                );
                 push_history(&mut state, restored, limits);
                 let published = update(VariableUpdateKind::RolledBack, &state.variable, old);
                 let variable = state.variable.clone();
@@ -368,7 +437,13 @@ fn push_history(state: &mut VariableState, entry: pb::VariableVersion, limits: &
 }
 
 /// Size limit first (cheap and protects the validator), then type and constraints.
-fn checked(name: &str, ty: VariableType, constraints: &Constraints, value: Value, limits: &Limits) -> Result<Value> {
+fn checked(
+    name: &str,
+    ty: VariableType,
+    constraints: &Constraints,
+    value: Value,
+    limits: &Limits,
+) -> Result<Value> {
     let size = value.encoded_len();
     if size > limits.max_value_bytes {
         return Err(BridgeError::new(
@@ -389,9 +464,14 @@ pub fn check_name(name: &str) -> Result<()> {
     let problem = if name.is_empty() {
         Some("a variable name cannot be empty".to_owned())
     } else if name.len() > MAX_NAME_BYTES {
-        Some(format!("variable name `{}...` is longer than {MAX_NAME_BYTES} bytes", &name[..32.min(name.len())]))
+        Some(format!(
+            "variable name `{}...` is longer than {MAX_NAME_BYTES} bytes",
+            &name[..32.min(name.len())]
+        ))
     } else if name.chars().any(char::is_control) {
-        Some(format!("variable name {name:?} contains control characters"))
+        Some(format!(
+            "variable name {name:?} contains control characters"
+        ))
     } else {
         None
     };
@@ -407,7 +487,9 @@ mod tests {
     use mlbridge_proto::mlbridge::v1::value::Kind;
 
     fn int(v: i64) -> Value {
-        Value { kind: Some(Kind::IntValue(v)) }
+        Value {
+            kind: Some(Kind::IntValue(v)),
+        }
     }
 
     fn register(name: &str, v: i64) -> WriteOp {
@@ -415,45 +497,78 @@ mod tests {
             name: name.into(),
             ty: VariableType::Integer,
             value: int(v),
-            constraints: Constraints { max: Some(100.0), ..Default::default() },
+            constraints: Constraints {
+                max: Some(100.0),
+                ..Default::default()
+            },
             description: String::new(),
             metadata: HashMap::new(),
         }
     }
 
     fn set(name: &str, v: i64) -> WriteOp {
-        WriteOp::Set { name: name.into(), value: int(v), expected_version: None }
+        WriteOp::Set {
+            name: name.into(),
+            value: int(v),
+            expected_version: None,
+        }
     }
 
     #[test]
     fn versions_history_and_rollback() {
         let mut vars = Variables::default();
-        let limits = Limits { history_per_variable: 3, ..Limits::default() };
+        let limits = Limits {
+            history_per_variable: 3,
+            ..Limits::default()
+        };
         let ctx = WriteContext::default();
         vars.apply("s", vec![register("x", 1)], false, &ctx, &limits);
         for v in 2..=5 {
             let (out, _) = vars.apply("s", vec![set("x", v)], false, &ctx, &limits);
             assert_eq!(out[0].as_ref().unwrap().0.version, v as u64);
         }
-        let history: Vec<u64> = vars.get("x").unwrap().history.iter().map(|e| e.version).collect();
+        let history: Vec<u64> = vars
+            .get("x")
+            .unwrap()
+            .history
+            .iter()
+            .map(|e| e.version)
+            .collect();
         assert_eq!(history, vec![3, 4, 5]);
         let (out, _) = vars.apply(
             "s",
-            vec![WriteOp::Rollback { name: "x".into(), target_version: 1, expected_version: None }],
+            vec![WriteOp::Rollback {
+                name: "x".into(),
+                target_version: 1,
+                expected_version: None,
+            }],
             false,
             &ctx,
             &limits,
         );
-        assert!(out[0].as_ref().unwrap_err().message.contains("not retained"));
+        assert!(
+            out[0]
+                .as_ref()
+                .unwrap_err()
+                .message
+                .contains("not retained")
+        );
         let (out, updates) = vars.apply(
             "s",
-            vec![WriteOp::Rollback { name: "x".into(), target_version: 3, expected_version: Some(5) }],
+            vec![WriteOp::Rollback {
+                name: "x".into(),
+                target_version: 3,
+                expected_version: Some(5),
+            }],
             false,
             &ctx,
             &limits,
         );
         let (variable, sequence) = out[0].as_ref().unwrap();
-        assert_eq!((variable.version, variable.value.clone()), (6, Some(int(3))));
+        assert_eq!(
+            (variable.version, variable.value.clone()),
+            (6, Some(int(3)))
+        );
         assert_eq!(*sequence, 6);
         assert_eq!(updates[0].kind, VariableUpdateKind::RolledBack as i32);
     }
@@ -463,14 +578,37 @@ mod tests {
         let mut vars = Variables::default();
         let limits = Limits::default();
         let ctx = WriteContext::default();
-        vars.apply("s", vec![register("a", 1), register("b", 1)], true, &ctx, &limits);
-        let (out, updates) = vars.apply("s", vec![set("a", 2), set("b", 1000)], true, &ctx, &limits);
-        assert!(out.iter().all(|o| o.as_ref().unwrap_err().kind == ErrorKind::ConstraintViolation));
+        vars.apply(
+            "s",
+            vec![register("a", 1), register("b", 1)],
+            true,
+            &ctx,
+            &limits,
+        );
+        let (out, updates) =
+            vars.apply("s", vec![set("a", 2), set("b", 1000)], true, &ctx, &limits);
+        assert!(
+            out.iter()
+                .all(|o| o.as_ref().unwrap_err().kind == ErrorKind::ConstraintViolation)
+        );
         assert!(updates.is_empty());
         assert_eq!(vars.get("a").unwrap().variable.version, 1);
         assert_eq!(vars.sequence(), 2);
         // Later ops of a batch see earlier ones.
-        let (out, _) = vars.apply("s", vec![set("a", 2), WriteOp::Set { name: "a".into(), value: int(3), expected_version: Some(2) }], true, &ctx, &limits);
+        let (out, _) = vars.apply(
+            "s",
+            vec![
+                set("a", 2),
+                WriteOp::Set {
+                    name: "a".into(),
+                    value: int(3),
+                    expected_version: Some(2),
+                },
+            ],
+            true,
+            &ctx,
+            &limits,
+        );
         assert!(out.iter().all(Result::is_ok));
         assert_eq!(vars.get("a").unwrap().variable.version, 3);
     }
@@ -481,7 +619,11 @@ mod tests {
         let limits = Limits::default();
         let ctx = WriteContext::default();
         vars.apply("s", vec![register("a", 1)], false, &ctx, &limits);
-        let op = WriteOp::Set { name: "a".into(), value: int(2), expected_version: Some(7) };
+        let op = WriteOp::Set {
+            name: "a".into(),
+            value: int(2),
+            expected_version: Some(7),
+        };
         let (out, _) = vars.apply("s", vec![op], false, &ctx, &limits);
         let err = out[0].as_ref().unwrap_err();
         assert_eq!(err.kind, ErrorKind::VersionConflict);
