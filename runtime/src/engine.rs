@@ -455,13 +455,27 @@ impl MlBridge for Engine {
         answer(
             async {
                 let session = required("session_id", &r.session_id)?;
+                if r.writes.is_empty() {
+                    return Err(BridgeError::invalid_argument(
+                        "writes",
+                        "a batch needs at least one write",
+                    ));
+                }
                 let mut ops = Vec::with_capacity(r.writes.len());
+                let mut seen = std::collections::HashSet::new();
                 for (i, write) in r.writes.into_iter().enumerate() {
                     if write.name.is_empty() {
                         return Err(BridgeError::invalid_argument(
                             "writes",
                             format!("write {i} names no variable"),
                         ));
+                    }
+                    if !seen.insert(write.name.clone()) {
+                        return Err(BridgeError::invalid_argument(
+                            "writes",
+                            format!("variable `{}` is written twice in one batch", write.name),
+                        )
+                        .with("variable", &write.name));
                     }
                     ops.push(WriteOp::Set {
                         name: write.name,

@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use mlbridge_proto::mlbridge::v1::ml_bridge_server::MlBridgeServer;
 use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 use crate::Engine;
@@ -75,7 +76,13 @@ pub async fn serve(
         ListenAddr::Tcp(addr) => {
             let listener = TcpListener::bind(addr).await?;
             on_ready(&ListenAddr::Tcp(listener.local_addr()?));
-            let incoming = TcpListenerStream::new(listener);
+            // Small request/response messages must not wait for Nagle's algorithm,
+            // especially while a watch stream shares the connection.
+            let incoming = TcpListenerStream::new(listener).map(|stream| {
+                let stream = stream?;
+                stream.set_nodelay(true)?;
+                Ok::<_, std::io::Error>(stream)
+            });
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await

@@ -216,7 +216,8 @@ fn check_constraints(name: &str, ty: VariableType, c: &Constraints, value: &Valu
         }
         Kind::BytesValue(b) => check_length(name, c, b.len() as u64),
         Kind::ChoiceValue(choice) => {
-            if !c.choices.iter().any(|option| option == &choice.value) {
+            // A CHOICE variable always has choices; an ANY value may be any choice.
+            if !c.choices.is_empty() && !c.choices.iter().any(|option| option == &choice.value) {
                 return Err(violation(
                     name,
                     "choices",
@@ -393,6 +394,7 @@ fn check_tensor(name: &str, c: &Constraints, tensor: &pb::Tensor) -> Result<()> 
         ));
     }
     if let Some(required) = c.dtype.and_then(|d| Dtype::try_from(d).ok())
+        && required != Dtype::Unspecified
         && required != dtype
     {
         return Err(violation(

@@ -167,3 +167,10 @@ def test_the_sdk_works_without_numpy(address: str) -> None:
     result = subprocess.run([sys.executable, "-c", script, address], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "pip install 'mlbridge[numpy]'" in result.stdout
+
+
+def test_a_choice_in_an_any_variable(ctx: SessionContext, address: str) -> None:
+    with SessionContext(address, ctx.session_id, validate=False, cache=False) as raw:
+        raw.register_variable("raw", "any", Choice("c"))  # the engine's own check
+        assert raw.get_variable("raw") == Choice("c")
+    ctx.register_variable("v", "any", Choice("c"))  # the SDK's port of it

@@ -123,16 +123,17 @@ def test_unknown_variables(ctx: SessionContext) -> None:
 
 
 def test_list_variables_with_globs(ctx: SessionContext, raw: SessionContext) -> None:
-    for name in ["model.temperature", "model.top_p", "optimizer.lr", "beta", "alpha", "a*"]:
+    for name in ["model.temperature", "model.top_p", "optimizer.lr", "beta", "alpha", "a:b"]:
         ctx.register_variable(name, "float", 0.5)
     names = lambda pattern: [v.name for v in ctx.list_variables(pattern)]  # noqa: E731
-    assert names("*") == ["a*", "alpha", "beta", "model.temperature", "model.top_p", "optimizer.lr"]
+    assert names("*") == ["a:b", "alpha", "beta", "model.temperature", "model.top_p", "optimizer.lr"]
     assert names("") == names("*")
     assert names("model.*") == ["model.temperature", "model.top_p"]
     assert names("?eta") == ["beta"]
-    assert names("[a-b]*") == ["a*", "alpha", "beta"]
+    assert names("[a-b]*") == ["a:b", "alpha", "beta"]
     assert names("[!a-m]*") == ["optimizer.lr"]
-    assert names("a\\*") == ["a*"]
+    assert names("a\\:b") == ["a:b"]  # an escaped character matches itself
+    assert names("a\\*") == []  # names never contain `*`
     assert names("nothing*") == []
     for pattern, detail in [
         ("[abc", "unclosed `[`"),

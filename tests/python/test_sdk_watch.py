@@ -114,9 +114,10 @@ def test_name_filters(ctx: SessionContext) -> None:
 def test_resume_from_version_after_a_dropped_connection(ctx: SessionContext, proxy: TcpProxy) -> None:
     ctx.register_variable("x", "integer", 0)
     with SessionContext(proxy.address, ctx.session_id, cache=False) as remote:
-        watch = remote.watch("x", include_initial=False, reconnect=False)
+        watch = remote.watch("x", reconnect=False)
+        seen = take(watch, 1)  # INITIAL: the stream is open
         ctx.set_variable("x", 1)
-        seen = take(watch, 1)
+        seen += take(watch, 1)
         proxy.drop()
         with pytest.raises(Unavailable):
             next(watch)
@@ -127,7 +128,8 @@ def test_resume_from_version_after_a_dropped_connection(ctx: SessionContext, pro
         ctx.set_variable("x", 6)
         live = take(resumed, 1)
         resumed.close()
-    assert [u.value for u in seen + replayed + live] == [1, 2, 3, 4, 5, 6]
+    assert [u.kind for u in seen] == [UpdateKind.INITIAL, UpdateKind.SET]
+    assert [u.value for u in seen + replayed + live] == [0, 1, 2, 3, 4, 5, 6]
     sequences = [u.sequence for u in seen + replayed + live]
     assert sequences == sorted(set(sequences))
 
@@ -135,16 +137,16 @@ def test_resume_from_version_after_a_dropped_connection(ctx: SessionContext, pro
 def test_automatic_reconnect_loses_and_repeats_nothing(ctx: SessionContext, proxy: TcpProxy) -> None:
     ctx.register_variable("x", "integer", 0)
     with SessionContext(proxy.address, ctx.session_id, cache=False) as remote:
-        with remote.watch("x", include_initial=False) as watch:
-            ctx.set_variable("x", 1)
+        with remote.watch("x") as watch:
             first = take(watch, 1)
             proxy.drop()
-            for value in range(2, 21):
+            for value in range(1, 21):
                 ctx.set_variable("x", value)
                 if value == 10:
                     proxy.drop()
-            rest = take(watch, 19)
-    assert [u.value for u in first + rest] == list(range(1, 21))
+            rest = take(watch, 20)
+    assert [u.value for u in first + rest] == list(range(0, 21))
+    assert [u.kind for u in rest] == [UpdateKind.SET] * 20
 
 
 def test_resuming_from_a_change_no_longer_retained_is_lagged(ctx: SessionContext) -> None:
@@ -201,3 +203,14 @@ def test_include_initial_is_ignored_when_resuming(ctx: SessionContext, raw: Sess
         update = take(watch, 1)[0]
     assert (update.kind, update.value, update.sequence) == (UpdateKind.SET, 1, 2)
 
+
+
+def test_a_watch_ends_when_its_context_closes(ctx: SessionContext, address: str) -> None:
+    ctx.register_variable("x", "integer", 0)
+    other = SessionContext(address, ctx.session_id).open()
+    watch = other.watch("x")
+    assert take(watch, 1)[0].value == 0
+    closer = threading.Timer(0.2, other.close)
+    closer.start()
+    assert list(watch) == []
+    closer.join()

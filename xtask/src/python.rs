@@ -37,7 +37,7 @@ impl Venv {
 }
 
 /// Python packages of this repository, installed in editable mode.
-const LOCAL_PACKAGES: &[&str] = &["generated/python"];
+const LOCAL_PACKAGES: &[&str] = &["generated/python", "runtime/python"];
 
 /// Creates or refreshes `.venv`, returning it once it is ready.
 pub(crate) fn ensure() -> Result<Venv> {

@@ -48,7 +48,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 
     step("mypy --strict");
     run::status(&mut venv.command(
-        &["-m", "mypy", "--strict", "generated/python/mlbridge_proto"],
+        &[
+            "-m",
+            "mypy",
+            "--strict",
+            "generated/python/mlbridge_proto",
+            "runtime/python/mlbridge",
+        ],
         &root,
     ))?;
 

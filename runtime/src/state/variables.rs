@@ -14,8 +14,8 @@ use super::Limits;
 use crate::error::{BridgeError, ErrorKind, Result};
 use crate::value;
 
-/// Longest variable name accepted, in bytes.
-pub const MAX_NAME_BYTES: usize = 256;
+/// Longest variable name accepted, in characters (names are ASCII).
+pub const MAX_NAME_BYTES: usize = 255;
 
 /// One change to apply.
 // Ops live for one request; boxing the large Register variant would buy nothing.
@@ -152,7 +152,11 @@ impl Variables {
                 match staged.apply(session_id, op, context, limits, now) {
                     Ok(outcome) => applied.push(outcome),
                     Err(err) => {
-                        let err = err.with("batch_failed_at", op_index(&ops, applied.len()));
+                        let err = if ops.len() > 1 {
+                            err.with("batch_failed_at", op_index(&ops, applied.len()))
+                        } else {
+                            err
+                        };
                         return (ops.iter().map(|_| Err(err.clone())).collect(), Vec::new());
                     }
                 }
@@ -459,26 +463,27 @@ fn checked(
     value::validate(name, ty, constraints, value)
 }
 
-/// Variable names: 1 to 256 bytes, no control characters.
+/// Variable names, as `ml_bridge.proto` defines them: `[A-Za-z_][A-Za-z0-9_.:/-]{0,254}`,
+/// so they never contain glob characters or spaces.
 pub fn check_name(name: &str) -> Result<()> {
-    let problem = if name.is_empty() {
-        Some("a variable name cannot be empty".to_owned())
-    } else if name.len() > MAX_NAME_BYTES {
-        Some(format!(
-            "variable name `{}...` is longer than {MAX_NAME_BYTES} bytes",
-            &name[..32.min(name.len())]
-        ))
-    } else if name.chars().any(char::is_control) {
-        Some(format!(
-            "variable name {name:?} contains control characters"
-        ))
-    } else {
-        None
-    };
-    match problem {
-        Some(message) => Err(BridgeError::invalid_argument("name", message)),
-        None => Ok(()),
+    let mut chars = name.chars();
+    let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.:/-".contains(c))
+        && name.len() <= MAX_NAME_BYTES;
+    if valid {
+        return Ok(());
     }
+    let shown: String = name.chars().take(40).collect();
+    let shown = if shown.len() < name.len() { format!("{shown}...") } else { shown };
+    let message = if name.is_empty() {
+        "a variable name cannot be empty".to_owned()
+    } else {
+        format!(
+            "invalid variable name {shown:?}: a name starts with a letter or `_` and continues with letters, \
+             digits or `_.:/-`, at most {MAX_NAME_BYTES} characters"
+        )
+    };
+    Err(BridgeError::invalid_argument("name", message))
 }
 
 #[cfg(test)]
@@ -628,5 +633,22 @@ mod tests {
         let err = out[0].as_ref().unwrap_err();
         assert_eq!(err.kind, ErrorKind::VersionConflict);
         assert_eq!(err.context["current_version"], "1");
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_proto_syntax() {
+        for good in ["temperature", "_x", "model.temperature", "a:b/c-d_9"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "9lives", "a*b", "with space", "é", &"€".repeat(100), &"a".repeat(256)] {
+            let err = check_name(bad).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidArgument, "{bad}");
+        }
+        assert!(check_name(&"a".repeat(255)).is_ok());
     }
 }

@@ -1,0 +1,113 @@
+"""mlbridge: the Python SDK of the mlbridge engine.
+
+`SessionContext` (blocking) and `AsyncSessionContext` (asyncio) open a session on the
+engine and give typed, constrained, versioned variables (cached, kept fresh by a watch),
+change streams, batch updates, history and rollback, and typed proxies for the engine's
+tools. Every failure is a `BridgeError` subclass named after its `ErrorKind`.
+"""
+
+from __future__ import annotations
+
+from .aio import AsyncSessionContext, AsyncVariableNamespace
+from .batch import AsyncBatch, Batch
+from .errors import (
+    AlreadyExists,
+    BridgeError,
+    CallbackError,
+    CallbackNotFound,
+    ConstraintViolation,
+    ErrorKind,
+    FrameworkError,
+    InternalError,
+    InvalidArgument,
+    LockNotHeld,
+    OperationNotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ResourceNotFound,
+    SessionExpired,
+    SessionLimitExceeded,
+    SessionNotFound,
+    Timeout,
+    ToolError,
+    ToolNotFound,
+    TypeMismatch,
+    Unavailable,
+    UnknownError,
+    VariableAlreadyExists,
+    VariableLocked,
+    VariableNotFound,
+    VersionConflict,
+    WatchLagged,
+    WorkerCrashed,
+    WorkerUnavailable,
+)
+from .records import HistoryEntry, SessionInfo, UpdateKind, Variable, VariableUpdate, WriteResult
+from .session import SessionContext, VariableNamespace
+from .tools import AsyncTool, AsyncToolNamespace, Tool, ToolNamespace, ToolSpec
+from .types import Choice, Constraints, Dtype, Embedding, ModuleRef, Tensor, VariableType
+from .values import from_value, to_value
+from .watch import AsyncWatch, Watch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExists",
+    "AsyncBatch",
+    "AsyncSessionContext",
+    "AsyncTool",
+    "AsyncToolNamespace",
+    "AsyncVariableNamespace",
+    "AsyncWatch",
+    "Batch",
+    "BridgeError",
+    "CallbackError",
+    "CallbackNotFound",
+    "Choice",
+    "ConstraintViolation",
+    "Constraints",
+    "Dtype",
+    "Embedding",
+    "ErrorKind",
+    "FrameworkError",
+    "HistoryEntry",
+    "InternalError",
+    "InvalidArgument",
+    "LockNotHeld",
+    "ModuleRef",
+    "OperationNotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "ResourceNotFound",
+    "SessionContext",
+    "SessionExpired",
+    "SessionInfo",
+    "SessionLimitExceeded",
+    "SessionNotFound",
+    "Tensor",
+    "Timeout",
+    "Tool",
+    "ToolError",
+    "ToolNamespace",
+    "ToolNotFound",
+    "ToolSpec",
+    "TypeMismatch",
+    "Unavailable",
+    "UnknownError",
+    "UpdateKind",
+    "Variable",
+    "VariableAlreadyExists",
+    "VariableLocked",
+    "VariableNamespace",
+    "VariableNotFound",
+    "VariableType",
+    "VariableUpdate",
+    "VersionConflict",
+    "Watch",
+    "WatchLagged",
+    "WorkerCrashed",
+    "WorkerUnavailable",
+    "WriteResult",
+    "from_value",
+    "to_value",
+]

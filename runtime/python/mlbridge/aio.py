@@ -1,0 +1,485 @@
+"""`AsyncSessionContext`: the asyncio twin of `SessionContext` (same methods, awaited).
+
+```python
+async with AsyncSessionContext("127.0.0.1:50051") as ctx:
+    await ctx.register_variable("temperature", "float", 0.7)
+    await ctx.set_variable("temperature", 0.9)
+    value = await ctx["temperature"]          # or: await ctx.v.temperature
+    async for update in ctx.watch("temperature"):
+        ...
+    await ctx.tools.add(a=1.0, b=2.0)
+```
+
+Item and attribute reads (``ctx["x"]``, ``ctx.v.x``) return awaitables; assignments cannot
+be awaited, so they raise `TypeError`: use ``await ctx.set_variable(...)`` or a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from mlbridge_proto import ml_bridge_pb2 as pb
+from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
+
+from ._core import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open, read_only_async
+from .batch import AsyncBatch
+from .cache import Schema
+from .channel import aio_channel
+from .errors import BridgeError, ErrorKind, error_for, error_from_rpc
+from .records import HistoryEntry, SessionInfo, Variable, WriteResult, timestamp
+from .tools import AsyncTool, AsyncToolNamespace, ToolSpec
+from .types import Constraints, VariableType
+from .watch import AsyncCacheWatcher, AsyncWatch
+
+__all__ = ["AsyncSessionContext", "AsyncVariableNamespace"]
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+class AsyncVariableNamespace:
+    """``ctx.v`` of an `AsyncSessionContext`: ``await ctx.v.x`` reads a value."""
+
+    _context: AsyncSessionContext
+
+    def __init__(self, context: AsyncSessionContext) -> None:
+        object.__setattr__(self, "_context", context)
+
+    def __getattr__(self, name: str) -> Awaitable[Any]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._context.get_variable(name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise read_only_async(name)
+
+    def __delattr__(self, name: str) -> None:
+        raise read_only_async(name)
+
+
+class AsyncSessionContext:
+    """An asyncio client for one engine session; an async context manager.
+
+    Takes the same arguments as `SessionContext`; the background watch that keeps the cache
+    coherent is a task on the running loop. Tool specs are loaded when the context opens.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        session_id: str | None = None,
+        *,
+        ttl: float | timedelta | None = None,
+        metadata: Mapping[str, str] | None = None,
+        keep_session: bool | None = None,
+        cache: bool = True,
+        cache_ttl: float | timedelta | None = 5.0,
+        watch_cache: bool = True,
+        validate: bool = True,
+        numpy: bool | None = None,
+        source: str | None = None,
+        timeout: float | None = 30.0,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        options = SessionOptions.build(
+            address,
+            session_id,
+            ttl=ttl,
+            metadata=metadata,
+            keep_session=keep_session,
+            cache=cache,
+            cache_ttl=cache_ttl,
+            watch_cache=watch_cache,
+            validate=validate,
+            numpy=numpy,
+            source=source,
+            timeout=timeout,
+            max_value_bytes=max_value_bytes,
+            channel_options=channel_options,
+        )
+        self._core = SessionCore(options)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.MLBridgeAsyncStub | None = None
+        # Server streams get a connection of their own (see SessionContext).
+        self._stream_channel: grpc.aio.Channel | None = None
+        self._stream_stub: pb_grpc.MLBridgeAsyncStub | None = None
+        self._watcher: AsyncCacheWatcher | None = None
+        self.tools = AsyncToolNamespace(self._load_tools)
+        """The tools visible to the session: ``await ctx.tools.add(a=1, b=2)``."""
+        self.v = AsyncVariableNamespace(self)
+        """Variable values as awaitable attributes: ``await ctx.v.temperature``."""
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def session_id(self) -> str:
+        """The session's id (known once open)."""
+        return self._core.session_id
+
+    @property
+    def session(self) -> SessionInfo:
+        """The session as InitializeSession returned it."""
+        if self._core.info is None:
+            raise not_open()
+        return self._core.info
+
+    @property
+    def created(self) -> bool:
+        """Whether this context created the session (rather than joining it)."""
+        return self._core.created
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the context is open."""
+        return self._stub is not None
+
+    @property
+    def cache_live(self) -> bool:
+        """Whether the background watch currently keeps the cache coherent."""
+        return self._core.cache.live
+
+    async def open(self) -> AsyncSessionContext:
+        """Connects, initializes the session and loads the tool specs (idempotent)."""
+        if self._stub is not None:
+            return self
+        options = self._core.options
+        self._channel = aio_channel(options.address, options.channel_options)
+        self._stub = pb_grpc.MLBridgeStub(self._channel)
+        self._stream_channel = aio_channel(options.address, options.channel_options)
+        self._stream_stub = pb_grpc.MLBridgeStub(self._stream_channel)
+        try:
+            response = await self._invoke(self._stub.InitializeSession, self._core.initialize_request())
+            self._core.opened(response)
+            await self.tools.refresh()
+        except BaseException:
+            await self._close_channel()
+            raise
+        if options.watch_cache:
+            self._watcher = AsyncCacheWatcher(
+                self._stream_stub.WatchVariables, self.session_id, self._core.cache, response.session.current_sequence
+            )
+            self._watcher.start()
+        return self
+
+    async def close(self, *, cleanup: bool | None = None) -> None:
+        """Stops the background watch, cleans the session up (`cleanup`, default: per
+        `keep_session`) and closes the channel. Idempotent."""
+        if self._stub is None:
+            return
+        try:
+            if self._watcher is not None:
+                await self._watcher.stop()
+                self._watcher = None
+            if cleanup if cleanup is not None else self._core.should_cleanup():
+                await self._invoke(self._stub.CleanupSession, pb.CleanupSessionRequest(session_id=self.session_id))
+        finally:
+            await self._close_channel()
+
+    async def _close_channel(self) -> None:
+        channels = (self._channel, self._stream_channel)
+        # Marked closed first, so that watches cancelled by the close end quietly.
+        self._channel = self._stream_channel = None
+        self._stub = self._stream_stub = None
+        for opened in channels:
+            if opened is not None:
+                await opened.close()
+
+    async def __aenter__(self) -> AsyncSessionContext:
+        return await self.open()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        try:
+            await self.close()
+        except BridgeError:
+            if error is None:
+                raise
+
+    async def get_session(self) -> SessionInfo:
+        """The session's current state (GetSession; counts as activity)."""
+        response = await self._invoke(
+            self._open_stub().GetSession, pb.GetSessionRequest(session_id=self.session_id)
+        )
+        return SessionInfo.from_proto(response.session)
+
+    async def heartbeat(self) -> datetime:
+        """Keeps the session alive; returns its new expiry."""
+        response = await self._invoke(self._open_stub().Heartbeat, pb.HeartbeatRequest(session_id=self.session_id))
+        return timestamp(response.expires_at)
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _open_stub(self) -> pb_grpc.MLBridgeAsyncStub:
+        if self._stub is None:
+            raise not_open()
+        return self._stub
+
+    def _open_stream_stub(self) -> pb_grpc.MLBridgeAsyncStub:
+        if self._stream_stub is None:
+            raise not_open()
+        return self._stream_stub
+
+    async def _invoke(
+        self, method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response], request: _Request
+    ) -> _Response:
+        try:
+            return await method(request, timeout=self._core.options.timeout)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+
+    # -- variables --------------------------------------------------------------------------
+
+    async def register_variable(
+        self,
+        name: str,
+        type: VariableType | str,
+        value: object,
+        constraints: Constraints | None = None,
+        *,
+        description: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> Variable:
+        """Registers a new variable at version 1 and returns it (see
+        `SessionContext.register_variable`)."""
+        request = self._core.register_request(name, type, value, constraints, description, metadata)
+        response = await self._invoke(self._open_stub().RegisterVariable, request)
+        self._core.cache.store(response.variable, response.sequence)
+        return self._core.variable(response.variable)
+
+    async def _fetch(self, name: str) -> pb.Variable:
+        response = await self._invoke(
+            self._open_stub().GetVariable, pb.GetVariableRequest(session_id=self.session_id, name=name)
+        )
+        self._core.cache.store(response.variable, response.snapshot_sequence)
+        return response.variable
+
+    async def _read(self, name: str) -> pb.Variable:
+        cached = self._core.cache.lookup(name)
+        return cached if cached is not None else await self._fetch(name)
+
+    async def get_variable(self, name: str) -> Any:
+        """The variable's current value (from the cache when fresh)."""
+        return self._core.decode((await self._read(name)).value)
+
+    async def describe_variable(self, name: str) -> Variable:
+        """The variable's full state: type, constraints, value, version, ..."""
+        return self._core.variable(await self._read(name))
+
+    async def _checked(self, name: str, value: object) -> pb.Value:
+        core = self._core
+        if not core.options.validate:
+            return core.checked(name, None, value)
+        schema = core.cache.schema(name)
+        if schema is None:
+            variable = await self._fetch(name)
+            return core.checked(name, Schema(variable.type, variable.constraints), value)
+        try:
+            return core.checked(name, schema, value)
+        except BridgeError:
+            variable = await self._fetch(name)
+            return core.checked(name, Schema(variable.type, variable.constraints), value)
+
+    async def set_variable(
+        self,
+        name: str,
+        value: object,
+        expected_version: int | None = None,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Variable:
+        """Writes a variable and returns it at its new version (see
+        `SessionContext.set_variable`)."""
+        request = self._core.set_request(name, await self._checked(name, value), expected_version, metadata)
+        response = await self._invoke(self._open_stub().SetVariable, request)
+        self._core.cache.store(response.variable, response.sequence)
+        return self._core.variable(response.variable)
+
+    async def delete_variable(self, name: str, expected_version: int | None = None) -> Variable:
+        """Deletes a variable and its history; returns its last state."""
+        response = await self._invoke(
+            self._open_stub().DeleteVariable, self._core.delete_request(name, expected_version)
+        )
+        self._core.cache.forget(name, response.sequence)
+        return self._core.variable(response.variable)
+
+    async def list_variables(self, pattern: str = "*") -> list[Variable]:
+        """The variables whose names match a glob, sorted by name."""
+        response = await self._invoke(self._open_stub().ListVariables, self._core.list_request(pattern))
+        for variable in response.variables:
+            self._core.cache.store(variable, response.snapshot_sequence)
+        return [self._core.variable(variable) for variable in response.variables]
+
+    async def get_variables(self, names: Iterable[str]) -> dict[str, Any]:
+        """Values of several variables from one snapshot; missing names are left out."""
+        wanted = list(dict.fromkeys(names))
+        found: dict[str, pb.Variable] = {}
+        missing = []
+        for name in wanted:
+            cached = self._core.cache.lookup(name)
+            if cached is not None:
+                found[name] = cached
+            else:
+                missing.append(name)
+        if missing:
+            response = await self._invoke(
+                self._open_stub().GetVariables, pb.GetVariablesRequest(session_id=self.session_id, names=missing)
+            )
+            for name, variable in response.variables.items():
+                self._core.cache.store(variable, response.snapshot_sequence)
+                found[name] = variable
+        return {name: self._core.decode(found[name].value) for name in wanted if name in found}
+
+    async def set_variables(
+        self,
+        values: Mapping[str, object],
+        atomic: bool = True,
+        *,
+        expected_versions: Mapping[str, int] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> list[WriteResult]:
+        """Writes several variables with one SetVariables call (see
+        `SessionContext.set_variables`)."""
+        if not values:
+            return []
+        schemas = await self._schemas(values) if self._core.options.validate else {}
+        writes, failed = self._core.batch_writes(values, schemas, expected_versions or {}, atomic)
+        response = None
+        if writes:
+            response = await self._invoke(
+                self._open_stub().SetVariables, self._core.batch_request(writes, atomic, metadata)
+            )
+        return self._core.batch_results(response, failed, atomic)
+
+    async def _schemas(self, names: Iterable[str]) -> dict[str, Schema | None]:
+        schemas: dict[str, Schema | None] = {name: self._core.cache.schema(name) for name in names}
+        unknown = [name for name, schema in schemas.items() if schema is None]
+        if unknown:
+            response = await self._invoke(
+                self._open_stub().GetVariables, pb.GetVariablesRequest(session_id=self.session_id, names=unknown)
+            )
+            for name, variable in response.variables.items():
+                self._core.cache.store(variable, response.snapshot_sequence)
+                schemas[name] = Schema(variable.type, variable.constraints)
+        return schemas
+
+    def batch(self, *, metadata: Mapping[str, str] | None = None) -> AsyncBatch:
+        """An async context manager that collects writes and sends them as one atomic
+        SetVariables when the block ends (nothing if the block raises)."""
+
+        async def commit(values: Mapping[str, object], versions: Mapping[str, int]) -> list[WriteResult]:
+            return await self.set_variables(values, True, expected_versions=versions, metadata=metadata)
+
+        return AsyncBatch(commit)
+
+    async def history(self, name: str, limit: int = 0) -> list[HistoryEntry]:
+        """Retained versions of a variable, newest first."""
+        response = await self._invoke(
+            self._open_stub().GetVariableHistory,
+            pb.GetVariableHistoryRequest(session_id=self.session_id, name=name, limit=limit),
+        )
+        return self._core.history(response)
+
+    async def rollback(
+        self,
+        name: str,
+        version: int,
+        expected_version: int | None = None,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Variable:
+        """Restores the value of an earlier `version` as a new version."""
+        response = await self._invoke(
+            self._open_stub().RollbackVariable,
+            self._core.rollback_request(name, version, expected_version, metadata),
+        )
+        self._core.cache.store(response.variable, response.sequence)
+        return self._core.variable(response.variable)
+
+    def __getitem__(self, name: str) -> Awaitable[Any]:
+        return self.get_variable(name)
+
+    def __setitem__(self, name: str, value: object) -> None:
+        raise read_only_async(name)
+
+    def __delitem__(self, name: str) -> None:
+        raise read_only_async(name)
+
+    # -- watch ------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        names: Iterable[str] | str | None = None,
+        include_initial: bool = True,
+        from_version: int | None = None,
+        *,
+        reconnect: bool = True,
+    ) -> AsyncWatch:
+        """An async iterator of the session's variable changes (see `SessionContext.watch`)."""
+        return AsyncWatch(
+            self._open_stream_stub().WatchVariables,
+            self.session_id,
+            names,
+            include_initial,
+            from_version,
+            reconnect=reconnect,
+            numpy=self._core.options.numpy,
+            context_open=lambda: self.is_open,
+        )
+
+    # -- tools ------------------------------------------------------------------------------
+
+    async def _load_tools(self) -> dict[str, AsyncTool]:
+        response = await self._invoke(self._open_stub().ListTools, pb.ListToolsRequest(session_id=self.session_id))
+        return {
+            info.spec.name: AsyncTool(
+                ToolSpec(info.spec, numpy=self._core.options.numpy),
+                self._execute,
+                self._stream,
+                check=self._core.options.validate,
+            )
+            for info in response.tools
+        }
+
+    async def call_tool(self, name: str, **arguments: object) -> Any:
+        """Runs tool `name` (same as ``await ctx.tools.<name>(**arguments)``)."""
+        return await self.tools[name](**arguments)
+
+    async def _execute(self, name: str, arguments: dict[str, pb.Value]) -> Any:
+        response = await self._invoke(
+            self._open_stub().ExecuteTool,
+            pb.ExecuteToolRequest(session_id=self.session_id, tool_name=name, arguments=arguments),
+        )
+        return self._core.decode(response.result) if response.HasField("result") else None
+
+    def _stream(self, name: str, arguments: dict[str, pb.Value]) -> AsyncIterator[Any]:
+        request = pb.ExecuteStreamingToolRequest(session_id=self.session_id, tool_name=name, arguments=arguments)
+        return self._chunks(self._open_stream_stub(), request)
+
+    async def _chunks(
+        self, stub: pb_grpc.MLBridgeAsyncStub, request: pb.ExecuteStreamingToolRequest
+    ) -> AsyncIterator[Any]:
+        call = stub.ExecuteStreamingTool(request)
+        try:
+            async for chunk in call:
+                if chunk.HasField("data"):
+                    yield self._core.decode(chunk.data)
+                if chunk.is_final:
+                    return
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        finally:
+            call.cancel()
+        raise error_for(
+            ErrorKind.UNAVAILABLE,
+            f"the stream of tool `{request.tool_name}` ended without a final chunk",
+            tool=request.tool_name,
+        )
+

@@ -1,0 +1,550 @@
+"""`SessionContext`: a blocking client for one engine session.
+
+```python
+with SessionContext("127.0.0.1:50051") as ctx:
+    ctx.register_variable("temperature", "float", 0.7, Constraints(min=0, max=2))
+    ctx["temperature"] = 0.9          # checked locally, then SetVariable
+    ctx.v.temperature                 # 0.9, from the cache while the watch keeps it fresh
+    with ctx.batch() as batch:        # one atomic SetVariables on exit
+        batch["temperature"] = 1.0
+    ctx.tools.add(a=1.0, b=2.0)       # typed tool proxy
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from mlbridge_proto import ml_bridge_pb2 as pb
+from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
+
+from ._core import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open
+from .batch import Batch
+from .cache import Schema
+from .channel import channel
+from .errors import BridgeError, ErrorKind, VariableNotFound, error_for, error_from_rpc
+from .records import HistoryEntry, SessionInfo, Variable, WriteResult, timestamp
+from .tools import Tool, ToolNamespace, ToolSpec
+from .types import Constraints, VariableType
+from .watch import CacheWatcher, Watch
+
+__all__ = ["SessionContext", "VariableNamespace"]
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+class _MissingVariable(VariableNotFound, AttributeError):
+    """`ctx.v.<name>` for a variable that does not exist (also an AttributeError)."""
+
+
+class VariableNamespace:
+    """``ctx.v``: variable values as attributes. ``ctx.v.x`` reads (cached),
+    ``ctx.v.x = 1`` writes, ``del ctx.v.x`` deletes. Names that are not identifiers are
+    reached with ``ctx["name"]``."""
+
+    _context: SessionContext
+
+    def __init__(self, context: SessionContext) -> None:
+        object.__setattr__(self, "_context", context)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return self._context.get_variable(name)
+        except VariableNotFound as error:
+            raise _MissingVariable(error.message, context=error.context, grpc_code=error.grpc_code) from None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        self._context.set_variable(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        self._context.delete_variable(name)
+
+    def __dir__(self) -> list[str]:
+        return [variable.name for variable in self._context.list_variables() if variable.name.isidentifier()]
+
+
+class SessionContext:
+    """A blocking client for one engine session; a context manager.
+
+    Entering (or `open()`) initializes the session with InitializeSession; leaving (or
+    `close()`) stops the background watch, cleans the session up with CleanupSession
+    (see `keep_session`) and closes the channel.
+
+    Args:
+        address: the engine, ``"host:port"`` or ``"unix:/path/to.sock"``.
+        session_id: join or create this session; None lets the engine choose an id.
+        ttl: the session's inactivity timeout (seconds or timedelta); None: engine default.
+        metadata: labels stored with a new session.
+        keep_session: True never cleans the session up on exit, False always does; None
+            (default) cleans it up only if this context created it.
+        cache: serve reads from a local cache.
+        cache_ttl: seconds a cached value may be served without a watch invalidation
+            (default 5; None: until invalidated).
+        watch_cache: keep the cache coherent with a background WatchVariables stream
+            (a thread), so another client's write is seen within the watch latency. While
+            that stream is not live, reads go to the engine.
+        validate: check values, names, constraint definitions and glob patterns before
+            sending (raising the engine's errors). False sends everything as is.
+        numpy: decode tensors as numpy arrays (None: when numpy is installed).
+        source: recorded as the writer of every change (default ``python:pid-<pid>``).
+        timeout: seconds per call (None: no deadline). Watch streams have none.
+        max_value_bytes: the engine's value size limit, checked before sending.
+        channel_options: extra grpc channel options.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        session_id: str | None = None,
+        *,
+        ttl: float | timedelta | None = None,
+        metadata: Mapping[str, str] | None = None,
+        keep_session: bool | None = None,
+        cache: bool = True,
+        cache_ttl: float | timedelta | None = 5.0,
+        watch_cache: bool = True,
+        validate: bool = True,
+        numpy: bool | None = None,
+        source: str | None = None,
+        timeout: float | None = 30.0,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        options = SessionOptions.build(
+            address,
+            session_id,
+            ttl=ttl,
+            metadata=metadata,
+            keep_session=keep_session,
+            cache=cache,
+            cache_ttl=cache_ttl,
+            watch_cache=watch_cache,
+            validate=validate,
+            numpy=numpy,
+            source=source,
+            timeout=timeout,
+            max_value_bytes=max_value_bytes,
+            channel_options=channel_options,
+        )
+        self._core = SessionCore(options)
+        self._channel: grpc.Channel | None = None
+        self._stub: pb_grpc.MLBridgeStub | None = None
+        # Server streams (watch, streaming tools) get a connection of their own: pushed
+        # messages then never delay the responses of calls (see channel.py).
+        self._stream_channel: grpc.Channel | None = None
+        self._stream_stub: pb_grpc.MLBridgeStub | None = None
+        self._watcher: CacheWatcher | None = None
+        self.tools = ToolNamespace(self._load_tools)
+        """The tools visible to the session, as typed proxies: ``ctx.tools.add(a=1, b=2)``."""
+        self.v = VariableNamespace(self)
+        """Variable values as attributes: ``ctx.v.temperature``."""
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def session_id(self) -> str:
+        """The session's id (known once open)."""
+        return self._core.session_id
+
+    @property
+    def session(self) -> SessionInfo:
+        """The session as InitializeSession returned it."""
+        if self._core.info is None:
+            raise not_open()
+        return self._core.info
+
+    @property
+    def created(self) -> bool:
+        """Whether this context created the session (rather than joining it)."""
+        return self._core.created
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the context is open."""
+        return self._stub is not None
+
+    @property
+    def cache_live(self) -> bool:
+        """Whether the background watch currently keeps the cache coherent."""
+        return self._core.cache.live
+
+    def open(self) -> SessionContext:
+        """Connects and initializes the session (idempotent)."""
+        if self._stub is not None:
+            return self
+        options = self._core.options
+        self._channel = channel(options.address, options.channel_options)
+        self._stub = pb_grpc.MLBridgeStub(self._channel)
+        self._stream_channel = channel(options.address, options.channel_options)
+        self._stream_stub = pb_grpc.MLBridgeStub(self._stream_channel)
+        try:
+            response = self._invoke(self._stub.InitializeSession, self._core.initialize_request())
+        except BaseException:
+            self._close_channel()
+            raise
+        self._core.opened(response)
+        if options.watch_cache:
+            self._watcher = CacheWatcher(
+                self._stream_stub.WatchVariables, self.session_id, self._core.cache, response.session.current_sequence
+            )
+            self._watcher.start()
+        return self
+
+    def close(self, *, cleanup: bool | None = None) -> None:
+        """Stops the background watch, cleans the session up (`cleanup`, default: per
+        `keep_session`) and closes the channel. Idempotent."""
+        if self._stub is None:
+            return
+        try:
+            if self._watcher is not None:
+                self._watcher.stop()
+                self._watcher = None
+            if cleanup if cleanup is not None else self._core.should_cleanup():
+                self._invoke(self._stub.CleanupSession, pb.CleanupSessionRequest(session_id=self.session_id))
+        finally:
+            self._close_channel()
+
+    def _close_channel(self) -> None:
+        channels = (self._channel, self._stream_channel)
+        # Marked closed first, so that watches cancelled by the close end quietly.
+        self._channel = self._stream_channel = None
+        self._stub = self._stream_stub = None
+        for opened in channels:
+            if opened is not None:
+                opened.close()
+
+    def __enter__(self) -> SessionContext:
+        return self.open()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        try:
+            self.close()
+        except BridgeError:
+            if error is None:
+                raise
+            # The block's own exception matters more than a failed cleanup.
+
+    def get_session(self) -> SessionInfo:
+        """The session's current state (GetSession; counts as activity)."""
+        response = self._invoke(self._open_stub().GetSession, pb.GetSessionRequest(session_id=self.session_id))
+        return SessionInfo.from_proto(response.session)
+
+    def heartbeat(self) -> datetime:
+        """Keeps the session alive; returns its new expiry."""
+        response = self._invoke(self._open_stub().Heartbeat, pb.HeartbeatRequest(session_id=self.session_id))
+        return timestamp(response.expires_at)
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _open_stub(self) -> pb_grpc.MLBridgeStub:
+        if self._stub is None:
+            raise not_open()
+        return self._stub
+
+    def _open_stream_stub(self) -> pb_grpc.MLBridgeStub:
+        if self._stream_stub is None:
+            raise not_open()
+        return self._stream_stub
+
+    def _invoke(self, method: grpc.UnaryUnaryMultiCallable[_Request, _Response], request: _Request) -> _Response:
+        try:
+            return method(request, timeout=self._core.options.timeout)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+
+    # -- variables --------------------------------------------------------------------------
+
+    def register_variable(
+        self,
+        name: str,
+        type: VariableType | str,
+        value: object,
+        constraints: Constraints | None = None,
+        *,
+        description: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> Variable:
+        """Registers a new variable at version 1 and returns it.
+
+        Raises `VariableAlreadyExists`, `TypeMismatch`, `ConstraintViolation`,
+        `InvalidArgument` (bad name or constraints), `PayloadTooLarge`.
+        """
+        request = self._core.register_request(name, type, value, constraints, description, metadata)
+        response = self._invoke(self._open_stub().RegisterVariable, request)
+        self._core.cache.store(response.variable, response.sequence)
+        return self._core.variable(response.variable)
+
+    def _fetch(self, name: str) -> pb.Variable:
+        response = self._invoke(
+            self._open_stub().GetVariable, pb.GetVariableRequest(session_id=self.session_id, name=name)
+        )
+        self._core.cache.store(response.variable, response.snapshot_sequence)
+        return response.variable
+
+    def _read(self, name: str) -> pb.Variable:
+        cached = self._core.cache.lookup(name)
+        return cached if cached is not None else self._fetch(name)
+
+    def get_variable(self, name: str) -> Any:
+        """The variable's current value (from the cache when fresh). Raises `VariableNotFound`."""
+        return self._core.decode(self._read(name).value)
+
+    def describe_variable(self, name: str) -> Variable:
+        """The variable's full state: type, constraints, value, version, ..."""
+        return self._core.variable(self._read(name))
+
+    def _checked(self, name: str, value: object) -> pb.Value:
+        """`value` converted and checked against the variable's schema, learning the schema
+        with a read if needed; a failure against a cached schema is re-checked against a
+        fresh one, so a stale cache never rejects a valid write."""
+        core = self._core
+        if not core.options.validate:
+            return core.checked(name, None, value)
+        schema = core.cache.schema(name)
+        if schema is None:
+            variable = self._fetch(name)
+            return core.checked(name, Schema(variable.type, variable.constraints), value)
+        try:
+            return core.checked(name, schema, value)
+        except BridgeError:
+            variable = self._fetch(name)
+            return core.checked(name, Schema(variable.type, variable.constraints), value)
+
+    def set_variable(
+        self,
+        name: str,
+        value: object,
+        expected_version: int | None = None,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Variable:
+        """Writes a variable and returns it at its new version.
+
+        With `expected_version`, the write only succeeds if the variable is at that version
+        (else `VersionConflict`). Raises `VariableNotFound`, `TypeMismatch`,
+        `ConstraintViolation`, `PayloadTooLarge`.
+        """
+        request = self._core.set_request(name, self._checked(name, value), expected_version, metadata)
+        response = self._invoke(self._open_stub().SetVariable, request)
+        self._core.cache.store(response.variable, response.sequence)
+        return self._core.variable(response.variable)
+
+    def delete_variable(self, name: str, expected_version: int | None = None) -> Variable:
+        """Deletes a variable and its history; returns its last state."""
+        response = self._invoke(self._open_stub().DeleteVariable, self._core.delete_request(name, expected_version))
+        self._core.cache.forget(name, response.sequence)
+        return self._core.variable(response.variable)
+
+    def list_variables(self, pattern: str = "*") -> list[Variable]:
+        """The variables whose names match a glob (`*`, `?`, `[a-z]`, `[!a-z]`), by name."""
+        response = self._invoke(self._open_stub().ListVariables, self._core.list_request(pattern))
+        for variable in response.variables:
+            self._core.cache.store(variable, response.snapshot_sequence)
+        return [self._core.variable(variable) for variable in response.variables]
+
+    def get_variables(self, names: Iterable[str]) -> dict[str, Any]:
+        """Values of several variables from one consistent snapshot (fresh cached values are
+        used as is). Names that do not exist are left out of the result."""
+        wanted = list(dict.fromkeys(names))
+        found: dict[str, pb.Variable] = {}
+        missing = []
+        for name in wanted:
+            cached = self._core.cache.lookup(name)
+            if cached is not None:
+                found[name] = cached
+            else:
+                missing.append(name)
+        if missing:
+            response = self._invoke(
+                self._open_stub().GetVariables, pb.GetVariablesRequest(session_id=self.session_id, names=missing)
+            )
+            for name, variable in response.variables.items():
+                self._core.cache.store(variable, response.snapshot_sequence)
+                found[name] = variable
+        return {name: self._core.decode(found[name].value) for name in wanted if name in found}
+
+    def set_variables(
+        self,
+        values: Mapping[str, object],
+        atomic: bool = True,
+        *,
+        expected_versions: Mapping[str, int] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> list[WriteResult]:
+        """Writes several variables with one SetVariables call; one `WriteResult` per write,
+        in order.
+
+        With `atomic` (default) either every write is applied or none is, and a failure is
+        raised (a `BridgeError` whose context has ``batch_failed_at``). Without, each write
+        stands alone and failures are reported in the results. An empty mapping sends
+        nothing.
+        """
+        if not values:
+            return []
+        schemas = self._schemas(values) if self._core.options.validate else {}
+        writes, failed = self._core.batch_writes(values, schemas, expected_versions or {}, atomic)
+        response = None
+        if writes:
+            response = self._invoke(
+                self._open_stub().SetVariables, self._core.batch_request(writes, atomic, metadata)
+            )
+        return self._core.batch_results(response, failed, atomic)
+
+    def _schemas(self, names: Iterable[str]) -> dict[str, Schema | None]:
+        """Schemas of `names`, reading the unknown ones in one call (None if missing)."""
+        schemas: dict[str, Schema | None] = {name: self._core.cache.schema(name) for name in names}
+        unknown = [name for name, schema in schemas.items() if schema is None]
+        if unknown:
+            response = self._invoke(
+                self._open_stub().GetVariables, pb.GetVariablesRequest(session_id=self.session_id, names=unknown)
+            )
+            for name, variable in response.variables.items():
+                self._core.cache.store(variable, response.snapshot_sequence)
+                schemas[name] = Schema(variable.type, variable.constraints)
+        return schemas
+
+    def batch(self, *, metadata: Mapping[str, str] | None = None) -> Batch:
+        """A context manager that collects writes and sends them as one atomic SetVariables
+        when the block ends (nothing is sent if the block raises)::
+
+            with ctx.batch() as batch:
+                batch["a"] = 1
+                batch.set("b", 2, expected_version=3)
+        """
+        return Batch(
+            lambda values, versions: self.set_variables(values, True, expected_versions=versions, metadata=metadata)
+        )
+
+    def history(self, name: str, limit: int = 0) -> list[HistoryEntry]:
+        """Retained versions of a variable, newest first (`limit` 0: all retained)."""
+        response = self._invoke(
+            self._open_stub().GetVariableHistory,
+            pb.GetVariableHistoryRequest(session_id=self.session_id, name=name, limit=limit),
+        )
+        return self._core.history(response)
+
+    def rollback(
+        self,
+        name: str,
+        version: int,
+        expected_version: int | None = None,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Variable:
+        """Restores the value of an earlier `version` as a new version; returns the variable."""
+        response = self._invoke(
+            self._open_stub().RollbackVariable,
+            self._core.rollback_request(name, version, expected_version, metadata),
+        )
+        self._core.cache.store(response.variable, response.sequence)
+        return self._core.variable(response.variable)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.get_variable(name)
+
+    def __setitem__(self, name: str, value: object) -> None:
+        self.set_variable(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        self.delete_variable(name)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            self._read(name)
+        except VariableNotFound:
+            return False
+        return True
+
+    # -- watch ------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        names: Iterable[str] | str | None = None,
+        include_initial: bool = True,
+        from_version: int | None = None,
+        *,
+        reconnect: bool = True,
+    ) -> Watch:
+        """An iterator of the session's variable changes, in sequence order.
+
+        Args:
+            names: variables to watch (None: all, including ones registered later).
+            include_initial: start with one INITIAL update per existing watched variable.
+                Ignored when `from_version` is given.
+            from_version: a session change sequence (an update's `sequence` or
+                `Watch.last_sequence`): replay every change after it, then go live. Raises
+                `WatchLagged` once iterated if those changes are no longer retained.
+            reconnect: resume transparently after a dropped connection.
+
+        The SYNCED marker is not yielded; `Watch.synced` tells when the stream is live.
+        Close the watch (or use it in a `with` block) to end the stream.
+        """
+        return Watch(
+            self._open_stream_stub().WatchVariables,
+            self.session_id,
+            names,
+            include_initial,
+            from_version,
+            reconnect=reconnect,
+            numpy=self._core.options.numpy,
+            context_open=lambda: self.is_open,
+        )
+
+    # -- tools ------------------------------------------------------------------------------
+
+    def _load_tools(self) -> dict[str, Tool]:
+        response = self._invoke(self._open_stub().ListTools, pb.ListToolsRequest(session_id=self.session_id))
+        return {
+            info.spec.name: Tool(
+                ToolSpec(info.spec, numpy=self._core.options.numpy),
+                self._execute,
+                self._stream,
+                check=self._core.options.validate,
+            )
+            for info in response.tools
+        }
+
+    def call_tool(self, name: str, **arguments: object) -> Any:
+        """Runs tool `name` (same as ``ctx.tools.<name>(**arguments)``)."""
+        return self.tools[name](**arguments)
+
+    def _execute(self, name: str, arguments: dict[str, pb.Value]) -> Any:
+        response = self._invoke(
+            self._open_stub().ExecuteTool,
+            pb.ExecuteToolRequest(session_id=self.session_id, tool_name=name, arguments=arguments),
+        )
+        return self._core.decode(response.result) if response.HasField("result") else None
+
+    def _stream(self, name: str, arguments: dict[str, pb.Value]) -> Iterator[Any]:
+        request = pb.ExecuteStreamingToolRequest(session_id=self.session_id, tool_name=name, arguments=arguments)
+        return self._chunks(self._open_stream_stub(), request)
+
+    def _chunks(self, stub: pb_grpc.MLBridgeStub, request: pb.ExecuteStreamingToolRequest) -> Iterator[Any]:
+        call = stub.ExecuteStreamingTool(request)
+        try:
+            for chunk in call:
+                if chunk.HasField("data"):
+                    yield self._core.decode(chunk.data)
+                if chunk.is_final:
+                    return
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        finally:
+            call.cancel()
+        raise error_for(
+            ErrorKind.UNAVAILABLE,
+            f"the stream of tool `{request.tool_name}` ended without a final chunk",
+            tool=request.tool_name,
+        )
