@@ -167,7 +167,8 @@ fn parse_rows(text: &str) -> Result<Vec<Row>> {
             .ok_or_else(|| anyhow::anyhow!("no `{key}` in {line}"))?
             + key.len()
             + 3;
-        let rest = &line[start..];
+        // `"key":` is key.len() + 3 bytes; JSON writers may put a space after the colon.
+        let rest = line[start..].trim_start();
         Ok(if let Some(quoted) = rest.strip_prefix('"') {
             quoted[..quoted.find('"').unwrap_or(quoted.len())].to_owned()
         } else {

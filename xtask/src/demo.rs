@@ -26,6 +26,9 @@ pub(crate) fn run() -> Result<()> {
     step("Python client -> Rust engine: Ping through the generated stubs");
     run::status(&mut venv.command(&["examples/python/ping.py", &engine.address], &root))?;
 
+    step("Python-orchestrated: variables, watch and Rust host tools from a Python program");
+    run::status(&mut venv.command(&["examples/python/orchestrated.py", &engine.address], &root))?;
+
     drop(engine);
     println!("\ndemo finished: engine stopped cleanly");
     Ok(())

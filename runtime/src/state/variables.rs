@@ -474,7 +474,11 @@ pub fn check_name(name: &str) -> Result<()> {
         return Ok(());
     }
     let shown: String = name.chars().take(40).collect();
-    let shown = if shown.len() < name.len() { format!("{shown}...") } else { shown };
+    let shown = if shown.len() < name.len() {
+        format!("{shown}...")
+    } else {
+        shown
+    };
     let message = if name.is_empty() {
         "a variable name cannot be empty".to_owned()
     } else {
@@ -645,7 +649,15 @@ mod name_tests {
         for good in ["temperature", "_x", "model.temperature", "a:b/c-d_9"] {
             assert!(check_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "9lives", "a*b", "with space", "é", &"€".repeat(100), &"a".repeat(256)] {
+        for bad in [
+            "",
+            "9lives",
+            "a*b",
+            "with space",
+            "é",
+            &"€".repeat(100),
+            &"a".repeat(256),
+        ] {
             let err = check_name(bad).unwrap_err();
             assert_eq!(err.kind, ErrorKind::InvalidArgument, "{bad}");
         }
