@@ -67,3 +67,14 @@ def test_unimplemented_rpcs_say_so(engine_address: str) -> None:
         with pytest.raises(grpc.RpcError) as raised:
             stub.StartOptimization(ml_bridge_pb2.StartOptimizationRequest(session_id="nope"), timeout=10)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_the_engine_shuts_down_cleanly_on_a_signal(engine_bin: Path, signal_name: str) -> None:
+    import signal
+
+    process, address = start_engine(engine_bin, "127.0.0.1:0")
+    with channel(address) as chan:
+        ml_bridge_pb2_grpc.MLBridgeStub(chan).Ping(ml_bridge_pb2.PingRequest(), timeout=10)
+    process.send_signal(getattr(signal, signal_name))
+    assert process.wait(timeout=10) == 0
