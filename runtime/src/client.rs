@@ -475,10 +475,33 @@ impl Session {
             .execute_streaming_tool(request)
             .await?
             .into_inner();
-        Ok(stream.filter_map(|item| match item {
-            Ok(chunk) if chunk.is_final && chunk.data.is_none() => None,
-            Ok(chunk) => Some(Ok(chunk.data.unwrap_or_default())),
-            Err(status) => Some(Err(BridgeError::from(status))),
+        // Chunks until the final one; a stream that ends OK without it was cut short.
+        let tool = name.to_owned();
+        let mut finished = false;
+        let items = stream.map(Some).chain(tokio_stream::once(None));
+        Ok(items.filter_map(move |item| {
+            if finished {
+                return None;
+            }
+            match item {
+                Some(Ok(chunk)) if chunk.is_final => {
+                    finished = true;
+                    chunk.data.map(Ok)
+                }
+                Some(Ok(chunk)) => Some(Ok(chunk.data.unwrap_or_default())),
+                Some(Err(status)) => {
+                    finished = true;
+                    Some(Err(BridgeError::from(status)))
+                }
+                None => {
+                    finished = true;
+                    Some(Err(BridgeError::new(
+                        ErrorKind::Unavailable,
+                        format!("the stream of tool `{tool}` ended without its final chunk"),
+                    )
+                    .with("tool", &tool)))
+                }
+            }
         }))
     }
 }

@@ -433,12 +433,14 @@ impl MlBridge for Engine {
                     snapshot_sequence,
                     ..Default::default()
                 };
+                let mut reported = std::collections::HashSet::new();
                 for (name, variable) in r.names.into_iter().zip(found) {
                     match variable {
                         Some(variable) => {
                             response.variables.insert(name, variable);
                         }
-                        None => response.missing.push(name),
+                        None if reported.insert(name.clone()) => response.missing.push(name),
+                        None => {}
                     }
                 }
                 Ok(response)
@@ -460,6 +462,17 @@ impl MlBridge for Engine {
                         "writes",
                         "a batch needs at least one write",
                     ));
+                }
+                if r.writes.len() > self.limits.max_writes_per_batch {
+                    return Err(BridgeError::invalid_argument(
+                        "writes",
+                        format!(
+                            "a batch of {} writes is over the limit of {}; split it",
+                            r.writes.len(),
+                            self.limits.max_writes_per_batch
+                        ),
+                    )
+                    .with("limit", self.limits.max_writes_per_batch));
                 }
                 let mut ops = Vec::with_capacity(r.writes.len());
                 let mut seen = std::collections::HashSet::new();

@@ -46,6 +46,15 @@ struct LimitArgs {
     /// History entries kept per variable.
     #[arg(long, default_value_t = Limits::default().history_per_variable)]
     history: usize,
+    /// Changes kept per session so that watchers can resume.
+    #[arg(long, default_value_t = Limits::default().retained_changes)]
+    retained_changes: usize,
+    /// Updates buffered per watcher before it is cut off with WATCH_LAGGED.
+    #[arg(long, default_value_t = Limits::default().watch_buffer)]
+    watch_buffer: usize,
+    /// Writes per SetVariables call at most.
+    #[arg(long, default_value_t = Limits::default().max_writes_per_batch)]
+    max_writes_per_batch: usize,
     /// Session inactivity timeout when the client names none, in seconds.
     #[arg(long, default_value_t = Limits::default().default_ttl.as_secs())]
     default_ttl_secs: u64,
@@ -61,6 +70,9 @@ impl LimitArgs {
             max_variables_per_session: self.max_variables,
             max_value_bytes: self.max_value_bytes,
             history_per_variable: self.history,
+            retained_changes: self.retained_changes,
+            watch_buffer: self.watch_buffer,
+            max_writes_per_batch: self.max_writes_per_batch,
             default_ttl: Duration::from_secs(self.default_ttl_secs),
             ..Limits::default()
         }

@@ -148,7 +148,40 @@ pub fn validate(
 ) -> Result<Value> {
     let value = check_type(name, ty, constraints.nullable, value)?;
     check_constraints(name, ty, constraints, &value)?;
-    Ok(value)
+    convert_elements(name, constraints, value)
+}
+
+/// Applies the element type's conversions (int -> float, string -> choice) to every element
+/// of a list or value of a map, as the proto specifies. Runs after the checks, so the
+/// elements are known to be acceptable.
+fn convert_elements(name: &str, c: &Constraints, value: Value) -> Result<Value> {
+    let Some(element) = element_type(c) else {
+        return Ok(value);
+    };
+    let kind = match value.kind {
+        Some(Kind::ListValue(list)) => {
+            let values = list
+                .values
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| check_type(&format!("{name}[{i}]"), element, false, item))
+                .collect::<Result<Vec<_>>>()?;
+            Kind::ListValue(pb::ValueList { values })
+        }
+        Some(Kind::MapValue(map)) => {
+            let entries = map
+                .entries
+                .into_iter()
+                .map(|(key, item)| {
+                    let item = check_type(&format!("{name}[{key:?}]"), element, false, item)?;
+                    Ok((key, item))
+                })
+                .collect::<Result<_>>()?;
+            Kind::MapValue(pb::ValueMap { entries })
+        }
+        other => return Ok(Value { kind: other }),
+    };
+    Ok(Value { kind: Some(kind) })
 }
 
 fn check_type(name: &str, ty: VariableType, nullable: bool, value: Value) -> Result<Value> {
@@ -431,13 +464,17 @@ fn check_tensor(name: &str, c: &Constraints, tensor: &pb::Tensor) -> Result<()> 
 }
 
 fn compile_pattern(name: &str, pattern: &str) -> Result<regex::Regex> {
-    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|err| {
-        BridgeError::invalid_argument(
-            "constraints.pattern",
-            format!("constraints of `{name}`: invalid pattern `{pattern}`: {err}"),
-        )
-        .with("variable", name)
-    })
+    // Compiling the pattern alone first rejects one that would close the group we wrap it
+    // in (`a)|(b` would otherwise become `^(?:a)|(b)$` and match almost anything).
+    regex::Regex::new(pattern)
+        .and_then(|_| regex::Regex::new(&format!(r"\A(?:{pattern})\z")))
+        .map_err(|err| {
+            BridgeError::invalid_argument(
+                "constraints.pattern",
+                format!("constraints of `{name}`: invalid pattern `{pattern}`: {err}"),
+            )
+            .with("variable", name)
+        })
 }
 
 /// Rejects constraints that contradict themselves or cannot apply to `ty`.
@@ -671,5 +708,48 @@ mod tests {
         };
         assert!(check_definition("n", VariableType::Integer, &c).is_err());
         assert!(check_definition("c", VariableType::Choice, &Constraints::default()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod conversion_tests {
+    use super::*;
+
+    #[test]
+    fn list_elements_are_converted() {
+        let c = Constraints {
+            element_type: Some(VariableType::Float as i32),
+            ..Default::default()
+        };
+        let list = Value {
+            kind: Some(Kind::ListValue(pb::ValueList {
+                values: vec![Value {
+                    kind: Some(Kind::IntValue(2)),
+                }],
+            })),
+        };
+        let converted = validate("xs", VariableType::List, &c, list).unwrap();
+        let Some(Kind::ListValue(list)) = converted.kind else {
+            panic!("not a list")
+        };
+        assert_eq!(list.values[0].kind, Some(Kind::FloatValue(2.0)));
+    }
+
+    #[test]
+    fn a_pattern_cannot_escape_its_anchors() {
+        let c = Constraints {
+            pattern: Some("a)|(b".into()),
+            ..Default::default()
+        };
+        assert!(check_definition("s", VariableType::String, &c).is_err());
+        let c = Constraints {
+            pattern: Some("a|b".into()),
+            ..Default::default()
+        };
+        let text = |s: &str| Value {
+            kind: Some(Kind::StringValue(s.into())),
+        };
+        assert!(validate("s", VariableType::String, &c, text("b")).is_ok());
+        assert!(validate("s", VariableType::String, &c, text("ab")).is_err());
     }
 }

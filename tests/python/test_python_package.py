@@ -12,7 +12,8 @@ def test_modules_import_from_inside_the_package(codegen_bin: Path, tmp_path: Pat
     run([codegen_bin, "-I", FIXTURES, "--python-out", tmp_path, "--python-package", "acme.protos", *KITCHEN_FILES])
     package = tmp_path / "acme" / "protos"
     assert (package / "py.typed").exists()
-    assert (tmp_path / "acme" / "__init__.py").exists()
+    # The parent package is the user's (here an implicit namespace package): left alone.
+    assert not (tmp_path / "acme" / "__init__.py").exists()
     assert (package / "fixtures" / "kitchen" / "v1" / "__init__.py").exists()
     grpc_module = (package / "fixtures/kitchen/v1/kitchen_pb2_grpc.py").read_text()
     assert "from acme.protos.fixtures.kitchen.v1 import kitchen_pb2 as" in grpc_module

@@ -81,3 +81,11 @@ def test_an_unspecified_dtype_constraint_means_any_dtype(ctx: SessionContext, st
     )
     error = failure(lambda: stub.RegisterVariable(request, timeout=10))
     assert error is None, error
+
+
+def test_an_oversized_batch_is_refused_with_the_limit(ctx: SessionContext, stub: pb_grpc.MLBridgeStub) -> None:
+    ctx.register_variable("x", "integer", 0)
+    writes = [pb.VariableWrite(name=f"v{i}", value=integer(i)) for i in range(513)]
+    error = failure(lambda: stub.SetVariables(pb.SetVariablesRequest(session_id=ctx.session_id, writes=writes), timeout=10))
+    assert isinstance(error, InvalidArgument), error
+    assert error.context["limit"] == "512"

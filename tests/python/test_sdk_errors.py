@@ -210,7 +210,7 @@ def trigger(kind: str, ctx: SessionContext, raw: SessionContext, address: str, e
         names = [f"v{i}" for i in range(10)]
         for name in names:
             raw.register_variable(name, "integer", 0)
-        for step in range(103):  # 1,040 changes: more than the 1,024 the engine retains
+        for step in range(410):  # 4,100 changes: more than the 4,096 the engine retains
             raw.set_variables({name: step for name in names})
         next(raw.watch(from_version=1))
     else:

@@ -183,3 +183,9 @@ def test_unknown_tools(tools: SessionContext) -> None:
     with pytest.raises(ToolNotFound):
         tools.call_tool("no_such_tool")
     assert tools.tools.refresh() is tools.tools
+
+
+def test_list_elements_are_converted_to_the_element_type(tools: SessionContext, raw: SessionContext) -> None:
+    # `mean` takes Vec<f64>: integers are widened per element, on both sides of the wire.
+    assert tools.tools.mean(values=[1, 2, 3]) == 2.0
+    assert raw.tools.mean(values=[1, 2.5]) == 1.75

@@ -149,17 +149,20 @@ def test_automatic_reconnect_loses_and_repeats_nothing(ctx: SessionContext, prox
     assert [u.kind for u in rest] == [UpdateKind.SET] * 20
 
 
+RETAINED_CHANGES = 4096  # the engine's default (Limits::retained_changes)
+
+
 def test_resuming_from_a_change_no_longer_retained_is_lagged(ctx: SessionContext) -> None:
     names = [f"n{i}" for i in range(100)]
     for name in names:
         ctx.register_variable(name, "integer", 0)
-    for step in range(1, 11):
+    for step in range(1, 42):
         ctx.set_variables({name: step for name in names})
     current = ctx.get_session().current_sequence
-    assert current == 1100
+    assert current == 4200
     with ctx.watch(from_version=1) as watch, pytest.raises(WatchLagged) as raised:
         next(watch)
-    oldest = current - 1024 + 1
+    oldest = current - RETAINED_CHANGES + 1
     assert raised.value.message == (
         f"cannot resume from sequence 1: the oldest retained change is {oldest}; re-subscribe with initial values"
     )

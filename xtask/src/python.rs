@@ -47,7 +47,7 @@ pub(crate) fn ensure() -> Result<Venv> {
     };
     let requirements = std::fs::read_to_string(root.join("tests/requirements.txt"))
         .context("reading tests/requirements.txt")?;
-    let wanted = format!("{requirements}\n# local: {LOCAL_PACKAGES:?}\n");
+    let wanted = format!("{requirements}\n# local (editable_mode=compat): {LOCAL_PACKAGES:?}\n");
     let stamp = venv.dir.join(".mlbridge-stamp");
     if venv.python().exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
         return Ok(venv);

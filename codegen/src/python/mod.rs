@@ -190,14 +190,19 @@ fn insert(files: &mut BTreeMap<String, String>, path: String, contents: String) 
     Ok(())
 }
 
-/// Every folder of a package gets an `__init__.py`, and the package root a `py.typed`
+/// Every folder of the package gets an `__init__.py`, and the package root a `py.typed`
 /// marker (PEP 561), so the output installs and type-checks as a normal package.
 fn add_package_markers(package: &str, files: &mut BTreeMap<String, String>) {
+    // Only the package's own folders: a parent package (`acme` for `acme.protos`) belongs
+    // to the user, and may be a namespace package or hold code of its own.
+    let root = package.replace('.', "/");
     let mut folders = std::collections::BTreeSet::new();
     for path in files.keys() {
         let mut folder = path.as_str();
         while let Some((parent, _)) = folder.rsplit_once('/') {
-            folders.insert(parent.to_owned());
+            if parent == root || parent.starts_with(&format!("{root}/")) {
+                folders.insert(parent.to_owned());
+            }
             folder = parent;
         }
     }

@@ -218,7 +218,24 @@ def validate(name: str, ty: int, constraints: pb.Constraints, value: pb.Value) -
     to float for FLOAT, string to choice for CHOICE). `name` names the variable in errors."""
     value = _check_type(name, ty, constraints.nullable, value)
     _check_constraints(name, constraints, value)
-    return value
+    return _convert_elements(name, constraints, value)
+
+
+def _convert_elements(name: str, c: pb.Constraints, value: pb.Value) -> pb.Value:
+    """Applies the element type's conversions to every list element and map value, as the
+    engine does; runs after the checks, so every element is acceptable."""
+    element = _element_type(c)
+    case = value.WhichOneof("kind")
+    if element is None or case not in ("list_value", "map_value"):
+        return value
+    if case == "list_value":
+        items = [_check_type(f"{name}[{i}]", element, False, item) for i, item in enumerate(value.list_value.values)]
+        return pb.Value(list_value=pb.ValueList(values=items))
+    entries = {
+        key: _check_type(f"{name}[{_rust_debug(key)}]", element, False, item)
+        for key, item in value.map_value.entries.items()
+    }
+    return pb.Value(map_value=pb.ValueMap(entries=entries))
 
 
 def _check_type(name: str, ty: int, nullable: bool, value: pb.Value) -> pb.Value:

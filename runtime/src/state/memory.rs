@@ -35,6 +35,8 @@ struct Slot {
     updates: broadcast::Sender<Arc<pb::VariableUpdate>>,
     /// Set when the session is removed, so that watchers end.
     removed: tokio::sync::watch::Sender<bool>,
+    /// Whether the removal was an expiry (watchers then end with SESSION_EXPIRED).
+    expired: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -104,7 +106,7 @@ impl MemoryBackend {
             let mut state = slot.state.lock().expect("session lock");
             if state.expires_at() <= now {
                 drop(state);
-                self.forget(id, true);
+                self.forget(id, Some(&slot), true);
                 return Err(self.missing(id));
             }
             state.last_activity = now;
@@ -121,10 +123,19 @@ impl MemoryBackend {
         }
     }
 
-    /// Removes a session; with `expired`, remembers its id for a while.
-    fn forget(&self, id: &str, expired: bool) -> Option<Arc<Slot>> {
-        let removed = self.sessions.write().expect("sessions lock").remove(id);
+    /// Removes a session (only `slot` when given, so that a session re-created under the
+    /// same id meanwhile survives); with `expired`, remembers its id for a while.
+    fn forget(&self, id: &str, slot: Option<&Arc<Slot>>, expired: bool) -> Option<Arc<Slot>> {
+        let removed = {
+            let mut sessions = self.sessions.write().expect("sessions lock");
+            match (sessions.get(id), slot) {
+                (Some(current), Some(slot)) if !Arc::ptr_eq(current, slot) => None,
+                _ => sessions.remove(id),
+            }
+        };
         if let Some(slot) = &removed {
+            slot.expired
+                .store(expired, std::sync::atomic::Ordering::SeqCst);
             slot.removed.send_replace(true);
         }
         if removed.is_some() && expired {
@@ -186,7 +197,7 @@ impl StateBackend for MemoryBackend {
                 ));
             }
             Some(ttl) => ttl.min(self.limits.max_ttl),
-            None => self.limits.default_ttl,
+            None => self.limits.default_ttl.min(self.limits.max_ttl),
         };
         let cache = new.cache.unwrap_or(pb::CacheSettings {
             enabled: true,
@@ -234,9 +245,13 @@ impl StateBackend for MemoryBackend {
                 state: Mutex::new(state),
                 updates,
                 removed,
+                expired: Default::default(),
             }),
         );
-        self.expired.lock().expect("expired lock").ids.remove(&id);
+        let mut memory = self.expired.lock().expect("expired lock");
+        if memory.ids.remove(&id) {
+            memory.order.retain(|old| old != &id);
+        }
         Ok((described, true))
     }
 
@@ -250,7 +265,7 @@ impl StateBackend for MemoryBackend {
     }
 
     async fn remove_session(&self, id: &str) -> Result<Option<pb::CleanupSessionResponse>> {
-        Ok(self.forget(id, false).map(|slot| {
+        Ok(self.forget(id, None, false).map(|slot| {
             let state = slot.state.lock().expect("session lock");
             pb::CleanupSessionResponse {
                 existed: true,
@@ -271,7 +286,20 @@ impl StateBackend for MemoryBackend {
             .map(|(id, _)| id.clone())
             .collect();
         for id in &expired {
-            self.forget(id, true);
+            let slot = self
+                .sessions
+                .read()
+                .expect("sessions lock")
+                .get(id)
+                .cloned();
+            if let Some(slot) = slot {
+                // Re-check under the session lock: activity since the scan keeps it alive.
+                let still_expired =
+                    slot.state.lock().expect("session lock").expires_at() <= SystemTime::now();
+                if still_expired {
+                    self.forget(id, Some(&slot), true);
+                }
+            }
         }
         Ok(expired)
     }
@@ -439,6 +467,14 @@ impl StateBackend for MemoryBackend {
     }
 }
 
+fn oldest_retained(slot: &Slot) -> u64 {
+    let state = slot.state.lock().expect("session lock");
+    state
+        .recent
+        .front()
+        .map_or(state.variables.sequence() + 1, |u| u.sequence)
+}
+
 /// Feeds one watcher: prelude, `SYNCED`, then live updates until the watcher lags, the
 /// session goes away or the client hangs up.
 #[allow(clippy::too_many_arguments)]
@@ -492,7 +528,14 @@ async fn forward(
                          resume from sequence {last}"
                     ),
                 )
-                .with("last_sequence", last),
+                .with("last_sequence", last)
+                .with("oldest_retained_sequence", oldest_retained(&slot)),
+                Err(broadcast::error::RecvError::Closed)
+                    if slot.expired.load(std::sync::atomic::Ordering::SeqCst) =>
+                {
+                    BridgeError::new(ErrorKind::SessionExpired, format!("session `{session}` expired"))
+                        .with("session_id", &session)
+                }
                 Err(broadcast::error::RecvError::Closed) => BridgeError::session_not_found(&session),
             };
             let _ = sender.send(Err(error)).await;
@@ -566,6 +609,58 @@ mod tests {
         assert_eq!(error.kind, ErrorKind::WatchLagged, "{error}");
         assert!(delivered < 500, "delivered {delivered}");
         assert!(watch.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_watcher_cut_off_for_lagging_can_resume_without_loss() {
+        let backend = MemoryBackend::new(Limits {
+            watch_buffer: 4,
+            retained_changes: 4096,
+            ..Limits::default()
+        });
+        let id = session_with_counter(&backend).await;
+        let mut watch = backend
+            .watch(&id, vec!["n".into()], WatchStart::Now)
+            .await
+            .unwrap();
+        assert_eq!(
+            watch.next().await.unwrap().unwrap().kind,
+            VariableUpdateKind::Synced as i32
+        );
+        for i in 1..=300 {
+            let set = WriteOp::Set {
+                name: "n".into(),
+                value: int(i),
+                expected_version: None,
+            };
+            backend
+                .write(&id, vec![set], true, WriteContext::default())
+                .await
+                .unwrap();
+        }
+        let mut values = Vec::new();
+        let error = loop {
+            match watch.next().await.unwrap() {
+                Ok(update) => values.push(update.sequence),
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(error.kind, ErrorKind::WatchLagged);
+        let last: u64 = error.context["last_sequence"].parse().unwrap();
+        assert!(error.context.contains_key("oldest_retained_sequence"));
+        let mut resumed = backend
+            .watch(&id, vec!["n".into()], WatchStart::Resume(last))
+            .await
+            .unwrap();
+        loop {
+            let update = resumed.next().await.unwrap().unwrap();
+            if update.kind == VariableUpdateKind::Synced as i32 {
+                break;
+            }
+            values.push(update.sequence);
+        }
+        // Register was change 1; the 300 sets are 2..=301, each seen exactly once.
+        assert_eq!(values, (2..=301).collect::<Vec<u64>>());
     }
 
     #[tokio::test]

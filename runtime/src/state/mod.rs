@@ -41,7 +41,8 @@ pub struct Limits {
     pub max_variables_per_session: usize,
     /// History entries kept per variable.
     pub history_per_variable: usize,
-    /// Changes kept per session for watch resumption.
+    /// Changes kept per session for watch resumption. Larger than `watch_buffer`, so that a
+    /// watcher cut off for lagging can always resume.
     pub retained_changes: usize,
     /// Updates buffered per watcher before it is cut off with `WATCH_LAGGED`.
     pub watch_buffer: usize,
@@ -49,6 +50,9 @@ pub struct Limits {
     pub max_watchers_per_session: usize,
     /// Largest encoded value accepted, in bytes.
     pub max_value_bytes: usize,
+    /// Writes in one `SetVariables` at most. Kept below `watch_buffer` so that one batch
+    /// cannot overflow every watcher at once.
+    pub max_writes_per_batch: usize,
     /// Session inactivity timeout when the client names none.
     pub default_ttl: Duration,
     /// Longest session inactivity timeout granted.
@@ -63,10 +67,11 @@ impl Default for Limits {
             max_sessions: 10_000,
             max_variables_per_session: 10_000,
             history_per_variable: 100,
-            retained_changes: 1024,
+            retained_changes: 4096,
             watch_buffer: 1024,
             max_watchers_per_session: 256,
             max_value_bytes: 64 * 1024 * 1024,
+            max_writes_per_batch: 512,
             default_ttl: Duration::from_secs(3600),
             max_ttl: Duration::from_secs(24 * 3600),
             remembered_expired_sessions: 4096,
