@@ -1,0 +1,70 @@
+"""Our `_pb2.pyi` against mypy-protobuf's for the same inputs: the same message classes,
+the same keyword-only `__init__` parameters and the same field-name literals accepted by
+HasField / ClearField. (Layout and helper names differ on purpose.)"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES, KITCHEN_FILES, REPO, protoc, run
+
+CASES = {
+    "ml_bridge": (REPO / "proto", ["ml_bridge.proto"]),
+    "kitchen": (FIXTURES, KITCHEN_FILES),
+}
+
+
+def shape(pyi: Path) -> dict[str, dict[str, list[str]]]:
+    """class path -> {"init": kw-only names, "HasField": literals, "ClearField": literals}."""
+    tree = ast.parse(pyi.read_text())
+    out: dict[str, dict[str, list[str]]] = {}
+
+    def literals(node: ast.AST) -> list[str]:
+        return sorted({n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)})
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            path = f"{prefix}{node.name}"
+            entry: dict[str, list[str]] = {}
+            aliases = {
+                item.target.id: item.value
+                for item in node.body
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name) and item.value is not None
+            }
+            for item in node.body:
+                if not isinstance(item, ast.FunctionDef):
+                    continue
+                if item.name == "__init__":
+                    entry["init"] = sorted(a.arg for a in item.args.kwonlyargs)
+                elif item.name in ("HasField", "ClearField") and len(item.args.args) == 2:
+                    annotation = item.args.args[1].annotation
+                    # Either an inline Literal or a class-level alias of one.
+                    if isinstance(annotation, ast.Name) and annotation.id in aliases:
+                        annotation = aliases[annotation.id]
+                    entry[item.name] = literals(annotation) if annotation is not None else []
+            if "init" in entry:
+                out[path] = entry
+            visit(node.body, f"{path}.")
+
+    visit(tree.body, "")
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_stubs_describe_the_same_api_as_mypy_protobuf(case: str, codegen_bin: Path, tmp_path: Path) -> None:
+    include, files = CASES[case]
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    protoc(theirs, include, files, "--mypy_out")
+    run([codegen_bin, "-I", include, "--python-out", ours, *files])
+    for proto in files:
+        name = proto.replace(".proto", "_pb2.pyi")
+        expected, actual = shape(theirs / name), shape(ours / name)
+        assert expected, f"no classes parsed from mypy-protobuf's {name}"
+        assert sorted(actual) == sorted(expected), f"{name}: different message classes"
+        for cls in expected:
+            assert actual[cls] == expected[cls], f"{name}: {cls} differs"
