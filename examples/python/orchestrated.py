@@ -7,6 +7,7 @@ Usage: python examples/python/orchestrated.py HOST:PORT | unix:PATH
 from __future__ import annotations
 
 import sys
+import time
 
 import mlbridge
 from mlbridge import Constraints, SessionContext
@@ -32,7 +33,11 @@ def main(address: str) -> None:
         # as soon as the watch delivers the change, long before the cache TTL.
         with SessionContext(address, ctx.session_id) as other:
             other["temperature"] = 0.2
-        print(f"after another client's write: temperature = {ctx['temperature']}")
+        written = time.perf_counter()
+        while ctx["temperature"] != 0.2 and time.perf_counter() - written < 2.0:
+            time.sleep(0.0005)  # the watch delivers the change asynchronously
+        seen_ms = (time.perf_counter() - written) * 1e3
+        print(f"after another client's write: temperature = {ctx['temperature']} (seen within {seen_ms:.1f} ms)")
 
         # Atomic batches: all or nothing.
         with ctx.batch() as batch:
