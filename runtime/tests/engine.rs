@@ -375,7 +375,7 @@ async fn idle_sessions_expire() {
     let client = engine.client().await;
     let session = client
         .open(SessionOptions {
-            ttl: Some(Duration::from_millis(300)),
+            ttl: Some(Duration::from_millis(800)),
             ..Default::default()
         })
         .await
@@ -388,7 +388,9 @@ async fn idle_sessions_expire() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         session.heartbeat().await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Heartbeats kept it alive past its TTL; now let it lapse (TTL plus sweep interval,
+    // with room for a loaded machine).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let err = session.get("x").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::SessionExpired, "{err}");
 }
