@@ -384,7 +384,7 @@ async fn idle_sessions_expire() {
         .register("x", T::Integer, 1i64, Constraints::default())
         .await
         .unwrap();
-    for _ in 0..4 {
+    for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         session.heartbeat().await.unwrap();
     }
