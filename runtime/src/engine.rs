@@ -45,12 +45,6 @@ pub struct EngineBuilder {
     state: Option<Arc<dyn StateBackend>>,
 }
 
-impl std::fmt::Debug for dyn StateBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StateBackend")
-    }
-}
-
 impl EngineBuilder {
     /// Limits for the default in-memory backend.
     pub fn limits(mut self, limits: Limits) -> Self {

@@ -147,7 +147,7 @@ pub fn validate(
     value: Value,
 ) -> Result<Value> {
     let value = check_type(name, ty, constraints.nullable, value)?;
-    check_constraints(name, ty, constraints, &value)?;
+    check_constraints(name, constraints, &value)?;
     convert_elements(name, constraints, value)
 }
 
@@ -216,7 +216,7 @@ fn check_type(name: &str, ty: VariableType, nullable: bool, value: Value) -> Res
     })
 }
 
-fn check_constraints(name: &str, ty: VariableType, c: &Constraints, value: &Value) -> Result<()> {
+fn check_constraints(name: &str, c: &Constraints, value: &Value) -> Result<()> {
     let Some(kind) = &value.kind else {
         return Ok(());
     };
@@ -318,10 +318,7 @@ fn check_constraints(name: &str, ty: VariableType, c: &Constraints, value: &Valu
             }
             Ok(())
         }
-        Kind::BoolValue(_) => {
-            let _ = ty;
-            Ok(())
-        }
+        Kind::BoolValue(_) => Ok(()),
     }
 }
 

@@ -10,6 +10,7 @@ from typing import Iterator
 import grpc
 import pytest
 
+import sdk_engine
 from mlbridge_proto import ml_bridge_pb2, ml_bridge_pb2_grpc
 
 
@@ -21,12 +22,8 @@ def channel(address: str) -> grpc.Channel:
 
 
 def start_engine(engine_bin: Path, listen: str) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen([str(engine_bin), "serve", "--listen", listen], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    prefix = "mlbridge engine listening on "
-    assert line.startswith(prefix), f"unexpected first line {line!r}"
-    return process, line.removeprefix(prefix).strip()
+    running = sdk_engine.start_engine(engine_bin, listen=listen)
+    return running.process, running.address
 
 
 @pytest.fixture(params=["tcp", "unix"])

@@ -4,36 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from conftest import REPO
+from sdk_engine import address, engine  # noqa: F401
 
 
-@pytest.fixture
-def engine_address(engine_bin: Path) -> Iterator[str]:
-    process = subprocess.Popen([str(engine_bin), "serve", "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    try:
-        yield line.removeprefix("mlbridge engine listening on ").strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def run_example(name: str, address: str) -> str:
+def run_example(name: str, engine_address: str) -> str:
     result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "python" / name), address], capture_output=True, text=True, timeout=120
+        [sys.executable, str(REPO / "examples" / "python" / name), engine_address], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
 
-def test_python_orchestrated_example(engine_address: str) -> None:
-    out = run_example("orchestrated.py", engine_address)
+def test_python_orchestrated_example(address: str) -> None:
+    out = run_example("orchestrated.py", address)
     assert "refused: variable `temperature`: 3.5 is above the maximum 2" in out
     assert "after another client's write: temperature = 0.2" in out
     assert "watched updates (version, value): [(5, 1.0), (6, 1.1), (7, 1.2)]" in out
@@ -42,5 +27,5 @@ def test_python_orchestrated_example(engine_address: str) -> None:
     assert "ToolError from Rust: tool `fail` failed" in out
 
 
-def test_ping_example(engine_address: str) -> None:
-    assert "echoed 'hello from Python'" in run_example("ping.py", engine_address)
+def test_ping_example(address: str) -> None:
+    assert "echoed 'hello from Python'" in run_example("ping.py", address)

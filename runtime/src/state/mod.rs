@@ -142,3 +142,9 @@ pub trait StateBackend: Send + Sync + 'static {
     /// Number of live sessions.
     async fn session_count(&self) -> usize;
 }
+
+impl std::fmt::Debug for dyn StateBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateBackend")
+    }
+}
