@@ -22,6 +22,10 @@ pub enum Error {
         /// Why the value is rejected.
         reason: String,
     },
+    /// An adapter manifest is invalid. The message starts with `file:line:column: field:`
+    /// when the position is known.
+    #[error("{0}")]
+    Manifest(String),
     /// An output path would be written outside the output folder.
     #[error("output path `{path}` would escape the output folder")]
     UnsafeOutputPath {

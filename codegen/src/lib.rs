@@ -18,9 +18,11 @@
 //!
 //! Output is deterministic: the same inputs give the same bytes.
 
+mod adapters;
 mod comments;
 mod error;
 mod load;
+pub mod manifest;
 mod names;
 pub mod output;
 mod python;
@@ -29,6 +31,7 @@ mod rust;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use adapters::DEFAULT_PYTHON_PACKAGE as DEFAULT_ADAPTERS_PACKAGE;
 pub use error::{Error, Result};
 pub use names::{is_python_keyword, is_rust_keyword, python_identifier, rust_identifier};
 pub use output::Mode;
@@ -60,6 +63,7 @@ pub struct Builder {
     python_settings: python::PythonSettings,
     python_out: Option<PathBuf>,
     manifests: Option<PathBuf>,
+    adapters_package: String,
     emit_rerun_if_changed: Option<bool>,
 }
 
@@ -74,6 +78,7 @@ impl Default for Builder {
             python_settings: python::PythonSettings::default(),
             python_out: None,
             manifests: None,
+            adapters_package: DEFAULT_ADAPTERS_PACKAGE.to_owned(),
             emit_rerun_if_changed: None,
         }
     }
@@ -140,9 +145,19 @@ impl Builder {
         self
     }
 
-    /// A folder of framework adapter manifests (`*.toml`).
+    /// A folder of framework adapter manifests (`*.toml`, format in
+    /// `proto/adapters/README.md`). Rust output then includes `mlbridge_adapters.rs` (typed
+    /// clients, one module per framework; they use the `mlbridge` runtime crate) and Python
+    /// output the adapter package (see [`Builder::adapters_package`]).
     pub fn manifests(mut self, dir: impl Into<PathBuf>) -> Self {
         self.manifests = Some(dir.into());
+        self
+    }
+
+    /// The Python package of the code generated from manifests (default
+    /// `mlbridge_adapters`, which workers load by default).
+    pub fn adapters_package(mut self, name: impl Into<String>) -> Self {
+        self.adapters_package = name.into();
         self
     }
 
@@ -155,34 +170,57 @@ impl Builder {
 
     /// Generates every file in memory. Nothing is written.
     pub fn generate(&self, protos: &[impl AsRef<Path>]) -> Result<Generated> {
-        if let Some(dir) = &self.manifests {
+        let protos: Vec<PathBuf> = protos.iter().map(|p| p.as_ref().to_owned()).collect();
+        if protos.is_empty() && self.manifests.is_none() {
             return Err(Error::setting(
-                "manifests",
-                format!(
-                    "adapter manifests (`{}`) are not supported by this version of mlbridge-codegen yet",
-                    dir.display()
-                ),
+                "protos",
+                "nothing to generate: give at least one .proto file or a manifests folder",
             ));
         }
-        let protos: Vec<PathBuf> = protos.iter().map(|p| p.as_ref().to_owned()).collect();
-        let set = load::ProtoSet::load(&self.includes, &protos)?;
-        let rust = if self.rust {
-            rust::generate(&set, &self.rust_settings)?
-        } else {
-            BTreeMap::new()
-        };
-        let python = if self.python {
-            python::generate(&set, &self.python_settings)?
-        } else {
-            BTreeMap::new()
-        };
+        let mut rust = BTreeMap::new();
+        let mut python = BTreeMap::new();
+        let mut inputs = Vec::new();
+        if !protos.is_empty() {
+            let set = load::ProtoSet::load(&self.includes, &protos)?;
+            if self.rust {
+                rust = rust::generate(&set, &self.rust_settings)?;
+            }
+            if self.python {
+                python = python::generate(&set, &self.python_settings)?;
+            }
+            inputs.extend(set.sources().iter().cloned());
+        }
+        if let Some(dir) = &self.manifests {
+            python::check_package_name("adapters_package", &self.adapters_package)?;
+            let manifests = manifest::load_dir(dir)?;
+            if manifests.is_empty() {
+                return Err(Error::setting(
+                    "manifests",
+                    format!("no `*.toml` manifests in `{}`", dir.display()),
+                ));
+            }
+            if self.rust {
+                insert_unique(
+                    &mut rust,
+                    adapters::rust::FILE_NAME.to_owned(),
+                    adapters::rust::generate(&manifests)?,
+                )?;
+            }
+            if self.python {
+                for (path, contents) in adapters::python(&manifests, &self.adapters_package)? {
+                    insert_unique(&mut python, path, contents)?;
+                }
+            }
+            inputs.push(dir.clone());
+            inputs.extend(manifests.into_iter().map(|m| m.path));
+        }
         for path in rust.keys().chain(python.keys()) {
             output::safe_relative_path(path)?;
         }
         Ok(Generated {
             rust,
             python,
-            inputs: set.sources().to_vec(),
+            inputs,
         })
     }
 
@@ -224,6 +262,18 @@ impl Builder {
         }
         Ok(())
     }
+}
+
+fn insert_unique(
+    files: &mut BTreeMap<String, String>,
+    path: String,
+    contents: String,
+) -> Result<()> {
+    if files.contains_key(&path) {
+        return Err(Error::DuplicateOutput { path });
+    }
+    files.insert(path, contents);
+    Ok(())
 }
 
 /// The output of one run: relative path → contents, per language.

@@ -25,14 +25,19 @@ struct Cli {
     /// Protobuf runtime version the _pb2.py files require.
     #[arg(long, value_name = "X.Y.Z", default_value = ProtobufVersion::DEFAULT)]
     protobuf_version: String,
-    /// Folder of framework adapter manifests (*.toml).
+    /// Folder of framework adapter manifests (*.toml): adds typed Rust clients
+    /// (mlbridge_adapters.rs) and the Python adapter package to the outputs.
     #[arg(long, value_name = "DIR")]
     manifests: Option<PathBuf>,
+    /// Python package of the code generated from manifests.
+    #[arg(long, value_name = "NAME", default_value = mlbridge_codegen::DEFAULT_ADAPTERS_PACKAGE)]
+    adapters_package: String,
     /// Write nothing; exit 1 if any output file would change.
     #[arg(long)]
     check: bool,
     /// The .proto files, as paths under an include folder or names relative to one.
-    #[arg(required = true, value_name = "PROTO")]
+    /// Optional when --manifests is given.
+    #[arg(required_unless_present = "manifests", value_name = "PROTO")]
     protos: Vec<PathBuf>,
 }
 
@@ -67,7 +72,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     builder = builder.protobuf_version(ProtobufVersion::parse(&cli.protobuf_version)?);
     if let Some(manifests) = cli.manifests {
-        builder = builder.manifests(manifests);
+        builder = builder
+            .manifests(manifests)
+            .adapters_package(cli.adapters_package);
     }
     let generated = builder.generate(&cli.protos)?;
     let mode = if cli.check { Mode::Check } else { Mode::Write };

@@ -121,6 +121,11 @@ fn is_runtime_provided(proto_file: &str) -> bool {
 
 /// Validates a Python package name such as `mlbridge_proto` or `acme.protos`.
 pub(crate) fn validate_package(package: &str) -> Result<()> {
+    check_package_name("python_package", package)
+}
+
+/// Validates the Python package name given to `setting`.
+pub(crate) fn check_package_name(setting: &'static str, package: &str) -> Result<()> {
     let reason = if package.is_empty() {
         Some("the package name is empty".to_owned())
     } else {
@@ -135,10 +140,7 @@ pub(crate) fn validate_package(package: &str) -> Result<()> {
         })
     };
     match reason {
-        Some(reason) => Err(Error::setting(
-            "python_package",
-            format!("`{package}`: {reason}"),
-        )),
+        Some(reason) => Err(Error::setting(setting, format!("`{package}`: {reason}"))),
         None => Ok(()),
     }
 }
