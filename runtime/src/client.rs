@@ -73,6 +73,24 @@ impl Client {
         Ok(self.inner.clone().ping(request).await?.into_inner())
     }
 
+    /// The framework adapters the engine's workers offer, sorted by framework id (all of
+    /// them when `frameworks` is empty).
+    pub async fn describe_adapters(
+        &self,
+        frameworks: &[&str],
+    ) -> Result<Vec<pb::AdapterDescription>> {
+        let request = pb::DescribeAdaptersRequest {
+            frameworks: frameworks.iter().map(|f| (*f).to_owned()).collect(),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .describe_adapters(request)
+            .await?
+            .into_inner()
+            .adapters)
+    }
+
     /// Creates a session with the engine's defaults.
     pub async fn session(&self) -> Result<Session> {
         self.open(SessionOptions::default()).await
@@ -503,6 +521,30 @@ impl Session {
                 }
             }
         }))
+    }
+
+    /// Runs `framework.operation` on a worker. Each parameter is a literal value or a
+    /// binding to one of this session's variables (read when the call is dispatched).
+    pub async fn execute_framework_operation(
+        &self,
+        framework: &str,
+        operation: &str,
+        parameters: HashMap<String, pb::ParameterValue>,
+        metadata: HashMap<String, String>,
+    ) -> Result<pb::ExecuteFrameworkOperationResponse> {
+        let request = pb::ExecuteFrameworkOperationRequest {
+            session_id: self.id.clone(),
+            framework: framework.to_owned(),
+            operation: operation.to_owned(),
+            parameters,
+            metadata,
+        };
+        Ok(self
+            .client
+            .clone()
+            .execute_framework_operation(request)
+            .await?
+            .into_inner())
     }
 }
 

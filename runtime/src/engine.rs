@@ -15,6 +15,7 @@ use crate::state::{
     Limits, MemoryBackend, NewSession, StateBackend, WatchStart, WriteContext, WriteOp,
 };
 use crate::tools::{Handler, ToolDef, ToolRegistry};
+use crate::workers::{self, WorkerPool};
 
 type GrpcResult<T> = std::result::Result<Response<T>, Status>;
 type BoxStream<T> = std::pin::Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
@@ -26,6 +27,7 @@ pub struct Engine {
     state: Arc<dyn StateBackend>,
     tools: Arc<ToolRegistry>,
     limits: Limits,
+    workers: Option<WorkerPool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -33,6 +35,7 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("id", &self.id)
             .field("tools", &self.tools.len())
+            .field("workers", &self.workers)
             .finish_non_exhaustive()
     }
 }
@@ -43,6 +46,7 @@ pub struct EngineBuilder {
     limits: Limits,
     tools: ToolRegistry,
     state: Option<Arc<dyn StateBackend>>,
+    workers: Option<WorkerPool>,
 }
 
 impl EngineBuilder {
@@ -67,6 +71,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Runs framework operations and worker-hosted tools on `pool`.
+    pub fn workers(mut self, pool: WorkerPool) -> Self {
+        self.workers = Some(pool);
+        self
+    }
+
     /// The engine.
     pub fn build(self) -> Engine {
         let nanos = SystemTime::now()
@@ -81,6 +91,7 @@ impl EngineBuilder {
                 .unwrap_or_else(|| Arc::new(MemoryBackend::new(limits.clone()))),
             tools: Arc::new(self.tools),
             limits,
+            workers: self.workers,
         }
     }
 }
@@ -111,17 +122,43 @@ impl Engine {
         &self.state
     }
 
+    /// The worker pool, when the engine runs one.
+    pub fn workers(&self) -> Option<&WorkerPool> {
+        self.workers.as_ref()
+    }
+
     /// Removes expired sessions every `every` until the returned task is aborted.
     pub fn spawn_expiry_sweeper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let state = Arc::clone(&self.state);
+        let workers = self.workers.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let _ = state.expire_sessions().await;
+                let expired = state.expire_sessions().await.unwrap_or_default();
+                if let Some(workers) = &workers {
+                    for session in &expired {
+                        workers.forget_session(session);
+                    }
+                }
             }
         })
+    }
+
+    /// The worker pool, if `tool` is a worker-hosted tool (and no engine tool has its name).
+    fn tool_worker(&self, tool: &str) -> Option<&WorkerPool> {
+        self.workers
+            .as_ref()
+            .filter(|w| w.tool(tool).is_some())
+            .filter(|_| !self.tools.specs().iter().any(|spec| spec.name == tool))
+    }
+
+    /// The worker pool, or `WORKER_UNAVAILABLE` saying how to start one.
+    fn worker_pool(&self, what: &str) -> Result<&WorkerPool> {
+        self.workers
+            .as_ref()
+            .ok_or_else(|| workers::no_workers(what))
     }
 
     async fn variable(&self, session: &str, name: &str) -> Result<(pb::Variable, u64)> {
@@ -277,6 +314,9 @@ impl MlBridge for Engine {
                     .state
                     .remove_session(required("session_id", &r.session_id)?)
                     .await?;
+                if let Some(workers) = &self.workers {
+                    workers.forget_session(&r.session_id);
+                }
                 Ok(removed.unwrap_or_default())
             }
             .await,
@@ -610,7 +650,7 @@ impl MlBridge for Engine {
                 let session = required("session_id", &r.session_id)?;
                 self.state.session(session).await?;
                 let pattern = Glob::new(&r.pattern)?;
-                let tools = self
+                let mut tools: Vec<pb::ToolInfo> = self
                     .tools
                     .specs()
                     .into_iter()
@@ -624,6 +664,22 @@ impl MlBridge for Engine {
                         session_id: String::new(),
                     })
                     .collect();
+                // Worker-hosted tools, unless an engine tool has the name (it wins).
+                if let Some(workers) = &self.workers {
+                    let engine_tools: std::collections::HashSet<String> = tools
+                        .iter()
+                        .filter_map(|t| t.spec.as_ref().map(|s| s.name.clone()))
+                        .collect();
+                    tools.extend(workers.tool_infos().into_iter().filter(|info| {
+                        info.spec.as_ref().is_some_and(|spec| {
+                            pattern.matches(&spec.name) && !engine_tools.contains(&spec.name)
+                        })
+                    }));
+                    tools.sort_by(|a, b| {
+                        let name = |t: &pb::ToolInfo| t.spec.as_ref().map(|s| s.name.clone());
+                        name(a).cmp(&name(b))
+                    });
+                }
                 Ok(pb::ListToolsResponse { tools })
             }
             .await,
@@ -639,6 +695,9 @@ impl MlBridge for Engine {
             async {
                 let session = required("session_id", &r.session_id)?;
                 self.state.session(session).await?;
+                if let Some(workers) = self.tool_worker(&r.tool_name) {
+                    return workers.execute_tool(self.limits.max_value_bytes, r).await;
+                }
                 let (handler, args) = self.tools.prepare(
                     session,
                     required("tool_name", &r.tool_name)?,
@@ -671,6 +730,20 @@ impl MlBridge for Engine {
         request: Request<pb::ExecuteStreamingToolRequest>,
     ) -> GrpcResult<BoxStream<pb::ToolChunk>> {
         let r = request.into_inner();
+        if let Some(workers) = self.tool_worker(&r.tool_name) {
+            // A worker numbers its chunks and sends the final marker itself.
+            let chunks = async {
+                self.state
+                    .session(required("session_id", &r.session_id)?)
+                    .await?;
+                workers.stream_tool(self.limits.max_value_bytes, r).await
+            }
+            .await
+            .map_err(Status::from)?;
+            return Ok(Response::new(Box::pin(
+                chunks.map(|chunk| chunk.map_err(Status::from)),
+            )));
+        }
         let chunks = async {
             let session = required("session_id", &r.session_id)?;
             self.state.session(session).await?;
@@ -710,6 +783,40 @@ impl MlBridge for Engine {
         }));
         let stream = FinalNumbered::new(Box::pin(body.chain(end)));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn execute_framework_operation(
+        &self,
+        request: Request<pb::ExecuteFrameworkOperationRequest>,
+    ) -> GrpcResult<pb::ExecuteFrameworkOperationResponse> {
+        let r = request.into_inner();
+        answer(
+            async {
+                self.state
+                    .session(required("session_id", &r.session_id)?)
+                    .await?;
+                required("framework", &r.framework)?;
+                required("operation", &r.operation)?;
+                let what = format!("operation `{}.{}`", r.framework, r.operation);
+                self.worker_pool(&what)?
+                    .execute_operation(&*self.state, self.limits.max_value_bytes, r)
+                    .await
+            }
+            .await,
+        )
+    }
+
+    async fn describe_adapters(
+        &self,
+        request: Request<pb::DescribeAdaptersRequest>,
+    ) -> GrpcResult<pb::DescribeAdaptersResponse> {
+        let r = request.into_inner();
+        answer(
+            self.worker_pool("DescribeAdapters")
+                .map(|workers| pb::DescribeAdaptersResponse {
+                    adapters: workers.describe_adapters(&r.frameworks),
+                }),
+        )
     }
 }
 

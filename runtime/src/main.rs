@@ -1,12 +1,12 @@
 //! `mlbridge`: the engine binary. `mlbridge serve --listen ADDR` serves `MLBridge`.
 
 use std::io::Write;
-
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use mlbridge::state::Limits;
-use mlbridge::{Engine, ListenAddr};
+use mlbridge::{Engine, ListenAddr, WorkerPoolConfig};
 
 /// The mlbridge engine.
 #[derive(Debug, Parser)]
@@ -28,7 +28,47 @@ enum Command {
         /// Serve without the built-in host tools (`add`, `echo`, `count`, ...).
         #[arg(long)]
         no_builtin_tools: bool,
+        #[command(flatten)]
+        workers: WorkerArgs,
     },
+}
+
+/// The pool of Python workers that runs framework operations and Python tools.
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// Python workers to run (0: none; framework operations then fail with
+    /// WORKER_UNAVAILABLE).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Python interpreter for the workers [default: $MLBRIDGE_PYTHON, else python3].
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Adapter module every worker loads (e.g. mlbridge_adapters.dspy); repeatable.
+    /// Default: every adapter the workers find.
+    #[arg(long = "adapter", value_name = "MODULE")]
+    adapters: Vec<String>,
+    /// Seconds a worker may take to start and import its frameworks.
+    #[arg(long, default_value_t = 60)]
+    worker_startup_timeout_secs: u64,
+    /// Seconds one framework operation or worker tool call may run.
+    #[arg(long, default_value_t = 300)]
+    operation_timeout_secs: u64,
+}
+
+impl WorkerArgs {
+    fn config(&self, limits: &Limits) -> WorkerPoolConfig {
+        let mut config = WorkerPoolConfig::new(self.workers)
+            .startup_timeout(Duration::from_secs(self.worker_startup_timeout_secs))
+            .operation_timeout(Duration::from_secs(self.operation_timeout_secs))
+            .max_pinned_sessions(limits.max_sessions);
+        if let Some(python) = &self.python {
+            config = config.python(python);
+        }
+        for adapter in &self.adapters {
+            config = config.adapter(adapter);
+        }
+        config
+    }
 }
 
 /// Limits that bound the engine's memory whatever clients send.
@@ -85,31 +125,62 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
             listen,
-            limits,
+            limits: limit_args,
             no_builtin_tools,
+            workers: worker_args,
         } => {
-            let mut builder = Engine::builder().limits(limits.limits());
+            let limits = limit_args.limits();
+            let mut builder = Engine::builder().limits(limits.clone());
             if !no_builtin_tools {
                 for tool in mlbridge::builtin_tools::builtin_tools() {
                     builder = builder.tool(tool);
                 }
             }
+            // Workers are ready before the engine listens, so that its listening line means
+            // framework operations can run.
+            let pool = if worker_args.workers > 0 {
+                let starting = worker_args.config(&limits).start();
+                let pool = tokio::select! {
+                    pool = starting => pool.map_err(|e| anyhow::anyhow!("{}", e.message))?,
+                    () = shutdown_signal() => return Ok(()),
+                };
+                builder = builder.workers(pool.clone());
+                Some(pool)
+            } else {
+                None
+            };
             let engine = builder.build();
-            let _sweeper =
-                engine.spawn_expiry_sweeper(Duration::from_millis(limits.sweep_interval_ms.max(1)));
-            mlbridge::serve(
+            let _sweeper = engine
+                .spawn_expiry_sweeper(Duration::from_millis(limit_args.sweep_interval_ms.max(1)));
+            // On a signal, stop the workers first: calls running on them then fail at once
+            // instead of holding up the engine's graceful shutdown.
+            let stopping = pool.clone();
+            let shutdown = async move {
+                shutdown_signal().await;
+                if let Some(pool) = stopping {
+                    pool.shutdown().await;
+                }
+            };
+            let served = mlbridge::serve(
                 engine,
                 &listen,
                 |bound| {
+                    if let Some(pool) = &pool {
+                        pool.set_engine_address(bound);
+                    }
                     // Exactly one line on stdout, once connections are accepted: scripts and
                     // tests wait for it to learn the address.
                     let mut stdout = std::io::stdout().lock();
                     let _ = writeln!(stdout, "mlbridge engine listening on {bound}");
                     let _ = stdout.flush();
                 },
-                shutdown_signal(),
+                shutdown,
             )
-            .await?;
+            .await;
+            if let Some(pool) = pool {
+                pool.shutdown().await;
+            }
+            served?;
         }
     }
     Ok(())

@@ -3,7 +3,8 @@
 `SessionContext` (blocking) and `AsyncSessionContext` (asyncio) open a session on the
 engine and give typed, constrained, versioned variables (cached, kept fresh by a watch),
 change streams, batch updates, history and rollback, and typed proxies for the engine's
-tools. Every failure is a `BridgeError` subclass named after its `ErrorKind`.
+tools, and framework operations run on the engine's Python workers (`execute_operation`,
+or the typed proxies generated from adapter manifests). Every failure is a `BridgeError` subclass named after its `ErrorKind`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,18 @@ from .errors import (
     WorkerCrashed,
     WorkerUnavailable,
 )
-from .records import HistoryEntry, SessionInfo, UpdateKind, Variable, VariableUpdate, WriteResult
+from .records import (
+    Binding,
+    BoundVariable,
+    HistoryEntry,
+    OperationResult,
+    SessionInfo,
+    UpdateKind,
+    Variable,
+    VariableUpdate,
+    WriteResult,
+    bind,
+)
 from .session import SessionContext, VariableNamespace
 from .tools import AsyncTool, AsyncToolNamespace, Tool, ToolNamespace, ToolSpec
 from .types import Choice, Constraints, Dtype, Embedding, ModuleRef, Tensor, VariableType
@@ -52,6 +64,10 @@ from .watch import AsyncWatch, Watch
 __version__ = "0.1.0"
 
 __all__ = [
+    "Binding",
+    "BoundVariable",
+    "OperationResult",
+    "bind",
     "AlreadyExists",
     "AsyncBatch",
     "AsyncSessionContext",

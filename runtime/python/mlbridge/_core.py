@@ -17,7 +17,7 @@ from mlbridge_proto import ml_bridge_pb2 as pb
 
 from .cache import Schema, VariableCache
 from .errors import BridgeError
-from .records import HistoryEntry, SessionInfo, Variable, WriteResult
+from .records import Binding, HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult
 from .types import Constraints, VariableType
 from .validation import (
     check_definition,
@@ -162,6 +162,36 @@ class SessionCore:
         return validate(name, schema.type, schema.constraints, wire)
 
     # -- requests ---------------------------------------------------------------------------
+
+    def operation_request(
+        self,
+        session_id: str,
+        framework: str,
+        operation: str,
+        parameters: Mapping[str, object],
+        metadata: Mapping[str, str] | None,
+    ) -> pb.ExecuteFrameworkOperationRequest:
+        """An ExecuteFrameworkOperation request: `Binding` values become bindings, anything
+        else a literal (the engine checks both against the adapter's specs)."""
+        wire: dict[str, pb.ParameterValue] = {}
+        for name, value in parameters.items():
+            if isinstance(value, Binding):
+                wire[name] = value.to_proto()
+            else:
+                wire[name] = pb.ParameterValue(value=to_value(value))
+        return pb.ExecuteFrameworkOperationRequest(
+            session_id=session_id,
+            framework=framework,
+            operation=operation,
+            parameters=wire,
+            metadata=dict(metadata or {}),
+        )
+
+    def operation_result(
+        self, request: pb.ExecuteFrameworkOperationRequest, response: pb.ExecuteFrameworkOperationResponse
+    ) -> OperationResult:
+        """The decoded answer to `request`."""
+        return OperationResult.from_proto(request.framework, request.operation, response, numpy=self.options.numpy)
 
     def register_request(
         self,

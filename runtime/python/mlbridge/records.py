@@ -17,7 +17,18 @@ from .errors import BridgeError, error_from_proto
 from .types import Constraints, VariableType
 from .values import from_value
 
-__all__ = ["HistoryEntry", "SessionInfo", "UpdateKind", "Variable", "VariableUpdate", "WriteResult"]
+__all__ = [
+    "Binding",
+    "BoundVariable",
+    "HistoryEntry",
+    "OperationResult",
+    "SessionInfo",
+    "UpdateKind",
+    "Variable",
+    "VariableUpdate",
+    "WriteResult",
+    "bind",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -216,4 +227,78 @@ class WriteResult:
             version=message.new_version if outcome == "new_version" else None,
             sequence=message.sequence,
             error=error_from_proto(message.error) if outcome == "error" else None,
+        )
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A framework-operation parameter bound to a session variable (made by `bind`): the
+    engine reads the variable's current value when it dispatches the call."""
+
+    variable: str
+
+    def to_proto(self) -> pb.ParameterValue:
+        """The wire `ParameterValue`."""
+        return pb.ParameterValue(binding=pb.VariableBinding(variable_name=self.variable))
+
+
+def bind(variable: str) -> Binding:
+    """Binds an operation parameter to session variable `variable`, e.g.
+    ``Dspy(ctx).predict(sig, inputs, temperature=bind("temperature"))``."""
+    return Binding(variable)
+
+
+@dataclass(frozen=True)
+class BoundVariable:
+    """The variable (and its version) a bound parameter was read from."""
+
+    name: str
+    version: int
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    """The engine's answer to a framework operation.
+
+    Attributes:
+        framework, operation: what ran.
+        results: the named results, decoded.
+        resolved_parameters: every parameter value the worker received (literals, bound
+            variable values and defaults), decoded.
+        bindings: for each bound parameter, the variable and version it was read from.
+        worker_id: the worker that ran it.
+        execution_us: time inside the worker, in microseconds.
+        total_us: time inside the engine (resolution, queueing, transport, execution).
+        metadata: labels returned by the adapter (e.g. the model name).
+    """
+
+    framework: str
+    operation: str
+    results: Mapping[str, Any]
+    resolved_parameters: Mapping[str, Any]
+    bindings: Mapping[str, BoundVariable]
+    worker_id: str
+    execution_us: int
+    total_us: int
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_proto(
+        cls, framework: str, operation: str, message: pb.ExecuteFrameworkOperationResponse, *, numpy: bool = False
+    ) -> OperationResult:
+        """Decodes a wire `ExecuteFrameworkOperationResponse`."""
+        return cls(
+            framework=framework,
+            operation=operation,
+            results={name: from_value(value, numpy=numpy) for name, value in message.results.items()},
+            resolved_parameters={
+                name: from_value(value, numpy=numpy) for name, value in message.resolved_parameters.items()
+            },
+            bindings={
+                name: BoundVariable(bound.variable_name, bound.version) for name, bound in message.bindings.items()
+            },
+            worker_id=message.worker_id,
+            execution_us=message.execution_us,
+            total_us=message.total_us,
+            metadata=dict(message.metadata),
         )

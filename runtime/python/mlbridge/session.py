@@ -28,7 +28,7 @@ from .batch import Batch
 from .cache import Schema
 from .channel import channel
 from .errors import BridgeError, ErrorKind, VariableNotFound, error_for, error_from_rpc
-from .records import HistoryEntry, SessionInfo, Variable, WriteResult, timestamp
+from .records import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
 from .tools import Tool, ToolNamespace, ToolSpec
 from .types import Constraints, VariableType
 from .watch import CacheWatcher, Watch
@@ -515,6 +515,36 @@ class SessionContext:
             )
             for info in response.tools
         }
+
+    def execute_operation(
+        self,
+        framework: str,
+        operation: str,
+        parameters: Mapping[str, object] | None = None,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> OperationResult:
+        """Runs framework operation `framework.operation` on the engine's worker pool, in this
+        session. A parameter given as ``bind("variable")`` is read from the session when the
+        engine dispatches the call; anything else is a literal. The generated proxies
+        (``mlbridge_adapters.<framework>.proxy``) wrap this with types.
+
+        Raises:
+            OperationNotFound, InvalidArgument, TypeMismatch, ConstraintViolation,
+            VariableNotFound, FrameworkError (with the worker's Python type and traceback),
+            WorkerCrashed, WorkerUnavailable, Timeout.
+        """
+        request = self._core.operation_request(self.session_id, framework, operation, parameters or {}, metadata)
+        response = self._invoke(self._open_stub().ExecuteFrameworkOperation, request)
+        return self._core.operation_result(request, response)
+
+    def describe_adapters(self, frameworks: Iterable[str] = ()) -> list[pb.AdapterDescription]:
+        """The framework adapters the engine's workers serve (all, or those named), with
+        their operations, parameter specs and tools."""
+        response = self._invoke(
+            self._open_stub().DescribeAdapters, pb.DescribeAdaptersRequest(frameworks=list(frameworks))
+        )
+        return list(response.adapters)
 
     def call_tool(self, name: str, **arguments: object) -> Any:
         """Runs tool `name` (same as ``ctx.tools.<name>(**arguments)``)."""

@@ -1,0 +1,502 @@
+"""The Python worker: ``python -m mlbridge.worker --listen ADDR --worker-id ID``.
+
+The engine spawns workers, waits for the one line ``MLBRIDGE_WORKER_READY <address>`` on
+their stdout, and calls the `mlbridge.v1.Worker` service to run framework operations and
+Python tools. A worker serves every adapter it loads: by default each
+``mlbridge_adapters.<id>.dispatch`` module that defines ``ADAPTER``, or exactly the modules
+named with ``--adapter``.
+
+A worker exits on its own when its stdin reaches end of file: the engine holds the write
+end of that pipe, so however the engine dies, its workers follow. SIGTERM and SIGINT stop
+it cleanly too. Logs go to stderr; stdout carries only the ready line (and whatever
+framework code prints, which the engine drains).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import pkgutil
+import platform
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mlbridge_proto import ml_bridge_pb2 as pb
+from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
+
+from . import __version__
+from .adapter import Adapter, Call, elapsed_us
+from .errors import DETAILS_TRAILER, BridgeError, ErrorKind, InternalError, OperationNotFound, ToolNotFound
+
+__all__ = ["READY_PREFIX", "WorkerService", "discover_adapters", "load_adapter", "main", "serve"]
+
+READY_PREFIX = "MLBRIDGE_WORKER_READY"
+"""The first word of the one line a worker prints on stdout once it serves."""
+
+PROTOCOL_VERSION = "mlbridge.v1"
+
+_log = logging.getLogger("mlbridge.worker")
+
+# The gRPC status code that carries each kind, as documented in ml_bridge.proto.
+_CODES: Mapping[ErrorKind, grpc.StatusCode] = {
+    ErrorKind.UNSPECIFIED: grpc.StatusCode.UNKNOWN,
+    ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.SESSION_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.SESSION_EXPIRED: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.SESSION_LIMIT_EXCEEDED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.VARIABLE_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.VARIABLE_ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorKind.TYPE_MISMATCH: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.CONSTRAINT_VIOLATION: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.VERSION_CONFLICT: grpc.StatusCode.ABORTED,
+    ErrorKind.VARIABLE_LOCKED: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.TOOL_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.TOOL_ERROR: grpc.StatusCode.UNKNOWN,
+    ErrorKind.OPERATION_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.FRAMEWORK_ERROR: grpc.StatusCode.UNKNOWN,
+    ErrorKind.WORKER_CRASHED: grpc.StatusCode.INTERNAL,
+    ErrorKind.WORKER_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.CALLBACK_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.CALLBACK_ERROR: grpc.StatusCode.UNKNOWN,
+    ErrorKind.RESOURCE_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.WATCH_LAGGED: grpc.StatusCode.OUT_OF_RANGE,
+    ErrorKind.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorKind.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+    ErrorKind.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorKind.LOCK_NOT_HELD: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+class AdapterLoadError(Exception):
+    """An adapter module could not be imported or loaded; the message names it."""
+
+
+def load_adapter(module: str) -> Adapter:
+    """The `Adapter` that `module` defines as ``ADAPTER``, or that ``<module>.dispatch``
+    does (so both ``mlbridge_adapters.dspy`` and ``mlbridge_adapters.dspy.dispatch`` work),
+    with its framework imported."""
+    candidates = [module] if module.endswith(".dispatch") else [module, f"{module}.dispatch"]
+    found: Adapter | None = None
+    for name in candidates:
+        try:
+            imported = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            # A missing `<module>.dispatch` means "the module itself is the dispatch"; any
+            # other missing module (the one named, or an import inside it) is a failure.
+            if name != candidates[0] and error.name == name:
+                continue
+            raise AdapterLoadError(f"cannot import adapter module {name!r}: {error}") from error
+        except Exception as error:
+            raise AdapterLoadError(f"cannot import adapter module {name!r}: {error}") from error
+        adapter = getattr(imported, "ADAPTER", None)
+        if isinstance(adapter, Adapter):
+            found = adapter
+            break
+    if found is None:
+        raise AdapterLoadError(f"adapter module {module!r} defines no ADAPTER (looked in {', '.join(candidates)})")
+    try:
+        found.load()
+    except Exception as error:
+        raise AdapterLoadError(
+            f"adapter {found.framework!r} (module {module!r}) cannot load its framework "
+            f"{found.package or found.implementation!r}: {type(error).__name__}: {error}"
+        ) from error
+    return found
+
+
+def discover_adapters(package: str) -> list[Adapter]:
+    """Every adapter of `package`: each subpackage ``<package>.<id>`` with a ``dispatch``
+    module defining ``ADAPTER``, loaded, sorted by framework id."""
+    try:
+        root = importlib.import_module(package)
+    except Exception as error:
+        raise AdapterLoadError(f"cannot import adapters package {package!r}: {error}") from error
+    adapters: list[Adapter] = []
+    for info in pkgutil.iter_modules(getattr(root, "__path__", [])):
+        if not info.ispkg:
+            continue
+        name = f"{package}.{info.name}"
+        try:
+            if importlib.util.find_spec(f"{name}.dispatch") is None:
+                continue
+        except ImportError as error:
+            raise AdapterLoadError(f"cannot import adapter package {name!r}: {error}") from error
+        adapters.append(load_adapter(f"{name}.dispatch"))
+    return sorted(adapters, key=lambda adapter: adapter.framework)
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1_000_000_000))
+    return stamp
+
+
+def _call(
+    session_id: str,
+    engine_address: str,
+    metadata: Mapping[str, str],
+    bindings: Mapping[str, pb.BoundVariable] | None = None,
+) -> Call:
+    return Call(
+        session_id=session_id,
+        engine_address=engine_address,
+        bindings={name: (bound.variable_name, bound.version) for name, bound in (bindings or {}).items()},
+        metadata=dict(metadata),
+    )
+
+
+class WorkerService(pb_grpc.WorkerServicer):
+    """The `mlbridge.v1.Worker` service over a set of adapters."""
+
+    def __init__(self, worker_id: str, adapters: Sequence[Adapter], started_at: float | None = None) -> None:
+        self.worker_id = worker_id
+        self.origin = f"worker:{worker_id}"
+        self.adapters = {adapter.framework: adapter for adapter in adapters}
+        self.tools: dict[str, Adapter] = {}
+        for adapter in sorted(adapters, key=lambda a: a.framework):
+            for tool in adapter.tools:
+                owner = self.tools.setdefault(tool, adapter)
+                if owner is not adapter:
+                    _log.warning(
+                        "tool %r is offered by both %r and %r; %r serves it",
+                        tool,
+                        owner.framework,
+                        adapter.framework,
+                        owner.framework,
+                    )
+        self.started_at = time.time() if started_at is None else started_at
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def _error(self, error: BaseException) -> BridgeError:
+        """`error` as the BridgeError to send: ours as is, anything else as INTERNAL with its
+        type and traceback."""
+        if isinstance(error, BridgeError):
+            bridge = error
+        else:
+            kind = type(error)
+            remote_type = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+            bridge = InternalError(
+                f"worker {self.worker_id} failed: {remote_type}: {error}",
+                remote_type=remote_type,
+                remote_traceback="".join(traceback.format_exception(error)),
+            )
+        if not bridge.origin:
+            bridge.origin = self.origin
+        bridge.context.setdefault("worker_id", self.worker_id)
+        return bridge
+
+    def _fail(self, context: grpc.ServicerContext, error: BaseException) -> None:
+        """Ends the call with `error`'s status code and message, and the serialized
+        BridgeError in the ``grpc-status-details-bin`` trailer."""
+        bridge = self._error(error)
+        if not isinstance(error, BridgeError):
+            _log.error("unexpected failure: %s", bridge.remote_traceback.rstrip())
+        context.set_trailing_metadata(((DETAILS_TRAILER, bridge.to_proto().SerializeToString()),))
+        context.set_code(_CODES.get(bridge.kind, grpc.StatusCode.UNKNOWN))
+        context.set_details(bridge.message)
+
+    def _adapter(self, framework: str, operation: str) -> Adapter:
+        try:
+            return self.adapters[framework]
+        except KeyError:
+            raise OperationNotFound(
+                f"worker {self.worker_id} has no framework {framework!r}; "
+                f"it has {', '.join(sorted(self.adapters)) or 'none'}",
+                context={"framework": framework, "operation": operation},
+            ) from None
+
+    def _tool_owner(self, name: str) -> Adapter:
+        try:
+            return self.tools[name]
+        except KeyError:
+            raise ToolNotFound(
+                f"worker {self.worker_id} has no tool {name!r}; it has {', '.join(sorted(self.tools)) or 'none'}",
+                context={"tool": name},
+            ) from None
+
+    # -- the service -----------------------------------------------------------------------
+
+    def Ping(self, request: pb.PingRequest, context: grpc.ServicerContext) -> pb.PingResponse:
+        response = pb.PingResponse(
+            message=request.message,
+            server_id=self.worker_id,
+            protocol_version=PROTOCOL_VERSION,
+            server_version=__version__,
+        )
+        response.server_time.GetCurrentTime()
+        return response
+
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
+        try:
+            return pb.DescribeResponse(
+                worker_id=self.worker_id,
+                pid=os.getpid(),
+                frameworks=[self.adapters[name].describe() for name in sorted(self.adapters)],
+                python_version=platform.python_version(),
+                mlbridge_version=__version__,
+                protocol_version=PROTOCOL_VERSION,
+                started_at=_timestamp(self.started_at),
+            )
+        except BaseException as error:
+            self._fail(context, error)
+            return pb.DescribeResponse()
+
+    def ExecuteFrameworkOperation(
+        self, request: pb.WorkerExecuteFrameworkOperationRequest, context: grpc.ServicerContext
+    ) -> pb.ExecuteFrameworkOperationResponse:
+        start = time.perf_counter()
+        call = _call(request.session_id, request.engine_address, request.metadata, request.bindings)
+        try:
+            adapter = self._adapter(request.framework, request.operation)
+            results = adapter.execute(request.operation, request.parameters, call)
+            return pb.ExecuteFrameworkOperationResponse(
+                results=results,
+                worker_id=self.worker_id,
+                execution_us=elapsed_us(start),
+                metadata=call.labels,
+            )
+        except BaseException as error:
+            self._fail(context, error)
+            return pb.ExecuteFrameworkOperationResponse()
+        finally:
+            self._close(call)
+
+    def ExecuteTool(self, request: pb.WorkerExecuteToolRequest, context: grpc.ServicerContext) -> pb.ExecuteToolResponse:
+        start = time.perf_counter()
+        call = _call(request.session_id, request.engine_address, request.metadata)
+        try:
+            result = self._tool_owner(request.tool_name).execute_tool(request.tool_name, request.arguments, call)
+            return pb.ExecuteToolResponse(
+                result=result,
+                metadata=call.labels,
+                duration_us=elapsed_us(start),
+                worker_id=self.worker_id,
+            )
+        except BaseException as error:
+            self._fail(context, error)
+            return pb.ExecuteToolResponse()
+        finally:
+            self._close(call)
+
+    def ExecuteStreamingTool(
+        self, request: pb.WorkerExecuteStreamingToolRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ToolChunk]:
+        call = _call(request.session_id, request.engine_address, request.metadata)
+        sequence = 0
+        try:
+            owner = self._tool_owner(request.tool_name)
+            for value in owner.stream_tool(request.tool_name, request.arguments, call):
+                yield pb.ToolChunk(sequence=sequence, data=value)
+                sequence += 1
+            yield pb.ToolChunk(sequence=sequence, is_final=True, metadata=call.labels)
+        except BaseException as error:
+            self._fail(context, error)
+        finally:
+            self._close(call)
+
+    def _close(self, call: Call) -> None:
+        try:
+            call.close()
+        except Exception:  # a failing close must not replace the call's own outcome
+            _log.warning("closing the session of a call failed", exc_info=True)
+
+
+class _Stop:
+    """Why and when the worker should stop: stdin EOF, SIGTERM or SIGINT."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+        self.serving = False
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+        if not self.serving:
+            # Still importing frameworks, which cannot be interrupted: nobody is waiting
+            # for this worker any more, so leave at once.
+            print(f"mlbridge worker: {reason} before it was ready; exiting", file=sys.stderr, flush=True)
+            os._exit(0)
+
+    def wait(self) -> str:
+        # A bounded wait keeps the main thread responsive to signals on every platform.
+        while not self.event.wait(0.5):
+            pass
+        return self.reason
+
+
+def _watch_stdin(stop: _Stop) -> None:
+    try:
+        descriptor = sys.stdin.fileno()
+        while os.read(descriptor, 65536):
+            pass
+    except (AttributeError, OSError, ValueError):
+        pass  # no usable stdin counts as closed
+    stop.set("stdin closed")
+
+
+def serve(
+    listen: str,
+    worker_id: str,
+    adapters: Sequence[Adapter],
+    *,
+    threads: int = 64,
+    started_at: float | None = None,
+) -> tuple[grpc.Server, str]:
+    """Starts the Worker service on `listen` (``host:port``, port 0 picks one, or
+    ``unix:PATH``) and returns the server and the address it is bound to."""
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"mlbridge-{worker_id}"),
+        options=[
+            ("grpc.max_receive_message_length", -1),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_WorkerServicer_to_server(WorkerService(worker_id, adapters, started_at), server)
+    if listen.startswith("unix:"):
+        path = listen[len("unix:") :]
+        if os.path.exists(path):
+            os.unlink(path)  # a stale socket from an earlier worker in this slot
+        server.add_insecure_port(listen)
+        address = listen
+    else:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"invalid listen address {listen!r}: expected HOST:PORT or unix:PATH")
+        bound = server.add_insecure_port(listen)
+        if bound == 0:
+            raise OSError(f"cannot listen on {listen!r}")
+        address = f"{host}:{bound}"
+    server.start()
+    return server, address
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m mlbridge.worker",
+        description="Serve mlbridge framework adapters to the engine (mlbridge.v1.Worker).",
+    )
+    parser.add_argument("--listen", required=True, help="HOST:PORT (port 0 picks one) or unix:PATH")
+    parser.add_argument("--worker-id", required=True, help="the id the engine gave this worker")
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="load exactly this adapter (e.g. mlbridge_adapters.dspy); repeatable; default: all",
+    )
+    parser.add_argument(
+        "--adapters-package",
+        default="mlbridge_adapters",
+        metavar="PACKAGE",
+        help="package whose subpackages are discovered when no --adapter is given",
+    )
+    parser.add_argument("--threads", type=int, default=64, help="concurrent calls at most")
+    parser.add_argument(
+        "--ignore-stdin-eof",
+        action="store_true",
+        help="keep running when stdin closes (for running a worker by hand)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs a worker until stdin closes or SIGTERM/SIGINT; returns the exit status."""
+    args = _parse(argv)
+    started_at = time.time()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format=f"%(asctime)s %(name)s[{args.worker_id}] %(levelname)s %(message)s",
+    )
+    stop = _Stop()
+    # Watched from the start: an engine that dies while this worker imports its frameworks
+    # must not leave it behind.
+    if not args.ignore_stdin_eof:
+        threading.Thread(target=_watch_stdin, args=(stop,), name="mlbridge-stdin", daemon=True).start()
+    try:
+        if args.adapter:
+            adapters = [load_adapter(module) for module in args.adapter]
+        else:
+            adapters = discover_adapters(args.adapters_package)
+    except AdapterLoadError as error:
+        cause = error.__cause__
+        detail = ""
+        # A module that simply does not exist needs no traceback; anything raised while
+        # importing one does.
+        if cause is not None and not (
+            isinstance(cause, ModuleNotFoundError)
+            and any(m == cause.name or m.startswith(f"{cause.name}.") for m in args.adapter or [args.adapters_package])
+        ):
+            detail = "".join(traceback.format_exception(cause))
+        print(f"mlbridge worker {args.worker_id}: {error}\n{detail}", file=sys.stderr, flush=True)
+        return 2
+    if not adapters:
+        print(
+            f"mlbridge worker {args.worker_id}: no adapters found in package {args.adapters_package!r} "
+            "(expected subpackages with a dispatch module defining ADAPTER)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        stop.set(signal.Signals(number).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server, address = serve(args.listen, args.worker_id, adapters, threads=max(2, args.threads), started_at=started_at)
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"mlbridge worker {args.worker_id}: cannot serve on {args.listen!r}: {error}", file=sys.stderr, flush=True)
+        return 2
+    stop.serving = True
+    _log.info(
+        "serving %s on %s (pid %d)", ", ".join(adapter.framework for adapter in adapters), address, os.getpid()
+    )
+    sys.stdout.write(f"{READY_PREFIX} {address}\n")
+    sys.stdout.flush()
+
+    reason = stop.wait()
+    _log.info("stopping: %s", reason)
+    server.stop(grace=1.0).wait()
+    # Calls still running after the grace period are abandoned: a worker must never
+    # outlive its engine because a framework call does not return.
+    _exit_later(1.0)
+    if args.listen.startswith("unix:"):
+        try:
+            os.unlink(args.listen[len("unix:") :])
+        except OSError:
+            pass
+    return 0
+
+
+def _exit_later(seconds: float) -> None:
+    def force() -> None:
+        time.sleep(seconds)
+        sys.stderr.flush()
+        os._exit(0)
+
+    threading.Thread(target=force, name="mlbridge-exit", daemon=True).start()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

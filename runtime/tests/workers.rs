@@ -1,0 +1,702 @@
+//! The worker pool with real processes (`mlbridge serve --workers N` spawning
+//! `python -m mlbridge.worker`): readiness, DescribeAdapters, framework operations with
+//! literals and bindings, validation errors, session affinity, crash and restart, and no
+//! orphaned workers when the engine dies.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use mlbridge::{BridgeError, Client, ErrorKind, Session};
+use mlbridge_proto::mlbridge::v1::{
+    self as pb, Constraints, VariableType as T, parameter_value, value::Kind,
+};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the runtime crate lives in the workspace")
+        .to_owned()
+}
+
+/// The interpreter that runs workers: `$MLBRIDGE_PYTHON`, else the workspace's `.venv`.
+fn python() -> PathBuf {
+    std::env::var_os("MLBRIDGE_PYTHON")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".venv/bin/python"))
+}
+
+/// A hand-written `mlbridge_adapters.builtin.dispatch`, used until the generated one
+/// exists in `generated/python`.
+const BUILTIN_DISPATCH: &str = r#"
+from mlbridge.adapter import Adapter, OperationSpec, ParamSpec, ResultSpec, ToolSpec
+from mlbridge.types import Constraints, VariableType
+
+ADAPTER = Adapter(
+    framework="builtin",
+    implementation="mlbridge.adapters.builtin",
+    description="Operations with no framework behind them.",
+    operations=(
+        OperationSpec(name="noop", kind="function", call=lambda m, c, a: m.noop(c)),
+        OperationSpec(
+            name="echo", kind="function", call=lambda m, c, a: m.echo(c, value=a["value"]),
+            parameters=(ParamSpec(name="value", type=VariableType.ANY, required=True, bindable=True),),
+            results=(ResultSpec(name="value", type=VariableType.ANY),),
+        ),
+        OperationSpec(
+            name="sleep", kind="function", call=lambda m, c, a: m.sleep(c, seconds=a["seconds"]),
+            parameters=(ParamSpec(name="seconds", type=VariableType.FLOAT, required=True,
+                                  constraints=Constraints(min=0.0, max=600.0)),),
+            results=(ResultSpec(name="slept", type=VariableType.FLOAT),),
+        ),
+    ),
+    tools=(ToolSpec(name="worker_pid", call=lambda m, c, a: m.worker_pid(c), returns=VariableType.INTEGER),),
+)
+"#;
+
+/// The environment workers need: the interpreter, and a `PYTHONPATH` with the SDK, the
+/// generated messages and the adapters (the generated ones when they exist, else the
+/// stand-in above). The one place to change when the adapters move.
+fn worker_env(command: &mut Command) {
+    let root = workspace();
+    let generated = root.join("generated/python");
+    let mut path = vec![root.join("runtime/python"), generated.clone()];
+    if !generated
+        .join("mlbridge_adapters/builtin/dispatch.py")
+        .exists()
+    {
+        path.insert(0, stand_in_adapters().to_owned());
+    }
+    command
+        .env("MLBRIDGE_PYTHON", python())
+        .env("PYTHONPATH", std::env::join_paths(path).unwrap())
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+}
+
+fn stand_in_adapters() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("mlbridge-test-adapters-{}", std::process::id()));
+        let package = dir.join("mlbridge_adapters/builtin");
+        std::fs::create_dir_all(&package).unwrap();
+        std::fs::write(dir.join("mlbridge_adapters/__init__.py"), "").unwrap();
+        std::fs::write(package.join("__init__.py"), "").unwrap();
+        std::fs::write(package.join("dispatch.py"), BUILTIN_DISPATCH).unwrap();
+        dir
+    })
+}
+
+/// An engine process with `workers` workers serving the builtin adapter, killed on drop.
+struct Engine {
+    child: Child,
+    address: String,
+}
+
+impl Engine {
+    fn start(workers: usize, extra: &[&str]) -> Engine {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mlbridge"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers"])
+            .arg(workers.to_string())
+            .args(["--adapter", "mlbridge_adapters.builtin"])
+            .args(extra)
+            .stdout(Stdio::piped());
+        worker_env(&mut command);
+        let mut child = command.spawn().expect("start mlbridge");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("mlbridge engine listening on ")
+            .unwrap_or_else(|| panic!("no listening line, got {line:?}"))
+            .to_owned();
+        Engine { child, address }
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(&self.address).await.expect("connect")
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn value(kind: Kind) -> pb::Value {
+    pb::Value { kind: Some(kind) }
+}
+
+fn literal(kind: Kind) -> pb::ParameterValue {
+    pb::ParameterValue {
+        kind: Some(parameter_value::Kind::Value(value(kind))),
+    }
+}
+
+fn binding(variable: &str) -> pb::ParameterValue {
+    pb::ParameterValue {
+        kind: Some(parameter_value::Kind::Binding(pb::VariableBinding {
+            variable_name: variable.to_owned(),
+        })),
+    }
+}
+
+fn params(entries: Vec<(&str, pb::ParameterValue)>) -> HashMap<String, pb::ParameterValue> {
+    entries
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+}
+
+async fn run(
+    session: &Session,
+    operation: &str,
+    parameters: Vec<(&str, pb::ParameterValue)>,
+) -> Result<pb::ExecuteFrameworkOperationResponse, BridgeError> {
+    session
+        .execute_framework_operation("builtin", operation, params(parameters), HashMap::new())
+        .await
+}
+
+async fn worker_pid(session: &Session) -> u32 {
+    let pid = session
+        .call_tool("worker_pid", HashMap::new())
+        .await
+        .unwrap();
+    match pid.kind {
+        Some(Kind::IntValue(pid)) => pid as u32,
+        other => panic!("worker_pid returned {other:?}"),
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie nobody has reaped yet).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+fn wait_gone(pids: &[u32], within: Duration) {
+    let deadline = Instant::now() + within;
+    while pids.iter().any(|&pid| !gone(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "workers still running after {within:?}: {:?}",
+            pids.iter().filter(|&&pid| !gone(pid)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+#[tokio::test]
+async fn workers_describe_their_adapters_and_tools() {
+    let engine = Engine::start(1, &[]);
+    let client = engine.client().await;
+    let adapters = client.describe_adapters(&[]).await.unwrap();
+    let builtin = adapters
+        .iter()
+        .find(|a| a.framework == "builtin")
+        .expect("builtin adapter");
+    assert_eq!(builtin.python_module, "mlbridge.adapters.builtin");
+    let operations: Vec<&str> = builtin.operations.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(operations, ["echo", "noop", "sleep"]);
+    let sleep = &builtin.operations[2];
+    assert_eq!(sleep.parameters[0].name, "seconds");
+    assert_eq!(sleep.parameters[0].r#type, T::Float as i32);
+    assert_eq!(builtin.tools[0].name, "worker_pid");
+
+    assert_eq!(
+        client.describe_adapters(&["builtin"]).await.unwrap().len(),
+        1
+    );
+    assert!(
+        client
+            .describe_adapters(&["nope"])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let session = client.session().await.unwrap();
+    let listed = client
+        .raw()
+        .list_tools(pb::ListToolsRequest {
+            session_id: session.id().to_owned(),
+            pattern: "worker_*".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tools;
+    assert_eq!(listed.len(), 1);
+    let host = listed[0].host.clone().unwrap();
+    assert_eq!(host.kind, pb::ToolHostKind::Worker as i32);
+    assert_eq!(host.framework, "builtin");
+    assert!(worker_pid(&session).await > 0);
+    // Engine tools are still listed beside worker tools.
+    let all = client
+        .raw()
+        .list_tools(pb::ListToolsRequest {
+            session_id: session.id().to_owned(),
+            pattern: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tools;
+    let names: Vec<String> = all.iter().map(|t| t.spec.clone().unwrap().name).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    assert!(
+        names.len() > 1 && names.contains(&"worker_pid".to_owned()),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn echo_round_trips_literals_and_bindings() {
+    let engine = Engine::start(1, &[]);
+    let client = engine.client().await;
+    let builtin = client.describe_adapters(&["builtin"]).await.unwrap();
+    let echo = builtin[0]
+        .operations
+        .iter()
+        .find(|o| o.name == "echo")
+        .unwrap();
+    assert!(
+        echo.parameters[0].bindable,
+        "proto/adapters/builtin.toml must declare echo's `value` with `bindable = true`"
+    );
+    let session = client.session().await.unwrap();
+
+    let response = run(
+        &session,
+        "echo",
+        vec![("value", literal(Kind::StringValue("hi".into())))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        response.results["value"],
+        value(Kind::StringValue("hi".into()))
+    );
+    assert_eq!(
+        response.resolved_parameters["value"],
+        value(Kind::StringValue("hi".into()))
+    );
+    assert!(response.bindings.is_empty());
+    assert_eq!(response.worker_id, "worker-0");
+    assert!(response.total_us >= response.execution_us);
+
+    session
+        .register(
+            "greeting",
+            T::String,
+            "hello".to_owned(),
+            Constraints::default(),
+        )
+        .await
+        .unwrap();
+    session
+        .set("greeting", "hello again".to_owned())
+        .await
+        .unwrap();
+    let response = run(&session, "echo", vec![("value", binding("greeting"))])
+        .await
+        .unwrap();
+    let expected = value(Kind::StringValue("hello again".into()));
+    assert_eq!(response.results["value"], expected);
+    assert_eq!(response.resolved_parameters["value"], expected);
+    assert_eq!(
+        response.bindings["value"],
+        pb::BoundVariable {
+            variable_name: "greeting".into(),
+            version: 2
+        }
+    );
+
+    // Changing the variable changes the next call.
+    session.set("greeting", "bye".to_owned()).await.unwrap();
+    let response = run(&session, "echo", vec![("value", binding("greeting"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        response.results["value"],
+        value(Kind::StringValue("bye".into()))
+    );
+    assert_eq!(response.bindings["value"].version, 3);
+
+    // Nested values survive the trip to Python and back.
+    let nested = value(Kind::ListValue(pb::ValueList {
+        values: vec![value(Kind::IntValue(1)), value(Kind::FloatValue(2.5))],
+    }));
+    let response = run(
+        &session,
+        "echo",
+        vec![(
+            "value",
+            pb::ParameterValue {
+                kind: Some(parameter_value::Kind::Value(nested.clone())),
+            },
+        )],
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.results["value"], nested);
+
+    let response = run(&session, "noop", vec![]).await.unwrap();
+    assert!(response.results.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_calls_fail_with_the_right_kind_naming_the_culprit() {
+    let engine = Engine::start(1, &[]);
+    let session = engine.client().await.session().await.unwrap();
+    session
+        .register("seconds", T::Float, 1.0f64, Constraints::default())
+        .await
+        .unwrap();
+
+    let expect = |result: Result<pb::ExecuteFrameworkOperationResponse, BridgeError>,
+                  kind: ErrorKind,
+                  names: &[&str]| {
+        let error = result.expect_err("the call should fail");
+        assert_eq!(error.kind, kind, "{error}");
+        for name in names {
+            assert!(
+                error.message.contains(name),
+                "`{name}` not in: {}",
+                error.message
+            );
+        }
+        error
+    };
+
+    let error = expect(
+        session
+            .execute_framework_operation("nope", "echo", HashMap::new(), HashMap::new())
+            .await,
+        ErrorKind::OperationNotFound,
+        &["nope", "builtin"],
+    );
+    assert_eq!(error.context["framework"], "nope");
+    expect(
+        run(&session, "fly", vec![]).await,
+        ErrorKind::OperationNotFound,
+        &["fly", "echo", "noop", "sleep"],
+    );
+    let error = expect(
+        run(
+            &session,
+            "echo",
+            vec![
+                ("value", literal(Kind::IntValue(1))),
+                ("bogus", literal(Kind::IntValue(1))),
+            ],
+        )
+        .await,
+        ErrorKind::InvalidArgument,
+        &["bogus", "builtin.echo"],
+    );
+    assert_eq!(error.context["parameter"], "bogus");
+    expect(
+        run(&session, "sleep", vec![("seconds", binding("seconds"))]).await,
+        ErrorKind::InvalidArgument,
+        &["builtin.sleep.seconds", "bindable"],
+    );
+    let error = expect(
+        run(&session, "echo", vec![("value", binding("missing"))]).await,
+        ErrorKind::VariableNotFound,
+        &["missing", "builtin.echo.value"],
+    );
+    assert_eq!(error.context["variable"], "missing");
+    let error = expect(
+        run(
+            &session,
+            "sleep",
+            vec![("seconds", literal(Kind::StringValue("x".into())))],
+        )
+        .await,
+        ErrorKind::TypeMismatch,
+        &["builtin.sleep.seconds", "float", "string"],
+    );
+    assert_eq!(error.context["parameter"], "seconds");
+    let error = expect(
+        run(
+            &session,
+            "sleep",
+            vec![("seconds", literal(Kind::FloatValue(1000.0)))],
+        )
+        .await,
+        ErrorKind::ConstraintViolation,
+        &["builtin.sleep.seconds", "600"],
+    );
+    assert_eq!(error.context["constraint"], "max");
+    expect(
+        run(&session, "sleep", vec![]).await,
+        ErrorKind::InvalidArgument,
+        &["builtin.sleep", "seconds"],
+    );
+    expect(
+        run(
+            &session,
+            "echo",
+            vec![("value", pb::ParameterValue { kind: None })],
+        )
+        .await,
+        ErrorKind::InvalidArgument,
+        &["builtin.echo.value"],
+    );
+    // A session that does not exist.
+    let error = engine
+        .client()
+        .await
+        .raw()
+        .execute_framework_operation(pb::ExecuteFrameworkOperationRequest {
+            session_id: "no-such-session".into(),
+            framework: "builtin".into(),
+            operation: "noop".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let error = BridgeError::from(error);
+    assert_eq!(error.kind, ErrorKind::SessionNotFound, "{error}");
+    assert!(
+        error.message.contains("no-such-session"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
+async fn an_engine_without_workers_says_how_to_start_them() {
+    let engine = Engine::start(0, &[]);
+    let client = engine.client().await;
+    let session = client.session().await.unwrap();
+    let error = run(&session, "noop", vec![]).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::WorkerUnavailable, "{error}");
+    assert!(error.message.contains("--workers"), "{}", error.message);
+    let error = client.describe_adapters(&[]).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::WorkerUnavailable, "{error}");
+}
+
+#[tokio::test]
+async fn a_session_sticks_to_one_worker_and_sessions_spread_over_the_pool() {
+    let engine = Engine::start(2, &[]);
+    let client = engine.client().await;
+    let first = client.session().await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..6 {
+        seen.insert(run(&first, "noop", vec![]).await.unwrap().worker_id);
+    }
+    assert_eq!(seen.len(), 1, "one session ran on {seen:?}");
+    let mut used = seen.clone();
+    for _ in 0..3 {
+        let session = client.session().await.unwrap();
+        let id = run(&session, "noop", vec![]).await.unwrap().worker_id;
+        assert_eq!(run(&session, "noop", vec![]).await.unwrap().worker_id, id);
+        used.insert(id);
+    }
+    assert_eq!(
+        used,
+        ["worker-0".to_owned(), "worker-1".to_owned()].into(),
+        "sessions should use both workers"
+    );
+    // Worker tools follow the same pin.
+    let pid = worker_pid(&first).await;
+    assert_eq!(worker_pid(&first).await, pid);
+}
+
+#[tokio::test]
+async fn a_killed_worker_fails_its_call_with_worker_crashed_and_is_restarted() {
+    let engine = Engine::start(1, &[]);
+    let client = engine.client().await;
+    let session = client.session().await.unwrap();
+    let pid = worker_pid(&session).await;
+
+    let sleeper = session.clone();
+    let started = Instant::now();
+    let call = tokio::spawn(async move {
+        run(
+            &sleeper,
+            "sleep",
+            vec![("seconds", literal(Kind::FloatValue(30.0)))],
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(pid, "-KILL");
+    let error = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the call in flight must return once its worker dies")
+        .unwrap()
+        .expect_err("the call ran on a killed worker");
+    assert_eq!(error.kind, ErrorKind::WorkerCrashed, "{error}");
+    assert!(error.message.contains("worker-0"), "{}", error.message);
+    assert_eq!(error.context["worker_id"], "worker-0");
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // The slot comes back; the next call waits for it and succeeds on a new process.
+    let response = run(&session, "noop", vec![]).await.unwrap();
+    assert_eq!(response.worker_id, "worker-0");
+    let new_pid = worker_pid(&session).await;
+    assert_ne!(new_pid, pid);
+}
+
+#[tokio::test]
+async fn a_hung_worker_fails_its_health_pings_and_is_replaced() {
+    let engine = Engine::start(1, &[]);
+    let session = engine.client().await.session().await.unwrap();
+    let pid = worker_pid(&session).await;
+    let sleeper = session.clone();
+    let call = tokio::spawn(async move {
+        run(
+            &sleeper,
+            "sleep",
+            vec![("seconds", literal(Kind::FloatValue(60.0)))],
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Stopped, not dead: only the health pings can tell.
+    signal(pid, "-STOP");
+    let error = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the call must fail once the hung worker is killed")
+        .unwrap()
+        .expect_err("the call ran on a hung worker");
+    assert_eq!(error.kind, ErrorKind::WorkerCrashed, "{error}");
+    assert!(error.message.contains("health"), "{}", error.message);
+    assert_ne!(worker_pid(&session).await, pid);
+    wait_gone(&[pid], Duration::from_secs(10));
+}
+
+#[test]
+fn a_worker_that_cannot_start_stops_the_engine_with_the_reason() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mlbridge"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .args(["--adapter", "no_such_adapters.thing"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    worker_env(&mut command);
+    let output = command.output().expect("run mlbridge");
+    assert!(!output.status.success());
+    assert!(
+        output.stdout.is_empty(),
+        "the engine must not report listening"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("worker-0"), "{stderr}");
+    assert!(stderr.contains("no_such_adapters"), "{stderr}");
+}
+
+#[tokio::test]
+async fn killing_the_engine_leaves_no_worker_behind() {
+    let mut engine = Engine::start(2, &[]);
+    let client = engine.client().await;
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        pids.push(worker_pid(&client.session().await.unwrap()).await);
+    }
+    pids.dedup();
+    assert_eq!(pids.len(), 2, "two sessions should reach both workers");
+    // A call in flight must not keep a worker alive either.
+    let session = client.session().await.unwrap();
+    tokio::spawn(async move {
+        let _ = run(
+            &session,
+            "sleep",
+            vec![("seconds", literal(Kind::FloatValue(30.0)))],
+        )
+        .await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.child.kill().unwrap(); // SIGKILL: no cleanup code runs in the engine
+    engine.child.wait().unwrap();
+    wait_gone(&pids, Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn stopping_the_engine_stops_its_workers() {
+    let mut engine = Engine::start(1, &[]);
+    let client = engine.client().await;
+    let session = client.session().await.unwrap();
+    let pid = worker_pid(&session).await;
+    let sleeper = session.clone();
+    let call = tokio::spawn(async move {
+        run(
+            &sleeper,
+            "sleep",
+            vec![("seconds", literal(Kind::FloatValue(30.0)))],
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(engine.child.id(), "-TERM");
+    // Poll rather than block: this runtime also drives the client's side of the call.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = engine.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine did not stop within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "engine exited with {status}");
+    wait_gone(&[pid], Duration::from_secs(10));
+    let outcome = tokio::time::timeout(Duration::from_secs(5), call).await;
+    if let Ok(Ok(result)) = outcome {
+        assert!(result.is_err(), "a 30 s sleep cannot have finished");
+    }
+}
+
+/// The floor of a framework operation: `builtin.noop` through the engine to a worker and
+/// back. Run with `cargo test --release -p mlbridge --test workers -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn noop_round_trip_latency() {
+    let engine = Engine::start(1, &[]);
+    let session = engine.client().await.session().await.unwrap();
+    for _ in 0..200 {
+        run(&session, "noop", vec![]).await.unwrap();
+    }
+    let mut micros = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        let started = Instant::now();
+        run(&session, "noop", vec![]).await.unwrap();
+        micros.push(started.elapsed().as_micros());
+    }
+    micros.sort_unstable();
+    eprintln!(
+        "builtin.noop through the engine: p50 {} us, p99 {} us",
+        micros[micros.len() / 2],
+        micros[micros.len() * 99 / 100]
+    );
+}
