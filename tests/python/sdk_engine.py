@@ -7,8 +7,10 @@ Test modules import the fixtures they use by name, e.g.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -43,11 +45,18 @@ class RunningEngine:
                 self.process.wait()
 
 
-def start_engine(engine_bin: Path, *flags: str, listen: str = "127.0.0.1:0") -> RunningEngine:
-    """Starts `mlbridge serve --listen LISTEN FLAGS...` and waits for its ready line."""
+def start_engine(
+    engine_bin: Path, *flags: str, listen: str = "127.0.0.1:0", env: dict[str, str] | None = None
+) -> RunningEngine:
+    """Starts `mlbridge serve --listen LISTEN FLAGS...` and waits for its ready line (with
+    ``--workers N``, the engine prints it once every worker is ready)."""
     stderr = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(
-        [str(engine_bin), "serve", "--listen", listen, *flags], stdout=subprocess.PIPE, stderr=stderr, text=True
+        [str(engine_bin), "serve", "--listen", listen, *flags],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env=env,
     )
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -63,6 +72,19 @@ def start_engine(engine_bin: Path, *flags: str, listen: str = "127.0.0.1:0") -> 
 def engine(engine_bin: Path) -> Iterator[RunningEngine]:
     """One engine per test module (tests stay independent by using fresh sessions)."""
     running = start_engine(engine_bin)
+    yield running
+    running.stop()
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """The environment for an engine with workers: this interpreter runs them."""
+    return {**os.environ, "MLBRIDGE_PYTHON": sys.executable, **extra}
+
+
+@pytest.fixture(scope="module")
+def pool(engine_bin: Path) -> Iterator[RunningEngine]:
+    """One engine with two Python workers per test module."""
+    running = start_engine(engine_bin, "--workers", "2", env=worker_env())
     yield running
     running.stop()
 

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 
 use crate::{python, run, step};
 
-const ALL: &[&str] = &["codegen", "engine"];
+const ALL: &[&str] = &["codegen", "engine", "adapters"];
 
 pub(crate) fn run(names: &[String]) -> Result<()> {
     let names: Vec<&str> = if names.is_empty() {
@@ -20,6 +20,7 @@ pub(crate) fn run(names: &[String]) -> Result<()> {
         match name {
             "codegen" => codegen()?,
             "engine" => engine()?,
+            "adapters" => adapters()?,
             other => bail!("unknown benchmark `{other}` (known: {})", ALL.join(", ")),
         }
     }
@@ -313,5 +314,87 @@ fn engine() -> Result<()> {
         3.0,
         false,
     );
+    Ok(())
+}
+
+/// Framework-operation round trips (Rust client → engine → Python worker) with 1 and 2
+/// workers, against the same calls made in-process in Python (the floor), in one run.
+fn adapters() -> Result<()> {
+    let root = crate::root();
+    step("bench adapters: building release binaries");
+    run::status(&mut run::cmd(
+        run::cargo(),
+        &[
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "mlbridge",
+            "--bin",
+            "mlbridge",
+            "-p",
+            "example-engine-orchestrated",
+            "--example",
+            "bench_adapters",
+        ],
+        &root,
+    ))?;
+    let venv = python::ensure()?;
+    let mut rows = Vec::new();
+    for workers in [1, 2] {
+        let label = format!("{workers} worker{}", if workers == 1 { "" } else { "s" });
+        step(&format!("bench adapters: engine with {label}"));
+        let engine = run::EngineProcess::start_with_workers(
+            &root.join("target/release/mlbridge"),
+            workers,
+            &venv.python(),
+        )?;
+        let out = run::output(&mut run::cmd(
+            root.join("target/release/examples/bench_adapters"),
+            &[&engine.address, &format!("engine, {label}")],
+            &root,
+        ))?;
+        drop(engine);
+        rows.extend(parse_rows(&String::from_utf8_lossy(&out.stdout))?);
+    }
+    step("bench adapters: the floor, in-process Python");
+    let floor = run::output(&mut venv.command(&["tests/bench/bench_adapters_floor.py"], &root))?;
+    rows.extend(parse_rows(&String::from_utf8_lossy(&floor.stdout))?);
+
+    println!(
+        "\n{:<36} {:<24} {:>10} {:>10} {:>12}",
+        "operation", "server", "p50 µs", "p99 µs", "ops/s"
+    );
+    for row in &rows {
+        println!(
+            "{:<36} {:<24} {:>10.1} {:>10.1} {:>12.0}",
+            row.name, row.server, row.p50_us, row.p99_us, row.ops_per_sec
+        );
+    }
+    let p50 = |name: &str, server: &str| {
+        rows.iter()
+            .find(|r| r.name == name && r.server == server)
+            .map(|r| r.p50_us)
+    };
+    println!("\noverhead over the in-process floor (p50):");
+    for (name, goal) in [
+        ("noop, 1 client", Some(500.0)),
+        ("dspy.Predict, echo LM, 1 client", None),
+    ] {
+        for server in ["engine, 1 worker", "engine, 2 workers"] {
+            match (p50(name, server), p50(name, "in-process Python")) {
+                (Some(remote), Some(floor)) => {
+                    let overhead = remote - floor;
+                    let verdict = match goal {
+                        Some(limit) if overhead <= limit => format!(" (goal <= {limit} µs: met)"),
+                        Some(limit) => format!(" (goal <= {limit} µs: NOT met)"),
+                        None => String::new(),
+                    };
+                    println!("  {name}, {server}: {overhead:.1} µs{verdict}");
+                }
+                _ => println!("  {name}, {server}: not measured"),
+            }
+        }
+    }
     Ok(())
 }

@@ -11,17 +11,34 @@ pub(crate) fn run() -> Result<()> {
     step("regenerating generated/ from proto/");
     crate::codegen::run(false)?;
 
-    step("building the engine");
+    step("building the engine and the Rust example");
     run::status(&mut run::cmd(
         run::cargo(),
-        &["build", "--quiet", "-p", "mlbridge"],
+        &[
+            "build",
+            "--quiet",
+            "-p",
+            "mlbridge",
+            "-p",
+            "example-engine-orchestrated",
+        ],
         &root,
     ))?;
     let venv = python::ensure()?;
 
-    step("starting the engine (in-memory state)");
-    let engine = EngineProcess::start(&root.join("target/debug/mlbridge"))?;
+    step("starting the engine (in-memory state) with 2 Python workers");
+    let engine =
+        EngineProcess::start_with_workers(&root.join("target/debug/mlbridge"), 2, &venv.python())?;
     println!("engine at {}", engine.address);
+
+    step(
+        "Engine-orchestrated: Rust drives DSPy and scikit-learn on the workers, parameters bound to variables",
+    );
+    run::status(&mut run::cmd(
+        root.join("target/debug/engine-orchestrated"),
+        &[&engine.address],
+        &root,
+    ))?;
 
     step("Python client -> Rust engine: Ping through the generated stubs");
     run::status(&mut venv.command(&["examples/python/ping.py", &engine.address], &root))?;

@@ -66,9 +66,25 @@ pub(crate) struct EngineProcess {
 impl EngineProcess {
     /// Starts `binary serve --listen 127.0.0.1:0` and waits for its "listening on" line.
     pub(crate) fn start(binary: &Path) -> Result<Self> {
+        Self::start_with(binary, &[], None)
+    }
+
+    /// Starts the engine with `workers` Python workers run by `python`; the engine reports
+    /// its address once every worker is ready.
+    pub(crate) fn start_with_workers(binary: &Path, workers: usize, python: &Path) -> Result<Self> {
+        Self::start_with(binary, &["--workers", &workers.to_string()], Some(python))
+    }
+
+    fn start_with(binary: &Path, extra: &[&str], python: Option<&Path>) -> Result<Self> {
         use std::io::BufRead;
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra);
+        if let Some(python) = python {
+            command.env("MLBRIDGE_PYTHON", python);
+        }
+        let mut child = command
             .stdout(std::process::Stdio::piped())
             .spawn()
             .with_context(|| format!("could not start {}", binary.display()))?;

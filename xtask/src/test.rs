@@ -53,6 +53,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "mypy",
             "--strict",
             "generated/python/mlbridge_proto",
+            "generated/python/mlbridge_adapters",
             "runtime/python/mlbridge",
         ],
         &root,

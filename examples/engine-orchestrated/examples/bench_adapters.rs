@@ -1,0 +1,145 @@
+//! Framework-operation benchmark driver (run by `cargo xtask bench adapters`): the round
+//! trip Rust client → engine → Python worker for the no-op operation and for DSPy `Predict`
+//! with the offline echo LM, sequentially (latency) and from concurrent clients
+//! (throughput). Prints one JSON object per measurement on stdout.
+//!
+//! Usage: bench_adapters ENGINE_ADDR SERVER_LABEL
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use mlbridge::adapters::bind;
+use mlbridge::adapters::pb::{Constraints, VariableType};
+use mlbridge::{Client, Session, SessionOptions};
+use mlbridge_adapters::{builtin, dspy};
+
+const CONCURRENCY: usize = 8;
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(3);
+
+fn report(name: &str, server: &str, samples: &mut [Duration], ops_per_sec: f64) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
+    println!(
+        "{{\"name\":\"{name}\",\"server\":\"{server}\",\"p50_us\":{:.1},\"p99_us\":{:.1},\"ops_per_sec\":{:.0}}}",
+        at(0.5),
+        at(0.99),
+        ops_per_sec
+    );
+}
+
+async fn open(address: &str) -> Session {
+    let client = Client::connect(address).await.expect("connect");
+    let session = client
+        .open(SessionOptions::default())
+        .await
+        .expect("session");
+    session
+        .register(
+            "temperature",
+            VariableType::Float,
+            0.7,
+            Constraints {
+                min: Some(0.0),
+                max: Some(2.0),
+                ..Constraints::default()
+            },
+        )
+        .await
+        .expect("register temperature");
+    session
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Noop,
+    Predict,
+}
+
+async fn run(op: Op, session: &Session) {
+    match op {
+        Op::Noop => {
+            builtin::Noop::new().call(session).await.expect("noop");
+        }
+        Op::Predict => {
+            let inputs: BTreeMap<String, String> =
+                [("question".to_owned(), "What is 2 + 2?".to_owned())].into();
+            dspy::Predict::new("question -> answer", inputs)
+                .temperature(bind("temperature"))
+                .call(session)
+                .await
+                .expect("predict");
+        }
+    }
+}
+
+async fn sequential(op: Op, session: &Session, warmup: usize, samples: usize) -> Vec<Duration> {
+    for _ in 0..warmup {
+        run(op, session).await;
+    }
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let start = Instant::now();
+        run(op, session).await;
+        out.push(start.elapsed());
+    }
+    out
+}
+
+/// `CONCURRENCY` clients, each with its own connection and session, for a fixed window.
+async fn concurrent(op: Op, address: &str) -> (Vec<Duration>, f64) {
+    let mut sessions = Vec::new();
+    for _ in 0..CONCURRENCY {
+        sessions.push(open(address).await);
+    }
+    for session in &sessions {
+        run(op, session).await; // pin each session to its worker, warm up
+    }
+    let deadline = Instant::now() + THROUGHPUT_WINDOW;
+    let started = Instant::now();
+    let tasks: Vec<_> = sessions
+        .into_iter()
+        .map(|session| {
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while Instant::now() < deadline {
+                    let start = Instant::now();
+                    run(op, &session).await;
+                    samples.push(start.elapsed());
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await.expect("client task"));
+    }
+    let ops = samples.len() as f64 / started.elapsed().as_secs_f64();
+    (samples, ops)
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let address = args
+        .next()
+        .expect("usage: bench_adapters ENGINE_ADDR SERVER_LABEL");
+    let server = args.next().unwrap_or_else(|| "engine".to_owned());
+    let session = open(&address).await;
+
+    for (op, name, warmup, count) in [
+        (Op::Noop, "noop", 300, 3000),
+        (Op::Predict, "dspy.Predict, echo LM", 50, 500),
+    ] {
+        let mut samples = sequential(op, &session, warmup, count).await;
+        let ops = samples.len() as f64 / samples.iter().map(Duration::as_secs_f64).sum::<f64>();
+        report(&format!("{name}, 1 client"), &server, &mut samples, ops);
+        let (mut samples, ops) = concurrent(op, &address).await;
+        report(
+            &format!("{name}, {CONCURRENCY} clients"),
+            &server,
+            &mut samples,
+            ops,
+        );
+    }
+}
