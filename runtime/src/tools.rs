@@ -14,7 +14,8 @@ use mlbridge_proto::mlbridge::v1::{self as pb, Value, VariableType, value::Kind}
 use tokio_stream::Stream;
 
 use crate::error::{BridgeError, ErrorKind, Result};
-use crate::value::{self, kind_name, type_name};
+use crate::params::{Callee, spec_type};
+use crate::value::{self, kind_name};
 
 /// A boxed future of a tool's result.
 pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
@@ -482,62 +483,27 @@ impl ToolRegistry {
             BridgeError::new(ErrorKind::ToolNotFound, format!("no tool named `{name}`"))
                 .with("tool", name)
         })?;
-        let mut checked = HashMap::with_capacity(arguments.len());
+        let callee = Callee {
+            noun: "argument",
+            kind: "tool",
+            name,
+        };
         let mut arguments = arguments;
+        callee.complete(&tool.spec.parameters, &mut arguments, "arguments")?;
+        let mut checked = HashMap::with_capacity(arguments.len());
         for spec in &tool.spec.parameters {
-            match arguments.remove(&spec.name) {
-                Some(value) => {
-                    let ty = VariableType::try_from(spec.r#type).unwrap_or(VariableType::Any);
-                    let ty = if ty == VariableType::Unspecified {
-                        VariableType::Any
-                    } else {
-                        ty
-                    };
-                    let constraints = spec.constraints.clone().unwrap_or_default();
-                    let label = format!("{name}.{}", spec.name);
-                    let value = value::validate(&label, ty, &constraints, value).map_err(|e| {
-                        let message = e.message.replacen("variable `", "argument `", 1);
-                        BridgeError { message, ..e }.with("tool", name)
-                    })?;
-                    checked.insert(spec.name.clone(), value);
-                }
-                None if spec.required && spec.default_value.is_none() => {
-                    return Err(BridgeError::invalid_argument(
-                        "arguments",
-                        format!(
-                            "tool `{name}` needs argument `{}` ({})",
-                            spec.name,
-                            type_name(
-                                VariableType::try_from(spec.r#type).unwrap_or(VariableType::Any)
-                            )
-                        ),
-                    )
-                    .with("tool", name)
-                    .with("argument", &spec.name));
-                }
-                None => {
-                    if let Some(default) = &spec.default_value {
-                        checked.insert(spec.name.clone(), default.clone());
-                    }
-                }
-            }
-        }
-        if let Some(unknown) = arguments.keys().min() {
-            let known: Vec<&str> = tool
-                .spec
-                .parameters
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect();
-            return Err(BridgeError::invalid_argument(
-                "arguments",
-                format!(
-                    "tool `{name}` has no argument `{unknown}` (it takes: {})",
-                    known.join(", ")
-                ),
-            )
-            .with("tool", name)
-            .with("argument", unknown));
+            let Some(value) = arguments.remove(&spec.name) else {
+                continue;
+            };
+            // Tool argument errors keep the `variable` context key the Python SDK mirrors.
+            let constraints = spec.constraints.clone().unwrap_or_default();
+            let label = format!("{name}.{}", spec.name);
+            let value =
+                value::validate(&label, spec_type(spec), &constraints, value).map_err(|e| {
+                    let message = e.message.replacen("variable `", "argument `", 1);
+                    BridgeError { message, ..e }.with("tool", name)
+                })?;
+            checked.insert(spec.name.clone(), value);
         }
         Ok((
             tool.handler.clone(),
