@@ -21,6 +21,7 @@
 mod adapters;
 mod comments;
 mod error;
+mod facts;
 mod load;
 pub mod manifest;
 mod names;

@@ -94,6 +94,11 @@ impl ProtoSet {
         self.explicit_json_names.contains(field_full_name)
     }
 
+    /// Every parsed file, imports included.
+    pub(crate) fn pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
     /// Every file in the pool with source info, for the Rust generator.
     pub(crate) fn file_descriptor_protos(&self) -> Vec<FileDescriptorProto> {
         self.pool.file_descriptor_protos().cloned().collect()

@@ -47,7 +47,10 @@ pub(crate) fn generate() -> Result<BTreeMap<String, String>> {
         .python(true)
         .python_package(PYTHON_PACKAGE)
         .manifests(root.join("proto/adapters"))
-        .generate(&[root.join("proto/ml_bridge.proto")])?;
+        .generate(&[
+            root.join("proto/mlbridge/options.proto"),
+            root.join("proto/ml_bridge.proto"),
+        ])?;
     let mut files = BTreeMap::new();
     for (path, contents) in rust {
         let (path, contents) = match path.as_str() {

@@ -1,7 +1,9 @@
 //! Python output: `*_pb2.py` (protoc's layout), `*_pb2.pyi` (mypy-protobuf grade types),
-//! `*_pb2_grpc.py` (stubs and servicers for `grpc` and `grpc.aio`) and `*_pb2_grpc.pyi`.
+//! `*_pb2_grpc.py` (stubs and servicers for `grpc` and `grpc.aio`), `*_pb2_grpc.pyi`, and
+//! `*_facts.py` for files that declare enum facts with `mlbridge/options.proto`.
 
 mod escape;
+mod facts;
 mod grpc;
 mod pb2;
 mod pyi;
@@ -166,6 +168,9 @@ pub(crate) fn generate(
             ctx.path(file.name(), "_pb2.pyi"),
             pyi::render(&ctx, &file)?,
         )?;
+        if let Some(facts) = facts::render(&ctx, &file)? {
+            insert(&mut files, ctx.path(file.name(), "_facts.py"), facts)?;
+        }
         if file.services().len() > 0 {
             insert(
                 &mut files,

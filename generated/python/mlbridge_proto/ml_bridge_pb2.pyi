@@ -67,71 +67,71 @@ class _DtypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Dtype.ValueType
     DTYPE_UNSPECIFIED: _Dtype.ValueType  # 0
     """Not set; invalid in a Tensor, means "any dtype" in Constraints."""
     DTYPE_FLOAT16: _Dtype.ValueType  # 1
-    """IEEE 754 binary16, 2 bytes."""
+    """IEEE 754 binary16."""
     DTYPE_FLOAT32: _Dtype.ValueType  # 2
-    """IEEE 754 binary32, 4 bytes."""
+    """IEEE 754 binary32."""
     DTYPE_FLOAT64: _Dtype.ValueType  # 3
-    """IEEE 754 binary64, 8 bytes."""
+    """IEEE 754 binary64."""
     DTYPE_INT8: _Dtype.ValueType  # 4
-    """Signed 8-bit integer, 1 byte."""
+    """Signed 8-bit integer."""
     DTYPE_INT16: _Dtype.ValueType  # 5
-    """Signed 16-bit integer, 2 bytes."""
+    """Signed 16-bit integer."""
     DTYPE_INT32: _Dtype.ValueType  # 6
-    """Signed 32-bit integer, 4 bytes."""
+    """Signed 32-bit integer."""
     DTYPE_INT64: _Dtype.ValueType  # 7
-    """Signed 64-bit integer, 8 bytes."""
+    """Signed 64-bit integer."""
     DTYPE_UINT8: _Dtype.ValueType  # 8
-    """Unsigned 8-bit integer, 1 byte."""
+    """Unsigned 8-bit integer."""
     DTYPE_BOOL: _Dtype.ValueType  # 9
-    """Boolean, 1 byte per element, 0x00 = false and 0x01 = true."""
+    """Boolean, 0x00 = false and 0x01 = true."""
     DTYPE_BFLOAT16: _Dtype.ValueType  # 10
-    """bfloat16 (8-bit exponent, 7-bit mantissa), 2 bytes."""
+    """bfloat16 (8-bit exponent, 7-bit mantissa)."""
     DTYPE_UINT16: _Dtype.ValueType  # 11
-    """Unsigned 16-bit integer, 2 bytes."""
+    """Unsigned 16-bit integer."""
     DTYPE_UINT32: _Dtype.ValueType  # 12
-    """Unsigned 32-bit integer, 4 bytes."""
+    """Unsigned 32-bit integer."""
     DTYPE_UINT64: _Dtype.ValueType  # 13
-    """Unsigned 64-bit integer, 8 bytes."""
+    """Unsigned 64-bit integer."""
     DTYPE_COMPLEX64: _Dtype.ValueType  # 14
-    """Complex number of two float32 (real, then imaginary), 8 bytes."""
+    """Complex number of two float32 (real, then imaginary)."""
     DTYPE_COMPLEX128: _Dtype.ValueType  # 15
-    """Complex number of two float64 (real, then imaginary), 16 bytes."""
+    """Complex number of two float64 (real, then imaginary)."""
 
 class Dtype(_Dtype, metaclass=_DtypeEnumTypeWrapper):
-    """Element type of a `Tensor`. Sizes are per element, in bytes."""
+    """Element type of a `Tensor`. `item_size` is the size of one element in bytes."""
 
 DTYPE_UNSPECIFIED: Dtype.ValueType  # 0
 """Not set; invalid in a Tensor, means "any dtype" in Constraints."""
 DTYPE_FLOAT16: Dtype.ValueType  # 1
-"""IEEE 754 binary16, 2 bytes."""
+"""IEEE 754 binary16."""
 DTYPE_FLOAT32: Dtype.ValueType  # 2
-"""IEEE 754 binary32, 4 bytes."""
+"""IEEE 754 binary32."""
 DTYPE_FLOAT64: Dtype.ValueType  # 3
-"""IEEE 754 binary64, 8 bytes."""
+"""IEEE 754 binary64."""
 DTYPE_INT8: Dtype.ValueType  # 4
-"""Signed 8-bit integer, 1 byte."""
+"""Signed 8-bit integer."""
 DTYPE_INT16: Dtype.ValueType  # 5
-"""Signed 16-bit integer, 2 bytes."""
+"""Signed 16-bit integer."""
 DTYPE_INT32: Dtype.ValueType  # 6
-"""Signed 32-bit integer, 4 bytes."""
+"""Signed 32-bit integer."""
 DTYPE_INT64: Dtype.ValueType  # 7
-"""Signed 64-bit integer, 8 bytes."""
+"""Signed 64-bit integer."""
 DTYPE_UINT8: Dtype.ValueType  # 8
-"""Unsigned 8-bit integer, 1 byte."""
+"""Unsigned 8-bit integer."""
 DTYPE_BOOL: Dtype.ValueType  # 9
-"""Boolean, 1 byte per element, 0x00 = false and 0x01 = true."""
+"""Boolean, 0x00 = false and 0x01 = true."""
 DTYPE_BFLOAT16: Dtype.ValueType  # 10
-"""bfloat16 (8-bit exponent, 7-bit mantissa), 2 bytes."""
+"""bfloat16 (8-bit exponent, 7-bit mantissa)."""
 DTYPE_UINT16: Dtype.ValueType  # 11
-"""Unsigned 16-bit integer, 2 bytes."""
+"""Unsigned 16-bit integer."""
 DTYPE_UINT32: Dtype.ValueType  # 12
-"""Unsigned 32-bit integer, 4 bytes."""
+"""Unsigned 32-bit integer."""
 DTYPE_UINT64: Dtype.ValueType  # 13
-"""Unsigned 64-bit integer, 8 bytes."""
+"""Unsigned 64-bit integer."""
 DTYPE_COMPLEX64: Dtype.ValueType  # 14
-"""Complex number of two float32 (real, then imaginary), 8 bytes."""
+"""Complex number of two float32 (real, then imaginary)."""
 DTYPE_COMPLEX128: Dtype.ValueType  # 15
-"""Complex number of two float64 (real, then imaginary), 16 bytes."""
+"""Complex number of two float64 (real, then imaginary)."""
 _Global_Dtype: _typing_extensions.TypeAlias = Dtype
 
 class _VariableType:
@@ -208,222 +208,200 @@ class _ErrorKind:
 class _ErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ERROR_KIND_UNSPECIFIED: _ErrorKind.ValueType  # 0
-    """Unknown or unclassified failure. -> UNKNOWN."""
+    """Unknown or unclassified failure."""
     ERROR_KIND_INVALID_ARGUMENT: _ErrorKind.ValueType  # 1
     """A request field is malformed or inconsistent; see `message` and
-    `context["field"]`. -> INVALID_ARGUMENT.
+    `context["field"]`.
     """
     ERROR_KIND_SESSION_NOT_FOUND: _ErrorKind.ValueType  # 2
     """No session with that id exists (never existed, cleaned up, or expired
-    long ago). -> NOT_FOUND.
+    long ago).
     """
     ERROR_KIND_SESSION_EXPIRED: _ErrorKind.ValueType  # 3
     """The session existed but its TTL ran out. The engine reports this for a
-    grace period after expiry, then SESSION_NOT_FOUND. -> NOT_FOUND.
+    grace period after expiry, then SESSION_NOT_FOUND.
     """
     ERROR_KIND_SESSION_LIMIT_EXCEEDED: _ErrorKind.ValueType  # 4
-    """The engine's maximum number of live sessions is reached.
-    -> RESOURCE_EXHAUSTED.
-    """
+    """The engine's maximum number of live sessions is reached."""
     ERROR_KIND_VARIABLE_NOT_FOUND: _ErrorKind.ValueType  # 5
-    """No variable with that name in the session. -> NOT_FOUND."""
+    """No variable with that name in the session."""
     ERROR_KIND_VARIABLE_ALREADY_EXISTS: _ErrorKind.ValueType  # 6
-    """RegisterVariable for a name already in use. -> ALREADY_EXISTS."""
+    """RegisterVariable for a name already in use."""
     ERROR_KIND_TYPE_MISMATCH: _ErrorKind.ValueType  # 7
     """The Value case does not match the declared VariableType. Context has
-    "expected" and "actual". -> INVALID_ARGUMENT.
+    "expected" and "actual".
     """
     ERROR_KIND_CONSTRAINT_VIOLATION: _ErrorKind.ValueType  # 8
     """The value breaks a Constraints rule. Context has "constraint" (field
-    name of the rule) and "limit". -> INVALID_ARGUMENT.
+    name of the rule) and "limit".
     """
     ERROR_KIND_VERSION_CONFLICT: _ErrorKind.ValueType  # 9
     """`expected_version` did not match the current version. Context has
-    "expected_version" and "current_version". -> ABORTED.
+    "expected_version" and "current_version".
     """
     ERROR_KIND_VARIABLE_LOCKED: _ErrorKind.ValueType  # 10
     """The variable is held by an optimization lock and no matching lock token
     was given. Context has "optimizer_id" and "expires_at" (RFC 3339).
-    -> FAILED_PRECONDITION.
     """
     ERROR_KIND_TOOL_NOT_FOUND: _ErrorKind.ValueType  # 11
-    """No tool with that name is visible to the session. -> NOT_FOUND."""
+    """No tool with that name is visible to the session."""
     ERROR_KIND_TOOL_ERROR: _ErrorKind.ValueType  # 12
     """The tool ran and failed (e.g. raised a Python exception; see
-    `remote_type`, `remote_traceback`). -> UNKNOWN.
+    `remote_type`, `remote_traceback`).
     """
     ERROR_KIND_OPERATION_NOT_FOUND: _ErrorKind.ValueType  # 13
     """Unknown framework or operation. Context has "framework" and
-    "operation". -> NOT_FOUND.
+    "operation".
     """
     ERROR_KIND_FRAMEWORK_ERROR: _ErrorKind.ValueType  # 14
     """The framework operation or a resource method ran and failed (e.g. a
-    DSPy or scikit-learn exception). -> UNKNOWN.
+    DSPy or scikit-learn exception).
     """
     ERROR_KIND_WORKER_CRASHED: _ErrorKind.ValueType  # 15
     """The worker process died or its connection broke while handling the
     call; the call's side effects are unknown. Context has "worker_id" and,
-    if known, "exit_status". -> INTERNAL.
+    if known, "exit_status".
     """
     ERROR_KIND_WORKER_UNAVAILABLE: _ErrorKind.ValueType  # 16
     """No healthy worker could take the call (pool exhausted, still starting,
-    or restart limit reached). Safe to retry. -> UNAVAILABLE.
+    or restart limit reached). Safe to retry.
     """
     ERROR_KIND_CALLBACK_NOT_FOUND: _ErrorKind.ValueType  # 17
-    """No callback with that name/id is registered. -> NOT_FOUND."""
+    """No callback with that name/id is registered."""
     ERROR_KIND_CALLBACK_ERROR: _ErrorKind.ValueType  # 18
     """The callback ran and failed (Python exception, see `remote_type`) or
     its endpoint could not be reached (context "reason" = "unreachable").
-    -> UNKNOWN.
     """
     ERROR_KIND_RESOURCE_NOT_FOUND: _ErrorKind.ValueType  # 19
-    """No resource with that id in the session. -> NOT_FOUND."""
+    """No resource with that id in the session."""
     ERROR_KIND_PAYLOAD_TOO_LARGE: _ErrorKind.ValueType  # 20
     """A message or value exceeds the configured size limit (engine default
-    64 MiB per message). Context has "limit_bytes". -> RESOURCE_EXHAUSTED.
+    64 MiB per message). Context has "limit_bytes".
     """
     ERROR_KIND_WATCH_LAGGED: _ErrorKind.ValueType  # 21
     """A watch subscriber fell behind its buffer, or asked to resume from a
     sequence no longer retained. Context has "last_sequence" (last delivered
-    or requested) and "oldest_retained_sequence". -> OUT_OF_RANGE.
+    or requested) and "oldest_retained_sequence".
     """
     ERROR_KIND_TIMEOUT: _ErrorKind.ValueType  # 22
-    """The call exceeded its deadline (gRPC deadline or an engine-side limit).
-    -> DEADLINE_EXCEEDED.
-    """
+    """The call exceeded its deadline (gRPC deadline or an engine-side limit)."""
     ERROR_KIND_PERMISSION_DENIED: _ErrorKind.ValueType  # 23
-    """The caller may not perform this action (access control).
-    -> PERMISSION_DENIED.
-    """
+    """The caller may not perform this action (access control)."""
     ERROR_KIND_UNAVAILABLE: _ErrorKind.ValueType  # 24
     """The engine or a dependency (e.g. the Redis state backend) is
-    temporarily unavailable. Safe to retry. -> UNAVAILABLE.
+    temporarily unavailable. Safe to retry.
     """
     ERROR_KIND_INTERNAL: _ErrorKind.ValueType  # 25
-    """A bug or broken invariant inside the engine, worker or SDK.
-    -> INTERNAL.
-    """
+    """A bug or broken invariant inside the engine, worker or SDK."""
     ERROR_KIND_ALREADY_EXISTS: _ErrorKind.ValueType  # 26
     """A tool, callback or other named registration already exists and
     replacement was not requested. (Variables use VARIABLE_ALREADY_EXISTS.)
-    -> ALREADY_EXISTS.
     """
     ERROR_KIND_LOCK_NOT_HELD: _ErrorKind.ValueType  # 27
     """A lock token is unknown, expired, or does not cover the variable it was
-    used for. -> FAILED_PRECONDITION.
+    used for.
     """
 
 class ErrorKind(_ErrorKind, metaclass=_ErrorKindEnumTypeWrapper):
     """The category of a failure. Each kind maps to one gRPC status code, used for
-    the status of a failed RPC (given after each value as "-> CODE"). Python
-    raises one exception class per kind; Rust returns one error variant per
-    kind.
+    the status of a failed RPC (the `grpc_code` option on each value). Python
+    raises one exception class per kind (the `exception` option, else the name
+    in PascalCase); Rust returns one error variant per kind.
     """
 
 ERROR_KIND_UNSPECIFIED: ErrorKind.ValueType  # 0
-"""Unknown or unclassified failure. -> UNKNOWN."""
+"""Unknown or unclassified failure."""
 ERROR_KIND_INVALID_ARGUMENT: ErrorKind.ValueType  # 1
 """A request field is malformed or inconsistent; see `message` and
-`context["field"]`. -> INVALID_ARGUMENT.
+`context["field"]`.
 """
 ERROR_KIND_SESSION_NOT_FOUND: ErrorKind.ValueType  # 2
 """No session with that id exists (never existed, cleaned up, or expired
-long ago). -> NOT_FOUND.
+long ago).
 """
 ERROR_KIND_SESSION_EXPIRED: ErrorKind.ValueType  # 3
 """The session existed but its TTL ran out. The engine reports this for a
-grace period after expiry, then SESSION_NOT_FOUND. -> NOT_FOUND.
+grace period after expiry, then SESSION_NOT_FOUND.
 """
 ERROR_KIND_SESSION_LIMIT_EXCEEDED: ErrorKind.ValueType  # 4
-"""The engine's maximum number of live sessions is reached.
--> RESOURCE_EXHAUSTED.
-"""
+"""The engine's maximum number of live sessions is reached."""
 ERROR_KIND_VARIABLE_NOT_FOUND: ErrorKind.ValueType  # 5
-"""No variable with that name in the session. -> NOT_FOUND."""
+"""No variable with that name in the session."""
 ERROR_KIND_VARIABLE_ALREADY_EXISTS: ErrorKind.ValueType  # 6
-"""RegisterVariable for a name already in use. -> ALREADY_EXISTS."""
+"""RegisterVariable for a name already in use."""
 ERROR_KIND_TYPE_MISMATCH: ErrorKind.ValueType  # 7
 """The Value case does not match the declared VariableType. Context has
-"expected" and "actual". -> INVALID_ARGUMENT.
+"expected" and "actual".
 """
 ERROR_KIND_CONSTRAINT_VIOLATION: ErrorKind.ValueType  # 8
 """The value breaks a Constraints rule. Context has "constraint" (field
-name of the rule) and "limit". -> INVALID_ARGUMENT.
+name of the rule) and "limit".
 """
 ERROR_KIND_VERSION_CONFLICT: ErrorKind.ValueType  # 9
 """`expected_version` did not match the current version. Context has
-"expected_version" and "current_version". -> ABORTED.
+"expected_version" and "current_version".
 """
 ERROR_KIND_VARIABLE_LOCKED: ErrorKind.ValueType  # 10
 """The variable is held by an optimization lock and no matching lock token
 was given. Context has "optimizer_id" and "expires_at" (RFC 3339).
--> FAILED_PRECONDITION.
 """
 ERROR_KIND_TOOL_NOT_FOUND: ErrorKind.ValueType  # 11
-"""No tool with that name is visible to the session. -> NOT_FOUND."""
+"""No tool with that name is visible to the session."""
 ERROR_KIND_TOOL_ERROR: ErrorKind.ValueType  # 12
 """The tool ran and failed (e.g. raised a Python exception; see
-`remote_type`, `remote_traceback`). -> UNKNOWN.
+`remote_type`, `remote_traceback`).
 """
 ERROR_KIND_OPERATION_NOT_FOUND: ErrorKind.ValueType  # 13
 """Unknown framework or operation. Context has "framework" and
-"operation". -> NOT_FOUND.
+"operation".
 """
 ERROR_KIND_FRAMEWORK_ERROR: ErrorKind.ValueType  # 14
 """The framework operation or a resource method ran and failed (e.g. a
-DSPy or scikit-learn exception). -> UNKNOWN.
+DSPy or scikit-learn exception).
 """
 ERROR_KIND_WORKER_CRASHED: ErrorKind.ValueType  # 15
 """The worker process died or its connection broke while handling the
 call; the call's side effects are unknown. Context has "worker_id" and,
-if known, "exit_status". -> INTERNAL.
+if known, "exit_status".
 """
 ERROR_KIND_WORKER_UNAVAILABLE: ErrorKind.ValueType  # 16
 """No healthy worker could take the call (pool exhausted, still starting,
-or restart limit reached). Safe to retry. -> UNAVAILABLE.
+or restart limit reached). Safe to retry.
 """
 ERROR_KIND_CALLBACK_NOT_FOUND: ErrorKind.ValueType  # 17
-"""No callback with that name/id is registered. -> NOT_FOUND."""
+"""No callback with that name/id is registered."""
 ERROR_KIND_CALLBACK_ERROR: ErrorKind.ValueType  # 18
 """The callback ran and failed (Python exception, see `remote_type`) or
 its endpoint could not be reached (context "reason" = "unreachable").
--> UNKNOWN.
 """
 ERROR_KIND_RESOURCE_NOT_FOUND: ErrorKind.ValueType  # 19
-"""No resource with that id in the session. -> NOT_FOUND."""
+"""No resource with that id in the session."""
 ERROR_KIND_PAYLOAD_TOO_LARGE: ErrorKind.ValueType  # 20
 """A message or value exceeds the configured size limit (engine default
-64 MiB per message). Context has "limit_bytes". -> RESOURCE_EXHAUSTED.
+64 MiB per message). Context has "limit_bytes".
 """
 ERROR_KIND_WATCH_LAGGED: ErrorKind.ValueType  # 21
 """A watch subscriber fell behind its buffer, or asked to resume from a
 sequence no longer retained. Context has "last_sequence" (last delivered
-or requested) and "oldest_retained_sequence". -> OUT_OF_RANGE.
+or requested) and "oldest_retained_sequence".
 """
 ERROR_KIND_TIMEOUT: ErrorKind.ValueType  # 22
-"""The call exceeded its deadline (gRPC deadline or an engine-side limit).
--> DEADLINE_EXCEEDED.
-"""
+"""The call exceeded its deadline (gRPC deadline or an engine-side limit)."""
 ERROR_KIND_PERMISSION_DENIED: ErrorKind.ValueType  # 23
-"""The caller may not perform this action (access control).
--> PERMISSION_DENIED.
-"""
+"""The caller may not perform this action (access control)."""
 ERROR_KIND_UNAVAILABLE: ErrorKind.ValueType  # 24
 """The engine or a dependency (e.g. the Redis state backend) is
-temporarily unavailable. Safe to retry. -> UNAVAILABLE.
+temporarily unavailable. Safe to retry.
 """
 ERROR_KIND_INTERNAL: ErrorKind.ValueType  # 25
-"""A bug or broken invariant inside the engine, worker or SDK.
--> INTERNAL.
-"""
+"""A bug or broken invariant inside the engine, worker or SDK."""
 ERROR_KIND_ALREADY_EXISTS: ErrorKind.ValueType  # 26
 """A tool, callback or other named registration already exists and
 replacement was not requested. (Variables use VARIABLE_ALREADY_EXISTS.)
--> ALREADY_EXISTS.
 """
 ERROR_KIND_LOCK_NOT_HELD: ErrorKind.ValueType  # 27
 """A lock token is unknown, expired, or does not cover the variable it was
-used for. -> FAILED_PRECONDITION.
+used for.
 """
 _Global_ErrorKind: _typing_extensions.TypeAlias = ErrorKind
 

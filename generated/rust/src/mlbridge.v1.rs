@@ -1740,41 +1740,41 @@ impl NullValue {
         }
     }
 }
-/// Element type of a `Tensor`. Sizes are per element, in bytes.
+/// Element type of a `Tensor`. `item_size` is the size of one element in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Dtype {
     /// Not set; invalid in a Tensor, means "any dtype" in Constraints.
     Unspecified = 0,
-    /// IEEE 754 binary16, 2 bytes.
+    /// IEEE 754 binary16.
     Float16 = 1,
-    /// IEEE 754 binary32, 4 bytes.
+    /// IEEE 754 binary32.
     Float32 = 2,
-    /// IEEE 754 binary64, 8 bytes.
+    /// IEEE 754 binary64.
     Float64 = 3,
-    /// Signed 8-bit integer, 1 byte.
+    /// Signed 8-bit integer.
     Int8 = 4,
-    /// Signed 16-bit integer, 2 bytes.
+    /// Signed 16-bit integer.
     Int16 = 5,
-    /// Signed 32-bit integer, 4 bytes.
+    /// Signed 32-bit integer.
     Int32 = 6,
-    /// Signed 64-bit integer, 8 bytes.
+    /// Signed 64-bit integer.
     Int64 = 7,
-    /// Unsigned 8-bit integer, 1 byte.
+    /// Unsigned 8-bit integer.
     Uint8 = 8,
-    /// Boolean, 1 byte per element, 0x00 = false and 0x01 = true.
+    /// Boolean, 0x00 = false and 0x01 = true.
     Bool = 9,
-    /// bfloat16 (8-bit exponent, 7-bit mantissa), 2 bytes.
+    /// bfloat16 (8-bit exponent, 7-bit mantissa).
     Bfloat16 = 10,
-    /// Unsigned 16-bit integer, 2 bytes.
+    /// Unsigned 16-bit integer.
     Uint16 = 11,
-    /// Unsigned 32-bit integer, 4 bytes.
+    /// Unsigned 32-bit integer.
     Uint32 = 12,
-    /// Unsigned 64-bit integer, 8 bytes.
+    /// Unsigned 64-bit integer.
     Uint64 = 13,
-    /// Complex number of two float32 (real, then imaginary), 8 bytes.
+    /// Complex number of two float32 (real, then imaginary).
     Complex64 = 14,
-    /// Complex number of two float64 (real, then imaginary), 16 bytes.
+    /// Complex number of two float64 (real, then imaginary).
     Complex128 = 15,
 }
 impl Dtype {
@@ -1901,94 +1901,87 @@ impl VariableType {
     }
 }
 /// The category of a failure. Each kind maps to one gRPC status code, used for
-/// the status of a failed RPC (given after each value as "-> CODE"). Python
-/// raises one exception class per kind; Rust returns one error variant per
-/// kind.
+/// the status of a failed RPC (the `grpc_code` option on each value). Python
+/// raises one exception class per kind (the `exception` option, else the name
+/// in PascalCase); Rust returns one error variant per kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum ErrorKind {
-    /// Unknown or unclassified failure. -> UNKNOWN.
+    /// Unknown or unclassified failure.
     Unspecified = 0,
     /// A request field is malformed or inconsistent; see `message` and
-    /// `context\["field"\]`. -> INVALID_ARGUMENT.
+    /// `context\["field"\]`.
     InvalidArgument = 1,
     /// No session with that id exists (never existed, cleaned up, or expired
-    /// long ago). -> NOT_FOUND.
+    /// long ago).
     SessionNotFound = 2,
     /// The session existed but its TTL ran out. The engine reports this for a
-    /// grace period after expiry, then SESSION_NOT_FOUND. -> NOT_FOUND.
+    /// grace period after expiry, then SESSION_NOT_FOUND.
     SessionExpired = 3,
     /// The engine's maximum number of live sessions is reached.
-    /// -> RESOURCE_EXHAUSTED.
     SessionLimitExceeded = 4,
-    /// No variable with that name in the session. -> NOT_FOUND.
+    /// No variable with that name in the session.
     VariableNotFound = 5,
-    /// RegisterVariable for a name already in use. -> ALREADY_EXISTS.
+    /// RegisterVariable for a name already in use.
     VariableAlreadyExists = 6,
     /// The Value case does not match the declared VariableType. Context has
-    /// "expected" and "actual". -> INVALID_ARGUMENT.
+    /// "expected" and "actual".
     TypeMismatch = 7,
     /// The value breaks a Constraints rule. Context has "constraint" (field
-    /// name of the rule) and "limit". -> INVALID_ARGUMENT.
+    /// name of the rule) and "limit".
     ConstraintViolation = 8,
     /// `expected_version` did not match the current version. Context has
-    /// "expected_version" and "current_version". -> ABORTED.
+    /// "expected_version" and "current_version".
     VersionConflict = 9,
     /// The variable is held by an optimization lock and no matching lock token
     /// was given. Context has "optimizer_id" and "expires_at" (RFC 3339).
-    /// -> FAILED_PRECONDITION.
     VariableLocked = 10,
-    /// No tool with that name is visible to the session. -> NOT_FOUND.
+    /// No tool with that name is visible to the session.
     ToolNotFound = 11,
     /// The tool ran and failed (e.g. raised a Python exception; see
-    /// `remote_type`, `remote_traceback`). -> UNKNOWN.
+    /// `remote_type`, `remote_traceback`).
     ToolError = 12,
     /// Unknown framework or operation. Context has "framework" and
-    /// "operation". -> NOT_FOUND.
+    /// "operation".
     OperationNotFound = 13,
     /// The framework operation or a resource method ran and failed (e.g. a
-    /// DSPy or scikit-learn exception). -> UNKNOWN.
+    /// DSPy or scikit-learn exception).
     FrameworkError = 14,
     /// The worker process died or its connection broke while handling the
     /// call; the call's side effects are unknown. Context has "worker_id" and,
-    /// if known, "exit_status". -> INTERNAL.
+    /// if known, "exit_status".
     WorkerCrashed = 15,
     /// No healthy worker could take the call (pool exhausted, still starting,
-    /// or restart limit reached). Safe to retry. -> UNAVAILABLE.
+    /// or restart limit reached). Safe to retry.
     WorkerUnavailable = 16,
-    /// No callback with that name/id is registered. -> NOT_FOUND.
+    /// No callback with that name/id is registered.
     CallbackNotFound = 17,
     /// The callback ran and failed (Python exception, see `remote_type`) or
     /// its endpoint could not be reached (context "reason" = "unreachable").
-    /// -> UNKNOWN.
     CallbackError = 18,
-    /// No resource with that id in the session. -> NOT_FOUND.
+    /// No resource with that id in the session.
     ResourceNotFound = 19,
     /// A message or value exceeds the configured size limit (engine default
-    /// 64 MiB per message). Context has "limit_bytes". -> RESOURCE_EXHAUSTED.
+    /// 64 MiB per message). Context has "limit_bytes".
     PayloadTooLarge = 20,
     /// A watch subscriber fell behind its buffer, or asked to resume from a
     /// sequence no longer retained. Context has "last_sequence" (last delivered
-    /// or requested) and "oldest_retained_sequence". -> OUT_OF_RANGE.
+    /// or requested) and "oldest_retained_sequence".
     WatchLagged = 21,
     /// The call exceeded its deadline (gRPC deadline or an engine-side limit).
-    /// -> DEADLINE_EXCEEDED.
     Timeout = 22,
     /// The caller may not perform this action (access control).
-    /// -> PERMISSION_DENIED.
     PermissionDenied = 23,
     /// The engine or a dependency (e.g. the Redis state backend) is
-    /// temporarily unavailable. Safe to retry. -> UNAVAILABLE.
+    /// temporarily unavailable. Safe to retry.
     Unavailable = 24,
     /// A bug or broken invariant inside the engine, worker or SDK.
-    /// -> INTERNAL.
     Internal = 25,
     /// A tool, callback or other named registration already exists and
     /// replacement was not requested. (Variables use VARIABLE_ALREADY_EXISTS.)
-    /// -> ALREADY_EXISTS.
     AlreadyExists = 26,
     /// A lock token is unknown, expired, or does not cover the variable it was
-    /// used for. -> FAILED_PRECONDITION.
+    /// used for.
     LockNotHeld = 27,
 }
 impl ErrorKind {
@@ -5799,5 +5792,183 @@ pub mod callback_server {
     pub const SERVICE_NAME: &str = "mlbridge.v1.Callback";
     impl<T> tonic::server::NamedService for CallbackServer<T> {
         const NAME: &'static str = SERVICE_NAME;
+    }
+}
+impl Dtype {
+    /// The short name that messages, manifests and users spell
+    /// (`(mlbridge.options.short_name)`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Float16 => "float16",
+            Self::Float32 => "float32",
+            Self::Float64 => "float64",
+            Self::Int8 => "int8",
+            Self::Int16 => "int16",
+            Self::Int32 => "int32",
+            Self::Int64 => "int64",
+            Self::Uint8 => "uint8",
+            Self::Bool => "bool",
+            Self::Bfloat16 => "bfloat16",
+            Self::Uint16 => "uint16",
+            Self::Uint32 => "uint32",
+            Self::Uint64 => "uint64",
+            Self::Complex64 => "complex64",
+            Self::Complex128 => "complex128",
+        }
+    }
+    /// The value with short name `name`; never the unset (zero) value.
+    pub fn from_name(name: &str) -> ::core::option::Option<Self> {
+        match name {
+            "float16" => ::core::option::Option::Some(Self::Float16),
+            "float32" => ::core::option::Option::Some(Self::Float32),
+            "float64" => ::core::option::Option::Some(Self::Float64),
+            "int8" => ::core::option::Option::Some(Self::Int8),
+            "int16" => ::core::option::Option::Some(Self::Int16),
+            "int32" => ::core::option::Option::Some(Self::Int32),
+            "int64" => ::core::option::Option::Some(Self::Int64),
+            "uint8" => ::core::option::Option::Some(Self::Uint8),
+            "bool" => ::core::option::Option::Some(Self::Bool),
+            "bfloat16" => ::core::option::Option::Some(Self::Bfloat16),
+            "uint16" => ::core::option::Option::Some(Self::Uint16),
+            "uint32" => ::core::option::Option::Some(Self::Uint32),
+            "uint64" => ::core::option::Option::Some(Self::Uint64),
+            "complex64" => ::core::option::Option::Some(Self::Complex64),
+            "complex128" => ::core::option::Option::Some(Self::Complex128),
+            _ => ::core::option::Option::None,
+        }
+    }
+    /// Every value that has a name to parse, in declaration order.
+    pub const NAMED: &'static [Self] = &[
+        Self::Float16,
+        Self::Float32,
+        Self::Float64,
+        Self::Int8,
+        Self::Int16,
+        Self::Int32,
+        Self::Int64,
+        Self::Uint8,
+        Self::Bool,
+        Self::Bfloat16,
+        Self::Uint16,
+        Self::Uint32,
+        Self::Uint64,
+        Self::Complex64,
+        Self::Complex128,
+    ];
+    /// Bytes per element (`(mlbridge.options.item_size)`); `None` for the unset value.
+    pub const fn item_size(self) -> ::core::option::Option<usize> {
+        match self {
+            Self::Unspecified => ::core::option::Option::None,
+            Self::Float16 => ::core::option::Option::Some(2usize),
+            Self::Float32 => ::core::option::Option::Some(4usize),
+            Self::Float64 => ::core::option::Option::Some(8usize),
+            Self::Int8 => ::core::option::Option::Some(1usize),
+            Self::Int16 => ::core::option::Option::Some(2usize),
+            Self::Int32 => ::core::option::Option::Some(4usize),
+            Self::Int64 => ::core::option::Option::Some(8usize),
+            Self::Uint8 => ::core::option::Option::Some(1usize),
+            Self::Bool => ::core::option::Option::Some(1usize),
+            Self::Bfloat16 => ::core::option::Option::Some(2usize),
+            Self::Uint16 => ::core::option::Option::Some(2usize),
+            Self::Uint32 => ::core::option::Option::Some(4usize),
+            Self::Uint64 => ::core::option::Option::Some(8usize),
+            Self::Complex64 => ::core::option::Option::Some(8usize),
+            Self::Complex128 => ::core::option::Option::Some(16usize),
+        }
+    }
+}
+impl VariableType {
+    /// The short name that messages, manifests and users spell
+    /// (`(mlbridge.options.short_name)`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Float => "float",
+            Self::Integer => "integer",
+            Self::String => "string",
+            Self::Boolean => "boolean",
+            Self::Choice => "choice",
+            Self::Module => "module",
+            Self::Embedding => "embedding",
+            Self::Tensor => "tensor",
+            Self::List => "list",
+            Self::Map => "map",
+            Self::Bytes => "bytes",
+            Self::Any => "any",
+        }
+    }
+    /// The value with short name `name`; never the unset (zero) value.
+    pub fn from_name(name: &str) -> ::core::option::Option<Self> {
+        match name {
+            "float" => ::core::option::Option::Some(Self::Float),
+            "integer" => ::core::option::Option::Some(Self::Integer),
+            "string" => ::core::option::Option::Some(Self::String),
+            "boolean" => ::core::option::Option::Some(Self::Boolean),
+            "choice" => ::core::option::Option::Some(Self::Choice),
+            "module" => ::core::option::Option::Some(Self::Module),
+            "embedding" => ::core::option::Option::Some(Self::Embedding),
+            "tensor" => ::core::option::Option::Some(Self::Tensor),
+            "list" => ::core::option::Option::Some(Self::List),
+            "map" => ::core::option::Option::Some(Self::Map),
+            "bytes" => ::core::option::Option::Some(Self::Bytes),
+            "any" => ::core::option::Option::Some(Self::Any),
+            _ => ::core::option::Option::None,
+        }
+    }
+    /// Every value that has a name to parse, in declaration order.
+    pub const NAMED: &'static [Self] = &[
+        Self::Float,
+        Self::Integer,
+        Self::String,
+        Self::Boolean,
+        Self::Choice,
+        Self::Module,
+        Self::Embedding,
+        Self::Tensor,
+        Self::List,
+        Self::Map,
+        Self::Bytes,
+        Self::Any,
+    ];
+}
+impl ErrorKind {
+    /// The gRPC status code that carries this kind (`(mlbridge.options.grpc_code)`).
+    pub const fn grpc_code(self) -> tonic::Code {
+        match self {
+            Self::Unspecified => tonic::Code::Unknown,
+            Self::InvalidArgument => tonic::Code::InvalidArgument,
+            Self::SessionNotFound => tonic::Code::NotFound,
+            Self::SessionExpired => tonic::Code::NotFound,
+            Self::SessionLimitExceeded => tonic::Code::ResourceExhausted,
+            Self::VariableNotFound => tonic::Code::NotFound,
+            Self::VariableAlreadyExists => tonic::Code::AlreadyExists,
+            Self::TypeMismatch => tonic::Code::InvalidArgument,
+            Self::ConstraintViolation => tonic::Code::InvalidArgument,
+            Self::VersionConflict => tonic::Code::Aborted,
+            Self::VariableLocked => tonic::Code::FailedPrecondition,
+            Self::ToolNotFound => tonic::Code::NotFound,
+            Self::ToolError => tonic::Code::Unknown,
+            Self::OperationNotFound => tonic::Code::NotFound,
+            Self::FrameworkError => tonic::Code::Unknown,
+            Self::WorkerCrashed => tonic::Code::Internal,
+            Self::WorkerUnavailable => tonic::Code::Unavailable,
+            Self::CallbackNotFound => tonic::Code::NotFound,
+            Self::CallbackError => tonic::Code::Unknown,
+            Self::ResourceNotFound => tonic::Code::NotFound,
+            Self::PayloadTooLarge => tonic::Code::ResourceExhausted,
+            Self::WatchLagged => tonic::Code::OutOfRange,
+            Self::Timeout => tonic::Code::DeadlineExceeded,
+            Self::PermissionDenied => tonic::Code::PermissionDenied,
+            Self::Unavailable => tonic::Code::Unavailable,
+            Self::Internal => tonic::Code::Internal,
+            Self::AlreadyExists => tonic::Code::AlreadyExists,
+            Self::LockNotHeld => tonic::Code::FailedPrecondition,
+        }
+    }
+    /// Whether a call that failed with this kind may be retried as it is
+    /// (`(mlbridge.options.retryable)`).
+    pub const fn retryable(self) -> bool {
+        matches!(self, Self::WorkerUnavailable | Self::Unavailable)
     }
 }
