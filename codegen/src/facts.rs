@@ -223,7 +223,11 @@ fn enum_facts(
     }))
 }
 
-fn value_has(descriptor: &EnumDescriptor, value: &FactValue, extension: &ExtensionDescriptor) -> bool {
+fn value_has(
+    descriptor: &EnumDescriptor,
+    value: &FactValue,
+    extension: &ExtensionDescriptor,
+) -> bool {
     descriptor
         .get_value(value.number)
         .is_some_and(|v| v.options().has_extension(extension))

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use prost_build::Module;
 use heck::ToUpperCamelCase;
+use prost_build::Module;
 use quote::{format_ident, quote};
 
 use crate::error::{Error, Result};
@@ -85,7 +85,10 @@ pub(crate) fn generate(
 fn fact_methods(enums: &[FactEnum]) -> String {
     let mut items = Vec::new();
     for facts in enums {
-        let ty = format_ident!("{}", crate::names::rust_identifier(&facts.name.to_upper_camel_case()));
+        let ty = format_ident!(
+            "{}",
+            crate::names::rust_identifier(&facts.name.to_upper_camel_case())
+        );
         let variants: Vec<_> = facts
             .values
             .iter()
