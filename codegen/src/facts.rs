@@ -1,8 +1,8 @@
 //! Facts a schema attaches to enum values with the custom options of
-//! `mlbridge/options.proto` (error kinds and their gRPC codes, short names, item sizes),
+//! `ml_bridge_options.proto` (error kinds and their gRPC codes, short names, item sizes),
 //! read into a typed model that the Rust and Python emitters lay out.
 //!
-//! Only top-level enums are read. A file that does not import `mlbridge/options.proto`
+//! Only top-level enums are read. A file that does not import `ml_bridge_options.proto`
 //! (directly or not) has no facts, and nothing extra is generated for it.
 
 use heck::{ToShoutySnakeCase, ToUpperCamelCase};

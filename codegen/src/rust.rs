@@ -79,7 +79,7 @@ pub(crate) fn generate(
     Ok(files)
 }
 
-/// The `impl` blocks that expose the enum facts of one file (see `mlbridge/options.proto`):
+/// The `impl` blocks that expose the enum facts of one file (see `ml_bridge_options.proto`):
 /// `grpc_code()` and `retryable()` for error kinds, `name()` and `from_name()` for named
 /// values, `item_size()` for sized ones.
 fn fact_methods(enums: &[FactEnum]) -> String {

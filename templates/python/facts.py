@@ -23,8 +23,7 @@ __all__ = [
 
 
 class {{ e.name }}(enum.IntEnum):
-    """{{ e.doc|indent(4) }}
-    """
+    {{ e.doc }}
 {% for v in e.values %}
     {{ v.member }} = {{ v.number }}
 {%- endfor %}
@@ -106,8 +105,7 @@ class {{ e.base }}(Exception):
 
 
 class {{ v.exception }}({{ e.base }}):
-    """{{ v.doc|indent(4) }}
-    """
+    {{ v.doc }}
 
     default_kind = {{ e.name }}.{{ v.member }}
 {%- endfor %}

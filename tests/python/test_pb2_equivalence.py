@@ -11,7 +11,7 @@ import pytest
 from conftest import FIXTURES, KITCHEN_FILES, REPO, SUPPORT, generate_both, python_in
 
 CASES = {
-    "ml_bridge": (REPO / "proto", ["ml_bridge.proto"]),
+    "ml_bridge": (REPO / "proto", ["ml_bridge_options.proto", "ml_bridge.proto"]),
     "kitchen": (FIXTURES, KITCHEN_FILES),
     "keywords": (FIXTURES, ["fixtures/keywords/v1/keywords.proto"]),
 }

@@ -48,7 +48,7 @@ pub(crate) fn generate() -> Result<BTreeMap<String, String>> {
         .python_package(PYTHON_PACKAGE)
         .manifests(root.join("proto/adapters"))
         .generate(&[
-            root.join("proto/mlbridge/options.proto"),
+            root.join("proto/ml_bridge_options.proto"),
             root.join("proto/ml_bridge.proto"),
         ])?;
     let mut files = BTreeMap::new();

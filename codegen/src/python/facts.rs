@@ -1,5 +1,5 @@
 //! `*_facts.py`: the Python side of the enum facts a file declares with
-//! `mlbridge/options.proto` (see [`crate::facts`]): for an enum of error kinds, an
+//! `ml_bridge_options.proto` (see [`crate::facts`]): for an enum of error kinds, an
 //! `IntEnum`, the exception base class and one subclass per kind, and the kind -> class
 //! and kind -> gRPC code tables; for an enum of named values, a `str`-valued enum with its
 //! wire numbers and item sizes.
@@ -72,8 +72,18 @@ impl Value {
     }
 }
 
+/// A class docstring literal, indented for a class body: one line closes on its line, more
+/// lines close on their own.
 fn docstring(doc: Option<&str>, fallback: &str) -> String {
-    python_docstring(doc.unwrap_or(fallback))
+    let body = python_docstring(doc.unwrap_or(fallback).trim_end());
+    if body.contains('\n') {
+        format!(
+            "\"\"\"{}\n    \"\"\"",
+            body.replace('\n', "\n    ").replace("    \n", "\n")
+        )
+    } else {
+        format!("\"\"\"{body}\"\"\"")
+    }
 }
 
 /// The path of `file`'s facts module, when it declares any facts.
@@ -162,7 +172,7 @@ fn named_enum(facts: &FactEnum) -> NamedEnum {
     NamedEnum {
         name: facts.name.clone(),
         shouty: facts.shouty.clone(),
-        doc: docstring(facts.doc.as_deref(), &facts.name),
+        doc: python_docstring(facts.doc.as_deref().unwrap_or(&facts.name)),
         sized: facts.sized,
         example,
         example_member,

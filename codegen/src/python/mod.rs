@@ -1,6 +1,6 @@
 //! Python output: `*_pb2.py` (protoc's layout), `*_pb2.pyi` (mypy-protobuf grade types),
 //! `*_pb2_grpc.py` (stubs and servicers for `grpc` and `grpc.aio`), `*_pb2_grpc.pyi`, and
-//! `*_facts.py` for files that declare enum facts with `mlbridge/options.proto`.
+//! `*_facts.py` for files that declare enum facts with `ml_bridge_options.proto`.
 
 mod escape;
 mod facts;

@@ -165,8 +165,7 @@ class BridgeError(Exception):
 
 
 class UnknownError(BridgeError):
-    """Unknown or unclassified failure.
-    """
+    """Unknown or unclassified failure."""
 
     default_kind = ErrorKind.UNSPECIFIED
 
@@ -196,22 +195,19 @@ class SessionExpired(BridgeError):
 
 
 class SessionLimitExceeded(BridgeError):
-    """The engine's maximum number of live sessions is reached.
-    """
+    """The engine's maximum number of live sessions is reached."""
 
     default_kind = ErrorKind.SESSION_LIMIT_EXCEEDED
 
 
 class VariableNotFound(BridgeError):
-    """No variable with that name in the session.
-    """
+    """No variable with that name in the session."""
 
     default_kind = ErrorKind.VARIABLE_NOT_FOUND
 
 
 class VariableAlreadyExists(BridgeError):
-    """RegisterVariable for a name already in use.
-    """
+    """RegisterVariable for a name already in use."""
 
     default_kind = ErrorKind.VARIABLE_ALREADY_EXISTS
 
@@ -249,8 +245,7 @@ class VariableLocked(BridgeError):
 
 
 class ToolNotFound(BridgeError):
-    """No tool with that name is visible to the session.
-    """
+    """No tool with that name is visible to the session."""
 
     default_kind = ErrorKind.TOOL_NOT_FOUND
 
@@ -297,8 +292,7 @@ class WorkerUnavailable(BridgeError):
 
 
 class CallbackNotFound(BridgeError):
-    """No callback with that name/id is registered.
-    """
+    """No callback with that name/id is registered."""
 
     default_kind = ErrorKind.CALLBACK_NOT_FOUND
 
@@ -312,8 +306,7 @@ class CallbackError(BridgeError):
 
 
 class ResourceNotFound(BridgeError):
-    """No resource with that id in the session.
-    """
+    """No resource with that id in the session."""
 
     default_kind = ErrorKind.RESOURCE_NOT_FOUND
 
@@ -336,15 +329,13 @@ class WatchLagged(BridgeError):
 
 
 class Timeout(BridgeError):
-    """The call exceeded its deadline (gRPC deadline or an engine-side limit).
-    """
+    """The call exceeded its deadline (gRPC deadline or an engine-side limit)."""
 
     default_kind = ErrorKind.TIMEOUT
 
 
 class PermissionDenied(BridgeError):
-    """The caller may not perform this action (access control).
-    """
+    """The caller may not perform this action (access control)."""
 
     default_kind = ErrorKind.PERMISSION_DENIED
 
@@ -358,8 +349,7 @@ class Unavailable(BridgeError):
 
 
 class InternalError(BridgeError):
-    """A bug or broken invariant inside the engine, worker or SDK.
-    """
+    """A bug or broken invariant inside the engine, worker or SDK."""
 
     default_kind = ErrorKind.INTERNAL
 
