@@ -11,10 +11,20 @@ import pytest
 from conftest import FIXTURES, KITCHEN_FILES, REPO, SUPPORT, generate_both, python_in
 
 CASES = {
-    "ml_bridge": (REPO / "proto", ["ml_bridge.proto"]),
+    # ml_bridge.proto imports mlbridge/options.proto (the custom options that carry the
+    # schema facts); both are generated so the import resolves inside each output.
+    "ml_bridge": (REPO / "proto", ["ml_bridge.proto", "mlbridge/options.proto"]),
     "kitchen": (FIXTURES, KITCHEN_FILES),
     "keywords": (FIXTURES, ["fixtures/keywords/v1/keywords.proto"]),
 }
+
+
+def as_packages(root: Path) -> Path:
+    """Marks every output folder as a regular package: `mlbridge/options_pb2.py` must not be
+    looked up in the installed `mlbridge` SDK, which a namespace folder would lose to."""
+    for folder in [p for p in root.rglob("*") if p.is_dir()]:
+        (folder / "__init__.py").touch()
+    return root
 
 
 def body(pb2: Path) -> str:
@@ -41,8 +51,8 @@ def test_descriptor_bytes_are_protocs(case: str, codegen_bin: Path, tmp_path: Pa
     out = generate_both(codegen_bin, tmp_path, include, files)
     modules = [f.removesuffix(".proto").replace("/", ".") + "_pb2" for f in files]
     script = SUPPORT / "descriptor_bytes.py"
-    ours = json.loads(python_in(out.ours, script, *modules))
-    theirs = json.loads(python_in(out.theirs, script, *modules))
+    ours = json.loads(python_in(as_packages(out.ours), script, *modules))
+    theirs = json.loads(python_in(as_packages(out.theirs), script, *modules))
     assert ours == theirs
     assert all(len(bytes.fromhex(v)) > 0 for v in ours.values())
 
@@ -52,8 +62,8 @@ def test_wire_bytes_are_protocs(case: str, codegen_bin: Path, tmp_path: Path) ->
     include, files = CASES[case]
     out = generate_both(codegen_bin, tmp_path, include, files)
     script = SUPPORT / "wire_samples.py"
-    ours = json.loads(python_in(out.ours, script, case))
-    theirs = json.loads(python_in(out.theirs, script, case))
+    ours = json.loads(python_in(as_packages(out.ours), script, case))
+    theirs = json.loads(python_in(as_packages(out.theirs), script, case))
     assert ours == theirs
     assert len(ours) >= 3
     # And each side parses the other's bytes back to the same message.
