@@ -70,3 +70,16 @@ def test_wire_bytes_are_protocs(case: str, codegen_bin: Path, tmp_path: Path) ->
     for name, encoded in theirs.items():
         again = json.loads(python_in(out.ours, script, case, "--reparse", name, encoded))
         assert again == {name: encoded}
+
+
+def test_empty_rpc_bodies_keep_protocs_empty_options(codegen_bin: Path, tmp_path: Path) -> None:
+    """`rpc Wait(...) returns (...) {}` (or `{;}`) has an empty options message in protoc's
+    descriptor, and `rpc Check(...) returns (...);` none; ours embeds the same."""
+    out = generate_both(codegen_bin, tmp_path, FIXTURES, KITCHEN_FILES)
+    script = SUPPORT / "method_options.py"
+    module = "fixtures.kitchen.v1.kitchen_pb2"
+    theirs = json.loads(python_in(as_packages(out.theirs), script, module))
+    ours = json.loads(python_in(as_packages(out.ours), script, module))
+    waiter = {name.rsplit(".", 1)[1]: has for name, has in theirs.items() if ".Waiter." in name}
+    assert waiter == {"Wait": True, "WaitLonger": True, "WaitAll": True, "Check": False}
+    assert ours == theirs

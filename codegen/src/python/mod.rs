@@ -110,9 +110,7 @@ impl PythonContext<'_> {
 
     /// The bytes protoc embeds for `file`.
     pub(crate) fn embedded_descriptor(&self, file: &FileDescriptor) -> Vec<u8> {
-        pb2::protoc_bytes(&file.encode_to_vec(), &|name| {
-            self.set.has_explicit_json_name(name)
-        })
+        pb2::protoc_bytes(&file.encode_to_vec(), self.set.as_written())
     }
 }
 
