@@ -8,6 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use heck::ToUpperCamelCase;
+use mlbridge_proto::mlbridge::v1::{Dtype, VariableType};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -168,29 +169,65 @@ pub enum ValueType {
     Any,
 }
 
-const TYPES: [(&str, ValueType); 12] = [
-    ("float", ValueType::Float),
-    ("integer", ValueType::Integer),
-    ("string", ValueType::String),
-    ("boolean", ValueType::Boolean),
-    ("choice", ValueType::Choice),
-    ("module", ValueType::Module),
-    ("embedding", ValueType::Embedding),
-    ("tensor", ValueType::Tensor),
-    ("list", ValueType::List),
-    ("map", ValueType::Map),
-    ("bytes", ValueType::Bytes),
-    ("any", ValueType::Any),
-];
-
 impl ValueType {
-    /// The manifest spelling (also `mlbridge.VariableType`'s value in Python).
+    /// Every type, in the proto's declaration order.
+    pub const ALL: [ValueType; 12] = [
+        ValueType::Float,
+        ValueType::Integer,
+        ValueType::String,
+        ValueType::Boolean,
+        ValueType::Choice,
+        ValueType::Module,
+        ValueType::Embedding,
+        ValueType::Tensor,
+        ValueType::List,
+        ValueType::Map,
+        ValueType::Bytes,
+        ValueType::Any,
+    ];
+
+    /// The proto's `VariableType` for this type.
+    pub fn variable_type(self) -> VariableType {
+        match self {
+            ValueType::Float => VariableType::Float,
+            ValueType::Integer => VariableType::Integer,
+            ValueType::String => VariableType::String,
+            ValueType::Boolean => VariableType::Boolean,
+            ValueType::Choice => VariableType::Choice,
+            ValueType::Module => VariableType::Module,
+            ValueType::Embedding => VariableType::Embedding,
+            ValueType::Tensor => VariableType::Tensor,
+            ValueType::List => VariableType::List,
+            ValueType::Map => VariableType::Map,
+            ValueType::Bytes => VariableType::Bytes,
+            ValueType::Any => VariableType::Any,
+        }
+    }
+
+    /// The type for a proto `VariableType`; `None` for the unset value. Exhaustive, so a
+    /// type added to the proto does not build until the manifest model knows it.
+    fn from_variable_type(ty: VariableType) -> Option<ValueType> {
+        Some(match ty {
+            VariableType::Unspecified => return None,
+            VariableType::Float => ValueType::Float,
+            VariableType::Integer => ValueType::Integer,
+            VariableType::String => ValueType::String,
+            VariableType::Boolean => ValueType::Boolean,
+            VariableType::Choice => ValueType::Choice,
+            VariableType::Module => ValueType::Module,
+            VariableType::Embedding => ValueType::Embedding,
+            VariableType::Tensor => ValueType::Tensor,
+            VariableType::List => ValueType::List,
+            VariableType::Map => ValueType::Map,
+            VariableType::Bytes => ValueType::Bytes,
+            VariableType::Any => ValueType::Any,
+        })
+    }
+
+    /// The manifest spelling (also `mlbridge.VariableType`'s value in Python): the proto's
+    /// `(mlbridge.options.short_name)`.
     pub fn as_str(self) -> &'static str {
-        TYPES
-            .iter()
-            .find(|(_, ty)| *ty == self)
-            .map(|(name, _)| *name)
-            .expect("every type is listed")
+        self.variable_type().name()
     }
 
     /// The `VARIABLE_TYPE_*` suffix, e.g. `FLOAT`.
@@ -199,7 +236,7 @@ impl ValueType {
     }
 
     fn parse(name: &str) -> Option<ValueType> {
-        TYPES.iter().find(|(n, _)| *n == name).map(|(_, ty)| *ty)
+        VariableType::from_name(name).and_then(ValueType::from_variable_type)
     }
 }
 
@@ -251,23 +288,11 @@ impl Constraints {
     }
 }
 
-/// The dtypes of `Dtype` in `ml_bridge.proto`, by manifest spelling.
-pub const DTYPES: [&str; 14] = [
-    "float16",
-    "float32",
-    "float64",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "bool",
-    "bfloat16",
-    "uint16",
-    "uint32",
-    "uint64",
-    "complex64",
-];
+/// The dtype names a manifest accepts: every named `Dtype` of `ml_bridge.proto`, in
+/// declaration order (`(mlbridge.options.short_name)`).
+pub fn dtype_names() -> impl Iterator<Item = &'static str> {
+    Dtype::NAMED.iter().map(|dtype| dtype.name())
+}
 
 /// A default value, already converted to the parameter's type.
 #[derive(Debug, Clone, PartialEq)]
@@ -670,7 +695,7 @@ impl Validator<'_> {
 
     fn value_type(&self, ty: &Spanned<String>, field: &str) -> Result<ValueType> {
         ValueType::parse(ty.get_ref()).ok_or_else(|| {
-            let names: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
+            let names: Vec<&str> = ValueType::ALL.iter().map(|t| t.as_str()).collect();
             self.err(
                 ty.span(),
                 field,
@@ -1029,14 +1054,14 @@ impl Validator<'_> {
         }
         if let Some(v) = &raw.dtype {
             applies("dtype", v.span(), &[Tensor])?;
-            if !DTYPES.contains(&v.get_ref().as_str()) {
+            if Dtype::from_name(v.get_ref()).is_none() {
                 return Err(self.err(
                     v.span(),
                     &format!("{field}.dtype"),
                     format!(
                         "unknown dtype `{}`; expected one of {}",
                         v.get_ref(),
-                        DTYPES.join(", ")
+                        dtype_names().collect::<Vec<_>>().join(", ")
                     ),
                 ));
             }
