@@ -7,6 +7,7 @@ mod facts;
 mod grpc;
 mod pb2;
 mod pyi;
+mod services;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -178,7 +179,7 @@ pub(crate) fn generate(
             insert(
                 &mut files,
                 ctx.path(file.name(), "_pb2_grpc.pyi"),
-                grpc::render_pyi(&ctx, &file)?,
+                pyi::render_grpc(&ctx, &file)?,
             )?;
         }
     }

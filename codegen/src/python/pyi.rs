@@ -18,7 +18,7 @@ use prost_types::{
 };
 
 use super::PythonContext;
-use super::grpc::{Method, Service};
+use super::services::{self, Method};
 use crate::comments::{self, Comments};
 use crate::error::Result;
 use crate::names;
@@ -57,11 +57,8 @@ pub(crate) fn render(ctx: &PythonContext<'_>, file: &FileDescriptor) -> Result<S
 }
 
 /// Renders `*_pb2_grpc.pyi` for `file`.
-pub(crate) fn render_grpc(
-    ctx: &PythonContext<'_>,
-    file: &FileDescriptor,
-    services: &[Service],
-) -> Result<String> {
+pub(crate) fn render_grpc(ctx: &PythonContext<'_>, file: &FileDescriptor) -> Result<String> {
+    let services = services::services(ctx, file);
     let mut types = TypeNames::new(ctx, None);
     // The template's fixed part: the context and iterator helpers, stubs and servicers.
     for helper in [
