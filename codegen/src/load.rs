@@ -19,8 +19,33 @@ use crate::error::{Error, Result};
 pub(crate) struct ProtoSet {
     pool: DescriptorPool,
     targets: Vec<String>,
-    explicit_json_names: BTreeSet<String>,
+    as_written: AsWritten,
     sources: Vec<PathBuf>,
+}
+
+/// What the source said that the resolved descriptors no longer tell, and protoc keeps in
+/// the descriptors it embeds.
+#[derive(Debug, Default)]
+pub(crate) struct AsWritten {
+    /// Fields (full name) whose `json_name` the user wrote.
+    pub explicit_json_names: BTreeSet<String>,
+    /// Methods (full name) written with a body (`{}`, `{;}`) and no option in it: protoc
+    /// gives them an empty `MethodOptions`, protox none.
+    pub empty_method_bodies: BTreeSet<String>,
+}
+
+impl AsWritten {
+    /// Whether the user wrote `json_name` on this field (full name), which protoc keeps in
+    /// the descriptors it embeds; computed JSON names are not embedded.
+    pub(crate) fn has_explicit_json_name(&self, field_full_name: &str) -> bool {
+        self.explicit_json_names.contains(field_full_name)
+    }
+
+    /// Whether this method (full name) was written with an empty body, for which protoc
+    /// embeds an empty options message.
+    pub(crate) fn has_empty_method_body(&self, method_full_name: &str) -> bool {
+        self.empty_method_bodies.contains(method_full_name)
+    }
 }
 
 impl ProtoSet {
@@ -69,7 +94,7 @@ impl ProtoSet {
         Ok(ProtoSet {
             pool,
             targets,
-            explicit_json_names: seen.explicit_json_names,
+            as_written: seen.as_written,
             sources: seen.sources,
         })
     }
@@ -88,10 +113,9 @@ impl ProtoSet {
         &self.sources
     }
 
-    /// Whether the user wrote `json_name` on this field (full name), which protoc keeps in
-    /// the descriptors it embeds; computed JSON names are not embedded.
-    pub(crate) fn has_explicit_json_name(&self, field_full_name: &str) -> bool {
-        self.explicit_json_names.contains(field_full_name)
+    /// What the parser saw that the descriptors do not keep.
+    pub(crate) fn as_written(&self) -> &AsWritten {
+        &self.as_written
     }
 
     /// Every parsed file, imports included.
@@ -107,7 +131,7 @@ impl ProtoSet {
 
 #[derive(Debug, Default)]
 struct Seen {
-    explicit_json_names: BTreeSet<String>,
+    as_written: AsWritten,
     sources: Vec<PathBuf>,
 }
 
@@ -129,7 +153,10 @@ impl FileResolver for RecordingResolver {
         let proto = file.file_descriptor_proto();
         let prefix = proto.package().to_owned();
         for message in &proto.message_type {
-            collect_json_names(&prefix, message, &mut seen.explicit_json_names);
+            collect_json_names(&prefix, message, &mut seen.as_written.explicit_json_names);
+        }
+        if let Some(source) = file.source() {
+            collect_empty_method_bodies(proto, source, &mut seen.as_written.empty_method_bodies);
         }
         if let Some(path) = file.path() {
             seen.sources.push(path.to_owned());
@@ -151,6 +178,64 @@ fn collect_json_names(scope: &str, message: &DescriptorProto, out: &mut BTreeSet
     for nested in &message.nested_type {
         collect_json_names(&name, nested, out);
     }
+}
+
+/// Methods without options whose declaration ends in `}` rather than `;`: protoc's parser
+/// creates the options message as soon as it sees the body, so its descriptor has an empty
+/// one; protox's leaves `options` unset.
+fn collect_empty_method_bodies(
+    proto: &FileDescriptorProto,
+    source: &str,
+    out: &mut BTreeSet<String>,
+) {
+    // descriptor.proto field numbers: FileDescriptorProto.service, .method.
+    const FILE_SERVICE: i32 = 6;
+    const SERVICE_METHOD: i32 = 2;
+    let Some(info) = &proto.source_code_info else {
+        return;
+    };
+    for location in &info.location {
+        let [FILE_SERVICE, service, SERVICE_METHOD, method] = location.path[..] else {
+            continue;
+        };
+        let (Ok(service), Ok(method)) = (usize::try_from(service), usize::try_from(method)) else {
+            continue;
+        };
+        let Some(service) = proto.service.get(service) else {
+            continue;
+        };
+        let Some(descriptor) = service.method.get(method) else {
+            continue;
+        };
+        if descriptor.options.is_some() {
+            continue;
+        }
+        if declaration_end(source, &location.span).is_some_and(|end| end == b'}') {
+            let service_name = join_name(proto.package(), service.name());
+            out.insert(join_name(&service_name, descriptor.name()));
+        }
+    }
+}
+
+/// The last byte of the text a source-info span covers (`[line, column, end_column]` or
+/// `[line, column, end_line, end_column]`, zero-based, columns in bytes as protox counts).
+fn declaration_end(source: &str, span: &[i32]) -> Option<u8> {
+    let (end_line, end_column) = match *span {
+        [_, _, end_column] => (span[0], end_column),
+        [_, _, end_line, end_column] => (end_line, end_column),
+        _ => return None,
+    };
+    let line_start = if end_line == 0 {
+        0
+    } else {
+        source
+            .match_indices('\n')
+            .nth(usize::try_from(end_line).ok()? - 1)?
+            .0
+            + 1
+    };
+    let end = line_start + usize::try_from(end_column).ok()?;
+    source.as_bytes().get(end.checked_sub(1)?).copied()
 }
 
 fn join_name(scope: &str, name: &str) -> String {
@@ -183,4 +268,40 @@ fn proto_error(err: protox::Error) -> Error {
         text.push_str(&format!(" (help: {help})"));
     }
     Error::Proto(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(source: &str) -> ProtoSet {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("wait.proto"), source).unwrap();
+        ProtoSet::load(&[dir.path().to_owned()], &["wait.proto".into()]).unwrap()
+    }
+
+    #[test]
+    fn methods_with_an_empty_body_are_remembered() {
+        let set = load(
+            "syntax = \"proto3\";\npackage w.v1;\nmessage M {}\nservice S {\n  rpc A(M) returns (M) {}\n  rpc B(M) returns (M);\n  rpc C(M) returns (M) {\n    ;\n  }\n  rpc D(M) returns (M) { option deprecated = true; }\n}\nservice T { rpc E(M) returns (M) {;} }\n",
+        );
+        let names: Vec<&str> = set
+            .as_written()
+            .empty_method_bodies
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(names, ["w.v1.S.A", "w.v1.S.C", "w.v1.T.E"]);
+        assert!(set.as_written().has_empty_method_body("w.v1.S.A"));
+        assert!(!set.as_written().has_empty_method_body("w.v1.S.B"));
+    }
+
+    #[test]
+    fn declaration_end_reads_one_and_multi_line_spans() {
+        let source = "ab;\ncd {\n}\n";
+        assert_eq!(declaration_end(source, &[0, 0, 3]), Some(b';'));
+        assert_eq!(declaration_end(source, &[1, 0, 2, 1]), Some(b'}'));
+        assert_eq!(declaration_end(source, &[1, 0, 9, 1]), None);
+        assert_eq!(declaration_end(source, &[0, 0]), None);
+    }
 }

@@ -348,3 +348,56 @@ fn a_bad_manifest_in_a_folder_fails_generation_and_writes_nothing() {
     );
     assert!(!out.exists(), "nothing may be written");
 }
+
+#[test]
+fn every_dtype_the_proto_defines_is_accepted() {
+    use mlbridge_proto::mlbridge::v1::Dtype;
+    let text =
+        with_param("name = \"x\"\ntype = \"tensor\"\nconstraints = { dtype = \"complex128\" }");
+    let parsed = manifest::parse(Path::new("adapters/demo.toml"), &text).unwrap();
+    let constraints = &parsed.operations[0].parameters[0].constraints;
+    assert_eq!(constraints.dtype.as_deref(), Some("complex128"));
+    for dtype in Dtype::NAMED {
+        let text = with_param(&format!(
+            "name = \"x\"\ntype = \"tensor\"\nconstraints = {{ dtype = \"{}\" }}",
+            dtype.name()
+        ));
+        let parsed = manifest::parse(Path::new("adapters/demo.toml"), &text)
+            .unwrap_or_else(|e| panic!("dtype {} rejected: {e}", dtype.name()));
+        let constraints = &parsed.operations[0].parameters[0].constraints;
+        assert_eq!(constraints.dtype.as_deref(), Some(dtype.name()));
+    }
+}
+
+#[test]
+fn an_unknown_dtype_lists_the_names_from_the_proto() {
+    let accepted: Vec<&str> = manifest::dtype_names().collect();
+    assert_eq!(accepted.first(), Some(&"float16"));
+    assert!(accepted.contains(&"complex128"), "{accepted:?}");
+    assert!(!accepted.contains(&"unspecified"), "{accepted:?}");
+    let expected = format!(
+        "unknown dtype `float128`; expected one of {}",
+        accepted.join(", ")
+    );
+    assert_error(
+        &with_param("name = \"x\"\ntype = \"tensor\"\nconstraints = { dtype = \"float128\" }"),
+        "12:25",
+        &[&expected],
+    );
+}
+
+#[test]
+fn type_names_are_the_protos_short_names() {
+    use mlbridge_proto::mlbridge::v1::VariableType;
+    let names: Vec<&str> = ValueType::ALL.iter().map(|t| t.as_str()).collect();
+    let proto: Vec<&str> = VariableType::NAMED.iter().map(|t| t.name()).collect();
+    assert_eq!(names, proto);
+    for ty in ValueType::ALL {
+        assert_eq!(ty.variable_type().name(), ty.as_str());
+    }
+    assert_error(
+        &with_param("name = \"x\"\ntype = \"unspecified\""),
+        "11:8",
+        &["unknown type `unspecified`; expected one of float, integer,"],
+    );
+}

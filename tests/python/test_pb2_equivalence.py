@@ -17,6 +17,14 @@ CASES = {
 }
 
 
+def as_packages(root: Path) -> Path:
+    """Marks every output folder as a regular package, so that a generated module is never
+    looked up in an installed package of the same name."""
+    for folder in [p for p in root.rglob("*") if p.is_dir()]:
+        (folder / "__init__.py").touch()
+    return root
+
+
 def body(pb2: Path) -> str:
     """The module from its docstring on; the comment header above it differs on purpose
     (ours says @generated and drops protoc's "NO CHECKED-IN PROTOBUF GENCODE" marker)."""
@@ -41,8 +49,8 @@ def test_descriptor_bytes_are_protocs(case: str, codegen_bin: Path, tmp_path: Pa
     out = generate_both(codegen_bin, tmp_path, include, files)
     modules = [f.removesuffix(".proto").replace("/", ".") + "_pb2" for f in files]
     script = SUPPORT / "descriptor_bytes.py"
-    ours = json.loads(python_in(out.ours, script, *modules))
-    theirs = json.loads(python_in(out.theirs, script, *modules))
+    ours = json.loads(python_in(as_packages(out.ours), script, *modules))
+    theirs = json.loads(python_in(as_packages(out.theirs), script, *modules))
     assert ours == theirs
     assert all(len(bytes.fromhex(v)) > 0 for v in ours.values())
 
@@ -52,11 +60,24 @@ def test_wire_bytes_are_protocs(case: str, codegen_bin: Path, tmp_path: Path) ->
     include, files = CASES[case]
     out = generate_both(codegen_bin, tmp_path, include, files)
     script = SUPPORT / "wire_samples.py"
-    ours = json.loads(python_in(out.ours, script, case))
-    theirs = json.loads(python_in(out.theirs, script, case))
+    ours = json.loads(python_in(as_packages(out.ours), script, case))
+    theirs = json.loads(python_in(as_packages(out.theirs), script, case))
     assert ours == theirs
     assert len(ours) >= 3
     # And each side parses the other's bytes back to the same message.
     for name, encoded in theirs.items():
         again = json.loads(python_in(out.ours, script, case, "--reparse", name, encoded))
         assert again == {name: encoded}
+
+
+def test_empty_rpc_bodies_keep_protocs_empty_options(codegen_bin: Path, tmp_path: Path) -> None:
+    """`rpc Wait(...) returns (...) {}` (or `{;}`) has an empty options message in protoc's
+    descriptor, and `rpc Check(...) returns (...);` none; ours embeds the same."""
+    out = generate_both(codegen_bin, tmp_path, FIXTURES, KITCHEN_FILES)
+    script = SUPPORT / "method_options.py"
+    module = "fixtures.kitchen.v1.kitchen_pb2"
+    theirs = json.loads(python_in(as_packages(out.theirs), script, module))
+    ours = json.loads(python_in(as_packages(out.ours), script, module))
+    waiter = {name.rsplit(".", 1)[1]: has for name, has in theirs.items() if ".Waiter." in name}
+    assert waiter == {"Wait": True, "WaitLonger": True, "WaitAll": True, "Check": False}
+    assert ours == theirs

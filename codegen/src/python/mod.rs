@@ -7,6 +7,7 @@ mod facts;
 mod grpc;
 mod pb2;
 mod pyi;
+mod services;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -110,9 +111,7 @@ impl PythonContext<'_> {
 
     /// The bytes protoc embeds for `file`.
     pub(crate) fn embedded_descriptor(&self, file: &FileDescriptor) -> Vec<u8> {
-        pb2::protoc_bytes(&file.encode_to_vec(), &|name| {
-            self.set.has_explicit_json_name(name)
-        })
+        pb2::protoc_bytes(&file.encode_to_vec(), self.set.as_written())
     }
 }
 
@@ -180,7 +179,7 @@ pub(crate) fn generate(
             insert(
                 &mut files,
                 ctx.path(file.name(), "_pb2_grpc.pyi"),
-                grpc::render_pyi(&ctx, &file)?,
+                pyi::render_grpc(&ctx, &file)?,
             )?;
         }
     }

@@ -7,6 +7,7 @@ use prost_reflect::FileDescriptor;
 use super::wire::{self, WireField};
 use super::{PythonContext, escape};
 use crate::error::Result;
+use crate::load::AsWritten;
 
 #[derive(Template)]
 #[template(path = "python/pb2.py", escape = "none")]
@@ -251,9 +252,10 @@ fn descriptor_name(scope: &[&str], name: &str) -> String {
     out
 }
 
-/// The protoc-equivalent bytes of `file`: no source info, and `json_name` only where the
-/// user wrote it.
-pub(crate) fn protoc_bytes(encoded: &[u8], explicit_json: &dyn Fn(&str) -> bool) -> Vec<u8> {
+/// The protoc-equivalent bytes of `file`: no source info, `json_name` only where the user
+/// wrote it, and an empty options message on methods written with an empty body.
+pub(crate) fn protoc_bytes(encoded: &[u8], as_written: &AsWritten) -> Vec<u8> {
+    let explicit_json = &|name: &str| as_written.has_explicit_json_name(name);
     let package = wire::single(encoded, FILE_PACKAGE)
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_default();
@@ -269,8 +271,51 @@ pub(crate) fn protoc_bytes(encoded: &[u8], explicit_json: &dyn Fn(&str) -> bool)
                 let extension = rewrite_field(field.payload, None, explicit_json);
                 wire::write_len_field(&mut out, FILE_EXTENSION, &extension);
             }
+            FILE_SERVICE => {
+                let service = rewrite_service(field.payload, &package, as_written);
+                wire::write_len_field(&mut out, FILE_SERVICE, &service);
+            }
             _ => out.extend_from_slice(field.raw),
         }
+    }
+    out
+}
+
+fn rewrite_service(service: &[u8], package: &str, as_written: &AsWritten) -> Vec<u8> {
+    let full_name = join(package, name(service));
+    let mut out = Vec::with_capacity(service.len() + 2);
+    for field in wire::fields(service) {
+        match field.number {
+            SERVICE_METHOD
+                if as_written.has_empty_method_body(&join(&full_name, name(field.payload))) =>
+            {
+                let method = with_empty_options(field.payload);
+                wire::write_len_field(&mut out, SERVICE_METHOD, &method);
+            }
+            _ => out.extend_from_slice(field.raw),
+        }
+    }
+    out
+}
+
+/// `method` with an empty `options` field, in field-number order as protoc writes it;
+/// unchanged if it already has options.
+fn with_empty_options(method: &[u8]) -> Vec<u8> {
+    let fields = wire::fields(method);
+    if fields.iter().any(|f| f.number == METHOD_OPTIONS) {
+        return method.to_vec();
+    }
+    let mut out = Vec::with_capacity(method.len() + 2);
+    let mut written = false;
+    for field in fields {
+        if !written && field.number > METHOD_OPTIONS {
+            wire::write_len_field(&mut out, METHOD_OPTIONS, &[]);
+            written = true;
+        }
+        out.extend_from_slice(field.raw);
+    }
+    if !written {
+        wire::write_len_field(&mut out, METHOD_OPTIONS, &[]);
     }
     out
 }
@@ -320,5 +365,109 @@ fn join(scope: &str, name: &str) -> String {
         name.to_owned()
     } else {
         format!("{scope}.{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use prost_types::{FileDescriptorProto, MethodDescriptorProto, MethodOptions};
+
+    use super::*;
+    use crate::load::ProtoSet;
+
+    /// The descriptor that `_pb2.py` embeds for `source`, decoded.
+    fn embedded(source: &str) -> FileDescriptorProto {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("wait.proto"), source).unwrap();
+        let set = ProtoSet::load(&[dir.path().to_owned()], &["wait.proto".into()]).unwrap();
+        let file = set.targets().next().unwrap();
+        let bytes = protoc_bytes(&file.encode_to_vec(), set.as_written());
+        FileDescriptorProto::decode(&bytes[..]).unwrap()
+    }
+
+    const WAITER: &str = r#"syntax = "proto3";
+package w.v1;
+message Req {}
+message Resp {}
+service Waiter {
+  rpc Wait(Req) returns (Resp) {}
+  rpc WaitLonger(Req) returns (stream Resp) {;}
+  rpc Check(Req) returns (Resp); // {}
+  rpc WaitAll(stream Req) returns (Resp) {
+    // Nothing to configure.
+  }
+  rpc Old(Req) returns (Resp) { option deprecated = true; }
+}
+"#;
+
+    #[test]
+    fn empty_rpc_bodies_get_an_empty_options_message() {
+        let file = embedded(WAITER);
+        let options: Vec<(&str, Option<&MethodOptions>)> = file.service[0]
+            .method
+            .iter()
+            .map(|m| (m.name(), m.options.as_ref()))
+            .collect();
+        let empty = MethodOptions::default();
+        let deprecated = MethodOptions {
+            deprecated: Some(true),
+            ..MethodOptions::default()
+        };
+        assert_eq!(
+            options,
+            [
+                ("Wait", Some(&empty)),
+                ("WaitLonger", Some(&empty)),
+                ("Check", None),
+                ("WaitAll", Some(&empty)),
+                ("Old", Some(&deprecated)),
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_options_go_in_field_number_order() {
+        let method = MethodDescriptorProto {
+            name: Some("WaitLonger".to_owned()),
+            input_type: Some(".w.v1.Req".to_owned()),
+            output_type: Some(".w.v1.Resp".to_owned()),
+            server_streaming: Some(true),
+            ..MethodDescriptorProto::default()
+        };
+        let expected = MethodDescriptorProto {
+            options: Some(MethodOptions::default()),
+            ..method.clone()
+        };
+        // protoc (and prost) write fields by number: options (4) before server_streaming (6).
+        assert_eq!(
+            with_empty_options(&method.encode_to_vec()),
+            expected.encode_to_vec()
+        );
+        let plain = MethodDescriptorProto {
+            server_streaming: None,
+            ..method
+        };
+        let plain_expected = MethodDescriptorProto {
+            options: Some(MethodOptions::default()),
+            ..plain.clone()
+        };
+        assert_eq!(
+            with_empty_options(&plain.encode_to_vec()),
+            plain_expected.encode_to_vec()
+        );
+        // Options already there are left alone.
+        assert_eq!(
+            with_empty_options(&expected.encode_to_vec()),
+            expected.encode_to_vec()
+        );
+    }
+
+    #[test]
+    fn methods_without_a_body_get_no_options() {
+        let file = embedded(
+            "syntax = \"proto3\";\npackage w.v1;\nmessage M {}\nservice S {\n  rpc A(M) returns (M);\n  rpc B(stream M) returns (stream M); // {}\n}\n",
+        );
+        assert!(file.service[0].method.iter().all(|m| m.options.is_none()));
     }
 }

@@ -1,0 +1,169 @@
+//! `*_pb2_grpc.pyi`: the stub, servicer and registration function of each service, typed
+//! for `grpc` and `grpc.aio` alike.
+
+use askama::Template;
+use prost_reflect::{FileDescriptor, MethodDescriptor};
+use prost_types::{FileOptions, ServiceOptions};
+
+use super::types::{Helper, TypeNames};
+use super::{
+    DEPRECATED_FILE, DEPRECATED_METHOD, DEPRECATED_SERVICE, deprecation_note, docstring,
+    is_deprecated,
+};
+use crate::error::Result;
+use crate::python::services::{self, Method};
+use crate::python::{self, PythonContext};
+
+/// Renders `*_pb2_grpc.pyi` for `file`.
+pub(crate) fn render_grpc(ctx: &PythonContext<'_>, file: &FileDescriptor) -> Result<String> {
+    let services = services::services(ctx, file);
+    let mut types = TypeNames::new(ctx, None);
+    // The template's fixed part: the context and iterator helpers, stubs and servicers.
+    for helper in [
+        Helper::Abc,
+        Helper::CollectionsAbc,
+        Helper::Grpc,
+        Helper::GrpcAio,
+        Helper::Typing,
+        Helper::TypingExtensions,
+    ] {
+        types.imports.require(helper);
+    }
+    let file_deprecated = is_deprecated(
+        &file.file_descriptor_proto().options,
+        FileOptions::deprecated,
+    );
+    let client_streaming = services
+        .iter()
+        .flat_map(|service| &service.methods)
+        .any(|method| method.client_streaming);
+    // `services` is built from `file.services()`, in the same order.
+    let services: Vec<ServiceStub> = services
+        .iter()
+        .zip(file.services())
+        .map(|(service, descriptor)| {
+            let deprecated = if is_deprecated(
+                &descriptor.service_descriptor_proto().options,
+                ServiceOptions::deprecated,
+            ) {
+                Some(DEPRECATED_SERVICE)
+            } else {
+                file_deprecated.then_some(DEPRECATED_FILE)
+            };
+            let methods = service
+                .methods
+                .iter()
+                .zip(descriptor.methods())
+                .map(|(method, descriptor)| {
+                    let deprecated = if method.deprecated {
+                        Some(DEPRECATED_METHOD)
+                    } else {
+                        deprecated
+                    };
+                    method_stub(&mut types, method, &descriptor, deprecated)
+                })
+                .collect();
+            ServiceStub {
+                name: service.name.clone(),
+                doc: deprecation_note(service.doc.as_deref(), deprecated)
+                    .map(|doc| docstring(&doc, "    ")),
+                methods,
+            }
+        })
+        .collect();
+    let stub = GrpcStub {
+        header: python::HEADER,
+        source: file.name(),
+        client_streaming,
+        imports: types.imports.groups(),
+        services,
+    };
+    python::render_template("python/pb2_grpc.pyi", &stub)
+}
+
+/// One method of a service, `deprecated` (by itself or by its service or file) or not.
+fn method_stub(
+    types: &mut TypeNames<'_>,
+    method: &Method,
+    descriptor: &MethodDescriptor,
+    deprecated: Option<&'static str>,
+) -> MethodStub {
+    if deprecated.is_some() {
+        types.imports.require(Helper::Builtins);
+    }
+    let request = types.message(&descriptor.input());
+    let response = types.message(&descriptor.output());
+    let callable = match (method.client_streaming, method.server_streaming) {
+        (false, false) => "UnaryUnaryMultiCallable",
+        (false, true) => "UnaryStreamMultiCallable",
+        (true, false) => "StreamUnaryMultiCallable",
+        (true, true) => "StreamStreamMultiCallable",
+    };
+    let (request_param, request_type) = if method.client_streaming {
+        (
+            "request_iterator",
+            format!("_MaybeAsyncIterator[{request}]"),
+        )
+    } else {
+        ("request", request.clone())
+    };
+    let response_type = if method.server_streaming {
+        let iterator = types.helper(Helper::CollectionsAbc, "Iterator");
+        let async_iterator = types.helper(Helper::CollectionsAbc, "AsyncIterator");
+        format!("{iterator}[{response}] | {async_iterator}[{response}]")
+    } else {
+        let awaitable = types.helper(Helper::CollectionsAbc, "Awaitable");
+        format!("{response} | {awaitable}[{response}]")
+    };
+    MethodStub {
+        attr: method.attr.clone(),
+        attr_doc: method.doc.as_deref().map(|doc| docstring(doc, "    ")),
+        body_doc: method.doc.as_deref().map(|doc| docstring(doc, "        ")),
+        deprecated,
+        callable,
+        request,
+        response,
+        request_param,
+        request_type,
+        response_type,
+    }
+}
+
+/// `*_pb2_grpc.pyi`.
+#[derive(Template)]
+#[template(path = "python/pb2_grpc.pyi", escape = "none")]
+struct GrpcStub<'a> {
+    header: &'a str,
+    source: &'a str,
+    imports: Vec<Vec<String>>,
+    /// Whether any method takes a request stream (and so needs `_MaybeAsyncIterator`).
+    client_streaming: bool,
+    services: Vec<ServiceStub>,
+}
+
+/// One service: its stubs, servicer and registration function.
+struct ServiceStub {
+    name: String,
+    /// The docstring literal for the stub and servicer classes.
+    doc: Option<String>,
+    methods: Vec<MethodStub>,
+}
+
+/// One method, on the stubs and the servicer.
+struct MethodStub {
+    /// The attribute name, as `_pb2_grpc.py` spells it (keywords get a trailing `_`).
+    attr: String,
+    /// The docstring literal after the stub attribute and inside the servicer method.
+    attr_doc: Option<String>,
+    body_doc: Option<String>,
+    deprecated: Option<&'static str>,
+    /// The multi-callable class, in `grpc` and `grpc.aio` alike.
+    callable: &'static str,
+    request: String,
+    response: String,
+    request_param: &'static str,
+    /// What the servicer receives: a request, or an iterator usable with `for` and `async for`.
+    request_type: String,
+    /// What the servicer returns: a response or stream, directly or from a coroutine.
+    response_type: String,
+}

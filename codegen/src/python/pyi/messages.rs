@@ -1,0 +1,469 @@
+//! `*_pb2.pyi`: a class per message (nested classes in place), its fields, `__init__`,
+//! `HasField` / `ClearField` / `WhichOneof`, extensions and `import public` re-exports.
+
+use std::collections::BTreeSet;
+
+use askama::Template;
+use prost_reflect::{
+    ExtensionDescriptor, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor, OneofDescriptor,
+};
+use prost_types::{FieldOptions, FileOptions, MessageOptions};
+
+use super::enums::EnumClass;
+use super::types::{Helper, TypeNames};
+use super::{
+    DEPRECATED_FIELD, DEPRECATED_FILE, DEPRECATED_MESSAGE, deprecation_note, docstring,
+    global_alias, is_deprecated,
+};
+use crate::comments::{self, Comments};
+use crate::error::Result;
+use crate::names;
+use crate::python::{self, PythonContext};
+
+/// Renders `*_pb2.pyi` for `file`.
+pub(crate) fn render(ctx: &PythonContext<'_>, file: &FileDescriptor) -> Result<String> {
+    let comments = Comments::new(file.file_descriptor_proto());
+    let mut builder = MessagesBuilder {
+        types: TypeNames::new(ctx, Some(file.name())),
+        comments: &comments,
+        file_deprecated: is_deprecated(
+            &file.file_descriptor_proto().options,
+            FileOptions::deprecated,
+        ),
+        blocks: Vec::new(),
+    };
+    builder.types.imports.require(Helper::Descriptor);
+    for enumeration in file.enums() {
+        builder.enumeration(&enumeration, 0);
+    }
+    for message in file.messages() {
+        builder.message(&message, 0);
+    }
+    let extensions = builder.extensions(file.extensions(), "");
+    let reexports = reexports(ctx, file);
+    let stub = MessagesStub {
+        header: python::HEADER,
+        source: file.name(),
+        doc: module_doc(file),
+        blocks: builder.blocks,
+        extensions,
+        imports: builder.types.imports.groups(),
+        reexports,
+    };
+    python::render_template("python/pb2.pyi", &stub)
+}
+
+/// `*_pb2.pyi`.
+#[derive(Template)]
+#[template(path = "python/pb2.pyi", escape = "none")]
+struct MessagesStub<'a> {
+    header: &'a str,
+    source: &'a str,
+    /// The module docstring literal, from the comment on `package` or `syntax`.
+    doc: Option<String>,
+    /// Groups of import statements, separated by blank lines.
+    imports: Vec<Vec<String>>,
+    /// `from m import X as X` for what `import public` files make part of this module.
+    reexports: Vec<String>,
+    /// Classes and notes, in the order and at the depth they are declared.
+    blocks: Vec<Block>,
+    /// Extensions declared at the top level of the file.
+    extensions: Vec<Extension>,
+}
+
+/// One piece of a `_pb2.pyi`. Nested classes are laid out flat, in declaration order, each
+/// carrying its indentation: a message's `Open` comes before its nested classes, its
+/// `Close` (the members) after them.
+pub(super) enum Block {
+    Enum(EnumClass),
+    Open(MessageOpen),
+    Close(MessageClose),
+    Skipped(Skipped),
+}
+
+/// The start of a message class: decorator, `class` line, docstring and `DESCRIPTOR`.
+pub(super) struct MessageOpen {
+    indent: String,
+    name: String,
+    doc: Option<String>,
+}
+
+/// The members of a message class, after its nested classes.
+pub(super) struct MessageClose {
+    /// The indentation of the members (one level inside the class).
+    indent: String,
+    /// `<FIELD>_FIELD_NUMBER` for every field.
+    field_numbers: Vec<String>,
+    fields: Vec<Field>,
+    extensions: Vec<Extension>,
+    /// The name of `__init__`'s first parameter: `self`, unless a field takes that name.
+    init_self: String,
+    init_params: Vec<InitParam>,
+    /// The type of `HasField`'s and `ClearField`'s argument.
+    has_field: String,
+    clear_field: String,
+    which_oneof: Vec<WhichOneof>,
+    /// The class name, and for top-level messages the module-level alias other classes
+    /// use to name it.
+    name: String,
+    global_alias: Option<String>,
+}
+
+/// A field attribute.
+struct Field {
+    name: String,
+    ty: String,
+    /// Messages, repeated fields and maps cannot be assigned: they are properties.
+    read_only: bool,
+    deprecated: Option<&'static str>,
+    /// The docstring literal, indented for where it goes (after an attribute, or inside
+    /// the property).
+    doc: Option<String>,
+}
+
+impl Field {
+    /// Whether the field is declared as a property rather than an attribute.
+    fn is_property(&self) -> bool {
+        self.read_only || self.deprecated.is_some()
+    }
+}
+
+/// A keyword-only `__init__` parameter.
+struct InitParam {
+    name: String,
+    ty: String,
+}
+
+/// One `WhichOneof` signature.
+struct WhichOneof {
+    overload: bool,
+    argument: String,
+    result: String,
+}
+
+/// An extension: a `<NAME>_FIELD_NUMBER` constant and a descriptor attribute, usable with
+/// `Message.Extensions[...]`.
+struct Extension {
+    constant: String,
+    /// Whether the attribute is declared (its name is not a keyword).
+    declared: bool,
+    name: String,
+    ty: String,
+    doc: Option<String>,
+}
+
+/// A declaration Python cannot spell, replaced by a comment.
+pub(super) struct Skipped {
+    pub(super) indent: String,
+    pub(super) kind: &'static str,
+    pub(super) name: String,
+}
+
+/// Builds the blocks of a `_pb2.pyi`.
+pub(super) struct MessagesBuilder<'a> {
+    pub(super) types: TypeNames<'a>,
+    pub(super) comments: &'a Comments,
+    pub(super) file_deprecated: bool,
+    pub(super) blocks: Vec<Block>,
+}
+
+impl MessagesBuilder<'_> {
+    /// Adds `message`, its nested classes and members, declared at `depth`.
+    fn message(&mut self, message: &MessageDescriptor, depth: usize) {
+        let indent = "    ".repeat(depth);
+        let name = message.name().to_owned();
+        if names::is_python_keyword(&name) {
+            self.blocks.push(Block::Skipped(Skipped {
+                indent,
+                kind: "message",
+                name,
+            }));
+            return;
+        }
+        self.types.imports.require(Helper::Typing);
+        self.types.imports.require(Helper::Message);
+        let inner = format!("{indent}    ");
+        let deprecated = self.deprecation(
+            is_deprecated(
+                &message.descriptor_proto().options,
+                MessageOptions::deprecated,
+            ),
+            depth,
+            DEPRECATED_MESSAGE,
+        );
+        let open = MessageOpen {
+            doc: self.doc(message.path(), &inner, deprecated),
+            indent,
+            name,
+        };
+        self.blocks.push(Block::Open(open));
+        for enumeration in message.child_enums() {
+            self.enumeration(&enumeration, depth + 1);
+        }
+        for nested in message.child_messages() {
+            self.message(&nested, depth + 1);
+        }
+        let close = self.members(message, inner, depth == 0);
+        self.blocks.push(Block::Close(close));
+    }
+
+    /// The members of `message`, indented by `indent`.
+    fn members(&mut self, message: &MessageDescriptor, indent: String, top: bool) -> MessageClose {
+        self.types.imports.require(Helper::Builtins);
+        let all_fields: Vec<FieldDescriptor> = message.fields().collect();
+        let declared: Vec<&FieldDescriptor> = all_fields
+            .iter()
+            .filter(|field| !names::is_python_keyword(field.name()))
+            .collect();
+        // `a_b` and `A_b` share a constant; the runtime sets it twice, a stub declares it once.
+        let mut field_numbers: Vec<String> = Vec::new();
+        for field in &all_fields {
+            let constant = field_number_constant(field.name());
+            if !field_numbers.contains(&constant) {
+                field_numbers.push(constant);
+            }
+        }
+
+        let mut fields = Vec::new();
+        let mut init_params = Vec::new();
+        for field in &declared {
+            let types = self.types.field(field);
+            let deprecated = is_deprecated(
+                &field.field_descriptor_proto().options,
+                FieldOptions::deprecated,
+            )
+            .then_some(DEPRECATED_FIELD);
+            if deprecated.is_some() {
+                self.types.imports.require(Helper::TypingExtensions);
+            }
+            let doc_indent = if types.read_only || deprecated.is_some() {
+                format!("{indent}    ")
+            } else {
+                indent.clone()
+            };
+            fields.push(Field {
+                name: field.name().to_owned(),
+                ty: types.attribute,
+                read_only: types.read_only,
+                deprecated,
+                doc: self.doc(field.path(), &doc_indent, None),
+            });
+            init_params.push(InitParam {
+                name: field.name().to_owned(),
+                ty: types.parameter,
+            });
+        }
+        // `self` may be a field name, and so a keyword argument of `__init__`.
+        let mut init_self = "self".to_owned();
+        while declared.iter().any(|field| field.name() == init_self) {
+            init_self.push('_');
+        }
+
+        let oneofs: Vec<OneofDescriptor> = message.oneofs().collect();
+        let has_field = all_fields
+            .iter()
+            .filter(|f| !f.is_list() && !f.is_map() && f.supports_presence())
+            .map(|f| f.name())
+            .chain(oneofs.iter().map(|o| o.name()));
+        let has_field = self.types.field_names(has_field);
+        let clear_field = all_fields
+            .iter()
+            .map(|f| f.name())
+            .chain(oneofs.iter().map(|o| o.name()));
+        let clear_field = self.types.field_names(clear_field);
+        let which_oneof = if oneofs.is_empty() {
+            vec![WhichOneof {
+                overload: false,
+                argument: self.types.helper(Helper::TypingExtensions, "Never"),
+                result: "None".to_owned(),
+            }]
+        } else {
+            let overload = oneofs.len() > 1;
+            if overload {
+                self.types.imports.require(Helper::Typing);
+            }
+            oneofs
+                .iter()
+                .map(|oneof| {
+                    let members: Vec<String> = oneof
+                        .fields()
+                        .map(|f| format!("\"{}\"", f.name()))
+                        .collect();
+                    WhichOneof {
+                        overload,
+                        argument: self.types.field_names([oneof.name()]),
+                        result: format!(
+                            "{}[{}] | None",
+                            self.types.helper(Helper::Typing, "Literal"),
+                            members.join(", ")
+                        ),
+                    }
+                })
+                .collect()
+        };
+        MessageClose {
+            field_numbers,
+            fields,
+            extensions: self.extensions(message.child_extensions(), &indent),
+            init_self,
+            init_params,
+            has_field,
+            clear_field,
+            which_oneof,
+            name: message.name().to_owned(),
+            global_alias: top.then(|| global_alias(message.name())),
+            indent,
+        }
+    }
+
+    /// The declarations of `extensions`, at `indent`.
+    fn extensions(
+        &mut self,
+        extensions: impl Iterator<Item = ExtensionDescriptor>,
+        indent: &str,
+    ) -> Vec<Extension> {
+        extensions
+            .map(|extension| {
+                self.types.imports.require(Helper::Builtins);
+                let extended = self.types.message(&extension.containing_message());
+                let value = self.types.kind(&extension.kind());
+                let value = if extension.is_list() {
+                    let container = if matches!(extension.kind(), Kind::Message(_)) {
+                        "RepeatedCompositeFieldContainer"
+                    } else {
+                        "RepeatedScalarFieldContainer"
+                    };
+                    format!(
+                        "{}[{value}]",
+                        self.types.helper(Helper::Containers, container)
+                    )
+                } else {
+                    value
+                };
+                Extension {
+                    constant: field_number_constant(extension.name()),
+                    declared: !names::is_python_keyword(extension.name()),
+                    name: extension.name().to_owned(),
+                    ty: format!(
+                        "{}[{extended}, {value}]",
+                        self.types
+                            .helper(Helper::ExtensionDict, "_ExtensionFieldDescriptor")
+                    ),
+                    doc: self.doc(extension.path(), indent, None),
+                }
+            })
+            .collect()
+    }
+
+    /// The docstring literal for the element at `path`, continued at `indent`, with a
+    /// note if the element is `deprecated`.
+    pub(super) fn doc(
+        &self,
+        path: &[i32],
+        indent: &str,
+        deprecated: Option<&str>,
+    ) -> Option<String> {
+        let comment = self.comments.get(path).map(comments::python_docstring);
+        deprecation_note(comment.as_deref(), deprecated).map(|doc| docstring(&doc, indent))
+    }
+
+    /// Why a message or enum at `depth` is deprecated, if it is (by itself, or as a
+    /// top-level class of a deprecated file).
+    pub(super) fn deprecation(
+        &self,
+        own: bool,
+        depth: usize,
+        text: &'static str,
+    ) -> Option<&'static str> {
+        if own {
+            Some(text)
+        } else if depth == 0 && self.file_deprecated {
+            Some(DEPRECATED_FILE)
+        } else {
+            None
+        }
+    }
+}
+
+/// `from m import X as X` for each name that `import public` dependencies (and theirs)
+/// add to the module, as their stubs declare them.
+fn reexports(ctx: &PythonContext<'_>, file: &FileDescriptor) -> Vec<String> {
+    let mut lines = Vec::new();
+    for public in file.public_dependencies() {
+        let module = ctx.module(public.name(), "_pb2");
+        if module.split('.').any(names::is_python_keyword) {
+            continue;
+        }
+        let mut exported = BTreeSet::new();
+        public_names(&public, &mut exported);
+        lines.extend(
+            exported
+                .into_iter()
+                .map(|name| format!("from {module} import {name} as {name}")),
+        );
+    }
+    lines
+}
+
+/// The module-level names the stub of `file` declares, with those it re-exports.
+fn public_names(file: &FileDescriptor, out: &mut BTreeSet<String>) {
+    let declarable = |name: &str| !names::is_python_keyword(name);
+    out.extend(
+        file.messages()
+            .map(|m| m.name().to_owned())
+            .filter(|n| declarable(n)),
+    );
+    for enumeration in file.enums().filter(|e| declarable(e.name())) {
+        out.insert(enumeration.name().to_owned());
+        out.extend(
+            enumeration
+                .values()
+                .map(|v| v.name().to_owned())
+                .filter(|n| declarable(n)),
+        );
+    }
+    out.extend(
+        file.extensions()
+            .map(|e| e.name().to_owned())
+            .filter(|n| declarable(n)),
+    );
+    for public in file.public_dependencies() {
+        public_names(&public, out);
+    }
+}
+
+/// The module docstring: the comment on `package`, else on `syntax`, as mypy-protobuf
+/// chooses. A file's header is usually detached from the statement by a blank line, and
+/// `Comments` indexes attached comments only, so the source info is read here.
+fn module_doc(file: &FileDescriptor) -> Option<String> {
+    const PACKAGE: i32 = 2;
+    const SYNTAX: i32 = 12;
+    let info = file.file_descriptor_proto().source_code_info.as_ref()?;
+    let text = [PACKAGE, SYNTAX].into_iter().find_map(|field| {
+        let location = info.location.iter().find(|l| l.path == [field])?;
+        location.leading_comments.as_deref().or(location
+            .leading_detached_comments
+            .last()
+            .map(String::as_str))
+    })?;
+    // Comment lines keep the space after `//`; remove the indentation they share.
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    let indent = lines
+        .iter()
+        .filter(|line| !line.is_empty())
+        .map(|line| line.len() - line.trim_start().len())
+        .min()?;
+    let text: Vec<&str> = lines
+        .iter()
+        .map(|line| line.get(indent..).unwrap_or(""))
+        .collect();
+    Some(docstring(
+        &comments::python_docstring(text.join("\n").trim()),
+        "",
+    ))
+}
+
+/// `page_size` -> `PAGE_SIZE_FIELD_NUMBER`.
+fn field_number_constant(field: &str) -> String {
+    format!("{}_FIELD_NUMBER", field.to_ascii_uppercase())
+}
