@@ -221,18 +221,13 @@ fn collect_empty_method_bodies(
 /// `[line, column, end_line, end_column]`, zero-based, columns in bytes as protox counts).
 fn declaration_end(source: &str, span: &[i32]) -> Option<u8> {
     let (end_line, end_column) = match *span {
-        [_, _, end_column] => (span[0], end_column),
+        [line, _, end_column] => (line, end_column),
         [_, _, end_line, end_column] => (end_line, end_column),
         _ => return None,
     };
-    let line_start = if end_line == 0 {
-        0
-    } else {
-        source
-            .match_indices('\n')
-            .nth(usize::try_from(end_line).ok()? - 1)?
-            .0
-            + 1
+    let line_start = match usize::try_from(end_line).ok()? {
+        0 => 0,
+        line => source.match_indices('\n').nth(line - 1)?.0 + 1,
     };
     let end = line_start + usize::try_from(end_column).ok()?;
     source.as_bytes().get(end.checked_sub(1)?).copied()
