@@ -97,11 +97,7 @@ impl WorkerPool {
         } = request;
         let spec = self.operation(&framework, &operation)?;
         let full_name = format!("{framework}.{operation}");
-        let callee = Callee {
-            noun: "parameter",
-            kind: "operation",
-            name: &full_name,
-        };
+        let callee = Callee::Operation(&full_name);
         // Literals and bindings apart; BTreeMap so that errors are reported in name order.
         let mut literals = BTreeMap::new();
         let mut bound = BTreeMap::new();
@@ -280,11 +276,7 @@ impl WorkerPool {
             BridgeError::new(ErrorKind::ToolNotFound, format!("no tool named `{name}`"))
                 .with("tool", name)
         })?;
-        let callee = Callee {
-            noun: "argument",
-            kind: "tool",
-            name,
-        };
+        let callee = Callee::Tool(name);
         let mut checked = HashMap::with_capacity(arguments.len());
         for (argument, value) in arguments {
             let Some(param) = spec.parameters.iter().find(|p| p.name == argument) else {
