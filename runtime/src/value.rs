@@ -815,7 +815,6 @@ mod conversion_tests {
         assert!(validate(Subject::Variable("s"), VariableType::String, &c, text("b")).is_ok());
         assert!(validate(Subject::Variable("s"), VariableType::String, &c, text("ab")).is_err());
     }
-
 }
 
 #[cfg(test)]
