@@ -404,7 +404,10 @@ mod tests {
             .await
             .unwrap_err();
         assert_invalid(&error, "add", "b", "needs argument");
-        assert_eq!(error.context.get("argument").map(String::as_str), Some("b"));
+        assert_eq!(
+            error.context.get("parameter").map(String::as_str),
+            Some("b")
+        );
         let error = call(
             &registry,
             "add",
@@ -652,7 +655,7 @@ mod tests {
             "does not fit in a 32-bit integer",
         );
         assert_eq!(
-            error.context.get("argument").map(String::as_str),
+            error.context.get("parameter").map(String::as_str),
             Some("small")
         );
 

@@ -11,11 +11,12 @@ use tonic::{Request, Response, Status};
 
 use crate::error::{BridgeError, Result};
 use crate::glob::Glob;
+use crate::operations;
 use crate::state::{
     Limits, MemoryBackend, NewSession, StateBackend, WatchStart, WriteContext, WriteOp,
 };
 use crate::tools::{Handler, ToolDef, ToolRegistry};
-use crate::workers::{self, WorkerPool};
+use crate::workers::WorkerPool;
 
 type GrpcResult<T> = std::result::Result<Response<T>, Status>;
 type BoxStream<T> = std::pin::Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
@@ -84,11 +85,16 @@ impl EngineBuilder {
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         let limits = self.limits;
+        let state = self
+            .state
+            .unwrap_or_else(|| Arc::new(MemoryBackend::new(limits.clone())));
+        if let Some(workers) = &self.workers {
+            // The pool unpins sessions as the backend reports them ended.
+            workers.follow_sessions(state.session_events());
+        }
         Engine {
             id: format!("engine-{}-{nanos:x}", std::process::id()),
-            state: self
-                .state
-                .unwrap_or_else(|| Arc::new(MemoryBackend::new(limits.clone()))),
+            state,
             tools: Arc::new(self.tools),
             limits,
             workers: self.workers,
@@ -130,18 +136,13 @@ impl Engine {
     /// Removes expired sessions every `every` until the returned task is aborted.
     pub fn spawn_expiry_sweeper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let state = Arc::clone(&self.state);
-        let workers = self.workers.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let expired = state.expire_sessions().await.unwrap_or_default();
-                if let Some(workers) = &workers {
-                    for session in &expired {
-                        workers.forget_session(session);
-                    }
-                }
+                // The worker pool hears of expired sessions from the backend's events.
+                let _ = state.expire_sessions().await;
             }
         })
     }
@@ -158,7 +159,7 @@ impl Engine {
     fn worker_pool(&self, what: &str) -> Result<&WorkerPool> {
         self.workers
             .as_ref()
-            .ok_or_else(|| workers::no_workers(what))
+            .ok_or_else(|| operations::no_workers(what))
     }
 
     async fn variable(&self, session: &str, name: &str) -> Result<(pb::Variable, u64)> {
@@ -314,9 +315,6 @@ impl MlBridge for Engine {
                     .state
                     .remove_session(required("session_id", &r.session_id)?)
                     .await?;
-                if let Some(workers) = &self.workers {
-                    workers.forget_session(&r.session_id);
-                }
                 Ok(removed.unwrap_or_default())
             }
             .await,
@@ -670,7 +668,7 @@ impl MlBridge for Engine {
                         .iter()
                         .filter_map(|t| t.spec.as_ref().map(|s| s.name.clone()))
                         .collect();
-                    tools.extend(workers.tool_infos().into_iter().filter(|info| {
+                    tools.extend(operations::tool_infos(workers).into_iter().filter(|info| {
                         info.spec.as_ref().is_some_and(|spec| {
                             pattern.matches(&spec.name) && !engine_tools.contains(&spec.name)
                         })
@@ -696,7 +694,7 @@ impl MlBridge for Engine {
                 let session = required("session_id", &r.session_id)?;
                 self.state.session(session).await?;
                 if let Some(workers) = self.tool_worker(&r.tool_name) {
-                    return workers.execute_tool(self.limits.max_value_bytes, r).await;
+                    return operations::execute_tool(workers, self.limits.max_value_bytes, r).await;
                 }
                 let (handler, args) = self.tools.prepare(
                     session,
@@ -736,7 +734,7 @@ impl MlBridge for Engine {
                 self.state
                     .session(required("session_id", &r.session_id)?)
                     .await?;
-                workers.stream_tool(self.limits.max_value_bytes, r).await
+                operations::stream_tool(workers, self.limits.max_value_bytes, r).await
             }
             .await
             .map_err(Status::from)?;
@@ -798,9 +796,13 @@ impl MlBridge for Engine {
                 required("framework", &r.framework)?;
                 required("operation", &r.operation)?;
                 let what = format!("operation `{}.{}`", r.framework, r.operation);
-                self.worker_pool(&what)?
-                    .execute_operation(&*self.state, self.limits.max_value_bytes, r)
-                    .await
+                operations::execute_operation(
+                    self.worker_pool(&what)?,
+                    &*self.state,
+                    self.limits.max_value_bytes,
+                    r,
+                )
+                .await
             }
             .await,
         )
@@ -814,7 +816,7 @@ impl MlBridge for Engine {
         answer(
             self.worker_pool("DescribeAdapters")
                 .map(|workers| pb::DescribeAdaptersResponse {
-                    adapters: workers.describe_adapters(&r.frameworks),
+                    adapters: operations::describe_adapters(workers, &r.frameworks),
                 }),
         )
     }

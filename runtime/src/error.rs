@@ -82,9 +82,14 @@ impl BridgeError {
         BridgeError::new(ErrorKind::Internal, message)
     }
 
-    /// The gRPC code that carries this kind.
+    /// The gRPC code that carries this kind (from the schema's `grpc_code` option).
     pub fn code(&self) -> Code {
-        code_for(self.kind)
+        self.kind.grpc_code()
+    }
+
+    /// Whether a client may retry the call that failed (from the schema's `retryable` option).
+    pub fn retryable(&self) -> bool {
+        self.kind.retryable()
     }
 
     /// Builds the error a client sees from a failed call: the details when the server
@@ -102,31 +107,6 @@ impl BridgeError {
         };
         BridgeError::new(kind, format!("{:?}: {}", status.code(), status.message()))
             .with("grpc_code", format!("{:?}", status.code()))
-    }
-}
-
-/// The gRPC status code for each kind, as documented in `ml_bridge.proto`.
-pub fn code_for(kind: ErrorKind) -> Code {
-    use ErrorKind as K;
-    match kind {
-        K::Unspecified | K::ToolError | K::FrameworkError | K::CallbackError => Code::Unknown,
-        K::InvalidArgument | K::TypeMismatch | K::ConstraintViolation => Code::InvalidArgument,
-        K::SessionNotFound
-        | K::SessionExpired
-        | K::VariableNotFound
-        | K::ToolNotFound
-        | K::OperationNotFound
-        | K::CallbackNotFound
-        | K::ResourceNotFound => Code::NotFound,
-        K::SessionLimitExceeded | K::PayloadTooLarge => Code::ResourceExhausted,
-        K::VariableAlreadyExists | K::AlreadyExists => Code::AlreadyExists,
-        K::VersionConflict => Code::Aborted,
-        K::VariableLocked | K::LockNotHeld => Code::FailedPrecondition,
-        K::WorkerCrashed | K::Internal => Code::Internal,
-        K::WorkerUnavailable | K::Unavailable => Code::Unavailable,
-        K::WatchLagged => Code::OutOfRange,
-        K::Timeout => Code::DeadlineExceeded,
-        K::PermissionDenied => Code::PermissionDenied,
     }
 }
 

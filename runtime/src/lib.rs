@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod glob;
 pub mod listen;
+pub mod operations;
 mod params;
 pub mod state;
 pub mod tools;

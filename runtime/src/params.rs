@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use mlbridge_proto::mlbridge::v1::{self as pb, VariableType};
 
 use crate::error::{BridgeError, Result};
-use crate::value::{self, type_name};
+use crate::value::{self, Subject};
 
 pub(crate) fn spec_type(spec: &pb::ParameterSpec) -> VariableType {
     match VariableType::try_from(spec.r#type) {
@@ -17,54 +17,86 @@ pub(crate) fn spec_type(spec: &pb::ParameterSpec) -> VariableType {
     }
 }
 
-/// What is being called, for messages: the noun for its inputs and its full name.
-pub(crate) struct Callee<'a> {
-    /// `parameter` (operations) or `argument` (tools).
-    pub(crate) noun: &'static str,
-    /// `operation` or `tool`.
-    pub(crate) kind: &'static str,
-    /// `builtin.echo` or the tool name.
-    pub(crate) name: &'a str,
+/// What is being called: a host tool (whose inputs messages call arguments) or a
+/// framework operation (parameters). Errors about an input carry the same context keys
+/// either way: `parameter` names the input, `tool` or `operation` the callee.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Callee<'a> {
+    /// A host or worker tool, by name.
+    Tool(&'a str),
+    /// A framework operation, by full name (`builtin.echo`).
+    Operation(&'a str),
 }
 
-impl Callee<'_> {
-    pub(crate) fn context(&self, error: BridgeError) -> BridgeError {
-        error.with(self.kind, self.name)
+impl<'a> Callee<'a> {
+    /// The noun messages use for an input.
+    fn noun(self) -> &'static str {
+        match self {
+            Callee::Tool(_) => "argument",
+            Callee::Operation(_) => "parameter",
+        }
     }
 
-    /// Checks one value against its spec, naming the parameter (and the variable it was
-    /// read from) in any error.
+    /// `tool` or `operation`: in messages and as the context key naming the callee.
+    fn kind(self) -> &'static str {
+        match self {
+            Callee::Tool(_) => "tool",
+            Callee::Operation(_) => "operation",
+        }
+    }
+
+    fn name(self) -> &'a str {
+        match self {
+            Callee::Tool(name) | Callee::Operation(name) => name,
+        }
+    }
+
+    /// Adds the context key naming the callee.
+    pub(crate) fn context(self, error: BridgeError) -> BridgeError {
+        error.with(self.kind(), self.name())
+    }
+
+    /// Adds the context keys naming the callee and the input `input`.
+    pub(crate) fn input_context(self, error: BridgeError, input: &str) -> BridgeError {
+        self.context(error).with("parameter", input)
+    }
+
+    /// The subject of validation messages about input `input`.
+    fn subject(self, input: &'a str, bound: Option<&'a str>) -> Subject<'a> {
+        match self {
+            Callee::Tool(tool) => Subject::Argument {
+                tool,
+                argument: input,
+            },
+            Callee::Operation(operation) => Subject::Parameter {
+                operation,
+                parameter: input,
+                bound,
+            },
+        }
+    }
+
+    /// Checks one value against its spec, naming the input (and the variable it was read
+    /// from) in any error.
     pub(crate) fn check(
-        &self,
-        spec: &pb::ParameterSpec,
+        self,
+        spec: &'a pb::ParameterSpec,
         value: pb::Value,
-        bound: Option<&str>,
+        bound: Option<&'a str>,
     ) -> Result<pb::Value> {
-        let label = format!("{}.{}", self.name, spec.name);
         let constraints = spec.constraints.clone().unwrap_or_default();
-        value::validate(&label, spec_type(spec), &constraints, value).map_err(|e| {
-            let subject = match bound {
-                Some(variable) => {
-                    format!("{} `{label}` (bound to variable `{variable}`)", self.noun)
-                }
-                None => format!("{} `{label}`", self.noun),
-            };
-            let message = e
-                .message
-                .replacen(&format!("variable `{label}`"), &subject, 1);
-            let mut error = BridgeError { message, ..e };
-            error.context.remove("variable");
-            if let Some(variable) = bound {
-                error = error.with("variable", variable);
-            }
-            self.context(error.with(self.noun, &spec.name))
-        })
+        value::validate(
+            self.subject(&spec.name, bound),
+            spec_type(spec),
+            &constraints,
+            value,
+        )
     }
 
     /// Fills in defaults and checks that every required input is present and no unknown
     /// one is given.
     pub(crate) fn complete(
-        &self,
+        self,
         specs: &[pb::ParameterSpec],
         given: &mut HashMap<String, pb::Value>,
         field: &str,
@@ -85,19 +117,19 @@ impl Callee<'_> {
                     given.insert(spec.name.clone(), default.clone());
                 }
                 _ if spec.required => {
-                    return Err(self.context(
+                    return Err(self.input_context(
                         BridgeError::invalid_argument(
                             field,
                             format!(
                                 "{} `{}` needs {} `{}` ({})",
-                                self.kind,
-                                self.name,
-                                self.noun,
+                                self.kind(),
+                                self.name(),
+                                self.noun(),
                                 spec.name,
-                                type_name(spec_type(spec))
+                                spec_type(spec).name()
                             ),
-                        )
-                        .with(self.noun, &spec.name),
+                        ),
+                        &spec.name,
                     ));
                 }
                 _ => {}
@@ -107,7 +139,7 @@ impl Callee<'_> {
     }
 
     pub(crate) fn unknown(
-        &self,
+        self,
         specs: &[pb::ParameterSpec],
         name: &str,
         field: &str,
@@ -118,15 +150,17 @@ impl Callee<'_> {
         } else {
             known.join(", ")
         };
-        self.context(
+        self.input_context(
             BridgeError::invalid_argument(
                 field,
                 format!(
                     "{} `{}` has no {} `{name}` (it takes: {takes})",
-                    self.kind, self.name, self.noun
+                    self.kind(),
+                    self.name(),
+                    self.noun()
                 ),
-            )
-            .with(self.noun, name),
+            ),
+            name,
         )
     }
 }

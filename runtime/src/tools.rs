@@ -14,8 +14,8 @@ use mlbridge_proto::mlbridge::v1::{self as pb, Value, VariableType, value::Kind}
 use tokio_stream::Stream;
 
 use crate::error::{BridgeError, ErrorKind, Result};
-use crate::params::{Callee, spec_type};
-use crate::value::{self, kind_name};
+use crate::params::Callee;
+use crate::value::kind_name;
 
 /// A boxed future of a tool's result.
 pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
@@ -58,7 +58,7 @@ fn value_of(kind: Kind) -> Value {
 }
 
 macro_rules! scalar {
-    ($ty:ty, $vt:ident, $variant:ident, $name:literal, |$v:ident| $from:expr, |$s:ident| $into:expr) => {
+    ($ty:ty, $vt:ident, $variant:ident, |$v:ident| $from:expr, |$s:ident| $into:expr) => {
         impl ToolValue for $ty {
             fn variable_type() -> VariableType {
                 VariableType::$vt
@@ -66,7 +66,7 @@ macro_rules! scalar {
             fn from_value(value: Value) -> std::result::Result<Self, String> {
                 match value.kind {
                     Some(Kind::$variant($v)) => $from,
-                    _ => Err(wrong($name, &value)),
+                    _ => Err(wrong(VariableType::$vt.name(), &value)),
                 }
             }
             fn into_value(self) -> Value {
@@ -77,32 +77,17 @@ macro_rules! scalar {
     };
 }
 
-scalar!(f64, Float, FloatValue, "float", |v| Ok(v), |s| s);
-scalar!(i64, Integer, IntValue, "integer", |v| Ok(v), |s| s);
-scalar!(bool, Boolean, BoolValue, "boolean", |v| Ok(v), |s| s);
-scalar!(String, String, StringValue, "string", |v| Ok(v), |s| s);
-scalar!(pb::Tensor, Tensor, TensorValue, "tensor", |v| Ok(v), |s| s);
-scalar!(
-    pb::Embedding,
-    Embedding,
-    EmbeddingValue,
-    "embedding",
-    |v| Ok(v),
-    |s| s
-);
-scalar!(
-    pb::ModuleRef,
-    Module,
-    ModuleValue,
-    "module",
-    |v| Ok(v),
-    |s| s
-);
+scalar!(f64, Float, FloatValue, |v| Ok(v), |s| s);
+scalar!(i64, Integer, IntValue, |v| Ok(v), |s| s);
+scalar!(bool, Boolean, BoolValue, |v| Ok(v), |s| s);
+scalar!(String, String, StringValue, |v| Ok(v), |s| s);
+scalar!(pb::Tensor, Tensor, TensorValue, |v| Ok(v), |s| s);
+scalar!(pb::Embedding, Embedding, EmbeddingValue, |v| Ok(v), |s| s);
+scalar!(pb::ModuleRef, Module, ModuleValue, |v| Ok(v), |s| s);
 scalar!(
     i32,
     Integer,
     IntValue,
-    "integer",
     |v| i32::try_from(v).map_err(|_| format!("{v} does not fit in a 32-bit integer")),
     |s| i64::from(s)
 );
@@ -110,7 +95,7 @@ scalar!(
 /// Opaque bytes (`Vec<u8>` would be a list of integers).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Bytes(pub Vec<u8>);
-scalar!(Bytes, Bytes, BytesValue, "bytes", |v| Ok(Bytes(v)), |s| s.0);
+scalar!(Bytes, Bytes, BytesValue, |v| Ok(Bytes(v)), |s| s.0);
 
 impl ToolValue for Value {
     fn variable_type() -> VariableType {
@@ -184,7 +169,7 @@ impl<T: ToolValue> ToolValue for Vec<T> {
                 .enumerate()
                 .map(|(i, v)| T::from_value(v).map_err(|e| format!("element {i}: {e}")))
                 .collect(),
-            _ => Err(wrong("list", &value)),
+            _ => Err(wrong(VariableType::List.name(), &value)),
         }
     }
     fn into_value(self) -> Value {
@@ -217,7 +202,7 @@ macro_rules! map_impl {
                                 .map_err(|e| format!("key {k:?}: {e}"))
                         })
                         .collect(),
-                    _ => Err(wrong("map", &value)),
+                    _ => Err(wrong(VariableType::Map.name(), &value)),
                 }
             }
             fn into_value(self) -> Value {
@@ -306,7 +291,7 @@ impl ToolArgs {
                     format!("tool `{}`, argument `{name}`: {detail}", self.tool),
                 )
                 .with("tool", &self.tool)
-                .with("argument", name)
+                .with("parameter", name)
             }),
             None => T::missing().ok_or_else(|| {
                 BridgeError::invalid_argument(
@@ -314,7 +299,7 @@ impl ToolArgs {
                     format!("tool `{}` needs argument `{name}`", self.tool),
                 )
                 .with("tool", &self.tool)
-                .with("argument", name)
+                .with("parameter", name)
             }),
         }
     }
@@ -483,11 +468,7 @@ impl ToolRegistry {
             BridgeError::new(ErrorKind::ToolNotFound, format!("no tool named `{name}`"))
                 .with("tool", name)
         })?;
-        let callee = Callee {
-            noun: "argument",
-            kind: "tool",
-            name,
-        };
+        let callee = Callee::Tool(name);
         let mut arguments = arguments;
         callee.complete(&tool.spec.parameters, &mut arguments, "arguments")?;
         let mut checked = HashMap::with_capacity(arguments.len());
@@ -495,14 +476,7 @@ impl ToolRegistry {
             let Some(value) = arguments.remove(&spec.name) else {
                 continue;
             };
-            // Tool argument errors keep the `variable` context key the Python SDK mirrors.
-            let constraints = spec.constraints.clone().unwrap_or_default();
-            let label = format!("{name}.{}", spec.name);
-            let value =
-                value::validate(&label, spec_type(spec), &constraints, value).map_err(|e| {
-                    let message = e.message.replacen("variable `", "argument `", 1);
-                    BridgeError { message, ..e }.with("tool", name)
-                })?;
+            let value = callee.check(spec, value, None)?;
             checked.insert(spec.name.clone(), value);
         }
         Ok((

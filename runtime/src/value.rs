@@ -8,76 +8,24 @@ use mlbridge_proto::mlbridge::v1::{
 
 use crate::error::{BridgeError, ErrorKind, Result};
 
-/// The name of a type as messages spell it (`float`, `integer`, ...).
-pub fn type_name(ty: VariableType) -> &'static str {
-    match ty {
-        VariableType::Unspecified => "unspecified",
-        VariableType::Float => "float",
-        VariableType::Integer => "integer",
-        VariableType::String => "string",
-        VariableType::Boolean => "boolean",
-        VariableType::Choice => "choice",
-        VariableType::Module => "module",
-        VariableType::Embedding => "embedding",
-        VariableType::Tensor => "tensor",
-        VariableType::List => "list",
-        VariableType::Map => "map",
-        VariableType::Bytes => "bytes",
-        VariableType::Any => "any",
-    }
-}
-
 /// The name of the case a value holds (`null`, `integer`, ..., `nothing` when unset).
 pub fn kind_name(value: &Value) -> &'static str {
-    match &value.kind {
-        None => "nothing",
-        Some(Kind::NullValue(_)) => "null",
-        Some(Kind::BoolValue(_)) => "boolean",
-        Some(Kind::IntValue(_)) => "integer",
-        Some(Kind::FloatValue(_)) => "float",
-        Some(Kind::StringValue(_)) => "string",
-        Some(Kind::BytesValue(_)) => "bytes",
-        Some(Kind::ChoiceValue(_)) => "choice",
-        Some(Kind::ModuleValue(_)) => "module",
-        Some(Kind::EmbeddingValue(_)) => "embedding",
-        Some(Kind::TensorValue(_)) => "tensor",
-        Some(Kind::ListValue(_)) => "list",
-        Some(Kind::MapValue(_)) => "map",
-    }
-}
-
-/// Bytes per element of a tensor dtype; `None` for `UNSPECIFIED`.
-pub fn dtype_size(dtype: Dtype) -> Option<usize> {
-    Some(match dtype {
-        Dtype::Unspecified => return None,
-        Dtype::Int8 | Dtype::Uint8 | Dtype::Bool => 1,
-        Dtype::Float16 | Dtype::Bfloat16 | Dtype::Int16 | Dtype::Uint16 => 2,
-        Dtype::Float32 | Dtype::Int32 | Dtype::Uint32 => 4,
-        Dtype::Float64 | Dtype::Int64 | Dtype::Uint64 | Dtype::Complex64 => 8,
-        Dtype::Complex128 => 16,
-    })
-}
-
-/// The dtype's name as numpy spells it.
-pub fn dtype_name(dtype: Dtype) -> &'static str {
-    match dtype {
-        Dtype::Unspecified => "unspecified",
-        Dtype::Float16 => "float16",
-        Dtype::Float32 => "float32",
-        Dtype::Float64 => "float64",
-        Dtype::Int8 => "int8",
-        Dtype::Int16 => "int16",
-        Dtype::Int32 => "int32",
-        Dtype::Int64 => "int64",
-        Dtype::Uint8 => "uint8",
-        Dtype::Bool => "bool",
-        Dtype::Bfloat16 => "bfloat16",
-        Dtype::Uint16 => "uint16",
-        Dtype::Uint32 => "uint32",
-        Dtype::Uint64 => "uint64",
-        Dtype::Complex64 => "complex64",
-        Dtype::Complex128 => "complex128",
-    }
+    let ty = match &value.kind {
+        None => return "nothing",
+        Some(Kind::NullValue(_)) => return "null",
+        Some(Kind::BoolValue(_)) => VariableType::Boolean,
+        Some(Kind::IntValue(_)) => VariableType::Integer,
+        Some(Kind::FloatValue(_)) => VariableType::Float,
+        Some(Kind::StringValue(_)) => VariableType::String,
+        Some(Kind::BytesValue(_)) => VariableType::Bytes,
+        Some(Kind::ChoiceValue(_)) => VariableType::Choice,
+        Some(Kind::ModuleValue(_)) => VariableType::Module,
+        Some(Kind::EmbeddingValue(_)) => VariableType::Embedding,
+        Some(Kind::TensorValue(_)) => VariableType::Tensor,
+        Some(Kind::ListValue(_)) => VariableType::List,
+        Some(Kind::MapValue(_)) => VariableType::Map,
+    };
+    ty.name()
 }
 
 /// Formats a number as both languages print it: integral values without a fraction.
@@ -93,36 +41,132 @@ pub fn number(value: f64) -> String {
     }
 }
 
-fn violation(name: &str, constraint: &str, limit: impl ToString, detail: String) -> BridgeError {
-    BridgeError::new(
+/// What a value being checked is: the subject of every message [`validate`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'a> {
+    /// A session variable, by name.
+    Variable(&'a str),
+    /// A parameter of a framework operation, possibly read from a bound variable.
+    Parameter {
+        /// The operation's full name (`builtin.echo`).
+        operation: &'a str,
+        /// The parameter's name.
+        parameter: &'a str,
+        /// The variable the value was read from, for a bound parameter.
+        bound: Option<&'a str>,
+    },
+    /// An argument of a host tool.
+    Argument {
+        /// The tool's name.
+        tool: &'a str,
+        /// The argument's (parameter spec's) name.
+        argument: &'a str,
+    },
+}
+
+/// A subject and the path to the element being checked (`[2]`, `["key"]`).
+struct Target<'a> {
+    subject: Subject<'a>,
+    path: String,
+}
+
+impl Target<'_> {
+    fn element(&self, step: String) -> Self {
+        Target {
+            subject: self.subject,
+            path: format!("{}{step}", self.path),
+        }
+    }
+
+    /// The subject as messages name it: ``variable `v[0]` ``, ``argument `tool.a` ``,
+    /// ``parameter `op.p` (bound to variable `v`) ``.
+    fn describe(&self) -> String {
+        let path = &self.path;
+        match self.subject {
+            Subject::Variable(name) => format!("variable `{name}{path}`"),
+            Subject::Argument { tool, argument } => format!("argument `{tool}.{argument}{path}`"),
+            Subject::Parameter {
+                operation,
+                parameter,
+                bound: None,
+            } => format!("parameter `{operation}.{parameter}{path}`"),
+            Subject::Parameter {
+                operation,
+                parameter,
+                bound: Some(variable),
+            } => format!(
+                "parameter `{operation}.{parameter}{path}` (bound to variable `{variable}`)"
+            ),
+        }
+    }
+
+    /// Whose constraints a bad pattern belongs to (variables keep their bare name).
+    fn owner(&self) -> String {
+        match self.subject {
+            Subject::Variable(name) => format!("`{name}{}`", self.path),
+            _ => self.describe(),
+        }
+    }
+
+    /// The context keys that name the subject: `variable` for a variable; `parameter` and
+    /// `tool` or `operation` for a tool argument or an operation parameter (plus `variable`
+    /// for a bound parameter).
+    fn tag(&self, error: BridgeError) -> BridgeError {
+        match self.subject {
+            Subject::Variable(name) => error.with("variable", format!("{name}{}", self.path)),
+            Subject::Argument { tool, argument } => {
+                error.with("tool", tool).with("parameter", argument)
+            }
+            Subject::Parameter {
+                operation,
+                parameter,
+                bound,
+            } => {
+                let error = error
+                    .with("operation", operation)
+                    .with("parameter", parameter);
+                match bound {
+                    Some(variable) => error.with("variable", variable),
+                    None => error,
+                }
+            }
+        }
+    }
+}
+
+fn violation(
+    at: &Target<'_>,
+    constraint: &str,
+    limit: impl ToString,
+    detail: String,
+) -> BridgeError {
+    at.tag(BridgeError::new(
         ErrorKind::ConstraintViolation,
-        format!("variable `{name}`: {detail}"),
-    )
-    .with("variable", name)
+        format!("{}: {detail}", at.describe()),
+    ))
     .with("constraint", constraint)
     .with("limit", limit.to_string())
 }
 
-fn mismatch(name: &str, ty: VariableType, value: &Value) -> BridgeError {
-    BridgeError::new(
+fn mismatch(at: &Target<'_>, ty: VariableType, value: &Value) -> BridgeError {
+    at.tag(BridgeError::new(
         ErrorKind::TypeMismatch,
         format!(
-            "variable `{name}` expects {}, got {}",
-            type_name(ty),
+            "{} expects {}, got {}",
+            at.describe(),
+            ty.name(),
             kind_name(value)
         ),
-    )
-    .with("variable", name)
-    .with("expected", type_name(ty))
+    ))
+    .with("expected", ty.name())
     .with("actual", kind_name(value))
 }
 
-fn invalid_value(name: &str, detail: String) -> BridgeError {
-    BridgeError::new(
+fn invalid_value(at: &Target<'_>, detail: String) -> BridgeError {
+    at.tag(BridgeError::new(
         ErrorKind::InvalidArgument,
-        format!("variable `{name}`: {detail}"),
-    )
-    .with("variable", name)
+        format!("{}: {detail}", at.describe()),
+    ))
     .with("field", "value")
 }
 
@@ -139,22 +183,27 @@ fn shape_text(shape: &[u64]) -> String {
 }
 
 /// Checks `value` against `ty` and `constraints` and returns it normalised (int widened to
-/// float for FLOAT, string to choice for CHOICE). `name` names the variable in errors.
+/// float for FLOAT, string to choice for CHOICE). Every error names `subject`, once, in
+/// its message and in its context.
 pub fn validate(
-    name: &str,
+    subject: Subject<'_>,
     ty: VariableType,
     constraints: &Constraints,
     value: Value,
 ) -> Result<Value> {
-    let value = check_type(name, ty, constraints.nullable, value)?;
-    check_constraints(name, constraints, &value)?;
-    convert_elements(name, constraints, value)
+    let at = Target {
+        subject,
+        path: String::new(),
+    };
+    let value = check_type(&at, ty, constraints.nullable, value)?;
+    check_constraints(&at, constraints, &value)?;
+    convert_elements(&at, constraints, value)
 }
 
 /// Applies the element type's conversions (int -> float, string -> choice) to every element
 /// of a list or value of a map, as the proto specifies. Runs after the checks, so the
 /// elements are known to be acceptable.
-fn convert_elements(name: &str, c: &Constraints, value: Value) -> Result<Value> {
+fn convert_elements(at: &Target<'_>, c: &Constraints, value: Value) -> Result<Value> {
     let Some(element) = element_type(c) else {
         return Ok(value);
     };
@@ -164,7 +213,7 @@ fn convert_elements(name: &str, c: &Constraints, value: Value) -> Result<Value> 
                 .values
                 .into_iter()
                 .enumerate()
-                .map(|(i, item)| check_type(&format!("{name}[{i}]"), element, false, item))
+                .map(|(i, item)| check_type(&at.element(format!("[{i}]")), element, false, item))
                 .collect::<Result<Vec<_>>>()?;
             Kind::ListValue(pb::ValueList { values })
         }
@@ -173,7 +222,7 @@ fn convert_elements(name: &str, c: &Constraints, value: Value) -> Result<Value> 
                 .entries
                 .into_iter()
                 .map(|(key, item)| {
-                    let item = check_type(&format!("{name}[{key:?}]"), element, false, item)?;
+                    let item = check_type(&at.element(format!("[{key:?}]")), element, false, item)?;
                     Ok((key, item))
                 })
                 .collect::<Result<_>>()?;
@@ -184,14 +233,12 @@ fn convert_elements(name: &str, c: &Constraints, value: Value) -> Result<Value> 
     Ok(Value { kind: Some(kind) })
 }
 
-fn check_type(name: &str, ty: VariableType, nullable: bool, value: Value) -> Result<Value> {
+fn check_type(at: &Target<'_>, ty: VariableType, nullable: bool, value: Value) -> Result<Value> {
     let Some(kind) = value.kind.clone() else {
-        return Err(BridgeError::new(
-            ErrorKind::InvalidArgument,
-            format!("variable `{name}`: no value given (Value has no case set)"),
-        )
-        .with("variable", name)
-        .with("field", "value"));
+        return Err(invalid_value(
+            at,
+            "no value given (Value has no case set)".to_owned(),
+        ));
     };
     let accepted = match (ty, kind) {
         (VariableType::Any, kind) => kind,
@@ -209,36 +256,36 @@ fn check_type(name: &str, ty: VariableType, nullable: bool, value: Value) -> Res
         (VariableType::List, Kind::ListValue(v)) => Kind::ListValue(v),
         (VariableType::Map, Kind::MapValue(v)) => Kind::MapValue(v),
         (VariableType::Bytes, Kind::BytesValue(v)) => Kind::BytesValue(v),
-        _ => return Err(mismatch(name, ty, &value)),
+        _ => return Err(mismatch(at, ty, &value)),
     };
     Ok(Value {
         kind: Some(accepted),
     })
 }
 
-fn check_constraints(name: &str, c: &Constraints, value: &Value) -> Result<()> {
+fn check_constraints(at: &Target<'_>, c: &Constraints, value: &Value) -> Result<()> {
     let Some(kind) = &value.kind else {
         return Ok(());
     };
     match kind {
         Kind::NullValue(_) => Ok(()),
-        Kind::FloatValue(v) => check_range(name, c, *v),
-        Kind::IntValue(v) => check_range(name, c, *v as f64),
+        Kind::FloatValue(v) => check_range(at, c, *v),
+        Kind::IntValue(v) => check_range(at, c, *v as f64),
         Kind::StringValue(s) => {
             if !c.choices.is_empty() && !c.choices.iter().any(|choice| choice == s) {
                 return Err(violation(
-                    name,
+                    at,
                     "choices",
                     join(&c.choices),
                     format!("`{s}` is not one of: {}", join(&c.choices)),
                 ));
             }
-            check_length(name, c, s.chars().count() as u64)?;
+            check_length(at, c, s.chars().count() as u64)?;
             if let Some(pattern) = &c.pattern {
-                let regex = compile_pattern(name, pattern)?;
+                let regex = compile_pattern(at, pattern)?;
                 if !regex.is_match(s) {
                     return Err(violation(
-                        name,
+                        at,
                         "pattern",
                         pattern,
                         format!("`{s}` does not match the pattern `{pattern}`"),
@@ -247,12 +294,12 @@ fn check_constraints(name: &str, c: &Constraints, value: &Value) -> Result<()> {
             }
             Ok(())
         }
-        Kind::BytesValue(b) => check_length(name, c, b.len() as u64),
+        Kind::BytesValue(b) => check_length(at, c, b.len() as u64),
         Kind::ChoiceValue(choice) => {
             // A CHOICE variable always has choices; an ANY value may be any choice.
             if !c.choices.is_empty() && !c.choices.iter().any(|option| option == &choice.value) {
                 return Err(violation(
-                    name,
+                    at,
                     "choices",
                     join(&c.choices),
                     format!("`{}` is not one of: {}", choice.value, join(&c.choices)),
@@ -263,7 +310,7 @@ fn check_constraints(name: &str, c: &Constraints, value: &Value) -> Result<()> {
         Kind::ModuleValue(module) => {
             if !c.allowed_modules.is_empty() && !c.allowed_modules.contains(&module.name) {
                 return Err(violation(
-                    name,
+                    at,
                     "allowed_modules",
                     join(&c.allowed_modules),
                     format!(
@@ -280,7 +327,7 @@ fn check_constraints(name: &str, c: &Constraints, value: &Value) -> Result<()> {
                 && embedding.values.len() != dimensions as usize
             {
                 return Err(violation(
-                    name,
+                    at,
                     "dimensions",
                     dimensions,
                     format!(
@@ -291,25 +338,25 @@ fn check_constraints(name: &str, c: &Constraints, value: &Value) -> Result<()> {
             }
             Ok(())
         }
-        Kind::TensorValue(tensor) => check_tensor(name, c, tensor),
+        Kind::TensorValue(tensor) => check_tensor(at, c, tensor),
         Kind::ListValue(list) => {
-            check_length(name, c, list.values.len() as u64)?;
-            check_items(name, c, list.values.len())?;
+            check_length(at, c, list.values.len() as u64)?;
+            check_items(at, c, list.values.len())?;
             if let Some(element) = element_type(c) {
                 for (i, item) in list.values.iter().enumerate() {
-                    check_type(&format!("{name}[{i}]"), element, false, item.clone())?;
+                    check_type(&at.element(format!("[{i}]")), element, false, item.clone())?;
                 }
             }
             Ok(())
         }
         Kind::MapValue(map) => {
-            check_items(name, c, map.entries.len())?;
+            check_items(at, c, map.entries.len())?;
             if let Some(element) = element_type(c) {
                 let mut keys: Vec<&String> = map.entries.keys().collect();
                 keys.sort();
                 for key in keys {
                     check_type(
-                        &format!("{name}[{key:?}]"),
+                        &at.element(format!("[{key:?}]")),
                         element,
                         false,
                         map.entries[key].clone(),
@@ -328,7 +375,7 @@ fn element_type(c: &Constraints) -> Option<VariableType> {
         .filter(|t| !matches!(t, VariableType::Unspecified | VariableType::Any))
 }
 
-fn check_range(name: &str, c: &Constraints, v: f64) -> Result<()> {
+fn check_range(at: &Target<'_>, c: &Constraints, v: f64) -> Result<()> {
     if let Some(min) = c.min
         && (v.is_nan() || v < min || (c.min_exclusive && v == min))
     {
@@ -341,7 +388,7 @@ fn check_range(name: &str, c: &Constraints, v: f64) -> Result<()> {
         } else {
             format!("{} is below the minimum {}", number(v), number(min))
         };
-        return Err(violation(name, "min", number(min), detail));
+        return Err(violation(at, "min", number(min), detail));
     }
     if let Some(max) = c.max
         && (v.is_nan() || v > max || (c.max_exclusive && v == max))
@@ -355,17 +402,17 @@ fn check_range(name: &str, c: &Constraints, v: f64) -> Result<()> {
         } else {
             format!("{} is above the maximum {}", number(v), number(max))
         };
-        return Err(violation(name, "max", number(max), detail));
+        return Err(violation(at, "max", number(max), detail));
     }
     Ok(())
 }
 
-fn check_length(name: &str, c: &Constraints, length: u64) -> Result<()> {
+fn check_length(at: &Target<'_>, c: &Constraints, length: u64) -> Result<()> {
     if let Some(min) = c.min_length
         && length < min
     {
         return Err(violation(
-            name,
+            at,
             "min_length",
             min,
             format!("length {length} is below the minimum length {min}"),
@@ -375,7 +422,7 @@ fn check_length(name: &str, c: &Constraints, length: u64) -> Result<()> {
         && length > max
     {
         return Err(violation(
-            name,
+            at,
             "max_length",
             max,
             format!("length {length} is above the maximum length {max}"),
@@ -384,12 +431,12 @@ fn check_length(name: &str, c: &Constraints, length: u64) -> Result<()> {
     Ok(())
 }
 
-fn check_items(name: &str, c: &Constraints, count: usize) -> Result<()> {
+fn check_items(at: &Target<'_>, c: &Constraints, count: usize) -> Result<()> {
     if let Some(max) = c.max_items
         && count as u64 > max
     {
         return Err(violation(
-            name,
+            at,
             "max_items",
             max,
             format!("{count} items exceed the maximum of {max}"),
@@ -398,13 +445,10 @@ fn check_items(name: &str, c: &Constraints, count: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_tensor(name: &str, c: &Constraints, tensor: &pb::Tensor) -> Result<()> {
+fn check_tensor(at: &Target<'_>, c: &Constraints, tensor: &pb::Tensor) -> Result<()> {
     let dtype = Dtype::try_from(tensor.dtype).unwrap_or(Dtype::Unspecified);
-    let Some(size) = dtype_size(dtype) else {
-        return Err(invalid_value(
-            name,
-            "tensor dtype is unspecified".to_owned(),
-        ));
+    let Some(size) = dtype.item_size() else {
+        return Err(invalid_value(at, "tensor dtype is unspecified".to_owned()));
     };
     let elements = tensor
         .shape
@@ -413,13 +457,13 @@ fn check_tensor(name: &str, c: &Constraints, tensor: &pb::Tensor) -> Result<()> 
         .and_then(|n| n.checked_mul(size as u64));
     if elements != Some(tensor.data.len() as u64) {
         return Err(invalid_value(
-            name,
+            at,
             format!(
                 "tensor data has {} bytes, expected {} for shape {} of {}",
                 tensor.data.len(),
                 elements.map_or("too many".to_owned(), |n| n.to_string()),
                 shape_text(&tensor.shape),
-                dtype_name(dtype)
+                dtype.name()
             ),
         ));
     }
@@ -428,13 +472,13 @@ fn check_tensor(name: &str, c: &Constraints, tensor: &pb::Tensor) -> Result<()> 
         && required != dtype
     {
         return Err(violation(
-            name,
+            at,
             "dtype",
-            dtype_name(required),
+            required.name(),
             format!(
                 "tensor dtype {} is not the required {}",
-                dtype_name(dtype),
-                dtype_name(required)
+                dtype.name(),
+                required.name()
             ),
         ));
     }
@@ -446,7 +490,7 @@ fn check_tensor(name: &str, c: &Constraints, tensor: &pb::Tensor) -> Result<()> 
                 .all(|(want, have)| *want == 0 || want == have);
         if !fits {
             return Err(violation(
-                name,
+                at,
                 "shape",
                 shape_text(&c.shape),
                 format!(
@@ -460,17 +504,19 @@ fn check_tensor(name: &str, c: &Constraints, tensor: &pb::Tensor) -> Result<()> 
     Ok(())
 }
 
-fn compile_pattern(name: &str, pattern: &str) -> Result<regex::Regex> {
+fn compile_pattern(at: &Target<'_>, pattern: &str) -> Result<regex::Regex> {
     // Compiling the pattern alone first rejects one that would close the group we wrap it
     // in (`a)|(b` would otherwise become `^(?:a)|(b)$` and match almost anything).
     regex::Regex::new(pattern)
         .and_then(|_| regex::Regex::new(&format!(r"\A(?:{pattern})\z")))
         .map_err(|err| {
-            BridgeError::invalid_argument(
+            at.tag(BridgeError::invalid_argument(
                 "constraints.pattern",
-                format!("constraints of `{name}`: invalid pattern `{pattern}`: {err}"),
-            )
-            .with("variable", name)
+                format!(
+                    "constraints of {}: invalid pattern `{pattern}`: {err}",
+                    at.owner()
+                ),
+            ))
         })
 }
 
@@ -483,7 +529,7 @@ pub fn check_definition(name: &str, ty: VariableType, c: &Constraints) -> Result
         )
         .with("variable", name))
     };
-    let ty_name = type_name(ty);
+    let ty_name = ty.name();
     if ty == VariableType::Unspecified {
         return Err(BridgeError::invalid_argument(
             "type",
@@ -543,7 +589,13 @@ pub fn check_definition(name: &str, ty: VariableType, c: &Constraints) -> Result
         if ty != VariableType::String {
             return bad("pattern", format!("pattern does not apply to {ty_name}"));
         }
-        compile_pattern(name, pattern)?;
+        compile_pattern(
+            &Target {
+                subject: Subject::Variable(name),
+                path: String::new(),
+            },
+            pattern,
+        )?;
     }
     if c.dimensions.is_some() && ty != VariableType::Embedding {
         return bad(
@@ -597,7 +649,7 @@ mod tests {
     fn widens_ints_for_floats_and_strings_for_choices() {
         let c = Constraints::default();
         let v = validate(
-            "t",
+            Subject::Variable("t"),
             VariableType::Float,
             &c,
             Value {
@@ -611,7 +663,7 @@ mod tests {
             ..Default::default()
         };
         let v = validate(
-            "m",
+            Subject::Variable("m"),
             VariableType::Choice,
             &c,
             Value {
@@ -632,20 +684,34 @@ mod tests {
             max: Some(2.0),
             ..Default::default()
         };
-        let err = validate("temperature", VariableType::Float, &c, float(2.5)).unwrap_err();
+        let err = validate(
+            Subject::Variable("temperature"),
+            VariableType::Float,
+            &c,
+            float(2.5),
+        )
+        .unwrap_err();
         assert_eq!(err.kind, ErrorKind::ConstraintViolation);
         assert_eq!(
             err.message,
             "variable `temperature`: 2.5 is above the maximum 2"
         );
         assert_eq!(err.context["constraint"], "max");
-        assert!(validate("t", VariableType::Float, &c, float(f64::NAN)).is_err());
+        assert!(
+            validate(
+                Subject::Variable("t"),
+                VariableType::Float,
+                &c,
+                float(f64::NAN)
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn type_mismatch_names_both_types() {
         let err = validate(
-            "n",
+            Subject::Variable("n"),
             VariableType::Integer,
             &Constraints::default(),
             float(1.5),
@@ -663,7 +729,7 @@ mod tests {
             data: vec![0; 12],
         };
         let err = validate(
-            "x",
+            Subject::Variable("x"),
             VariableType::Tensor,
             &Constraints::default(),
             Value {
@@ -725,7 +791,7 @@ mod conversion_tests {
                 }],
             })),
         };
-        let converted = validate("xs", VariableType::List, &c, list).unwrap();
+        let converted = validate(Subject::Variable("xs"), VariableType::List, &c, list).unwrap();
         let Some(Kind::ListValue(list)) = converted.kind else {
             panic!("not a list")
         };
@@ -746,7 +812,158 @@ mod conversion_tests {
         let text = |s: &str| Value {
             kind: Some(Kind::StringValue(s.into())),
         };
-        assert!(validate("s", VariableType::String, &c, text("b")).is_ok());
-        assert!(validate("s", VariableType::String, &c, text("ab")).is_err());
+        assert!(validate(Subject::Variable("s"), VariableType::String, &c, text("b")).is_ok());
+        assert!(validate(Subject::Variable("s"), VariableType::String, &c, text("ab")).is_err());
+    }
+}
+
+#[cfg(test)]
+mod subject_tests {
+    use super::*;
+
+    fn float(v: f64) -> Value {
+        Value {
+            kind: Some(Kind::FloatValue(v)),
+        }
+    }
+
+    fn strings(items: &[&str]) -> Value {
+        Value {
+            kind: Some(Kind::ListValue(pb::ValueList {
+                values: items
+                    .iter()
+                    .map(|s| Value {
+                        kind: Some(Kind::StringValue((*s).to_owned())),
+                    })
+                    .collect(),
+            })),
+        }
+    }
+
+    fn context(error: &BridgeError) -> Vec<(&str, &str)> {
+        error
+            .context
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// The same failures (a range violation and a wrong element type) about each subject:
+    /// each message names its subject once, and the context keys name it.
+    #[test]
+    fn each_subject_is_named_in_message_and_context() {
+        let range = Constraints {
+            max: Some(2.0),
+            ..Default::default()
+        };
+        let ints = Constraints {
+            element_type: Some(VariableType::Integer as i32),
+            ..Default::default()
+        };
+        let subjects = [
+            Subject::Variable("temperature"),
+            Subject::Argument {
+                tool: "tune",
+                argument: "temperature",
+            },
+            Subject::Parameter {
+                operation: "dspy.predict",
+                parameter: "temperature",
+                bound: None,
+            },
+            Subject::Parameter {
+                operation: "dspy.predict",
+                parameter: "temperature",
+                bound: Some("temp"),
+            },
+        ];
+        let mut seen = Vec::new();
+        for subject in subjects {
+            let over = validate(subject, VariableType::Float, &range, float(2.5)).unwrap_err();
+            let element =
+                validate(subject, VariableType::List, &ints, strings(&["a", "b"])).unwrap_err();
+            assert_eq!(over.kind, ErrorKind::ConstraintViolation);
+            assert_eq!(element.kind, ErrorKind::TypeMismatch);
+            seen.push((
+                over.message.clone(),
+                context(&over)
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                element.message.clone(),
+                context(&element)
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ));
+        }
+        let expected = [
+            (
+                "variable `temperature`: 2.5 is above the maximum 2",
+                "constraint=max limit=2 variable=temperature",
+                "variable `temperature[0]` expects integer, got string",
+                "actual=string expected=integer variable=temperature[0]",
+            ),
+            (
+                "argument `tune.temperature`: 2.5 is above the maximum 2",
+                "constraint=max limit=2 parameter=temperature tool=tune",
+                "argument `tune.temperature[0]` expects integer, got string",
+                "actual=string expected=integer parameter=temperature tool=tune",
+            ),
+            (
+                "parameter `dspy.predict.temperature`: 2.5 is above the maximum 2",
+                "constraint=max limit=2 operation=dspy.predict parameter=temperature",
+                "parameter `dspy.predict.temperature[0]` expects integer, got string",
+                "actual=string expected=integer operation=dspy.predict parameter=temperature",
+            ),
+            (
+                "parameter `dspy.predict.temperature` (bound to variable `temp`): 2.5 is above \
+                 the maximum 2",
+                "constraint=max limit=2 operation=dspy.predict parameter=temperature \
+                 variable=temp",
+                "parameter `dspy.predict.temperature[0]` (bound to variable `temp`) expects \
+                 integer, got string",
+                "actual=string expected=integer operation=dspy.predict parameter=temperature \
+                 variable=temp",
+            ),
+        ];
+        for (got, want) in seen.iter().zip(expected) {
+            assert_eq!(
+                (
+                    got.0.as_str(),
+                    got.1.as_str(),
+                    got.2.as_str(),
+                    got.3.as_str()
+                ),
+                want
+            );
+        }
+    }
+
+    /// A tool argument and an operation parameter carry the same context keys; only the
+    /// key naming the callee differs.
+    #[test]
+    fn arguments_and_parameters_share_context_keys() {
+        let c = Constraints {
+            max: Some(2.0),
+            ..Default::default()
+        };
+        let keys = |subject| {
+            let error = validate(subject, VariableType::Float, &c, float(3.0)).unwrap_err();
+            error.context.into_keys().collect::<Vec<_>>()
+        };
+        let argument = keys(Subject::Argument {
+            tool: "t",
+            argument: "x",
+        });
+        let parameter = keys(Subject::Parameter {
+            operation: "f.o",
+            parameter: "x",
+            bound: None,
+        });
+        assert_eq!(argument, ["constraint", "limit", "parameter", "tool"]);
+        assert_eq!(parameter, ["constraint", "limit", "operation", "parameter"]);
     }
 }

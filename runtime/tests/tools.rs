@@ -373,7 +373,10 @@ async fn unknown_tools_and_bad_arguments_are_refused_before_running() {
         .unwrap_err();
     assert_eq!(error.kind, ErrorKind::InvalidArgument);
     assert_eq!(error.message, "tool `add` needs argument `b` (float)");
-    assert_eq!(error.context.get("argument").map(String::as_str), Some("b"));
+    assert_eq!(
+        error.context.get("parameter").map(String::as_str),
+        Some("b")
+    );
 
     let (chunks, error) = engine.stream("count", vec![("to", value(true))]).await;
     assert!(chunks.is_empty());

@@ -132,12 +132,12 @@ def argument_error(
 def test_argument_errors_are_raised_before_the_call(tools: SessionContext, raw: SessionContext) -> None:
     missing = argument_error(tools, raw, "add", InvalidArgument, a=1)
     assert missing.message == "tool `add` needs argument `b` (float)"
-    assert missing.context == {"field": "arguments", "tool": "add", "argument": "b"}
+    assert missing.context == {"field": "arguments", "tool": "add", "parameter": "b"}
     unknown = argument_error(tools, raw, "add", InvalidArgument, a=1, b=2, c=3, bb=4)
     assert unknown.message == "tool `add` has no argument `bb` (it takes: a, b)"
     wrong = argument_error(tools, raw, "add", TypeMismatch, a="1", b=2)
     assert wrong.message == "argument `add.a` expects float, got string"
-    assert wrong.context == {"variable": "add.a", "expected": "float", "actual": "string", "tool": "add"}
+    assert wrong.context == {"parameter": "a", "expected": "float", "actual": "string", "tool": "add"}
     null = argument_error(tools, raw, "word_count", TypeMismatch, text=None)
     assert null.message == "argument `word_count.text` expects string, got null"
     first = argument_error(tools, raw, "add", TypeMismatch, a=1, b=[2])

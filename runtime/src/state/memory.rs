@@ -10,9 +10,14 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::variables::{Variables, WriteContext, WriteOp};
-use super::{Limits, NewSession, StateBackend, UpdateStream, WatchStart};
+use super::{
+    Limits, NewSession, SessionEvent, SessionEvents, StateBackend, UpdateStream, WatchStart,
+};
 use crate::error::{BridgeError, ErrorKind, Result};
 use crate::glob::Glob;
+
+/// Session events buffered per subscriber before it lags.
+const SESSION_EVENT_BUFFER: usize = 1024;
 
 /// Sessions held in this process's memory.
 #[derive(Debug)]
@@ -20,6 +25,7 @@ pub struct MemoryBackend {
     sessions: RwLock<HashMap<String, Arc<Slot>>>,
     expired: Mutex<Expired>,
     limits: Limits,
+    events: broadcast::Sender<SessionEvent>,
 }
 
 /// Ids of recently expired sessions, oldest first, bounded.
@@ -82,6 +88,7 @@ impl MemoryBackend {
             sessions: RwLock::new(HashMap::new()),
             expired: Mutex::new(Expired::default()),
             limits,
+            events: broadcast::channel(SESSION_EVENT_BUFFER).0,
         }
     }
 
@@ -137,6 +144,11 @@ impl MemoryBackend {
             slot.expired
                 .store(expired, std::sync::atomic::Ordering::SeqCst);
             slot.removed.send_replace(true);
+            // No subscribers is fine: nobody keeps anything per session.
+            let _ = self.events.send(SessionEvent::Ended {
+                session_id: id.to_owned(),
+                expired,
+            });
         }
         if removed.is_some() && expired {
             let mut memory = self.expired.lock().expect("expired lock");
@@ -464,6 +476,9 @@ impl StateBackend for MemoryBackend {
 
     async fn session_count(&self) -> usize {
         self.sessions.read().expect("sessions lock").len()
+    }
+    fn session_events(&self) -> SessionEvents {
+        self.events.subscribe()
     }
 }
 

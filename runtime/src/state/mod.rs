@@ -21,6 +21,23 @@ pub use variables::{WriteContext, WriteOp};
 /// A stream of variable updates, ending with an error (never with OK on its own).
 pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::VariableUpdate>> + Send>>;
 
+/// Something that happened to a session as a whole, for those who keep per-session
+/// resources outside the backend (the worker pool's session pins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The session is gone: cleaned up by a client (`expired` false) or expired.
+    Ended {
+        /// The session's id.
+        session_id: String,
+        /// Whether it ended by running out its TTL.
+        expired: bool,
+    },
+}
+
+/// A subscription to [`SessionEvent`]s. A subscriber that falls far behind misses events
+/// (`Lagged`); the backend never waits for subscribers.
+pub type SessionEvents = tokio::sync::broadcast::Receiver<SessionEvent>;
+
 /// Where a watch starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchStart {
@@ -141,6 +158,8 @@ pub trait StateBackend: Send + Sync + 'static {
     ) -> Result<UpdateStream>;
     /// Number of live sessions.
     async fn session_count(&self) -> usize;
+    /// Events about sessions as a whole (a session ended), from now on.
+    fn session_events(&self) -> SessionEvents;
 }
 
 impl std::fmt::Debug for dyn StateBackend {

@@ -460,7 +460,7 @@ fn checked(
         .with("variable", name)
         .with("limit_bytes", limits.max_value_bytes));
     }
-    value::validate(name, ty, constraints, value)
+    value::validate(value::Subject::Variable(name), ty, constraints, value)
 }
 
 /// Variable names, as `ml_bridge.proto` defines them: `[A-Za-z_][A-Za-z0-9_.:/-]{0,254}`,

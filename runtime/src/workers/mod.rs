@@ -1,7 +1,8 @@
 //! The worker pool: a fixed number of slots, each running one Python worker
 //! (`python -m mlbridge.worker`). The pool starts them, waits until they are ready, keeps
 //! them healthy (exit detection, health pings, restart with exponential backoff), pins each
-//! session to one slot, and runs framework operations and worker-hosted tools on them.
+//! session to one slot, and routes checked framework operation and tool calls to the
+//! session's worker. It hears that a session ended from the state backend's session events.
 //!
 //! No worker outlives the engine: each one exits when its stdin (a pipe the engine holds)
 //! closes, which the kernel does however the engine ends.
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use mlbridge_proto::mlbridge::v1::{self as pb, worker_client::WorkerClient};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::Status;
@@ -25,8 +26,9 @@ use tonic::transport::Channel;
 
 use crate::error::{BridgeError, ErrorKind, Result};
 use crate::listen::ListenAddr;
+use crate::state::{SessionEvent, SessionEvents};
 
-pub use dispatch::{ToolChunkStream, no_workers};
+pub use dispatch::ToolChunkStream;
 pub use process::READY_PREFIX;
 
 /// How to run a [`WorkerPool`]: settings as data, then [`WorkerPoolConfig::start`].
@@ -442,7 +444,7 @@ impl WorkerPool {
         let _ = self.inner.engine_address.set(target);
     }
 
-    fn engine_address(&self) -> String {
+    pub(crate) fn engine_address(&self) -> String {
         self.inner.engine_address.get().cloned().unwrap_or_default()
     }
 
@@ -467,13 +469,18 @@ impl WorkerPool {
             .collect()
     }
 
-    /// Forgets the worker a session was pinned to (call when the session ends).
-    pub fn forget_session(&self, session_id: &str) {
-        self.inner
-            .pins
-            .lock()
-            .expect("pins lock")
-            .forget(session_id);
+    /// Unpins each session as `events` (the state backend's session events) report it
+    /// ended, for as long as both the pool and the backend exist. The engine builder
+    /// subscribes its pool to its backend.
+    pub fn follow_sessions(&self, events: SessionEvents) -> JoinHandle<()> {
+        let pool = Arc::downgrade(&self.inner);
+        tokio::spawn(unpin_ended(events, move |session_id| {
+            let Some(inner) = pool.upgrade() else {
+                return false;
+            };
+            inner.pins.lock().expect("pins lock").forget(session_id);
+            true
+        }))
     }
 
     /// The slot serving `session_id`: its pin, or a new pin on the slot with the fewest
@@ -600,6 +607,23 @@ impl Drop for PoolInner {
             supervisor.abort();
         }
         let _ = std::fs::remove_dir_all(&self.socket_dir);
+    }
+}
+
+/// Calls `forget` with each ended session's id until it returns false or the events end.
+/// Events missed by lagging are lost; the pins are bounded, so a missed one only holds a
+/// pin until it is the least recently used.
+async fn unpin_ended(mut events: SessionEvents, mut forget: impl FnMut(&str) -> bool) {
+    loop {
+        match events.recv().await {
+            Ok(SessionEvent::Ended { session_id, .. }) => {
+                if !forget(&session_id) {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 
@@ -866,5 +890,49 @@ mod tests {
         pins.forget("never-pinned");
         assert_eq!(pins.by_session.len(), 2);
         assert_eq!(pins.per_slot.iter().sum::<usize>(), 2);
+    }
+
+    /// Ending a session, by cleanup or by expiry, unpins it: the pool hears it from the
+    /// backend's session events, with no call from the engine.
+    #[tokio::test]
+    async fn ended_sessions_are_unpinned_from_backend_events() {
+        use crate::state::{Limits, MemoryBackend, NewSession, StateBackend};
+
+        let backend = MemoryBackend::new(Limits::default());
+        let pins = Arc::new(Mutex::new(Pins::new(2, 100)));
+        let follower = {
+            let pins = Arc::clone(&pins);
+            tokio::spawn(unpin_ended(backend.session_events(), move |id| {
+                pins.lock().unwrap().forget(id);
+                true
+            }))
+        };
+        let session = |id: &str, ttl: Option<Duration>| NewSession {
+            id: Some(id.to_owned()),
+            ttl,
+            ..Default::default()
+        };
+        backend
+            .create_session(session("closed", None))
+            .await
+            .unwrap();
+        backend
+            .create_session(session("expiring", Some(Duration::from_nanos(1))))
+            .await
+            .unwrap();
+        backend.create_session(session("kept", None)).await.unwrap();
+        for id in ["closed", "expiring", "kept"] {
+            pins.lock().unwrap().slot(id, |_, pinned| pinned);
+        }
+        assert!(backend.remove_session("closed").await.unwrap().is_some());
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(backend.expire_sessions().await.unwrap(), ["expiring"]);
+        // Dropping the backend ends the event stream, so the follower has seen every event
+        // once it returns.
+        drop(backend);
+        follower.await.unwrap();
+        let pins = pins.lock().unwrap();
+        assert_eq!(pins.by_session.keys().collect::<Vec<_>>(), ["kept"]);
+        assert_eq!(pins.per_slot.iter().sum::<usize>(), 1);
     }
 }
