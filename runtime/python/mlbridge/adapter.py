@@ -32,7 +32,6 @@ from .errors import (
     ToolNotFound,
 )
 from .types import Constraints, VariableType
-from .validation import validate
 from .values import from_value, to_value
 
 if TYPE_CHECKING:
@@ -93,9 +92,9 @@ class ParamSpec:
         return spec
 
     def decode(self, value: pb.Value) -> object:
-        """Checks `value` against the type and constraints and returns it as Python."""
-        constraints = self.constraints.to_proto() if self.constraints is not None else pb.Constraints()
-        return from_value(validate(self.name, self.type.to_proto(), constraints, value))
+        """`value` as Python (the engine has checked it against the type and constraints
+        and normalised it before dispatching the call)."""
+        return from_value(value)
 
 
 @dataclass(frozen=True)
@@ -341,9 +340,19 @@ def _encode_results(spec: OperationSpec, produced: Mapping[str, object], what: s
     encoded: dict[str, pb.Value] = {}
     for name, result in declared.items():
         hint = result.type if result.type is not VariableType.ANY else None
-        value = to_value(produced[name], hint)
-        encoded[name] = validate(f"result {name}", result.type.to_proto(), pb.Constraints(), value)
+        encoded[name] = _normalised(to_value(produced[name], hint), result.type)
     return encoded
+
+
+def _normalised(value: pb.Value, declared: VariableType) -> pb.Value:
+    """A result as the engine would store it: an int for a FLOAT result becomes a float,
+    a str for a CHOICE result a choice (results reach the caller without an engine check)."""
+    case = value.WhichOneof("kind")
+    if declared is VariableType.FLOAT and case == "int_value":
+        return pb.Value(float_value=float(value.int_value))
+    if declared is VariableType.CHOICE and case == "string_value":
+        return pb.Value(choice_value=pb.Choice(value=value.string_value))
+    return value
 
 
 def _remote(kind: type[BridgeError], error: BaseException, what: str) -> BridgeError:

@@ -29,12 +29,11 @@ from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
 from ._core import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open, read_only_async
 from .batch import AsyncBatch
-from .cache import Schema
 from .channel import aio_channel
 from .errors import BridgeError, ErrorKind, error_for, error_from_rpc
 from .records import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
 from .tools import AsyncTool, AsyncToolNamespace, ToolSpec
-from .types import Constraints, VariableType
+from .types import Constraints, VariableType, constraints_from
 from .watch import AsyncCacheWatcher, AsyncWatch
 
 __all__ = ["AsyncSessionContext", "AsyncVariableNamespace"]
@@ -242,14 +241,15 @@ class AsyncSessionContext:
         name: str,
         type: VariableType | str,
         value: object,
-        constraints: Constraints | None = None,
+        constraints: Constraints | Mapping[str, Any] | None = None,
         *,
         description: str = "",
         metadata: Mapping[str, str] | None = None,
+        **rules: Any,
     ) -> Variable:
         """Registers a new variable at version 1 and returns it (see
         `SessionContext.register_variable`)."""
-        request = self._core.register_request(name, type, value, constraints, description, metadata)
+        request = self._core.register_request(name, type, value, constraints_from(constraints, rules), description, metadata)
         response = await self._invoke(self._open_stub().RegisterVariable, request)
         self._core.cache.store(response.variable, response.sequence)
         return self._core.variable(response.variable)
@@ -273,19 +273,10 @@ class AsyncSessionContext:
         """The variable's full state: type, constraints, value, version, ..."""
         return self._core.variable(await self._read(name))
 
-    async def _checked(self, name: str, value: object) -> pb.Value:
-        core = self._core
-        if not core.options.validate:
-            return core.checked(name, None, value)
-        schema = core.cache.schema(name)
-        if schema is None:
-            variable = await self._fetch(name)
-            return core.checked(name, Schema(variable.type, variable.constraints), value)
-        try:
-            return core.checked(name, schema, value)
-        except BridgeError:
-            variable = await self._fetch(name)
-            return core.checked(name, Schema(variable.type, variable.constraints), value)
+    def _converted(self, name: str, value: object) -> pb.Value:
+        """`value` as a wire value, with the cached schema (if any) as a conversion hint;
+        never a read: the engine checks the write."""
+        return self._core.converted(name, self._core.cache.schema(name), value)
 
     async def set_variable(
         self,
@@ -297,7 +288,7 @@ class AsyncSessionContext:
     ) -> Variable:
         """Writes a variable and returns it at its new version (see
         `SessionContext.set_variable`)."""
-        request = self._core.set_request(name, await self._checked(name, value), expected_version, metadata)
+        request = self._core.set_request(name, self._converted(name, value), expected_version, metadata)
         response = await self._invoke(self._open_stub().SetVariable, request)
         self._core.cache.store(response.variable, response.sequence)
         return self._core.variable(response.variable)
@@ -349,7 +340,7 @@ class AsyncSessionContext:
         `SessionContext.set_variables`)."""
         if not values:
             return []
-        schemas = await self._schemas(values) if self._core.options.validate else {}
+        schemas = {name: self._core.cache.schema(name) for name in values}
         writes, failed = self._core.batch_writes(values, schemas, expected_versions or {}, atomic)
         response = None
         if writes:
@@ -357,18 +348,6 @@ class AsyncSessionContext:
                 self._open_stub().SetVariables, self._core.batch_request(writes, atomic, metadata)
             )
         return self._core.batch_results(response, failed, atomic)
-
-    async def _schemas(self, names: Iterable[str]) -> dict[str, Schema | None]:
-        schemas: dict[str, Schema | None] = {name: self._core.cache.schema(name) for name in names}
-        unknown = [name for name, schema in schemas.items() if schema is None]
-        if unknown:
-            response = await self._invoke(
-                self._open_stub().GetVariables, pb.GetVariablesRequest(session_id=self.session_id, names=unknown)
-            )
-            for name, variable in response.variables.items():
-                self._core.cache.store(variable, response.snapshot_sequence)
-                schemas[name] = Schema(variable.type, variable.constraints)
-        return schemas
 
     def batch(self, *, metadata: Mapping[str, str] | None = None) -> AsyncBatch:
         """An async context manager that collects writes and sends them as one atomic
@@ -443,7 +422,6 @@ class AsyncSessionContext:
                 ToolSpec(info.spec, numpy=self._core.options.numpy),
                 self._execute,
                 self._stream,
-                check=self._core.options.validate,
             )
             for info in response.tools
         }

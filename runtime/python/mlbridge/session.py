@@ -3,7 +3,7 @@
 ```python
 with SessionContext("127.0.0.1:50051") as ctx:
     ctx.register_variable("temperature", "float", 0.7, Constraints(min=0, max=2))
-    ctx["temperature"] = 0.9          # checked locally, then SetVariable
+    ctx["temperature"] = 0.9          # one SetVariable; the engine checks it
     ctx.v.temperature                 # 0.9, from the cache while the watch keeps it fresh
     with ctx.batch() as batch:        # one atomic SetVariables on exit
         batch["temperature"] = 1.0
@@ -25,12 +25,11 @@ from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
 from ._core import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open
 from .batch import Batch
-from .cache import Schema
 from .channel import channel
 from .errors import BridgeError, ErrorKind, VariableNotFound, error_for, error_from_rpc
 from .records import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
 from .tools import Tool, ToolNamespace, ToolSpec
-from .types import Constraints, VariableType
+from .types import Constraints, VariableType, constraints_from
 from .watch import CacheWatcher, Watch
 
 __all__ = ["SessionContext", "VariableNamespace"]
@@ -91,8 +90,9 @@ class SessionContext:
         watch_cache: keep the cache coherent with a background WatchVariables stream
             (a thread), so another client's write is seen within the watch latency. While
             that stream is not live, reads go to the engine.
-        validate: check values, names, constraint definitions and glob patterns before
-            sending (raising the engine's errors). False sends everything as is.
+        validate: refuse a value over `max_value_bytes` before sending it
+            (`PayloadTooLarge`). Every other check is the engine's; False sends
+            everything as is.
         numpy: decode tensors as numpy arrays (None: when numpy is installed).
         source: recorded as the writer of every change (default ``python:pid-<pid>``).
         timeout: seconds per call (None: no deadline). Watch streams have none.
@@ -269,17 +269,21 @@ class SessionContext:
         name: str,
         type: VariableType | str,
         value: object,
-        constraints: Constraints | None = None,
+        constraints: Constraints | Mapping[str, Any] | None = None,
         *,
         description: str = "",
         metadata: Mapping[str, str] | None = None,
+        **rules: Any,
     ) -> Variable:
         """Registers a new variable at version 1 and returns it.
+
+        `constraints` is a `Constraints`, a plain dict of its fields or None; keyword
+        arguments add rules (``register_variable("t", "float", 0.7, min=0.0, max=2.0)``).
 
         Raises `VariableAlreadyExists`, `TypeMismatch`, `ConstraintViolation`,
         `InvalidArgument` (bad name or constraints), `PayloadTooLarge`.
         """
-        request = self._core.register_request(name, type, value, constraints, description, metadata)
+        request = self._core.register_request(name, type, value, constraints_from(constraints, rules), description, metadata)
         response = self._invoke(self._open_stub().RegisterVariable, request)
         self._core.cache.store(response.variable, response.sequence)
         return self._core.variable(response.variable)
@@ -303,22 +307,10 @@ class SessionContext:
         """The variable's full state: type, constraints, value, version, ..."""
         return self._core.variable(self._read(name))
 
-    def _checked(self, name: str, value: object) -> pb.Value:
-        """`value` converted and checked against the variable's schema, learning the schema
-        with a read if needed; a failure against a cached schema is re-checked against a
-        fresh one, so a stale cache never rejects a valid write."""
-        core = self._core
-        if not core.options.validate:
-            return core.checked(name, None, value)
-        schema = core.cache.schema(name)
-        if schema is None:
-            variable = self._fetch(name)
-            return core.checked(name, Schema(variable.type, variable.constraints), value)
-        try:
-            return core.checked(name, schema, value)
-        except BridgeError:
-            variable = self._fetch(name)
-            return core.checked(name, Schema(variable.type, variable.constraints), value)
+    def _converted(self, name: str, value: object) -> pb.Value:
+        """`value` as a wire value, with the cached schema (if any) as a conversion hint;
+        never a read: the engine checks the write."""
+        return self._core.converted(name, self._core.cache.schema(name), value)
 
     def set_variable(
         self,
@@ -334,7 +326,7 @@ class SessionContext:
         (else `VersionConflict`). Raises `VariableNotFound`, `TypeMismatch`,
         `ConstraintViolation`, `PayloadTooLarge`.
         """
-        request = self._core.set_request(name, self._checked(name, value), expected_version, metadata)
+        request = self._core.set_request(name, self._converted(name, value), expected_version, metadata)
         response = self._invoke(self._open_stub().SetVariable, request)
         self._core.cache.store(response.variable, response.sequence)
         return self._core.variable(response.variable)
@@ -391,7 +383,7 @@ class SessionContext:
         """
         if not values:
             return []
-        schemas = self._schemas(values) if self._core.options.validate else {}
+        schemas = {name: self._core.cache.schema(name) for name in values}
         writes, failed = self._core.batch_writes(values, schemas, expected_versions or {}, atomic)
         response = None
         if writes:
@@ -399,19 +391,6 @@ class SessionContext:
                 self._open_stub().SetVariables, self._core.batch_request(writes, atomic, metadata)
             )
         return self._core.batch_results(response, failed, atomic)
-
-    def _schemas(self, names: Iterable[str]) -> dict[str, Schema | None]:
-        """Schemas of `names`, reading the unknown ones in one call (None if missing)."""
-        schemas: dict[str, Schema | None] = {name: self._core.cache.schema(name) for name in names}
-        unknown = [name for name, schema in schemas.items() if schema is None]
-        if unknown:
-            response = self._invoke(
-                self._open_stub().GetVariables, pb.GetVariablesRequest(session_id=self.session_id, names=unknown)
-            )
-            for name, variable in response.variables.items():
-                self._core.cache.store(variable, response.snapshot_sequence)
-                schemas[name] = Schema(variable.type, variable.constraints)
-        return schemas
 
     def batch(self, *, metadata: Mapping[str, str] | None = None) -> Batch:
         """A context manager that collects writes and sends them as one atomic SetVariables
@@ -511,7 +490,6 @@ class SessionContext:
                 ToolSpec(info.spec, numpy=self._core.options.numpy),
                 self._execute,
                 self._stream,
-                check=self._core.options.validate,
             )
             for info in response.tools
         }
