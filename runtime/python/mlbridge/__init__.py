@@ -44,7 +44,7 @@ from .errors import (
     WorkerCrashed,
     WorkerUnavailable,
 )
-from .records import (
+from .snapshots import (
     Binding,
     BoundVariable,
     HistoryEntry,
@@ -58,7 +58,7 @@ from .records import (
 )
 from .session import SessionContext, VariableNamespace
 from .tools import AsyncTool, AsyncToolNamespace, Tool, ToolNamespace, ToolSpec
-from .types import Choice, Constraints, Dtype, Embedding, ModuleRef, Tensor, VariableType
+from .value_types import Choice, Constraints, Dtype, Embedding, ModuleRef, Tensor, VariableType
 from .values import from_value, to_value
 from .watch import AsyncWatch, Watch
 

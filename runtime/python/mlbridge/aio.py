@@ -27,13 +27,13 @@ import grpc.aio
 from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
-from ._core import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open, read_only_async
+from .session_protocol import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open, read_only_async
 from .batch import AsyncBatch
 from .channel import aio_channel
 from .errors import BridgeError, ErrorKind, error_for, error_from_rpc
-from .records import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
+from .snapshots import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
 from .tools import AsyncTool, AsyncToolNamespace, ToolSpec
-from .types import Constraints, VariableType, constraints_from
+from .value_types import Constraints, VariableType, constraints_from
 from .watch import AsyncCacheWatcher, AsyncWatch
 
 __all__ = ["AsyncSessionContext", "AsyncVariableNamespace"]

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
-from .records import WriteResult
+from .snapshots import WriteResult
 
 __all__ = ["AsyncBatch", "Batch"]
 

@@ -23,13 +23,13 @@ import grpc
 from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
-from ._core import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open
+from .session_protocol import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open
 from .batch import Batch
 from .channel import channel
 from .errors import BridgeError, ErrorKind, VariableNotFound, error_for, error_from_rpc
-from .records import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
+from .snapshots import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
 from .tools import Tool, ToolNamespace, ToolSpec
-from .types import Constraints, VariableType, constraints_from
+from .value_types import Constraints, VariableType, constraints_from
 from .watch import CacheWatcher, Watch
 
 __all__ = ["SessionContext", "VariableNamespace"]

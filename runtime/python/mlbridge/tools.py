@@ -16,7 +16,7 @@ from typing import Any, Generic, Optional, TypeVar
 from mlbridge_proto import ml_bridge_pb2 as pb
 
 from .errors import ToolNotFound
-from .types import Embedding, ModuleRef, Tensor, VariableType
+from .value_types import Embedding, ModuleRef, Tensor, VariableType
 from .values import from_value, to_value
 
 __all__ = ["AsyncTool", "AsyncToolNamespace", "Tool", "ToolNamespace", "ToolSpec"]

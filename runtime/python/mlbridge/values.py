@@ -34,7 +34,7 @@ from typing import Any
 from mlbridge_proto import ml_bridge_pb2 as pb
 
 from .errors import UnconvertibleValue
-from .types import Choice, Dtype, Embedding, ModuleRef, Tensor, VariableType, import_numpy, is_numpy_object
+from .value_types import Choice, Dtype, Embedding, ModuleRef, Tensor, VariableType, import_numpy, is_numpy_object
 
 __all__ = ["from_value", "to_value"]
 

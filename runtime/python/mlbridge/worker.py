@@ -37,7 +37,7 @@ from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
 from . import __version__
-from .adapter import Adapter, Call, elapsed_us
+from .dispatch import Adapter, Call, elapsed_us
 from .errors import (
     DETAILS_TRAILER,
     ERROR_KIND_GRPC_CODES,

@@ -18,8 +18,8 @@ from mlbridge_proto import ml_bridge_pb2 as pb
 
 from .cache import Schema, VariableCache
 from .errors import BridgeError, ErrorKind, error_for
-from .records import Binding, HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult
-from .types import Constraints, VariableType, parse_variable_type
+from .snapshots import Binding, HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult
+from .value_types import Constraints, VariableType, parse_variable_type
 from .values import from_value, to_value
 
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024 * 1024

@@ -31,7 +31,7 @@ from .errors import (
     ToolError,
     ToolNotFound,
 )
-from .types import Constraints, VariableType
+from .value_types import Constraints, VariableType
 from .values import from_value, to_value
 
 if TYPE_CHECKING:
@@ -40,12 +40,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Adapter",
     "Call",
-    "elapsed_us",
+    "HostedTool",
     "OperationKind",
     "OperationSpec",
-    "ParamSpec",
+    "ParameterSpec",
     "ResultSpec",
-    "ToolSpec",
+    "elapsed_us",
 ]
 
 OperationKind = str
@@ -59,7 +59,7 @@ _KINDS: dict[str, pb.OperationKind.ValueType] = {
 
 
 @dataclass(frozen=True)
-class ParamSpec:
+class ParameterSpec:
     """One parameter of an operation or tool, as the manifest declares it."""
 
     name: str
@@ -116,7 +116,7 @@ class OperationSpec:
     name: str
     kind: OperationKind
     call: Callable[[ModuleType, Call, Mapping[str, Any]], Mapping[str, object]]
-    parameters: tuple[ParamSpec, ...] = ()
+    parameters: tuple[ParameterSpec, ...] = ()
     results: tuple[ResultSpec, ...] = ()
     description: str = ""
     target: str = ""
@@ -135,12 +135,12 @@ class OperationSpec:
 
 
 @dataclass(frozen=True)
-class ToolSpec:
+class HostedTool:
     """One Python tool offered by the framework side."""
 
     name: str
     call: Callable[[ModuleType, Call, Mapping[str, Any]], object]
-    parameters: tuple[ParamSpec, ...] = ()
+    parameters: tuple[ParameterSpec, ...] = ()
     returns: VariableType = VariableType.ANY
     streaming: bool = False
     description: str = ""
@@ -203,7 +203,7 @@ class Adapter:
         package: str | None = None,
         description: str = "",
         operations: tuple[OperationSpec, ...] = (),
-        tools: tuple[ToolSpec, ...] = (),
+        tools: tuple[HostedTool, ...] = (),
     ) -> None:
         self.framework = framework
         self.implementation = implementation
@@ -247,7 +247,7 @@ class Adapter:
                 context={"framework": self.framework, "operation": name},
             ) from None
 
-    def tool(self, name: str) -> ToolSpec:
+    def tool(self, name: str) -> HostedTool:
         try:
             return self.tools[name]
         except KeyError:
@@ -297,7 +297,7 @@ class Adapter:
             raise _remote(ToolError, error, f"tool {name}") from error
 
 
-def _decode(specs: tuple[ParamSpec, ...], given: Mapping[str, pb.Value], what: str) -> dict[str, Any]:
+def _decode(specs: tuple[ParameterSpec, ...], given: Mapping[str, pb.Value], what: str) -> dict[str, Any]:
     known = {spec.name for spec in specs}
     unknown = sorted(set(given) - known)
     if unknown:
