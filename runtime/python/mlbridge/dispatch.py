@@ -2,9 +2,10 @@
 
 A generated ``mlbridge_adapters.<id>.dispatch`` module declares one `Adapter` from the
 framework's manifest: its operations and tools with typed parameter specs, and for each a
-typed call into the hand-written implementation module. `Adapter.execute` decodes and
-validates the engine's parameters against the specs (the engine has already checked them;
-a worker never trusts its input), calls the implementation, and encodes the results.
+typed call into the hand-written implementation module. `Adapter.execute` decodes the
+engine's parameters (the engine has checked their types and constraints; the worker still
+refuses names the spec does not declare and missing required ones), calls the
+implementation, and encodes the results.
 
 Implementation functions take a `Call` first (the session, bound variables and call
 labels), then the parameters as keyword arguments, and return a mapping of result name to

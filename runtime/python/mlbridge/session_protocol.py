@@ -147,10 +147,11 @@ class SessionCore:
         hint = VariableType.from_proto(schema.type) if schema is not None else None
         wire = to_value(value, hint)
         limit = self.options.max_value_bytes
-        if self.options.validate and wire.ByteSize() > limit:
+        size = wire.ByteSize() if self.options.validate else 0
+        if size > limit:
             raise error_for(
                 ErrorKind.PAYLOAD_TOO_LARGE,
-                f"value of variable `{name}` is {wire.ByteSize()} bytes, over the limit of {limit} bytes",
+                f"value of variable `{name}` is {size} bytes, over the limit of {limit} bytes",
                 variable=name,
                 limit_bytes=limit,
             )
@@ -216,7 +217,7 @@ class SessionCore:
     def set_request(
         self, name: str, value: pb.Value, expected_version: int | None, metadata: Mapping[str, str] | None
     ) -> pb.SetVariableRequest:
-        """A SetVariable request for an already checked value."""
+        """A SetVariable request for an already converted value."""
         request = pb.SetVariableRequest(
             session_id=self.session_id,
             name=name,
