@@ -88,10 +88,10 @@ fn rename(word: &str) -> String {
         return (*to).to_owned();
     }
     for prefix in ["Async", "_Async"] {
-        if let Some(rest) = word.strip_prefix(prefix) {
-            if rest.starts_with(|c: char| c.is_ascii_uppercase()) {
-                return format!("{}{rest}", prefix.strip_suffix("Async").unwrap_or(""));
-            }
+        if let Some(rest) = word.strip_prefix(prefix)
+            && rest.starts_with(|c: char| c.is_ascii_uppercase())
+        {
+            return format!("{}{rest}", prefix.strip_suffix("Async").unwrap_or(""));
         }
     }
     word.to_owned()
