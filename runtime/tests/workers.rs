@@ -33,28 +33,28 @@ fn python() -> PathBuf {
 /// A hand-written `mlbridge_adapters.builtin.dispatch`, used until the generated one
 /// exists in `generated/python`.
 const BUILTIN_DISPATCH: &str = r#"
-from mlbridge.adapter import Adapter, OperationSpec, ParamSpec, ResultSpec, ToolSpec
-from mlbridge.types import Constraints, VariableType
+from mlbridge.dispatch import Adapter, HostedTool, OperationSpec, ParameterSpec, ResultSpec
+from mlbridge.value_types import Constraints, VariableType
 
 ADAPTER = Adapter(
     framework="builtin",
-    implementation="mlbridge.adapters.builtin",
+    implementation="mlbridge.frameworks.builtin",
     description="Operations with no framework behind them.",
     operations=(
         OperationSpec(name="noop", kind="function", call=lambda m, c, a: m.noop(c)),
         OperationSpec(
             name="echo", kind="function", call=lambda m, c, a: m.echo(c, value=a["value"]),
-            parameters=(ParamSpec(name="value", type=VariableType.ANY, required=True, bindable=True),),
+            parameters=(ParameterSpec(name="value", type=VariableType.ANY, required=True, bindable=True),),
             results=(ResultSpec(name="value", type=VariableType.ANY),),
         ),
         OperationSpec(
             name="sleep", kind="function", call=lambda m, c, a: m.sleep(c, seconds=a["seconds"]),
-            parameters=(ParamSpec(name="seconds", type=VariableType.FLOAT, required=True,
+            parameters=(ParameterSpec(name="seconds", type=VariableType.FLOAT, required=True,
                                   constraints=Constraints(min=0.0, max=600.0)),),
             results=(ResultSpec(name="slept", type=VariableType.FLOAT),),
         ),
     ),
-    tools=(ToolSpec(name="worker_pid", call=lambda m, c, a: m.worker_pid(c), returns=VariableType.INTEGER),),
+    tools=(HostedTool(name="worker_pid", call=lambda m, c, a: m.worker_pid(c), returns=VariableType.INTEGER),),
 )
 "#;
 
@@ -218,7 +218,7 @@ async fn workers_describe_their_adapters_and_tools() {
         .iter()
         .find(|a| a.framework == "builtin")
         .expect("builtin adapter");
-    assert_eq!(builtin.python_module, "mlbridge.adapters.builtin");
+    assert_eq!(builtin.python_module, "mlbridge.frameworks.builtin");
     let operations: Vec<&str> = builtin.operations.iter().map(|o| o.name.as_str()).collect();
     assert_eq!(operations, ["echo", "noop", "sleep"]);
     let sleep = &builtin.operations[2];

@@ -11,8 +11,8 @@ import json
 import time
 from collections.abc import Callable
 
-from mlbridge.adapter import Call
-from mlbridge.adapters import builtin, dspy
+from mlbridge.dispatch import Call
+from mlbridge.frameworks import builtin, dspy
 
 
 def measure(name: str, op: Callable[[], object], warmup: int, samples: int) -> None:

@@ -1,4 +1,4 @@
-"""The DSPy adapter's implementation (mlbridge.adapters.dspy), offline: the echo LM and what
+"""The DSPy adapter's implementation (mlbridge.frameworks.dspy), offline: the echo LM and what
 each request carried, the operations called directly and through an `Adapter` shaped like
 the generated dispatch, and `apply_bindings` proven on what the LM actually received (the
 echo engine's records and DSPy's DummyLM history)."""
@@ -19,10 +19,10 @@ import pytest
 from dspy.utils.dummies import DummyLM  # type: ignore[import-untyped]
 
 from mlbridge import InvalidArgument
-from mlbridge.adapter import Adapter, Call, OperationSpec, ParamSpec, ResultSpec, ToolSpec
-from mlbridge.adapters import dspy as adapter
-from mlbridge.adapters.dspy import ECHO_MODEL, EchoEngine
-from mlbridge.types import VariableType
+from mlbridge.dispatch import Adapter, Call, HostedTool, OperationSpec, ParameterSpec, ResultSpec
+from mlbridge.frameworks import dspy as adapter
+from mlbridge.frameworks.dspy import ECHO_MODEL, EchoEngine
+from mlbridge.value_types import VariableType
 from mlbridge.values import from_value, to_value
 
 
@@ -220,13 +220,13 @@ def test_chain_of_thought_refuses_a_reasoning_output_of_its_own() -> None:
 # -- through an Adapter shaped like the generated dispatch ---------------------------------------
 
 
-def _lm_params() -> tuple[ParamSpec, ...]:
+def _lm_params() -> tuple[ParameterSpec, ...]:
     return (
-        ParamSpec("signature", VariableType.STRING, required=True),
-        ParamSpec("inputs", VariableType.MAP, required=True),
-        ParamSpec("model", VariableType.STRING, default=ECHO_MODEL, has_default=True, bindable=True),
-        ParamSpec("temperature", VariableType.FLOAT, default=0.0, has_default=True, bindable=True),
-        ParamSpec("max_tokens", VariableType.INTEGER, default=256, has_default=True, bindable=True),
+        ParameterSpec("signature", VariableType.STRING, required=True),
+        ParameterSpec("inputs", VariableType.MAP, required=True),
+        ParameterSpec("model", VariableType.STRING, default=ECHO_MODEL, has_default=True, bindable=True),
+        ParameterSpec("temperature", VariableType.FLOAT, default=0.0, has_default=True, bindable=True),
+        ParameterSpec("max_tokens", VariableType.INTEGER, default=256, has_default=True, bindable=True),
     )
 
 
@@ -244,7 +244,7 @@ def _fields(module: ModuleType, call: Call, arguments: Mapping[str, Any]) -> obj
 
 ADAPTER = Adapter(
     framework="dspy",
-    implementation="mlbridge.adapters.dspy",
+    implementation="mlbridge.frameworks.dspy",
     package="dspy",
     operations=(
         OperationSpec("predict", "module", _predict, _lm_params(), (ResultSpec("outputs", VariableType.MAP),)),
@@ -257,10 +257,10 @@ ADAPTER = Adapter(
         ),
     ),
     tools=(
-        ToolSpec(
+        HostedTool(
             "dspy_signature_fields",
             _fields,
-            (ParamSpec("signature", VariableType.STRING, required=True),),
+            (ParameterSpec("signature", VariableType.STRING, required=True),),
             VariableType.MAP,
         ),
     ),

@@ -1,4 +1,4 @@
-"""The scikit-learn adapter's implementation functions (mlbridge.adapters.sklearn), called
+"""The scikit-learn adapter's implementation functions (mlbridge.frameworks.sklearn), called
 directly and through an `Adapter` shaped like the generated dispatch: bundled datasets,
 stratified splits, hyper-parameters applied with set_params, plain results."""
 
@@ -12,10 +12,10 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
 
 from mlbridge import InvalidArgument
-from mlbridge.adapter import Adapter, Call, OperationSpec, ParamSpec, ResultSpec
-from mlbridge.types import Constraints, VariableType
+from mlbridge.dispatch import Adapter, Call, OperationSpec, ParameterSpec, ResultSpec
+from mlbridge.value_types import Constraints, VariableType
 from mlbridge.values import from_value, to_value
-from mlbridge.adapters import sklearn as adapter
+from mlbridge.frameworks import sklearn as adapter
 
 # The sizes of the bundled datasets and their classes.
 SIZES = {"iris": (150, 3), "wine": (178, 3), "breast_cancer": (569, 2), "digits": (1797, 10)}
@@ -83,17 +83,17 @@ def test_bad_arguments_raise_invalid_argument_naming_the_parameter() -> None:
     assert error.value.context["parameter"] == "test_size"
 
 
-def _dataset_params(*extra: ParamSpec) -> tuple[ParamSpec, ...]:
+def _dataset_params(*extra: ParameterSpec) -> tuple[ParameterSpec, ...]:
     return (
-        ParamSpec(
+        ParameterSpec(
             "dataset",
             VariableType.CHOICE,
             default="iris",
             has_default=True,
             constraints=Constraints(choices=list(adapter.DATASETS)),
         ),
-        ParamSpec("test_size", VariableType.FLOAT, default=0.25, has_default=True),
-        ParamSpec("random_state", VariableType.INTEGER, default=0, has_default=True),
+        ParameterSpec("test_size", VariableType.FLOAT, default=0.25, has_default=True),
+        ParameterSpec("random_state", VariableType.INTEGER, default=0, has_default=True),
         *extra,
     )
 
@@ -117,7 +117,7 @@ def _svc(module: ModuleType, call: Call, arguments: Mapping[str, Any]) -> Mappin
 # What the generator emits for sklearn.toml, by hand: the implementation must fit it.
 ADAPTER = Adapter(
     framework="sklearn",
-    implementation="mlbridge.adapters.sklearn",
+    implementation="mlbridge.frameworks.sklearn",
     package="sklearn",
     operations=(
         OperationSpec(
@@ -125,8 +125,8 @@ ADAPTER = Adapter(
             "estimator",
             _logistic,
             _dataset_params(
-                ParamSpec("c", VariableType.FLOAT, default=1.0, has_default=True, bindable=True, python_name="C"),
-                ParamSpec("max_iter", VariableType.INTEGER, default=1000, has_default=True, bindable=True),
+                ParameterSpec("c", VariableType.FLOAT, default=1.0, has_default=True, bindable=True, python_name="C"),
+                ParameterSpec("max_iter", VariableType.INTEGER, default=1000, has_default=True, bindable=True),
             ),
             RESULTS,
         ),
@@ -135,8 +135,8 @@ ADAPTER = Adapter(
             "estimator",
             _svc,
             _dataset_params(
-                ParamSpec("c", VariableType.FLOAT, default=1.0, has_default=True, bindable=True, python_name="svc__C"),
-                ParamSpec(
+                ParameterSpec("c", VariableType.FLOAT, default=1.0, has_default=True, bindable=True, python_name="svc__C"),
+                ParameterSpec(
                     "kernel",
                     VariableType.CHOICE,
                     default="rbf",

@@ -17,7 +17,7 @@ from mlbridge import (
     VariableType,
     bind,
 )
-from mlbridge.types import Constraints
+from mlbridge.value_types import Constraints
 from mlbridge_adapters.builtin import Builtin
 from mlbridge_adapters.dspy import Dspy
 from mlbridge_adapters.sklearn import Sklearn

@@ -92,7 +92,7 @@ def test_variables(address: str) -> None:
             with pytest.raises(ConstraintViolation) as raised:
                 await ctx.set_variable("temperature", 3)
             assert raised.value.message == "variable `temperature`: 3 is above the maximum 2"
-            assert raised.value.grpc_code is None
+            assert raised.value.grpc_code is not None, "the engine judged it"
             await ctx.register_variable("mode", "choice", "a", Constraints(choices=["a", "b"]))
             assert [v.name for v in await ctx.list_variables("t*")] == ["temperature"]
             with pytest.raises(InvalidArgument, match="malformed pattern"):

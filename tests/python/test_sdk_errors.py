@@ -13,7 +13,7 @@ import pytest
 
 import mlbridge
 from mlbridge import BridgeError, Constraints, ErrorKind, SessionContext
-from mlbridge.errors import error_class, error_from_proto, error_from_rpc
+from mlbridge.errors import error_class, error_from_proto, error_from_rpc, error_to_proto
 from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 from sdk_engine import RunningEngine, address, ctx, engine, engines, raw  # noqa: F401
@@ -109,7 +109,7 @@ def test_every_field_of_a_bridge_error_is_decoded(failing: Callable[..., pb_grpc
     assert isinstance(error.cause, mlbridge.CallbackError) and error.cause.origin == "callback:metric"
     assert error.__cause__ is error.cause
     assert str(error) == remote.message
-    assert error.to_proto() == remote
+    assert error_to_proto(error) == remote
 
 
 def test_a_status_without_details_is_classified_by_code(failing: Callable[..., pb_grpc.MLBridgeStub]) -> None:

@@ -174,3 +174,43 @@ def test_a_choice_in_an_any_variable(ctx: SessionContext, address: str) -> None:
         raw.register_variable("raw", "any", Choice("c"))  # the engine's own check
         assert raw.get_variable("raw") == Choice("c")
     ctx.register_variable("v", "any", Choice("c"))  # the SDK's port of it
+
+
+def test_an_embedding_is_a_sequence_of_floats(ctx: SessionContext) -> None:
+    ctx.register_variable("e", "embedding", [0.5, 1, 2.25])
+    embedding = ctx["e"]
+    assert isinstance(embedding, Embedding)
+    assert len(embedding) == 3
+    assert list(embedding) == [0.5, 1.0, 2.25]
+    assert embedding[0] == 0.5 and embedding[-1] == 2.25 and embedding[1:] == [1.0, 2.25]
+    assert embedding == [0.5, 1.0, 2.25] and embedding == (0.5, 1.0, 2.25)
+    assert embedding != [0.5, 1.0] and embedding != "abc"
+    assert 2.25 in embedding and sum(embedding) == 3.75
+    assert embedding == Embedding([0.5, 1, 2.25]) and embedding != Embedding([0.5, 1, 2.25], model="m")
+    assert hash(embedding) == hash(Embedding([0.5, 1, 2.25]))
+
+
+def test_a_tensor_from_a_nested_list(ctx: SessionContext, fresh: SessionContext) -> None:
+    ctx.register_variable("ints", "tensor", [[1, 2, 3], [4, 5, 6]])
+    ctx.register_variable("floats", "tensor", [[0.5], [1.5]])
+    ctx.register_variable("flags", "tensor", [True, False])
+    ints = fresh.get_variable("ints")
+    assert (ints.dtype, ints.shape) == (Dtype.INT64, (2, 3))
+    assert ints.data == b"".join(i.to_bytes(8, "little") for i in range(1, 7))
+    floats = fresh.get_variable("floats")
+    assert (floats.dtype, floats.shape) == (Dtype.FLOAT64, (2, 1))
+    assert fresh.get_variable("flags") == Tensor(Dtype.BOOL, (2,), b"\x01\x00")
+    ctx.set_variable("ints", [[7, 8, 9], [0, 0, 0]])
+    assert fresh.get_variable("ints").data[:8] == (7).to_bytes(8, "little")
+    with pytest.raises(TypeError, match="rectangular"):
+        ctx.register_variable("ragged", "tensor", [[1, 2], [3]])
+    with pytest.raises(TypeError, match="a tensor holds numbers"):
+        ctx.register_variable("words", "tensor", [["a"]])
+
+
+def test_a_tensor_from_a_numpy_array(ctx: SessionContext, fresh: SessionContext) -> None:
+    np = pytest.importorskip("numpy", reason="numpy is not installed")
+    ctx.register_variable("t", "tensor", np.arange(6, dtype=np.int16).reshape(2, 3))
+    read = fresh.get_variable("t")
+    assert (read.dtype, read.shape) == (Dtype.INT16, (2, 3))
+    np.testing.assert_array_equal(read.to_numpy(), np.arange(6, dtype=np.int16).reshape(2, 3))

@@ -25,7 +25,7 @@ from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
 from sklearn.svm import SVC  # type: ignore[import-untyped]
 
 from mlbridge import AsyncSessionContext, Constraints, InvalidArgument, SessionContext, VariableNotFound
-from mlbridge.adapters.dspy import ECHO_MODEL, EchoEngine, make_lm
+from mlbridge.frameworks.dspy import ECHO_MODEL, EchoEngine, make_lm
 from mlbridge.variable_aware import (
     BoundVariable,
     VariableAwareEstimator,

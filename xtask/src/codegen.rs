@@ -13,7 +13,8 @@ pub(crate) fn run(check: bool) -> Result<()> {
     let root = crate::root();
     let files = generate()?;
     let mode = if check { Mode::Check } else { Mode::Write };
-    let changed = output::sync_dir(&root.join("generated"), &files, mode, true)?;
+    let mut changed = output::sync_dir(&root.join("generated"), &files, mode, true)?;
+    changed.extend(crate::unasync::sync(&root, check)?);
     if check {
         if !changed.is_empty() {
             let list: Vec<String> = changed
@@ -21,7 +22,7 @@ pub(crate) fn run(check: bool) -> Result<()> {
                 .map(|p| format!("  {}", p.strip_prefix(&root).unwrap_or(p).display()))
                 .collect();
             bail!(
-                "generated/ is stale ({} file(s)):\n{}\nrun `cargo xtask codegen` to update it",
+                "generated code is stale ({} file(s)):\n{}\nrun `cargo xtask codegen` to update it",
                 changed.len(),
                 list.join("\n")
             );

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's automation, one binary with subcommands.
 //!
-//! * `cargo xtask codegen [--check]` regenerates `generated/` from `proto/`.
+//! * `cargo xtask codegen [--check]` regenerates `generated/` from `proto/`, and the
+//!   blocking twins of async Python code (`unasync`).
 //! * `cargo xtask test` runs everything, Rust and Python, from nothing.
 //! * `cargo xtask demo` builds everything and runs the main job end to end.
 //! * `cargo xtask bench [codegen]` measures against the reference implementations.
@@ -11,6 +12,7 @@ mod demo;
 mod python;
 mod run;
 mod test;
+mod unasync;
 
 use std::path::{Path, PathBuf};
 

@@ -289,7 +289,7 @@ struct PyOperation {
 #[derive(Clone)]
 struct PyParam {
     name: String,
-    /// `ParamSpec(...)` expression.
+    /// `ParameterSpec(...)` expression.
     spec: String,
     /// The implementation's keyword argument type.
     decoded_type: String,
@@ -465,7 +465,7 @@ impl PyParam {
         doc.push_str(&format!("({})", facts.join(", ")));
         PyParam {
             name: p.name.clone(),
-            spec: format!("ParamSpec({})", args.join(", ")),
+            spec: format!("ParameterSpec({})", args.join(", ")),
             decoded_type,
             argument_type,
             doc: docstring_text(&doc),

@@ -199,7 +199,7 @@ impl Validator<'_> {
                     name.span(),
                     field,
                     format!(
-                        "`{value}` is not a dotted Python name (e.g. `mlbridge.adapters.dspy`): `{part}` is not an identifier"
+                        "`{value}` is not a dotted Python name (e.g. `mlbridge.frameworks.dspy`): `{part}` is not an identifier"
                     ),
                 ));
             }

@@ -5,7 +5,7 @@
 
 /// Operations with no framework behind them, for health checks, tests and benchmarks.
 ///
-/// Typed clients for the `builtin` framework adapter (generated from `builtin.toml`). Python implementation: `mlbridge.adapters.builtin`.
+/// Typed clients for the `builtin` framework adapter (generated from `builtin.toml`). Python implementation: `mlbridge.frameworks.builtin`.
 #[rustfmt::skip]
 pub mod builtin {
     #![allow(clippy::too_many_arguments)]
@@ -190,7 +190,7 @@ pub mod builtin {
 }
 /// DSPy modules whose language-model settings can be bound to engine variables.
 ///
-/// Typed clients for the `dspy` framework adapter (generated from `dspy.toml`). Python implementation: `mlbridge.adapters.dspy`.
+/// Typed clients for the `dspy` framework adapter (generated from `dspy.toml`). Python implementation: `mlbridge.frameworks.dspy`.
 #[rustfmt::skip]
 pub mod dspy {
     #![allow(clippy::too_many_arguments)]
@@ -421,7 +421,7 @@ pub mod dspy {
 }
 /// scikit-learn estimators whose hyper-parameters can be bound to engine variables (set_params).
 ///
-/// Typed clients for the `sklearn` framework adapter (generated from `sklearn.toml`). Python implementation: `mlbridge.adapters.sklearn`.
+/// Typed clients for the `sklearn` framework adapter (generated from `sklearn.toml`). Python implementation: `mlbridge.frameworks.sklearn`.
 #[rustfmt::skip]
 pub mod sklearn {
     #![allow(clippy::too_many_arguments)]

@@ -34,6 +34,7 @@ from .errors import (
     ToolNotFound,
     TypeMismatch,
     Unavailable,
+    UnconvertibleValue,
     UnknownError,
     VariableAlreadyExists,
     VariableLocked,
@@ -43,7 +44,7 @@ from .errors import (
     WorkerCrashed,
     WorkerUnavailable,
 )
-from .records import (
+from .snapshots import (
     Binding,
     BoundVariable,
     HistoryEntry,
@@ -57,7 +58,7 @@ from .records import (
 )
 from .session import SessionContext, VariableNamespace
 from .tools import AsyncTool, AsyncToolNamespace, Tool, ToolNamespace, ToolSpec
-from .types import Choice, Constraints, Dtype, Embedding, ModuleRef, Tensor, VariableType
+from .value_types import Choice, Constraints, Dtype, Embedding, ModuleRef, Tensor, VariableType
 from .values import from_value, to_value
 from .watch import AsyncWatch, Watch
 
@@ -109,6 +110,7 @@ __all__ = [
     "ToolSpec",
     "TypeMismatch",
     "Unavailable",
+    "UnconvertibleValue",
     "UnknownError",
     "UpdateKind",
     "Variable",

@@ -12,6 +12,11 @@ async with AsyncSessionContext("127.0.0.1:50051") as ctx:
 
 Item and attribute reads (``ctx["x"]``, ``ctx.v.x``) return awaitables; assignments cannot
 be awaited, so they raise `TypeError`: use ``await ctx.set_variable(...)`` or a batch.
+
+Most methods are written once, here: `cargo xtask codegen` derives their blocking twins in
+`SessionContext` (the region between ``# unasync: begin`` and ``# unasync: end``; see
+`xtask/src/unasync.rs`). Only what truly differs (channels, item access, streams) is
+written twice.
 """
 
 from __future__ import annotations
@@ -27,14 +32,13 @@ import grpc.aio
 from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
-from ._core import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open, read_only_async
+from .session_protocol import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open, read_only_async
 from .batch import AsyncBatch
-from .cache import Schema
 from .channel import aio_channel
 from .errors import BridgeError, ErrorKind, error_for, error_from_rpc
-from .records import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
+from .snapshots import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
 from .tools import AsyncTool, AsyncToolNamespace, ToolSpec
-from .types import Constraints, VariableType
+from .value_types import Constraints, VariableType, constraints_from
 from .watch import AsyncCacheWatcher, AsyncWatch
 
 __all__ = ["AsyncSessionContext", "AsyncVariableNamespace"]
@@ -118,6 +122,95 @@ class AsyncSessionContext:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    async def open(self) -> AsyncSessionContext:
+        """Connects, initializes the session and loads the tool specs (idempotent)."""
+        if self._stub is not None:
+            return self
+        options = self._core.options
+        self._channel = aio_channel(options.address, options.channel_options)
+        self._stub = pb_grpc.MLBridgeStub(self._channel)
+        self._stream_channel = aio_channel(options.address, options.channel_options)
+        self._stream_stub = pb_grpc.MLBridgeStub(self._stream_channel)
+        try:
+            response = await self._invoke(self._stub.InitializeSession, self._core.initialize_request())
+            self._core.opened(response)
+            await self.tools.refresh()
+        except BaseException:
+            await self._close_channel()
+            raise
+        if options.watch_cache:
+            self._watcher = AsyncCacheWatcher(
+                self._stream_stub.WatchVariables, self.session_id, self._core.cache, response.session.current_sequence
+            )
+            self._watcher.start()
+        return self
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _open_stub(self) -> pb_grpc.MLBridgeAsyncStub:
+        if self._stub is None:
+            raise not_open()
+        return self._stub
+
+    def _open_stream_stub(self) -> pb_grpc.MLBridgeAsyncStub:
+        if self._stream_stub is None:
+            raise not_open()
+        return self._stream_stub
+
+    async def _invoke(
+        self, method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response], request: _Request
+    ) -> _Response:
+        try:
+            return await method(request, timeout=self._core.options.timeout)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+
+    # -- variables --------------------------------------------------------------------------
+
+    def batch(self, *, metadata: Mapping[str, str] | None = None) -> AsyncBatch:
+        """An async context manager that collects writes and sends them as one atomic
+        SetVariables when the block ends (nothing if the block raises)."""
+
+        async def commit(values: Mapping[str, object], versions: Mapping[str, int]) -> list[WriteResult]:
+            return await self.set_variables(values, True, expected_versions=versions, metadata=metadata)
+
+        return AsyncBatch(commit)
+
+    def __getitem__(self, name: str) -> Awaitable[Any]:
+        return self.get_variable(name)
+
+    def __setitem__(self, name: str, value: object) -> None:
+        raise read_only_async(name)
+
+    def __delitem__(self, name: str) -> None:
+        raise read_only_async(name)
+
+    # -- watch ------------------------------------------------------------------------------
+
+    # -- tools ------------------------------------------------------------------------------
+
+    async def _chunks(
+        self, stub: pb_grpc.MLBridgeAsyncStub, request: pb.ExecuteStreamingToolRequest
+    ) -> AsyncIterator[Any]:
+        call = stub.ExecuteStreamingTool(request)
+        try:
+            async for chunk in call:
+                if chunk.HasField("data"):
+                    yield self._core.decode(chunk.data)
+                if chunk.is_final:
+                    return
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        finally:
+            call.cancel()
+        raise error_for(
+            ErrorKind.UNAVAILABLE,
+            f"the stream of tool `{request.tool_name}` ended without a final chunk",
+            tool=request.tool_name,
+        )
+
+    # Written once: `cargo xtask codegen` derives SessionContext's twin of what follows.
+    # unasync: begin AsyncSessionContext
     @property
     def session_id(self) -> str:
         """The session's id (known once open)."""
@@ -144,29 +237,6 @@ class AsyncSessionContext:
     def cache_live(self) -> bool:
         """Whether the background watch currently keeps the cache coherent."""
         return self._core.cache.live
-
-    async def open(self) -> AsyncSessionContext:
-        """Connects, initializes the session and loads the tool specs (idempotent)."""
-        if self._stub is not None:
-            return self
-        options = self._core.options
-        self._channel = aio_channel(options.address, options.channel_options)
-        self._stub = pb_grpc.MLBridgeStub(self._channel)
-        self._stream_channel = aio_channel(options.address, options.channel_options)
-        self._stream_stub = pb_grpc.MLBridgeStub(self._stream_channel)
-        try:
-            response = await self._invoke(self._stub.InitializeSession, self._core.initialize_request())
-            self._core.opened(response)
-            await self.tools.refresh()
-        except BaseException:
-            await self._close_channel()
-            raise
-        if options.watch_cache:
-            self._watcher = AsyncCacheWatcher(
-                self._stream_stub.WatchVariables, self.session_id, self._core.cache, response.session.current_sequence
-            )
-            self._watcher.start()
-        return self
 
     async def close(self, *, cleanup: bool | None = None) -> None:
         """Stops the background watch, cleans the session up (`cleanup`, default: per
@@ -215,41 +285,26 @@ class AsyncSessionContext:
         response = await self._invoke(self._open_stub().Heartbeat, pb.HeartbeatRequest(session_id=self.session_id))
         return timestamp(response.expires_at)
 
-    # -- calls ------------------------------------------------------------------------------
-
-    def _open_stub(self) -> pb_grpc.MLBridgeAsyncStub:
-        if self._stub is None:
-            raise not_open()
-        return self._stub
-
-    def _open_stream_stub(self) -> pb_grpc.MLBridgeAsyncStub:
-        if self._stream_stub is None:
-            raise not_open()
-        return self._stream_stub
-
-    async def _invoke(
-        self, method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response], request: _Request
-    ) -> _Response:
-        try:
-            return await method(request, timeout=self._core.options.timeout)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-
-    # -- variables --------------------------------------------------------------------------
-
     async def register_variable(
         self,
         name: str,
         type: VariableType | str,
         value: object,
-        constraints: Constraints | None = None,
+        constraints: Constraints | Mapping[str, Any] | None = None,
         *,
         description: str = "",
         metadata: Mapping[str, str] | None = None,
+        **rules: Any,
     ) -> Variable:
-        """Registers a new variable at version 1 and returns it (see
-        `SessionContext.register_variable`)."""
-        request = self._core.register_request(name, type, value, constraints, description, metadata)
+        """Registers a new variable at version 1 and returns it.
+
+        `constraints` is a `Constraints`, a plain dict of its fields or None; keyword
+        arguments add rules (``register_variable("t", "float", 0.7, min=0.0, max=2.0)``).
+
+        Raises `VariableAlreadyExists`, `TypeMismatch`, `ConstraintViolation`,
+        `InvalidArgument` (bad name or constraints), `PayloadTooLarge`.
+        """
+        request = self._core.register_request(name, type, value, constraints_from(constraints, rules), description, metadata)
         response = await self._invoke(self._open_stub().RegisterVariable, request)
         self._core.cache.store(response.variable, response.sequence)
         return self._core.variable(response.variable)
@@ -266,26 +321,17 @@ class AsyncSessionContext:
         return cached if cached is not None else await self._fetch(name)
 
     async def get_variable(self, name: str) -> Any:
-        """The variable's current value (from the cache when fresh)."""
+        """The variable's current value (from the cache when fresh). Raises `VariableNotFound`."""
         return self._core.decode((await self._read(name)).value)
 
     async def describe_variable(self, name: str) -> Variable:
         """The variable's full state: type, constraints, value, version, ..."""
         return self._core.variable(await self._read(name))
 
-    async def _checked(self, name: str, value: object) -> pb.Value:
-        core = self._core
-        if not core.options.validate:
-            return core.checked(name, None, value)
-        schema = core.cache.schema(name)
-        if schema is None:
-            variable = await self._fetch(name)
-            return core.checked(name, Schema(variable.type, variable.constraints), value)
-        try:
-            return core.checked(name, schema, value)
-        except BridgeError:
-            variable = await self._fetch(name)
-            return core.checked(name, Schema(variable.type, variable.constraints), value)
+    def _converted(self, name: str, value: object) -> pb.Value:
+        """`value` as a wire value, with the cached schema (if any) as a conversion hint;
+        never a read: the engine checks the write."""
+        return self._core.converted(name, self._core.cache.schema(name), value)
 
     async def set_variable(
         self,
@@ -295,9 +341,13 @@ class AsyncSessionContext:
         *,
         metadata: Mapping[str, str] | None = None,
     ) -> Variable:
-        """Writes a variable and returns it at its new version (see
-        `SessionContext.set_variable`)."""
-        request = self._core.set_request(name, await self._checked(name, value), expected_version, metadata)
+        """Writes a variable and returns it at its new version.
+
+        With `expected_version`, the write only succeeds if the variable is at that version
+        (else `VersionConflict`). Raises `VariableNotFound`, `TypeMismatch`,
+        `ConstraintViolation`, `PayloadTooLarge`.
+        """
+        request = self._core.set_request(name, self._converted(name, value), expected_version, metadata)
         response = await self._invoke(self._open_stub().SetVariable, request)
         self._core.cache.store(response.variable, response.sequence)
         return self._core.variable(response.variable)
@@ -311,14 +361,15 @@ class AsyncSessionContext:
         return self._core.variable(response.variable)
 
     async def list_variables(self, pattern: str = "*") -> list[Variable]:
-        """The variables whose names match a glob, sorted by name."""
+        """The variables whose names match a glob (`*`, `?`, `[a-z]`, `[!a-z]`), by name."""
         response = await self._invoke(self._open_stub().ListVariables, self._core.list_request(pattern))
         for variable in response.variables:
             self._core.cache.store(variable, response.snapshot_sequence)
         return [self._core.variable(variable) for variable in response.variables]
 
     async def get_variables(self, names: Iterable[str]) -> dict[str, Any]:
-        """Values of several variables from one snapshot; missing names are left out."""
+        """Values of several variables from one consistent snapshot (fresh cached values are
+        used as is). Names that do not exist are left out of the result."""
         wanted = list(dict.fromkeys(names))
         found: dict[str, pb.Variable] = {}
         missing = []
@@ -345,11 +396,17 @@ class AsyncSessionContext:
         expected_versions: Mapping[str, int] | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> list[WriteResult]:
-        """Writes several variables with one SetVariables call (see
-        `SessionContext.set_variables`)."""
+        """Writes several variables with one SetVariables call; one `WriteResult` per write,
+        in order.
+
+        With `atomic` (default) either every write is applied or none is, and a failure is
+        raised (a `BridgeError` whose context has ``batch_failed_at``). Without, each write
+        stands alone and failures are reported in the results. An empty mapping sends
+        nothing.
+        """
         if not values:
             return []
-        schemas = await self._schemas(values) if self._core.options.validate else {}
+        schemas = {name: self._core.cache.schema(name) for name in values}
         writes, failed = self._core.batch_writes(values, schemas, expected_versions or {}, atomic)
         response = None
         if writes:
@@ -358,29 +415,8 @@ class AsyncSessionContext:
             )
         return self._core.batch_results(response, failed, atomic)
 
-    async def _schemas(self, names: Iterable[str]) -> dict[str, Schema | None]:
-        schemas: dict[str, Schema | None] = {name: self._core.cache.schema(name) for name in names}
-        unknown = [name for name, schema in schemas.items() if schema is None]
-        if unknown:
-            response = await self._invoke(
-                self._open_stub().GetVariables, pb.GetVariablesRequest(session_id=self.session_id, names=unknown)
-            )
-            for name, variable in response.variables.items():
-                self._core.cache.store(variable, response.snapshot_sequence)
-                schemas[name] = Schema(variable.type, variable.constraints)
-        return schemas
-
-    def batch(self, *, metadata: Mapping[str, str] | None = None) -> AsyncBatch:
-        """An async context manager that collects writes and sends them as one atomic
-        SetVariables when the block ends (nothing if the block raises)."""
-
-        async def commit(values: Mapping[str, object], versions: Mapping[str, int]) -> list[WriteResult]:
-            return await self.set_variables(values, True, expected_versions=versions, metadata=metadata)
-
-        return AsyncBatch(commit)
-
     async def history(self, name: str, limit: int = 0) -> list[HistoryEntry]:
-        """Retained versions of a variable, newest first."""
+        """Retained versions of a variable, newest first (`limit` 0: all retained)."""
         response = await self._invoke(
             self._open_stub().GetVariableHistory,
             pb.GetVariableHistoryRequest(session_id=self.session_id, name=name, limit=limit),
@@ -395,24 +431,13 @@ class AsyncSessionContext:
         *,
         metadata: Mapping[str, str] | None = None,
     ) -> Variable:
-        """Restores the value of an earlier `version` as a new version."""
+        """Restores the value of an earlier `version` as a new version; returns the variable."""
         response = await self._invoke(
             self._open_stub().RollbackVariable,
             self._core.rollback_request(name, version, expected_version, metadata),
         )
         self._core.cache.store(response.variable, response.sequence)
         return self._core.variable(response.variable)
-
-    def __getitem__(self, name: str) -> Awaitable[Any]:
-        return self.get_variable(name)
-
-    def __setitem__(self, name: str, value: object) -> None:
-        raise read_only_async(name)
-
-    def __delitem__(self, name: str) -> None:
-        raise read_only_async(name)
-
-    # -- watch ------------------------------------------------------------------------------
 
     def watch(
         self,
@@ -422,7 +447,20 @@ class AsyncSessionContext:
         *,
         reconnect: bool = True,
     ) -> AsyncWatch:
-        """An async iterator of the session's variable changes (see `SessionContext.watch`)."""
+        """An iterator of the session's variable changes, in sequence order.
+
+        Args:
+            names: variables to watch (None: all, including ones registered later).
+            include_initial: start with one INITIAL update per existing watched variable.
+                Ignored when `from_version` is given.
+            from_version: a session change sequence (an update's `sequence` or
+                `Watch.last_sequence`): replay every change after it, then go live. Raises
+                `WatchLagged` once iterated if those changes are no longer retained.
+            reconnect: resume transparently after a dropped connection.
+
+        The SYNCED marker is not yielded; `Watch.synced` tells when the stream is live.
+        Close the watch (or use it in a `with` block) to end the stream.
+        """
         return AsyncWatch(
             self._open_stream_stub().WatchVariables,
             self.session_id,
@@ -434,8 +472,6 @@ class AsyncSessionContext:
             context_open=lambda: self.is_open,
         )
 
-    # -- tools ------------------------------------------------------------------------------
-
     async def _load_tools(self) -> dict[str, AsyncTool]:
         response = await self._invoke(self._open_stub().ListTools, pb.ListToolsRequest(session_id=self.session_id))
         return {
@@ -443,7 +479,6 @@ class AsyncSessionContext:
                 ToolSpec(info.spec, numpy=self._core.options.numpy),
                 self._execute,
                 self._stream,
-                check=self._core.options.validate,
             )
             for info in response.tools
         }
@@ -479,7 +514,7 @@ class AsyncSessionContext:
         return list(response.adapters)
 
     async def call_tool(self, name: str, **arguments: object) -> Any:
-        """Runs tool `name` (same as ``await ctx.tools.<name>(**arguments)``)."""
+        """Runs tool `name` (same as ``ctx.tools.<name>(**arguments)``)."""
         return await self.tools[name](**arguments)
 
     async def _execute(self, name: str, arguments: dict[str, pb.Value]) -> Any:
@@ -492,24 +527,5 @@ class AsyncSessionContext:
     def _stream(self, name: str, arguments: dict[str, pb.Value]) -> AsyncIterator[Any]:
         request = pb.ExecuteStreamingToolRequest(session_id=self.session_id, tool_name=name, arguments=arguments)
         return self._chunks(self._open_stream_stub(), request)
-
-    async def _chunks(
-        self, stub: pb_grpc.MLBridgeAsyncStub, request: pb.ExecuteStreamingToolRequest
-    ) -> AsyncIterator[Any]:
-        call = stub.ExecuteStreamingTool(request)
-        try:
-            async for chunk in call:
-                if chunk.HasField("data"):
-                    yield self._core.decode(chunk.data)
-                if chunk.is_final:
-                    return
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        finally:
-            call.cancel()
-        raise error_for(
-            ErrorKind.UNAVAILABLE,
-            f"the stream of tool `{request.tool_name}` ended without a final chunk",
-            tool=request.tool_name,
-        )
+    # unasync: end
 

@@ -33,7 +33,7 @@ _SET_KINDS = frozenset(
 
 @dataclass(frozen=True)
 class Schema:
-    """What the SDK needs to validate a write: the declared type and constraints."""
+    """A variable's declared type and constraints (the type guides value conversion)."""
 
     type: int
     constraints: pb.Constraints

@@ -3,12 +3,15 @@
 ```python
 with SessionContext("127.0.0.1:50051") as ctx:
     ctx.register_variable("temperature", "float", 0.7, Constraints(min=0, max=2))
-    ctx["temperature"] = 0.9          # checked locally, then SetVariable
+    ctx["temperature"] = 0.9          # one SetVariable; the engine checks it
     ctx.v.temperature                 # 0.9, from the cache while the watch keeps it fresh
     with ctx.batch() as batch:        # one atomic SetVariables on exit
         batch["temperature"] = 1.0
     ctx.tools.add(a=1.0, b=2.0)       # typed tool proxy
 ```
+
+The methods in the ``@generated`` region are derived from `AsyncSessionContext` in
+`aio.py` by `cargo xtask codegen` (unasync); edit them there.
 """
 
 from __future__ import annotations
@@ -23,14 +26,13 @@ import grpc
 from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
-from ._core import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open
+from .session_protocol import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open
 from .batch import Batch
-from .cache import Schema
 from .channel import channel
 from .errors import BridgeError, ErrorKind, VariableNotFound, error_for, error_from_rpc
-from .records import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
+from .snapshots import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
 from .tools import Tool, ToolNamespace, ToolSpec
-from .types import Constraints, VariableType
+from .value_types import Constraints, VariableType, constraints_from
 from .watch import CacheWatcher, Watch
 
 __all__ = ["SessionContext", "VariableNamespace"]
@@ -91,8 +93,9 @@ class SessionContext:
         watch_cache: keep the cache coherent with a background WatchVariables stream
             (a thread), so another client's write is seen within the watch latency. While
             that stream is not live, reads go to the engine.
-        validate: check values, names, constraint definitions and glob patterns before
-            sending (raising the engine's errors). False sends everything as is.
+        validate: refuse a value over `max_value_bytes` before sending it
+            (`PayloadTooLarge`). Every other check is the engine's; False sends
+            everything as is.
         numpy: decode tensors as numpy arrays (None: when numpy is installed).
         source: recorded as the writer of every change (default ``python:pid-<pid>``).
         timeout: seconds per call (None: no deadline). Watch streams have none.
@@ -149,6 +152,103 @@ class SessionContext:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    def open(self) -> SessionContext:
+        """Connects and initializes the session (idempotent)."""
+        if self._stub is not None:
+            return self
+        options = self._core.options
+        self._channel = channel(options.address, options.channel_options)
+        self._stub = pb_grpc.MLBridgeStub(self._channel)
+        self._stream_channel = channel(options.address, options.channel_options)
+        self._stream_stub = pb_grpc.MLBridgeStub(self._stream_channel)
+        try:
+            response = self._invoke(self._stub.InitializeSession, self._core.initialize_request())
+        except BaseException:
+            self._close_channel()
+            raise
+        self._core.opened(response)
+        if options.watch_cache:
+            self._watcher = CacheWatcher(
+                self._stream_stub.WatchVariables, self.session_id, self._core.cache, response.session.current_sequence
+            )
+            self._watcher.start()
+        return self
+
+            # The block's own exception matters more than a failed cleanup.
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _open_stub(self) -> pb_grpc.MLBridgeStub:
+        if self._stub is None:
+            raise not_open()
+        return self._stub
+
+    def _open_stream_stub(self) -> pb_grpc.MLBridgeStub:
+        if self._stream_stub is None:
+            raise not_open()
+        return self._stream_stub
+
+    def _invoke(self, method: grpc.UnaryUnaryMultiCallable[_Request, _Response], request: _Request) -> _Response:
+        try:
+            return method(request, timeout=self._core.options.timeout)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+
+    # -- variables --------------------------------------------------------------------------
+
+    def batch(self, *, metadata: Mapping[str, str] | None = None) -> Batch:
+        """A context manager that collects writes and sends them as one atomic SetVariables
+        when the block ends (nothing is sent if the block raises)::
+
+            with ctx.batch() as batch:
+                batch["a"] = 1
+                batch.set("b", 2, expected_version=3)
+        """
+        return Batch(
+            lambda values, versions: self.set_variables(values, True, expected_versions=versions, metadata=metadata)
+        )
+
+    def __getitem__(self, name: str) -> Any:
+        return self.get_variable(name)
+
+    def __setitem__(self, name: str, value: object) -> None:
+        self.set_variable(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        self.delete_variable(name)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            self._read(name)
+        except VariableNotFound:
+            return False
+        return True
+
+    # -- watch ------------------------------------------------------------------------------
+
+    # -- tools ------------------------------------------------------------------------------
+
+    def _chunks(self, stub: pb_grpc.MLBridgeStub, request: pb.ExecuteStreamingToolRequest) -> Iterator[Any]:
+        call = stub.ExecuteStreamingTool(request)
+        try:
+            for chunk in call:
+                if chunk.HasField("data"):
+                    yield self._core.decode(chunk.data)
+                if chunk.is_final:
+                    return
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        finally:
+            call.cancel()
+        raise error_for(
+            ErrorKind.UNAVAILABLE,
+            f"the stream of tool `{request.tool_name}` ended without a final chunk",
+            tool=request.tool_name,
+        )
+
+    # @generated by `cargo xtask codegen` from `runtime/python/mlbridge/aio.py` (unasync of AsyncSessionContext); do not edit
     @property
     def session_id(self) -> str:
         """The session's id (known once open)."""
@@ -175,28 +275,6 @@ class SessionContext:
     def cache_live(self) -> bool:
         """Whether the background watch currently keeps the cache coherent."""
         return self._core.cache.live
-
-    def open(self) -> SessionContext:
-        """Connects and initializes the session (idempotent)."""
-        if self._stub is not None:
-            return self
-        options = self._core.options
-        self._channel = channel(options.address, options.channel_options)
-        self._stub = pb_grpc.MLBridgeStub(self._channel)
-        self._stream_channel = channel(options.address, options.channel_options)
-        self._stream_stub = pb_grpc.MLBridgeStub(self._stream_channel)
-        try:
-            response = self._invoke(self._stub.InitializeSession, self._core.initialize_request())
-        except BaseException:
-            self._close_channel()
-            raise
-        self._core.opened(response)
-        if options.watch_cache:
-            self._watcher = CacheWatcher(
-                self._stream_stub.WatchVariables, self.session_id, self._core.cache, response.session.current_sequence
-            )
-            self._watcher.start()
-        return self
 
     def close(self, *, cleanup: bool | None = None) -> None:
         """Stops the background watch, cleans the session up (`cleanup`, default: per
@@ -232,11 +310,12 @@ class SessionContext:
         except BridgeError:
             if error is None:
                 raise
-            # The block's own exception matters more than a failed cleanup.
 
     def get_session(self) -> SessionInfo:
         """The session's current state (GetSession; counts as activity)."""
-        response = self._invoke(self._open_stub().GetSession, pb.GetSessionRequest(session_id=self.session_id))
+        response = self._invoke(
+            self._open_stub().GetSession, pb.GetSessionRequest(session_id=self.session_id)
+        )
         return SessionInfo.from_proto(response.session)
 
     def heartbeat(self) -> datetime:
@@ -244,42 +323,26 @@ class SessionContext:
         response = self._invoke(self._open_stub().Heartbeat, pb.HeartbeatRequest(session_id=self.session_id))
         return timestamp(response.expires_at)
 
-    # -- calls ------------------------------------------------------------------------------
-
-    def _open_stub(self) -> pb_grpc.MLBridgeStub:
-        if self._stub is None:
-            raise not_open()
-        return self._stub
-
-    def _open_stream_stub(self) -> pb_grpc.MLBridgeStub:
-        if self._stream_stub is None:
-            raise not_open()
-        return self._stream_stub
-
-    def _invoke(self, method: grpc.UnaryUnaryMultiCallable[_Request, _Response], request: _Request) -> _Response:
-        try:
-            return method(request, timeout=self._core.options.timeout)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-
-    # -- variables --------------------------------------------------------------------------
-
     def register_variable(
         self,
         name: str,
         type: VariableType | str,
         value: object,
-        constraints: Constraints | None = None,
+        constraints: Constraints | Mapping[str, Any] | None = None,
         *,
         description: str = "",
         metadata: Mapping[str, str] | None = None,
+        **rules: Any,
     ) -> Variable:
         """Registers a new variable at version 1 and returns it.
+
+        `constraints` is a `Constraints`, a plain dict of its fields or None; keyword
+        arguments add rules (``register_variable("t", "float", 0.7, min=0.0, max=2.0)``).
 
         Raises `VariableAlreadyExists`, `TypeMismatch`, `ConstraintViolation`,
         `InvalidArgument` (bad name or constraints), `PayloadTooLarge`.
         """
-        request = self._core.register_request(name, type, value, constraints, description, metadata)
+        request = self._core.register_request(name, type, value, constraints_from(constraints, rules), description, metadata)
         response = self._invoke(self._open_stub().RegisterVariable, request)
         self._core.cache.store(response.variable, response.sequence)
         return self._core.variable(response.variable)
@@ -297,28 +360,16 @@ class SessionContext:
 
     def get_variable(self, name: str) -> Any:
         """The variable's current value (from the cache when fresh). Raises `VariableNotFound`."""
-        return self._core.decode(self._read(name).value)
+        return self._core.decode((self._read(name)).value)
 
     def describe_variable(self, name: str) -> Variable:
         """The variable's full state: type, constraints, value, version, ..."""
         return self._core.variable(self._read(name))
 
-    def _checked(self, name: str, value: object) -> pb.Value:
-        """`value` converted and checked against the variable's schema, learning the schema
-        with a read if needed; a failure against a cached schema is re-checked against a
-        fresh one, so a stale cache never rejects a valid write."""
-        core = self._core
-        if not core.options.validate:
-            return core.checked(name, None, value)
-        schema = core.cache.schema(name)
-        if schema is None:
-            variable = self._fetch(name)
-            return core.checked(name, Schema(variable.type, variable.constraints), value)
-        try:
-            return core.checked(name, schema, value)
-        except BridgeError:
-            variable = self._fetch(name)
-            return core.checked(name, Schema(variable.type, variable.constraints), value)
+    def _converted(self, name: str, value: object) -> pb.Value:
+        """`value` as a wire value, with the cached schema (if any) as a conversion hint;
+        never a read: the engine checks the write."""
+        return self._core.converted(name, self._core.cache.schema(name), value)
 
     def set_variable(
         self,
@@ -334,14 +385,16 @@ class SessionContext:
         (else `VersionConflict`). Raises `VariableNotFound`, `TypeMismatch`,
         `ConstraintViolation`, `PayloadTooLarge`.
         """
-        request = self._core.set_request(name, self._checked(name, value), expected_version, metadata)
+        request = self._core.set_request(name, self._converted(name, value), expected_version, metadata)
         response = self._invoke(self._open_stub().SetVariable, request)
         self._core.cache.store(response.variable, response.sequence)
         return self._core.variable(response.variable)
 
     def delete_variable(self, name: str, expected_version: int | None = None) -> Variable:
         """Deletes a variable and its history; returns its last state."""
-        response = self._invoke(self._open_stub().DeleteVariable, self._core.delete_request(name, expected_version))
+        response = self._invoke(
+            self._open_stub().DeleteVariable, self._core.delete_request(name, expected_version)
+        )
         self._core.cache.forget(name, response.sequence)
         return self._core.variable(response.variable)
 
@@ -391,7 +444,7 @@ class SessionContext:
         """
         if not values:
             return []
-        schemas = self._schemas(values) if self._core.options.validate else {}
+        schemas = {name: self._core.cache.schema(name) for name in values}
         writes, failed = self._core.batch_writes(values, schemas, expected_versions or {}, atomic)
         response = None
         if writes:
@@ -399,31 +452,6 @@ class SessionContext:
                 self._open_stub().SetVariables, self._core.batch_request(writes, atomic, metadata)
             )
         return self._core.batch_results(response, failed, atomic)
-
-    def _schemas(self, names: Iterable[str]) -> dict[str, Schema | None]:
-        """Schemas of `names`, reading the unknown ones in one call (None if missing)."""
-        schemas: dict[str, Schema | None] = {name: self._core.cache.schema(name) for name in names}
-        unknown = [name for name, schema in schemas.items() if schema is None]
-        if unknown:
-            response = self._invoke(
-                self._open_stub().GetVariables, pb.GetVariablesRequest(session_id=self.session_id, names=unknown)
-            )
-            for name, variable in response.variables.items():
-                self._core.cache.store(variable, response.snapshot_sequence)
-                schemas[name] = Schema(variable.type, variable.constraints)
-        return schemas
-
-    def batch(self, *, metadata: Mapping[str, str] | None = None) -> Batch:
-        """A context manager that collects writes and sends them as one atomic SetVariables
-        when the block ends (nothing is sent if the block raises)::
-
-            with ctx.batch() as batch:
-                batch["a"] = 1
-                batch.set("b", 2, expected_version=3)
-        """
-        return Batch(
-            lambda values, versions: self.set_variables(values, True, expected_versions=versions, metadata=metadata)
-        )
 
     def history(self, name: str, limit: int = 0) -> list[HistoryEntry]:
         """Retained versions of a variable, newest first (`limit` 0: all retained)."""
@@ -448,26 +476,6 @@ class SessionContext:
         )
         self._core.cache.store(response.variable, response.sequence)
         return self._core.variable(response.variable)
-
-    def __getitem__(self, name: str) -> Any:
-        return self.get_variable(name)
-
-    def __setitem__(self, name: str, value: object) -> None:
-        self.set_variable(name, value)
-
-    def __delitem__(self, name: str) -> None:
-        self.delete_variable(name)
-
-    def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        try:
-            self._read(name)
-        except VariableNotFound:
-            return False
-        return True
-
-    # -- watch ------------------------------------------------------------------------------
 
     def watch(
         self,
@@ -502,8 +510,6 @@ class SessionContext:
             context_open=lambda: self.is_open,
         )
 
-    # -- tools ------------------------------------------------------------------------------
-
     def _load_tools(self) -> dict[str, Tool]:
         response = self._invoke(self._open_stub().ListTools, pb.ListToolsRequest(session_id=self.session_id))
         return {
@@ -511,7 +517,6 @@ class SessionContext:
                 ToolSpec(info.spec, numpy=self._core.options.numpy),
                 self._execute,
                 self._stream,
-                check=self._core.options.validate,
             )
             for info in response.tools
         }
@@ -560,21 +565,4 @@ class SessionContext:
     def _stream(self, name: str, arguments: dict[str, pb.Value]) -> Iterator[Any]:
         request = pb.ExecuteStreamingToolRequest(session_id=self.session_id, tool_name=name, arguments=arguments)
         return self._chunks(self._open_stream_stub(), request)
-
-    def _chunks(self, stub: pb_grpc.MLBridgeStub, request: pb.ExecuteStreamingToolRequest) -> Iterator[Any]:
-        call = stub.ExecuteStreamingTool(request)
-        try:
-            for chunk in call:
-                if chunk.HasField("data"):
-                    yield self._core.decode(chunk.data)
-                if chunk.is_final:
-                    return
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        finally:
-            call.cancel()
-        raise error_for(
-            ErrorKind.UNAVAILABLE,
-            f"the stream of tool `{request.tool_name}` ended without a final chunk",
-            tool=request.tool_name,
-        )
+    # @generated end

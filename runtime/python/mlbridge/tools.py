@@ -1,8 +1,7 @@
 """Typed proxies for the tools a session can call, built from `ListTools` specs.
 
-`ctx.tools.add(a=1.0, b=2.0)` checks the arguments against the tool's parameter specs
-(missing, unknown, wrong type, constraint violations, with the engine's messages) before
-calling `ExecuteTool`; `ctx.tools.count.stream(to=3)` iterates the chunks of
+`ctx.tools.add(a=1.0, b=2.0)` converts the arguments and calls `ExecuteTool` (the engine
+checks them against the tool's parameter specs); `ctx.tools.count.stream(to=3)` iterates the chunks of
 `ExecuteStreamingTool`. Each proxy has an `inspect.Signature` (keyword-only parameters,
 annotated from the spec types) and a docstring built from the descriptions.
 """
@@ -16,9 +15,8 @@ from typing import Any, Generic, Optional, TypeVar
 
 from mlbridge_proto import ml_bridge_pb2 as pb
 
-from .errors import BridgeError, ErrorKind, ToolNotFound, error_for
-from .types import Embedding, ModuleRef, Tensor, VariableType
-from .validation import type_name, validate
+from .errors import ToolNotFound
+from .value_types import Embedding, ModuleRef, Tensor, VariableType
 from .values import from_value, to_value
 
 __all__ = ["AsyncTool", "AsyncToolNamespace", "Tool", "ToolNamespace", "ToolSpec"]
@@ -55,7 +53,7 @@ def _annotation(ty: int, nullable: bool) -> Any:
 
 
 class ToolSpec:
-    """A tool's description with the argument checks the engine applies."""
+    """A tool's description: its signature, docstring and argument conversion."""
 
     def __init__(self, spec: pb.ToolSpec, *, numpy: bool = False) -> None:
         self.proto = spec
@@ -90,7 +88,7 @@ class ToolSpec:
         if self.proto.parameters:
             lines += ["", "Args:"]
             for param in self.proto.parameters:
-                declared = type_name(param.type if param.type else pb.VARIABLE_TYPE_ANY)
+                declared = VariableType.from_proto(param.type) or VariableType.ANY
                 optional = "" if param.required else ", optional"
                 text = f" {param.description}" if param.description else ""
                 lines.append(f"    {param.name} ({declared}{optional}):{text}")
@@ -98,57 +96,12 @@ class ToolSpec:
             lines += ["", "Streams its results: iterate `.stream(...)`."]
         return "\n".join(lines)
 
-    def arguments(self, given: Mapping[str, object], *, check: bool = True) -> dict[str, pb.Value]:
-        """Converts `given` and (with `check`) checks it as the engine does
-        (`ToolRegistry::prepare`): each declared argument's type and constraints in
-        declaration order, then missing required arguments, then unknown ones."""
-        name = self.name
-        if not check:
-            hints = {param.name: VariableType.from_proto(param.type) for param in self.proto.parameters}
-            return {key: to_value(value, hints.get(key)) for key, value in given.items()}
-        remaining = dict(given)
-        checked: dict[str, pb.Value] = {}
-        for spec in self.proto.parameters:
-            if spec.name in remaining:
-                declared = spec.type if VariableType.from_proto(spec.type) is not None else pb.VARIABLE_TYPE_ANY
-                hint = VariableType.from_proto(declared)
-                value = to_value(remaining.pop(spec.name), hint)
-                label = f"{name}.{spec.name}"
-                try:
-                    checked[spec.name] = validate(label, declared, spec.constraints, value)
-                except BridgeError as error:
-                    error.message = error.message.replace("variable `", "argument `", 1)
-                    error.args = (error.message,)
-                    error.context["tool"] = name
-                    raise
-            elif spec.required and not spec.HasField("default_value"):
-                raise error_for(
-                    ErrorKind.INVALID_ARGUMENT,
-                    f"tool `{name}` needs argument `{spec.name}` ({type_name(spec.type)})",
-                    field="arguments",
-                    tool=name,
-                    argument=spec.name,
-                )
-        if remaining:
-            unknown = min(remaining)
-            known = ", ".join(param.name for param in self.proto.parameters)
-            raise error_for(
-                ErrorKind.INVALID_ARGUMENT,
-                f"tool `{name}` has no argument `{unknown}` (it takes: {known})",
-                field="arguments",
-                tool=name,
-                argument=unknown,
-            )
-        return checked
-
-    def require_unary(self) -> None:
-        """Streaming tools must be called through `.stream(...)` (as the engine requires)."""
-        if self.supports_streaming:
-            raise error_for(
-                ErrorKind.INVALID_ARGUMENT,
-                f"tool `{self.name}` streams its results: call ExecuteStreamingTool",
-                field="tool_name",
-            )
+    def arguments(self, given: Mapping[str, object]) -> dict[str, pb.Value]:
+        """`given` as wire values, each converted with its declared type as a hint (a list
+        of numbers becomes an `Embedding` for an EMBEDDING argument). The engine checks
+        names, types and constraints (`ToolRegistry::prepare`)."""
+        hints = {param.name: VariableType.from_proto(param.type) for param in self.proto.parameters}
+        return {key: to_value(value, hints.get(key)) for key, value in given.items()}
 
 
 _Result = TypeVar("_Result")
@@ -161,11 +114,8 @@ class _ToolProxy(Generic[_Result, _Stream]):
         spec: ToolSpec,
         call: Callable[[str, dict[str, pb.Value]], _Result],
         stream: Callable[[str, dict[str, pb.Value]], _Stream],
-        *,
-        check: bool = True,
     ) -> None:
         self.spec = spec
-        self._check = check
         self._call = call
         self._stream = stream
         self.__name__ = spec.name
@@ -174,14 +124,12 @@ class _ToolProxy(Generic[_Result, _Stream]):
         self.__signature__ = spec.signature
 
     def __call__(self, **arguments: object) -> _Result:
-        if self._check:
-            self.spec.require_unary()
-        return self._call(self.spec.name, self.spec.arguments(arguments, check=self._check))
+        return self._call(self.spec.name, self.spec.arguments(arguments))
 
     def stream(self, **arguments: object) -> _Stream:
         """Runs the tool with ExecuteStreamingTool and iterates its chunk values (a
         non-streaming tool yields its result as one chunk)."""
-        return self._stream(self.spec.name, self.spec.arguments(arguments, check=self._check))
+        return self._stream(self.spec.name, self.spec.arguments(arguments))
 
     def __repr__(self) -> str:
         return f"<tool {self.spec.name}{self.spec.signature}>"

@@ -15,8 +15,12 @@
 | list, tuple                             | list_value        |
 | dict with str keys (any Mapping)        | map_value         |
 
-numpy scalars convert like the Python scalars they hold. With a declared type of
-EMBEDDING, a sequence of numbers or a 1-D numpy array becomes an `Embedding`.
+numpy scalars convert like the Python scalars they hold. A declared type, when known,
+guides conversion: with EMBEDDING a sequence of numbers or a 1-D numpy array becomes an
+`Embedding`, with TENSOR a nested list of numbers becomes a `Tensor` (bool, int64 or
+float64). Whether the value fits the type and constraints, and the conversions the
+engine makes itself (int to float, str to choice), are for the engine. An object with no `Value`
+raises `UnconvertibleValue` (an `InvalidArgument` and a `TypeError`).
 Decoding returns the same Python types; a tensor comes back as a read-only numpy array
 (a view over the received bytes) when `numpy=True`, else as a `Tensor`.
 """
@@ -29,8 +33,8 @@ from typing import Any
 
 from mlbridge_proto import ml_bridge_pb2 as pb
 
-from .errors import ErrorKind, error_for
-from .types import Choice, Dtype, Embedding, ModuleRef, Tensor, VariableType, import_numpy, is_numpy_object
+from .errors import UnconvertibleValue
+from .value_types import Choice, Dtype, Embedding, ModuleRef, Tensor, VariableType, import_numpy, is_numpy_object
 
 __all__ = ["from_value", "to_value"]
 
@@ -40,7 +44,7 @@ _INT64_MAX = 2**63 - 1
 
 def to_value(obj: object, hint: VariableType | None = None) -> pb.Value:
     """The `Value` for a Python object. `hint` is the declared type, if known; it only
-    decides whether a sequence of numbers becomes an `Embedding`."""
+    guides conversion (see the module docs)."""
     value = pb.Value()
     _fill(value, obj, hint, "value")
     return value
@@ -59,9 +63,7 @@ def _fill(target: pb.Value, obj: object, hint: VariableType | None, path: str) -
         target.string_value = obj
     elif isinstance(obj, int):
         if not _INT64_MIN <= obj <= _INT64_MAX:
-            raise error_for(
-                ErrorKind.INVALID_ARGUMENT, f"{path}: integer {obj} does not fit in 64 bits", field="value"
-            )
+            raise UnconvertibleValue(f"{path}: integer {obj} does not fit in 64 bits", context={"field": "value"})
         target.int_value = obj
     elif isinstance(obj, float):
         target.float_value = obj
@@ -89,31 +91,38 @@ def _fill(target: pb.Value, obj: object, hint: VariableType | None, path: str) -
         if hint is VariableType.EMBEDDING and _all_numbers(obj):
             _fill_embedding(target, Embedding(obj))
             return
+        if hint is VariableType.TENSOR:
+            _fill_tensor(target, _nested_tensor(obj, path))
+            return
         values = target.list_value.values
         target.list_value.SetInParent()
         for index, item in enumerate(obj):
             _fill(values.add(), item, None, f"{path}[{index}]")
     else:
-        raise error_for(
-            ErrorKind.INVALID_ARGUMENT,
+        raise UnconvertibleValue(
             f"{path}: cannot send a {type(obj).__qualname__} (supported: None, bool, int, float, str, "
             "bytes, list, dict, Choice, ModuleRef, Embedding, Tensor, numpy arrays)",
-            field="value",
+            context={"field": "value"},
         )
 
 
 def _key(key: object, path: str) -> str:
     if not isinstance(key, str):
-        raise error_for(
-            ErrorKind.INVALID_ARGUMENT,
-            f"{path}: map keys must be strings, got {type(key).__qualname__} {key!r}",
-            field="value",
+        raise UnconvertibleValue(
+            f"{path}: map keys must be strings, got {type(key).__qualname__} {key!r}", context={"field": "value"}
         )
     return key
 
 
 def _all_numbers(items: list[Any] | tuple[Any, ...]) -> bool:
     return all(isinstance(item, numbers.Real) and not isinstance(item, bool) for item in items)
+
+
+def _nested_tensor(obj: list[Any] | tuple[Any, ...], path: str) -> Tensor:
+    try:
+        return Tensor.from_list(obj)
+    except ValueError as error:
+        raise UnconvertibleValue(f"{path}: {error}", context={"field": "value"}) from None
 
 
 def _fill_embedding(target: pb.Value, embedding: Embedding) -> None:
@@ -139,18 +148,14 @@ def _fill_numpy(target: pb.Value, obj: object, hint: VariableType | None, path: 
             try:
                 tensor = Tensor.from_numpy(obj)
             except ValueError:
-                raise error_for(
-                    ErrorKind.INVALID_ARGUMENT,
-                    f"{path}: numpy dtype {obj.dtype} has no tensor dtype",
-                    field="value",
+                raise UnconvertibleValue(
+                    f"{path}: numpy dtype {obj.dtype} has no tensor dtype", context={"field": "value"}
                 ) from None
             _fill_tensor(target, tensor)
     elif isinstance(obj, np.generic):
         _fill(target, obj.item(), hint, path)
     else:
-        raise error_for(
-            ErrorKind.INVALID_ARGUMENT, f"{path}: cannot send a {type(obj).__qualname__}", field="value"
-        )
+        raise UnconvertibleValue(f"{path}: cannot send a {type(obj).__qualname__}", context={"field": "value"})
 
 
 def from_value(value: pb.Value, *, numpy: bool = False) -> Any:
@@ -192,9 +197,7 @@ def from_value(value: pb.Value, *, numpy: bool = False) -> Any:
 def _tensor(message: pb.Tensor, numpy: bool) -> Any:
     dtype = Dtype.from_proto(message.dtype)
     if dtype is None:
-        raise error_for(
-            ErrorKind.INVALID_ARGUMENT, f"received a tensor with unknown dtype {message.dtype}", field="value"
-        )
+        raise UnconvertibleValue(f"received a tensor with unknown dtype {message.dtype}", context={"field": "value"})
     tensor = Tensor(dtype, tuple(message.shape), message.data)
     if numpy and dtype is not Dtype.BFLOAT16:
         return tensor.to_numpy()

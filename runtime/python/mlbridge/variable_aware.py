@@ -25,7 +25,7 @@ with SessionContext(address) as ctx:
 A bound variable that the session does not have raises `VariableNotFound` naming the
 variable, the parameter and the object. This module imports no framework: an object's
 framework-specific application of values lives in its implementation module
-(``apply_bindings``), e.g. `mlbridge.adapters.dspy`.
+(``apply_bindings``), e.g. `mlbridge.frameworks.dspy`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Generic, TypeVar, Union, cast
 from .aio import AsyncSessionContext
 from .errors import InvalidArgument, VariableNotFound
 from .session import SessionContext
-from .types import Choice
+from .value_types import Choice
 
 __all__ = [
     "BoundVariable",

@@ -31,7 +31,7 @@ from .errors import (
     WatchLagged,
     error_from_rpc,
 )
-from .records import VariableUpdate
+from .snapshots import VariableUpdate
 
 __all__ = ["AsyncWatch", "Watch"]
 

@@ -37,8 +37,16 @@ from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
 from . import __version__
-from .adapter import Adapter, Call, elapsed_us
-from .errors import DETAILS_TRAILER, BridgeError, ErrorKind, InternalError, OperationNotFound, ToolNotFound
+from .dispatch import Adapter, Call, elapsed_us
+from .errors import (
+    DETAILS_TRAILER,
+    ERROR_KIND_GRPC_CODES,
+    BridgeError,
+    InternalError,
+    OperationNotFound,
+    ToolNotFound,
+    error_to_proto,
+)
 
 __all__ = ["READY_PREFIX", "WorkerService", "discover_adapters", "load_adapter", "main", "serve"]
 
@@ -49,37 +57,6 @@ PROTOCOL_VERSION = "mlbridge.v1"
 
 _log = logging.getLogger("mlbridge.worker")
 
-# The gRPC status code that carries each kind, as documented in ml_bridge.proto.
-_CODES: Mapping[ErrorKind, grpc.StatusCode] = {
-    ErrorKind.UNSPECIFIED: grpc.StatusCode.UNKNOWN,
-    ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorKind.SESSION_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorKind.SESSION_EXPIRED: grpc.StatusCode.NOT_FOUND,
-    ErrorKind.SESSION_LIMIT_EXCEEDED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorKind.VARIABLE_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorKind.VARIABLE_ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
-    ErrorKind.TYPE_MISMATCH: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorKind.CONSTRAINT_VIOLATION: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorKind.VERSION_CONFLICT: grpc.StatusCode.ABORTED,
-    ErrorKind.VARIABLE_LOCKED: grpc.StatusCode.FAILED_PRECONDITION,
-    ErrorKind.TOOL_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorKind.TOOL_ERROR: grpc.StatusCode.UNKNOWN,
-    ErrorKind.OPERATION_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorKind.FRAMEWORK_ERROR: grpc.StatusCode.UNKNOWN,
-    ErrorKind.WORKER_CRASHED: grpc.StatusCode.INTERNAL,
-    ErrorKind.WORKER_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    ErrorKind.CALLBACK_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorKind.CALLBACK_ERROR: grpc.StatusCode.UNKNOWN,
-    ErrorKind.RESOURCE_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorKind.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorKind.WATCH_LAGGED: grpc.StatusCode.OUT_OF_RANGE,
-    ErrorKind.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
-    ErrorKind.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
-    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
-    ErrorKind.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
-    ErrorKind.LOCK_NOT_HELD: grpc.StatusCode.FAILED_PRECONDITION,
-}
 
 
 class AdapterLoadError(Exception):
@@ -207,8 +184,8 @@ class WorkerService(pb_grpc.WorkerServicer):
         bridge = self._error(error)
         if not isinstance(error, BridgeError):
             _log.error("unexpected failure: %s", bridge.remote_traceback.rstrip())
-        context.set_trailing_metadata(((DETAILS_TRAILER, bridge.to_proto().SerializeToString()),))
-        context.set_code(_CODES.get(bridge.kind, grpc.StatusCode.UNKNOWN))
+        context.set_trailing_metadata(((DETAILS_TRAILER, error_to_proto(bridge).SerializeToString()),))
+        context.set_code(ERROR_KIND_GRPC_CODES[bridge.kind])
         context.set_details(bridge.message)
 
     def _adapter(self, framework: str, operation: str) -> Adapter:

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mlbridge.adapter import Adapter, Call, OperationSpec, ParamSpec, ResultSpec, ToolSpec
-from mlbridge.types import Constraints, Embedding, ModuleRef, VariableType
+from mlbridge.dispatch import Adapter, Call, HostedTool, OperationSpec, ParameterSpec, ResultSpec
+from mlbridge.value_types import Constraints, Embedding, ModuleRef, VariableType
 
 __all__ = ["ADAPTER"]
 
@@ -103,7 +103,7 @@ ADAPTER = Adapter(
     ),
     tools=(
 {%- for tool in self.0.fw.tools %}
-        ToolSpec({{ tool.spec_args }}),
+        HostedTool({{ tool.spec_args }}),
 {%- endfor %}
     ),
 )

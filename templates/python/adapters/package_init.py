@@ -2,7 +2,7 @@
 """Framework adapters generated from adapter manifests: {% for fw in frameworks %}`{{ fw.id }}`{% if !loop.last %}, {% endif %}{% endfor %}.
 
 Each framework is a subpackage ``{{ package }}.<id>`` with ``proxy`` (typed client
-proxies for a `mlbridge.SessionContext`), ``dispatch`` (the `mlbridge.adapter.Adapter` a
+proxies for a `mlbridge.SessionContext`), ``dispatch`` (the `mlbridge.dispatch.Adapter` a
 worker serves) and, where the manifest asks for them, ``variable_aware`` classes.
 """
 

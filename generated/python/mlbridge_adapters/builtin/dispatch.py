@@ -2,7 +2,7 @@
 """Worker-side dispatch for the `builtin` framework adapter.
 
 `ADAPTER` is what ``python -m mlbridge.worker`` serves: the operations and tools of the
-manifest with their parameter specs, each calling ``mlbridge.adapters.builtin``.
+manifest with their parameter specs, each calling ``mlbridge.frameworks.builtin``.
 The ``*Function`` protocols are the signatures that module's functions must have
 (``mypy`` checks them below).
 """
@@ -13,15 +13,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mlbridge.adapter import Adapter, Call, OperationSpec, ParamSpec, ResultSpec, ToolSpec
-from mlbridge.types import Constraints, Embedding, ModuleRef, VariableType
+from mlbridge.dispatch import Adapter, Call, HostedTool, OperationSpec, ParameterSpec, ResultSpec
+from mlbridge.value_types import Constraints, Embedding, ModuleRef, VariableType
 
 __all__ = ["ADAPTER"]
 
 
 
 class NoopFunction(Protocol):
-    """``mlbridge.adapters.builtin.noop``: operation `noop`."""
+    """``mlbridge.frameworks.builtin.noop``: operation `noop`."""
 
     def __call__(
         self,
@@ -37,7 +37,7 @@ def _noop(module: ModuleType, call: Call, arguments: Mapping[str, Any]) -> Mappi
 
 
 class EchoFunction(Protocol):
-    """``mlbridge.adapters.builtin.echo``: operation `echo`."""
+    """``mlbridge.frameworks.builtin.echo``: operation `echo`."""
 
     def __call__(
         self,
@@ -56,7 +56,7 @@ def _echo(module: ModuleType, call: Call, arguments: Mapping[str, Any]) -> Mappi
 
 
 class SleepFunction(Protocol):
-    """``mlbridge.adapters.builtin.sleep``: operation `sleep`."""
+    """``mlbridge.frameworks.builtin.sleep``: operation `sleep`."""
 
     def __call__(
         self,
@@ -75,7 +75,7 @@ def _sleep(module: ModuleType, call: Call, arguments: Mapping[str, Any]) -> Mapp
 
 
 class WorkerPidTool(Protocol):
-    """``mlbridge.adapters.builtin.worker_pid``: tool `worker_pid`."""
+    """``mlbridge.frameworks.builtin.worker_pid``: tool `worker_pid`."""
 
     def __call__(
         self,
@@ -92,7 +92,7 @@ def _tool_worker_pid(module: ModuleType, call: Call, arguments: Mapping[str, Any
 
 ADAPTER = Adapter(
     framework="builtin",
-    implementation="mlbridge.adapters.builtin",
+    implementation="mlbridge.frameworks.builtin",
     description="Operations with no framework behind them, for health checks, tests and benchmarks.",
     operations=(
         OperationSpec(
@@ -111,7 +111,7 @@ ADAPTER = Adapter(
             call=_echo,
             description="Returns its argument unchanged.",
             parameters=(
-                ParamSpec(name="value", type=VariableType.ANY, required=True, bindable=True, description="Any value, or a binding to a session variable."),
+                ParameterSpec(name="value", type=VariableType.ANY, required=True, bindable=True, description="Any value, or a binding to a session variable."),
             ),
             results=(
                 ResultSpec(name="value", type=VariableType.ANY, description="The argument, unchanged."),
@@ -123,7 +123,7 @@ ADAPTER = Adapter(
             call=_sleep,
             description="Sleeps, then returns how long it slept. For timeout and crash tests.",
             parameters=(
-                ParamSpec(name="seconds", type=VariableType.FLOAT, required=True, description="How long to sleep.", constraints=Constraints(min=0.0, max=600.0)),
+                ParameterSpec(name="seconds", type=VariableType.FLOAT, required=True, description="How long to sleep.", constraints=Constraints(min=0.0, max=600.0)),
             ),
             results=(
                 ResultSpec(name="slept", type=VariableType.FLOAT, description="Seconds actually slept."),
@@ -131,12 +131,12 @@ ADAPTER = Adapter(
         ),
     ),
     tools=(
-        ToolSpec(name="worker_pid", call=_tool_worker_pid, returns=VariableType.INTEGER, description="The process id of the worker that runs the call."),
+        HostedTool(name="worker_pid", call=_tool_worker_pid, returns=VariableType.INTEGER, description="The process id of the worker that runs the call."),
     ),
 )
 
 if TYPE_CHECKING:
-    import mlbridge.adapters.builtin as _implementation
+    import mlbridge.frameworks.builtin as _implementation
 
     _check_noop: NoopFunction = _implementation.noop
     _check_echo: EchoFunction = _implementation.echo

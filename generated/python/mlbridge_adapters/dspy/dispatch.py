@@ -2,7 +2,7 @@
 """Worker-side dispatch for the `dspy` framework adapter.
 
 `ADAPTER` is what ``python -m mlbridge.worker`` serves: the operations and tools of the
-manifest with their parameter specs, each calling ``mlbridge.adapters.dspy``.
+manifest with their parameter specs, each calling ``mlbridge.frameworks.dspy``.
 The ``*Function`` protocols are the signatures that module's functions must have
 (``mypy`` checks them below).
 """
@@ -13,15 +13,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mlbridge.adapter import Adapter, Call, OperationSpec, ParamSpec, ResultSpec, ToolSpec
-from mlbridge.types import Constraints, Embedding, ModuleRef, VariableType
+from mlbridge.dispatch import Adapter, Call, HostedTool, OperationSpec, ParameterSpec, ResultSpec
+from mlbridge.value_types import Constraints, Embedding, ModuleRef, VariableType
 
 __all__ = ["ADAPTER"]
 
 
 
 class PredictFunction(Protocol):
-    """``mlbridge.adapters.dspy.predict``: operation `predict`."""
+    """``mlbridge.frameworks.dspy.predict``: operation `predict`."""
 
     def __call__(
         self,
@@ -48,7 +48,7 @@ def _predict(module: ModuleType, call: Call, arguments: Mapping[str, Any]) -> Ma
 
 
 class ChainOfThoughtFunction(Protocol):
-    """``mlbridge.adapters.dspy.chain_of_thought``: operation `chain_of_thought`."""
+    """``mlbridge.frameworks.dspy.chain_of_thought``: operation `chain_of_thought`."""
 
     def __call__(
         self,
@@ -75,7 +75,7 @@ def _chain_of_thought(module: ModuleType, call: Call, arguments: Mapping[str, An
 
 
 class DspySignatureFieldsTool(Protocol):
-    """``mlbridge.adapters.dspy.signature_fields``: tool `dspy_signature_fields`."""
+    """``mlbridge.frameworks.dspy.signature_fields``: tool `dspy_signature_fields`."""
 
     def __call__(
         self,
@@ -95,7 +95,7 @@ def _tool_dspy_signature_fields(module: ModuleType, call: Call, arguments: Mappi
 
 ADAPTER = Adapter(
     framework="dspy",
-    implementation="mlbridge.adapters.dspy",
+    implementation="mlbridge.frameworks.dspy",
     package="dspy",
     description="DSPy modules whose language-model settings can be bound to engine variables.",
     operations=(
@@ -106,11 +106,11 @@ ADAPTER = Adapter(
             target="dspy.Predict",
             description="Runs `dspy.Predict(signature)` on `inputs` and returns the signature's output fields.",
             parameters=(
-                ParamSpec(name="signature", type=VariableType.STRING, required=True, description="A DSPy signature, e.g. \"question -> answer\".", constraints=Constraints(min_length=1, max_length=4096)),
-                ParamSpec(name="inputs", type=VariableType.MAP, required=True, description="The signature's input fields by name."),
-                ParamSpec(name="model", type=VariableType.STRING, default="mlbridge/echo", has_default=True, bindable=True, description="The LM's model name, e.g. \"openai/gpt-4o-mini\". \"mlbridge/echo\" is an offline LM that answers with the settings it received.", constraints=Constraints(min_length=1, max_length=256)),
-                ParamSpec(name="temperature", type=VariableType.FLOAT, default=0.0, has_default=True, bindable=True, description="Sampling temperature passed to the LM.", constraints=Constraints(min=0.0, max=2.0)),
-                ParamSpec(name="max_tokens", type=VariableType.INTEGER, default=256, has_default=True, bindable=True, description="Upper bound on the tokens the LM may generate.", constraints=Constraints(min=1.0, max=65536.0)),
+                ParameterSpec(name="signature", type=VariableType.STRING, required=True, description="A DSPy signature, e.g. \"question -> answer\".", constraints=Constraints(min_length=1, max_length=4096)),
+                ParameterSpec(name="inputs", type=VariableType.MAP, required=True, description="The signature's input fields by name."),
+                ParameterSpec(name="model", type=VariableType.STRING, default="mlbridge/echo", has_default=True, bindable=True, description="The LM's model name, e.g. \"openai/gpt-4o-mini\". \"mlbridge/echo\" is an offline LM that answers with the settings it received.", constraints=Constraints(min_length=1, max_length=256)),
+                ParameterSpec(name="temperature", type=VariableType.FLOAT, default=0.0, has_default=True, bindable=True, description="Sampling temperature passed to the LM.", constraints=Constraints(min=0.0, max=2.0)),
+                ParameterSpec(name="max_tokens", type=VariableType.INTEGER, default=256, has_default=True, bindable=True, description="Upper bound on the tokens the LM may generate.", constraints=Constraints(min=1.0, max=65536.0)),
             ),
             results=(
                 ResultSpec(name="outputs", type=VariableType.MAP, description="The signature's output fields by name."),
@@ -123,11 +123,11 @@ ADAPTER = Adapter(
             target="dspy.ChainOfThought",
             description="Runs `dspy.ChainOfThought(signature)`: like `predict`, with the LM's reasoning.",
             parameters=(
-                ParamSpec(name="signature", type=VariableType.STRING, required=True, description="A DSPy signature, e.g. \"question -> answer\".", constraints=Constraints(min_length=1, max_length=4096)),
-                ParamSpec(name="inputs", type=VariableType.MAP, required=True, description="The signature's input fields by name."),
-                ParamSpec(name="model", type=VariableType.STRING, default="mlbridge/echo", has_default=True, bindable=True, description="The LM's model name. \"mlbridge/echo\" is the offline echo LM.", constraints=Constraints(min_length=1, max_length=256)),
-                ParamSpec(name="temperature", type=VariableType.FLOAT, default=0.0, has_default=True, bindable=True, description="Sampling temperature passed to the LM.", constraints=Constraints(min=0.0, max=2.0)),
-                ParamSpec(name="max_tokens", type=VariableType.INTEGER, default=256, has_default=True, bindable=True, description="Upper bound on the tokens the LM may generate.", constraints=Constraints(min=1.0, max=65536.0)),
+                ParameterSpec(name="signature", type=VariableType.STRING, required=True, description="A DSPy signature, e.g. \"question -> answer\".", constraints=Constraints(min_length=1, max_length=4096)),
+                ParameterSpec(name="inputs", type=VariableType.MAP, required=True, description="The signature's input fields by name."),
+                ParameterSpec(name="model", type=VariableType.STRING, default="mlbridge/echo", has_default=True, bindable=True, description="The LM's model name. \"mlbridge/echo\" is the offline echo LM.", constraints=Constraints(min_length=1, max_length=256)),
+                ParameterSpec(name="temperature", type=VariableType.FLOAT, default=0.0, has_default=True, bindable=True, description="Sampling temperature passed to the LM.", constraints=Constraints(min=0.0, max=2.0)),
+                ParameterSpec(name="max_tokens", type=VariableType.INTEGER, default=256, has_default=True, bindable=True, description="Upper bound on the tokens the LM may generate.", constraints=Constraints(min=1.0, max=65536.0)),
             ),
             results=(
                 ResultSpec(name="outputs", type=VariableType.MAP, description="The signature's output fields by name (without the reasoning)."),
@@ -136,12 +136,12 @@ ADAPTER = Adapter(
         ),
     ),
     tools=(
-        ToolSpec(name="dspy_signature_fields", call=_tool_dspy_signature_fields, parameters=(ParamSpec(name="signature", type=VariableType.STRING, required=True, description="A DSPy signature, e.g. \"question, context -> answer\".", constraints=Constraints(min_length=1, max_length=4096)),), returns=VariableType.MAP, description="Parses a DSPy signature and returns its input and output field names."),
+        HostedTool(name="dspy_signature_fields", call=_tool_dspy_signature_fields, parameters=(ParameterSpec(name="signature", type=VariableType.STRING, required=True, description="A DSPy signature, e.g. \"question, context -> answer\".", constraints=Constraints(min_length=1, max_length=4096)),), returns=VariableType.MAP, description="Parses a DSPy signature and returns its input and output field names."),
     ),
 )
 
 if TYPE_CHECKING:
-    import mlbridge.adapters.dspy as _implementation
+    import mlbridge.frameworks.dspy as _implementation
 
     _check_predict: PredictFunction = _implementation.predict
     _check_chain_of_thought: ChainOfThoughtFunction = _implementation.chain_of_thought

@@ -32,7 +32,7 @@ class VariableAwarePredict(VariableAwareMixin, dspy.Predict):  # type: ignore[mi
     """
 
     BINDABLE: ClassVar[Mapping[str, str]] = {"model": "model", "temperature": "temperature", "max_tokens": "max_tokens"}
-    IMPLEMENTATION: ClassVar[str] = "mlbridge.adapters.dspy"
+    IMPLEMENTATION: ClassVar[str] = "mlbridge.frameworks.dspy"
 
 
 class VariableAwareChainOfThought(VariableAwareMixin, dspy.ChainOfThought):  # type: ignore[misc,unused-ignore]
@@ -44,4 +44,4 @@ class VariableAwareChainOfThought(VariableAwareMixin, dspy.ChainOfThought):  # t
     """
 
     BINDABLE: ClassVar[Mapping[str, str]] = {"model": "model", "temperature": "temperature", "max_tokens": "max_tokens"}
-    IMPLEMENTATION: ClassVar[str] = "mlbridge.adapters.dspy"
+    IMPLEMENTATION: ClassVar[str] = "mlbridge.frameworks.dspy"

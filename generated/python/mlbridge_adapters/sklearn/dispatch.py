@@ -2,7 +2,7 @@
 """Worker-side dispatch for the `sklearn` framework adapter.
 
 `ADAPTER` is what ``python -m mlbridge.worker`` serves: the operations and tools of the
-manifest with their parameter specs, each calling ``mlbridge.adapters.sklearn``.
+manifest with their parameter specs, each calling ``mlbridge.frameworks.sklearn``.
 The ``*Function`` protocols are the signatures that module's functions must have
 (``mypy`` checks them below).
 """
@@ -13,15 +13,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mlbridge.adapter import Adapter, Call, OperationSpec, ParamSpec, ResultSpec, ToolSpec
-from mlbridge.types import Constraints, Embedding, ModuleRef, VariableType
+from mlbridge.dispatch import Adapter, Call, HostedTool, OperationSpec, ParameterSpec, ResultSpec
+from mlbridge.value_types import Constraints, Embedding, ModuleRef, VariableType
 
 __all__ = ["ADAPTER"]
 
 
 
 class LogisticRegressionFunction(Protocol):
-    """``mlbridge.adapters.sklearn.logistic_regression``: operation `logistic_regression`."""
+    """``mlbridge.frameworks.sklearn.logistic_regression``: operation `logistic_regression`."""
 
     def __call__(
         self,
@@ -48,7 +48,7 @@ def _logistic_regression(module: ModuleType, call: Call, arguments: Mapping[str,
 
 
 class SvcPipelineFunction(Protocol):
-    """``mlbridge.adapters.sklearn.svc_pipeline``: operation `svc_pipeline`."""
+    """``mlbridge.frameworks.sklearn.svc_pipeline``: operation `svc_pipeline`."""
 
     def __call__(
         self,
@@ -76,7 +76,7 @@ def _svc_pipeline(module: ModuleType, call: Call, arguments: Mapping[str, Any]) 
 
 ADAPTER = Adapter(
     framework="sklearn",
-    implementation="mlbridge.adapters.sklearn",
+    implementation="mlbridge.frameworks.sklearn",
     package="sklearn",
     description="scikit-learn estimators whose hyper-parameters can be bound to engine variables (set_params).",
     operations=(
@@ -87,11 +87,11 @@ ADAPTER = Adapter(
             target="sklearn.linear_model.LogisticRegression",
             description="Fits a logistic regression on a train split of a bundled dataset, then predicts and scores the test split.",
             parameters=(
-                ParamSpec(name="dataset", type=VariableType.CHOICE, default="iris", has_default=True, description="A dataset bundled with scikit-learn.", constraints=Constraints(choices=("iris", "wine", "breast_cancer", "digits"))),
-                ParamSpec(name="test_size", type=VariableType.FLOAT, default=0.25, has_default=True, description="Fraction of the samples held out for predict and score.", constraints=Constraints(min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)),
-                ParamSpec(name="random_state", type=VariableType.INTEGER, default=0, has_default=True, description="Seed of the train/test split.", constraints=Constraints(min=0.0)),
-                ParamSpec(name="c", type=VariableType.FLOAT, default=1.0, has_default=True, bindable=True, python_name="C", description="Inverse regularization strength (`C`).", constraints=Constraints(min=0.0, min_exclusive=True)),
-                ParamSpec(name="max_iter", type=VariableType.INTEGER, default=1000, has_default=True, bindable=True, description="Maximum solver iterations.", constraints=Constraints(min=1.0, max=100000.0)),
+                ParameterSpec(name="dataset", type=VariableType.CHOICE, default="iris", has_default=True, description="A dataset bundled with scikit-learn.", constraints=Constraints(choices=("iris", "wine", "breast_cancer", "digits"))),
+                ParameterSpec(name="test_size", type=VariableType.FLOAT, default=0.25, has_default=True, description="Fraction of the samples held out for predict and score.", constraints=Constraints(min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)),
+                ParameterSpec(name="random_state", type=VariableType.INTEGER, default=0, has_default=True, description="Seed of the train/test split.", constraints=Constraints(min=0.0)),
+                ParameterSpec(name="c", type=VariableType.FLOAT, default=1.0, has_default=True, bindable=True, python_name="C", description="Inverse regularization strength (`C`).", constraints=Constraints(min=0.0, min_exclusive=True)),
+                ParameterSpec(name="max_iter", type=VariableType.INTEGER, default=1000, has_default=True, bindable=True, description="Maximum solver iterations.", constraints=Constraints(min=1.0, max=100000.0)),
             ),
             results=(
                 ResultSpec(name="accuracy", type=VariableType.FLOAT, description="Mean accuracy on the test split (`score`)."),
@@ -107,11 +107,11 @@ ADAPTER = Adapter(
             target="sklearn.pipeline.Pipeline",
             description="Fits `StandardScaler` followed by `SVC` on a bundled dataset, then predicts and scores the test split.",
             parameters=(
-                ParamSpec(name="dataset", type=VariableType.CHOICE, default="iris", has_default=True, description="A dataset bundled with scikit-learn.", constraints=Constraints(choices=("iris", "wine", "breast_cancer", "digits"))),
-                ParamSpec(name="test_size", type=VariableType.FLOAT, default=0.25, has_default=True, description="Fraction of the samples held out for predict and score.", constraints=Constraints(min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)),
-                ParamSpec(name="random_state", type=VariableType.INTEGER, default=0, has_default=True, description="Seed of the train/test split.", constraints=Constraints(min=0.0)),
-                ParamSpec(name="c", type=VariableType.FLOAT, default=1.0, has_default=True, bindable=True, python_name="svc__C", description="The SVC's regularization parameter (`svc__C`).", constraints=Constraints(min=0.0, min_exclusive=True)),
-                ParamSpec(name="kernel", type=VariableType.CHOICE, default="rbf", has_default=True, bindable=True, python_name="svc__kernel", description="The SVC's kernel (`svc__kernel`).", constraints=Constraints(choices=("linear", "poly", "rbf", "sigmoid"))),
+                ParameterSpec(name="dataset", type=VariableType.CHOICE, default="iris", has_default=True, description="A dataset bundled with scikit-learn.", constraints=Constraints(choices=("iris", "wine", "breast_cancer", "digits"))),
+                ParameterSpec(name="test_size", type=VariableType.FLOAT, default=0.25, has_default=True, description="Fraction of the samples held out for predict and score.", constraints=Constraints(min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)),
+                ParameterSpec(name="random_state", type=VariableType.INTEGER, default=0, has_default=True, description="Seed of the train/test split.", constraints=Constraints(min=0.0)),
+                ParameterSpec(name="c", type=VariableType.FLOAT, default=1.0, has_default=True, bindable=True, python_name="svc__C", description="The SVC's regularization parameter (`svc__C`).", constraints=Constraints(min=0.0, min_exclusive=True)),
+                ParameterSpec(name="kernel", type=VariableType.CHOICE, default="rbf", has_default=True, bindable=True, python_name="svc__kernel", description="The SVC's kernel (`svc__kernel`).", constraints=Constraints(choices=("linear", "poly", "rbf", "sigmoid"))),
             ),
             results=(
                 ResultSpec(name="accuracy", type=VariableType.FLOAT, description="Mean accuracy on the test split (`score`)."),
@@ -126,7 +126,7 @@ ADAPTER = Adapter(
 )
 
 if TYPE_CHECKING:
-    import mlbridge.adapters.sklearn as _implementation
+    import mlbridge.frameworks.sklearn as _implementation
 
     _check_logistic_regression: LogisticRegressionFunction = _implementation.logistic_regression
     _check_svc_pipeline: SvcPipelineFunction = _implementation.svc_pipeline

@@ -1,25 +1,38 @@
-"""Variable types, constraints, and the values that have no plain Python equivalent
-(`Choice`, `ModuleRef`, `Embedding`, `Tensor`).
+"""Constraints, and the values that have no plain Python equivalent (`Choice`, `ModuleRef`,
+`Embedding`, `Tensor`). `VariableType` and `Dtype` (names, wire numbers, item sizes) are
+generated from `ml_bridge.proto` into `mlbridge_proto.ml_bridge_facts` and re-exported.
 
 numpy is optional: it is imported only when a numpy array is converted.
 """
 
 from __future__ import annotations
 
-import enum
 import importlib
+import numbers
+import struct
 import sys
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, overload
 
 from mlbridge_proto import ml_bridge_pb2 as pb
+from mlbridge_proto.ml_bridge_facts import Dtype, VariableType
 
 from .errors import ErrorKind, error_for
 
-__all__ = ["Choice", "Constraints", "Dtype", "Embedding", "ModuleRef", "Tensor", "VariableType"]
+__all__ = [
+    "Choice",
+    "Constraints",
+    "Dtype",
+    "Embedding",
+    "ModuleRef",
+    "Tensor",
+    "VariableType",
+    "constraints_from",
+    "parse_dtype",
+    "parse_variable_type",
+]
 
 
 def import_numpy() -> Any:
@@ -35,117 +48,24 @@ def is_numpy_object(value: object) -> bool:
     return type(value).__module__.split(".", 1)[0] == "numpy"
 
 
-class VariableType(str, enum.Enum):
-    """The declared type of a variable, parameter or result.
-
-    Members are strings, so ``"float"`` and ``VariableType.FLOAT`` are interchangeable
-    wherever a type is accepted.
-    """
-
-    FLOAT = "float"
-    INTEGER = "integer"
-    STRING = "string"
-    BOOLEAN = "boolean"
-    CHOICE = "choice"
-    MODULE = "module"
-    EMBEDDING = "embedding"
-    TENSOR = "tensor"
-    LIST = "list"
-    MAP = "map"
-    BYTES = "bytes"
-    ANY = "any"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def parse(cls, value: VariableType | str) -> VariableType:
-        """The type named by `value` (a member or its name, e.g. ``"float"``)."""
-        if isinstance(value, VariableType):
-            return value
-        try:
-            return cls(value.lower())
-        except ValueError:
-            names = ", ".join(member.value for member in cls)
-            raise error_for(
-                ErrorKind.INVALID_ARGUMENT, f"unknown variable type {value!r} (known: {names})", field="type"
-            ) from None
-
-    def to_proto(self) -> pb.VariableType.ValueType:
-        """The wire enum value."""
-        return pb.VariableType.Value("VARIABLE_TYPE_" + self.name)
-
-    @classmethod
-    def from_proto(cls, value: int) -> VariableType | None:
-        """The type for a wire value; `None` for UNSPECIFIED or unknown values."""
-        name = pb.VariableType.Name(pb.VariableType.ValueType(value)) if value in pb.VariableType.values() else ""
-        return cls.__members__.get(name.removeprefix("VARIABLE_TYPE_"))
+def parse_variable_type(value: VariableType | str) -> VariableType:
+    """The type named by `value` (a member or its name, e.g. ``"float"``, in any case)."""
+    if isinstance(value, VariableType):
+        return value
+    try:
+        return VariableType(value.lower())
+    except ValueError:
+        names = ", ".join(member.value for member in VariableType)
+        raise error_for(
+            ErrorKind.INVALID_ARGUMENT, f"unknown variable type {value!r} (known: {names})", field="type"
+        ) from None
 
 
-class Dtype(str, enum.Enum):
-    """Element type of a `Tensor`, named as numpy names it."""
-
-    FLOAT16 = "float16"
-    FLOAT32 = "float32"
-    FLOAT64 = "float64"
-    INT8 = "int8"
-    INT16 = "int16"
-    INT32 = "int32"
-    INT64 = "int64"
-    UINT8 = "uint8"
-    BOOL = "bool"
-    BFLOAT16 = "bfloat16"
-    UINT16 = "uint16"
-    UINT32 = "uint32"
-    UINT64 = "uint64"
-    COMPLEX64 = "complex64"
-    COMPLEX128 = "complex128"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def itemsize(self) -> int:
-        """Bytes per element."""
-        return _DTYPE_SIZES[self]
-
-    def to_proto(self) -> pb.Dtype.ValueType:
-        """The wire enum value."""
-        return pb.Dtype.Value("DTYPE_" + self.name)
-
-    @classmethod
-    def from_proto(cls, value: int) -> Dtype | None:
-        """The dtype for a wire value; `None` for UNSPECIFIED or unknown values."""
-        name = pb.Dtype.Name(pb.Dtype.ValueType(value)) if value in pb.Dtype.values() else ""
-        return cls.__members__.get(name.removeprefix("DTYPE_"))
-
-    @classmethod
-    def parse(cls, value: Dtype | str) -> Dtype:
-        """The dtype named by `value` (a member, its name, or a numpy dtype)."""
-        if isinstance(value, Dtype):
-            return value
-        return cls(str(value))
-
-
-_DTYPE_SIZES: Mapping[Dtype, int] = MappingProxyType(
-    {
-        Dtype.FLOAT16: 2,
-        Dtype.FLOAT32: 4,
-        Dtype.FLOAT64: 8,
-        Dtype.INT8: 1,
-        Dtype.INT16: 2,
-        Dtype.INT32: 4,
-        Dtype.INT64: 8,
-        Dtype.UINT8: 1,
-        Dtype.BOOL: 1,
-        Dtype.BFLOAT16: 2,
-        Dtype.UINT16: 2,
-        Dtype.UINT32: 4,
-        Dtype.UINT64: 8,
-        Dtype.COMPLEX64: 8,
-        Dtype.COMPLEX128: 16,
-    }
-)
+def parse_dtype(value: Dtype | str) -> Dtype:
+    """The dtype named by `value` (a member, its name, or a numpy dtype)."""
+    if isinstance(value, Dtype):
+        return value
+    return Dtype(str(value))
 
 
 class Choice(str):
@@ -181,12 +101,14 @@ def _float32s(values: Iterable[float] | Any) -> tuple[float, ...]:
     return tuple(array("f", values))
 
 
-@dataclass(frozen=True)
-class Embedding:
+@dataclass(frozen=True, eq=False)
+class Embedding(Sequence[float]):
     """A dense float32 vector, optionally naming the model that produced it.
 
     `values` is stored rounded to float32 (what the wire carries), so an embedding compares
-    equal to itself after a round trip. A 1-D numpy array is accepted as `values`.
+    equal to itself after a round trip. A 1-D numpy array is accepted as `values`. An
+    embedding is a sequence of floats: it iterates, indexes, slices (to a list) and has a
+    length, and it equals a list or tuple of the same numbers (the model aside).
     """
 
     values: Sequence[float]
@@ -197,6 +119,30 @@ class Embedding:
 
     def __len__(self) -> int:
         return len(self.values)
+
+    @overload
+    def __getitem__(self, index: int) -> float: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[float]: ...
+
+    def __getitem__(self, index: int | slice) -> float | list[float]:
+        if isinstance(index, slice):
+            return list(self.values[index])
+        return self.values[index]
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.values)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Embedding):
+            return self.values == other.values and self.model == other.model
+        if isinstance(other, (list, tuple)):
+            return list(self.values) == list(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.values, self.model))
 
     def to_numpy(self) -> Any:
         """The vector as a float32 numpy array."""
@@ -210,7 +156,7 @@ class Tensor:
     scalar) and `data` (row-major, little-endian, densely packed).
 
     `Tensor.from_numpy(array)` and `tensor.to_numpy()` convert without touching elements
-    one by one.
+    one by one; `Tensor.from_list(nested)` packs a nested list of numbers.
     """
 
     dtype: Dtype
@@ -218,7 +164,7 @@ class Tensor:
     data: bytes
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dtype", Dtype.parse(self.dtype))
+        object.__setattr__(self, "dtype", parse_dtype(self.dtype))
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
         object.__setattr__(self, "data", bytes(self.data))
 
@@ -227,9 +173,41 @@ class Tensor:
         """The tensor for a numpy array (copied once, to little-endian C order)."""
         np = import_numpy()
         array_ = np.asarray(value)
-        dtype = Dtype.parse(array_.dtype.name)
+        dtype = parse_dtype(array_.dtype.name)
         little = np.ascontiguousarray(array_, dtype=array_.dtype.newbyteorder("<"))
         return cls(dtype, tuple(array_.shape), little.tobytes())
+
+    @classmethod
+    def from_list(cls, nested: Sequence[Any]) -> Tensor:
+        """The tensor for a nested list of numbers (rectangular; no numpy needed): bool if
+        every element is a bool, int64 if every element is an int, else float64. Raises
+        `ValueError` for ragged or non-numeric input."""
+        shape: list[int] = []
+        level: Any = nested
+        while isinstance(level, (list, tuple)):
+            shape.append(len(level))
+            if not level:
+                break
+            level = level[0]
+        flat: list[Any] = []
+
+        def walk(item: Any, depth: int) -> None:
+            if depth == len(shape):
+                if isinstance(item, (list, tuple)) or not isinstance(item, numbers.Real):
+                    raise ValueError(f"a tensor holds numbers, got {type(item).__qualname__}")
+                flat.append(item)
+                return
+            if not isinstance(item, (list, tuple)) or len(item) != shape[depth]:
+                raise ValueError(f"a tensor is rectangular: expected {shape[depth]} elements at depth {depth}")
+            for element in item:
+                walk(element, depth + 1)
+
+        walk(nested, 0)
+        if flat and all(isinstance(x, bool) for x in flat):
+            return cls(Dtype.BOOL, tuple(shape), bytes(int(x) for x in flat))
+        if all(isinstance(x, numbers.Integral) for x in flat):
+            return cls(Dtype.INT64, tuple(shape), struct.pack(f"<{len(flat)}q", *(int(x) for x in flat)))
+        return cls(Dtype.FLOAT64, tuple(shape), struct.pack(f"<{len(flat)}d", *(float(x) for x in flat)))
 
     def to_numpy(self) -> Any:
         """The tensor as a read-only numpy array over `data` (no copy). bfloat16 has no
@@ -283,9 +261,9 @@ class Constraints:
         object.__setattr__(self, "shape", tuple(self.shape))
         object.__setattr__(self, "allowed_modules", tuple(self.allowed_modules))
         if self.dtype is not None:
-            object.__setattr__(self, "dtype", Dtype.parse(self.dtype))
+            object.__setattr__(self, "dtype", parse_dtype(self.dtype))
         if self.element_type is not None:
-            object.__setattr__(self, "element_type", VariableType.parse(self.element_type))
+            object.__setattr__(self, "element_type", parse_variable_type(self.element_type))
 
     def to_proto(self) -> pb.Constraints:
         """The wire message."""
@@ -310,9 +288,9 @@ class Constraints:
         if self.dimensions is not None:
             message.dimensions = self.dimensions
         if self.dtype is not None:
-            message.dtype = Dtype.parse(self.dtype).to_proto()
+            message.dtype = parse_dtype(self.dtype).to_proto()
         if self.element_type is not None:
-            message.element_type = VariableType.parse(self.element_type).to_proto()
+            message.element_type = parse_variable_type(self.element_type).to_proto()
         if self.max_items is not None:
             message.max_items = self.max_items
         return message
@@ -341,3 +319,36 @@ class Constraints:
             max_items=message.max_items if message.HasField("max_items") else None,
             nullable=message.nullable,
         )
+
+
+_CONSTRAINT_FIELDS = tuple(f.name for f in fields(Constraints))
+
+
+def constraints_from(
+    constraints: Constraints | Mapping[str, Any] | None, rules: Mapping[str, Any] | None = None
+) -> Constraints | None:
+    """The `Constraints` for `register_variable(..., constraints=..., **rules)`: a
+    `Constraints`, a plain dict of its fields (``{"min": 0.0, "max": 2.0}``) or `None`,
+    with keyword `rules` added (they win over the same field in `constraints`). An
+    unknown field raises `TypeError` naming the known ones."""
+    if constraints is None and not rules:
+        return None
+    if constraints is None:
+        given: dict[str, Any] = {}
+    elif isinstance(constraints, Constraints):
+        if not rules:
+            return constraints
+        given = {name: getattr(constraints, name) for name in _CONSTRAINT_FIELDS}
+    elif isinstance(constraints, Mapping):
+        given = dict(constraints)
+    else:
+        raise TypeError(
+            f"constraints must be a Constraints, a dict or None, not {type(constraints).__qualname__}"
+        )
+    given.update(rules or {})
+    unknown = sorted(set(given) - set(_CONSTRAINT_FIELDS))
+    if unknown:
+        raise TypeError(
+            f"unknown constraint {', '.join(map(repr, unknown))} (known: {', '.join(_CONSTRAINT_FIELDS)})"
+        )
+    return Constraints(**given)

@@ -1,5 +1,6 @@
-"""What `SessionContext` and `AsyncSessionContext` share: options, request building with
-client-side checks, cache bookkeeping and decoding. No I/O happens here; the two context
+"""What `SessionContext` and `AsyncSessionContext` share: options, request building,
+cache bookkeeping and decoding. The SDK converts values and guards the transport
+(`max_value_bytes`); every other check is the engine's. No I/O happens here; the two context
 classes only add the (blocking or awaited) calls."""
 
 from __future__ import annotations
@@ -16,18 +17,9 @@ from google.protobuf import duration_pb2
 from mlbridge_proto import ml_bridge_pb2 as pb
 
 from .cache import Schema, VariableCache
-from .errors import BridgeError
-from .records import Binding, HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult
-from .types import Constraints, VariableType
-from .validation import (
-    check_definition,
-    check_glob,
-    check_session_id,
-    check_ttl,
-    check_value_size,
-    check_variable_name,
-    validate,
-)
+from .errors import BridgeError, ErrorKind, error_for
+from .snapshots import Binding, HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult
+from .value_types import Constraints, VariableType, parse_variable_type
 from .values import from_value, to_value
 
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024 * 1024
@@ -81,15 +73,9 @@ class SessionOptions:
         max_value_bytes: int,
         channel_options: Sequence[tuple[str, Any]],
     ) -> SessionOptions:
-        """Options from constructor arguments, with defaults filled in and checked."""
+        """Options from constructor arguments, with defaults filled in (the engine judges
+        the session id and TTL when the session is opened)."""
         ttl_seconds = None if ttl is None else _seconds(ttl)
-        if validate:
-            if ttl_seconds is not None and ttl_seconds < 0:
-                check_ttl(ttl_seconds)
-            if session_id:
-                check_session_id(session_id)
-            if ttl_seconds is not None:
-                check_ttl(ttl_seconds)
         return cls(
             address=address,
             session_id=session_id or None,
@@ -152,14 +138,24 @@ class SessionCore:
         """A wire variable as a `Variable`."""
         return Variable.from_proto(message, numpy=self.options.numpy)
 
-    def checked(self, name: str, schema: Schema | None, value: object) -> pb.Value:
-        """`value` converted for variable `name`, and checked when its schema is known."""
+    def converted(self, name: str, schema: Schema | None, value: object) -> pb.Value:
+        """`value` as a wire value for variable `name`. The declared type, when the cache
+        knows it, only guides conversion (a list of numbers becomes an `Embedding` for an
+        EMBEDDING variable); the engine checks the type and constraints. With the
+        `validate` option, a value over `max_value_bytes` raises `PayloadTooLarge` before
+        it is sent."""
         hint = VariableType.from_proto(schema.type) if schema is not None else None
         wire = to_value(value, hint)
-        if schema is None or not self.options.validate:
-            return wire
-        check_value_size(name, wire, self.options.max_value_bytes)
-        return validate(name, schema.type, schema.constraints, wire)
+        limit = self.options.max_value_bytes
+        size = wire.ByteSize() if self.options.validate else 0
+        if size > limit:
+            raise error_for(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"value of variable `{name}` is {size} bytes, over the limit of {limit} bytes",
+                variable=name,
+                limit_bytes=limit,
+            )
+        return wire
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -202,14 +198,11 @@ class SessionCore:
         description: str,
         metadata: Mapping[str, str] | None,
     ) -> pb.RegisterVariableRequest:
-        """A checked RegisterVariable request."""
-        declared = VariableType.parse(type)
+        """A RegisterVariable request."""
+        declared = parse_variable_type(type)
         wire_constraints = (constraints or Constraints()).to_proto()
         wire_type = declared.to_proto()
-        if self.options.validate:
-            check_variable_name(name)
-            check_definition(name, wire_type, wire_constraints)
-        wire_value = self.checked(name, Schema(wire_type, wire_constraints), value)
+        wire_value = self.converted(name, Schema(wire_type, wire_constraints), value)
         return pb.RegisterVariableRequest(
             session_id=self.session_id,
             name=name,
@@ -224,7 +217,7 @@ class SessionCore:
     def set_request(
         self, name: str, value: pb.Value, expected_version: int | None, metadata: Mapping[str, str] | None
     ) -> pb.SetVariableRequest:
-        """A SetVariable request for an already checked value."""
+        """A SetVariable request for an already converted value."""
         request = pb.SetVariableRequest(
             session_id=self.session_id,
             name=name,
@@ -244,9 +237,7 @@ class SessionCore:
         return request
 
     def list_request(self, pattern: str) -> pb.ListVariablesRequest:
-        """A checked ListVariables request."""
-        if self.options.validate:
-            check_glob(pattern)
+        """A ListVariables request."""
         return pb.ListVariablesRequest(session_id=self.session_id, pattern=pattern)
 
     def rollback_request(
@@ -271,16 +262,17 @@ class SessionCore:
         expected_versions: Mapping[str, int],
         atomic: bool,
     ) -> tuple[list[pb.VariableWrite], dict[int, WriteResult]]:
-        """The writes of a SetVariables request, checked where the schema is known.
+        """The writes of a SetVariables request, converted with the cached schemas as hints.
 
-        With `atomic`, the first invalid write raises (as the engine reports it). Without,
-        invalid writes become local failed results (by position) and are not sent.
+        A value that cannot be sent (not convertible, over `max_value_bytes`) fails
+        locally: with `atomic` the first one raises (as the engine reports a failed
+        write); without, it becomes a failed result (by position) and is not sent.
         """
         writes: list[pb.VariableWrite] = []
         failed: dict[int, WriteResult] = {}
         for index, (name, value) in enumerate(values.items()):
             try:
-                wire = self.checked(name, schemas.get(name), value)
+                wire = self.converted(name, schemas.get(name), value)
             except BridgeError as error:
                 if atomic:
                     error.context["batch_failed_at"] = f"{index} ({name})"

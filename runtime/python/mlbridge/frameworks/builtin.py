@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..adapter import Call
+from ..dispatch import Call
 
 __all__ = ["echo", "noop", "sleep", "worker_pid"]
 

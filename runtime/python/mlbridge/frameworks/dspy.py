@@ -35,7 +35,7 @@ from dspy.lm15 import (  # type: ignore[import-untyped]
 )
 from dspy.signatures.signature import ensure_signature  # type: ignore[import-untyped]
 
-from ..adapter import Call
+from ..dispatch import Call
 from ..errors import InvalidArgument
 
 __all__ = [

@@ -2,9 +2,10 @@
 
 A generated ``mlbridge_adapters.<id>.dispatch`` module declares one `Adapter` from the
 framework's manifest: its operations and tools with typed parameter specs, and for each a
-typed call into the hand-written implementation module. `Adapter.execute` decodes and
-validates the engine's parameters against the specs (the engine has already checked them;
-a worker never trusts its input), calls the implementation, and encodes the results.
+typed call into the hand-written implementation module. `Adapter.execute` decodes the
+engine's parameters (the engine has checked their types and constraints; the worker still
+refuses names the spec does not declare and missing required ones), calls the
+implementation, and encodes the results.
 
 Implementation functions take a `Call` first (the session, bound variables and call
 labels), then the parameters as keyword arguments, and return a mapping of result name to
@@ -31,8 +32,7 @@ from .errors import (
     ToolError,
     ToolNotFound,
 )
-from .types import Constraints, VariableType
-from .validation import validate
+from .value_types import Constraints, VariableType
 from .values import from_value, to_value
 
 if TYPE_CHECKING:
@@ -41,12 +41,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Adapter",
     "Call",
-    "elapsed_us",
+    "HostedTool",
     "OperationKind",
     "OperationSpec",
-    "ParamSpec",
+    "ParameterSpec",
     "ResultSpec",
-    "ToolSpec",
+    "elapsed_us",
 ]
 
 OperationKind = str
@@ -60,7 +60,7 @@ _KINDS: dict[str, pb.OperationKind.ValueType] = {
 
 
 @dataclass(frozen=True)
-class ParamSpec:
+class ParameterSpec:
     """One parameter of an operation or tool, as the manifest declares it."""
 
     name: str
@@ -93,9 +93,9 @@ class ParamSpec:
         return spec
 
     def decode(self, value: pb.Value) -> object:
-        """Checks `value` against the type and constraints and returns it as Python."""
-        constraints = self.constraints.to_proto() if self.constraints is not None else pb.Constraints()
-        return from_value(validate(self.name, self.type.to_proto(), constraints, value))
+        """`value` as Python (the engine has checked it against the type and constraints
+        and normalised it before dispatching the call)."""
+        return from_value(value)
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class OperationSpec:
     name: str
     kind: OperationKind
     call: Callable[[ModuleType, Call, Mapping[str, Any]], Mapping[str, object]]
-    parameters: tuple[ParamSpec, ...] = ()
+    parameters: tuple[ParameterSpec, ...] = ()
     results: tuple[ResultSpec, ...] = ()
     description: str = ""
     target: str = ""
@@ -136,12 +136,12 @@ class OperationSpec:
 
 
 @dataclass(frozen=True)
-class ToolSpec:
+class HostedTool:
     """One Python tool offered by the framework side."""
 
     name: str
     call: Callable[[ModuleType, Call, Mapping[str, Any]], object]
-    parameters: tuple[ParamSpec, ...] = ()
+    parameters: tuple[ParameterSpec, ...] = ()
     returns: VariableType = VariableType.ANY
     streaming: bool = False
     description: str = ""
@@ -204,7 +204,7 @@ class Adapter:
         package: str | None = None,
         description: str = "",
         operations: tuple[OperationSpec, ...] = (),
-        tools: tuple[ToolSpec, ...] = (),
+        tools: tuple[HostedTool, ...] = (),
     ) -> None:
         self.framework = framework
         self.implementation = implementation
@@ -248,7 +248,7 @@ class Adapter:
                 context={"framework": self.framework, "operation": name},
             ) from None
 
-    def tool(self, name: str) -> ToolSpec:
+    def tool(self, name: str) -> HostedTool:
         try:
             return self.tools[name]
         except KeyError:
@@ -298,7 +298,7 @@ class Adapter:
             raise _remote(ToolError, error, f"tool {name}") from error
 
 
-def _decode(specs: tuple[ParamSpec, ...], given: Mapping[str, pb.Value], what: str) -> dict[str, Any]:
+def _decode(specs: tuple[ParameterSpec, ...], given: Mapping[str, pb.Value], what: str) -> dict[str, Any]:
     known = {spec.name for spec in specs}
     unknown = sorted(set(given) - known)
     if unknown:
@@ -341,9 +341,19 @@ def _encode_results(spec: OperationSpec, produced: Mapping[str, object], what: s
     encoded: dict[str, pb.Value] = {}
     for name, result in declared.items():
         hint = result.type if result.type is not VariableType.ANY else None
-        value = to_value(produced[name], hint)
-        encoded[name] = validate(f"result {name}", result.type.to_proto(), pb.Constraints(), value)
+        encoded[name] = _normalised(to_value(produced[name], hint), result.type)
     return encoded
+
+
+def _normalised(value: pb.Value, declared: VariableType) -> pb.Value:
+    """A result as the engine would store it: an int for a FLOAT result becomes a float,
+    a str for a CHOICE result a choice (results reach the caller without an engine check)."""
+    case = value.WhichOneof("kind")
+    if declared is VariableType.FLOAT and case == "int_value":
+        return pb.Value(float_value=float(value.int_value))
+    if declared is VariableType.CHOICE and case == "string_value":
+        return pb.Value(choice_value=pb.Choice(value=value.string_value))
+    return value
 
 
 def _remote(kind: type[BridgeError], error: BaseException, what: str) -> BridgeError:

@@ -26,7 +26,7 @@ from sklearn.pipeline import Pipeline  # type: ignore[import-untyped]
 from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
 from sklearn.svm import SVC  # type: ignore[import-untyped]
 
-from ..adapter import Call
+from ..dispatch import Call
 from ..errors import InvalidArgument
 
 __all__ = ["DATASETS", "Split", "load_split", "logistic_regression", "svc_pipeline"]

@@ -14,7 +14,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from mlbridge_proto import ml_bridge_pb2 as pb
 
 from .errors import BridgeError, error_from_proto
-from .types import Constraints, VariableType
+from .value_types import Constraints, VariableType
 from .values import from_value
 
 __all__ = [
