@@ -3624,7 +3624,7 @@ class AdapterDescription(_message.Message):
     """Framework id, e.g. "dspy" or "sklearn"."""
     python_module: _builtins.str
     """The Python module implementing the adapter, e.g.
-    "mlbridge.adapters.dspy".
+    "mlbridge.frameworks.dspy".
     """
     version: _builtins.str
     """Installed version of the framework package itself, e.g. "2.5.43"."""

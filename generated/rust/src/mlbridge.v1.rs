@@ -1354,7 +1354,7 @@ pub struct AdapterDescription {
     #[prost(string, tag = "1")]
     pub framework: ::prost::alloc::string::String,
     /// The Python module implementing the adapter, e.g.
-    /// "mlbridge.adapters.dspy".
+    /// "mlbridge.frameworks.dspy".
     #[prost(string, tag = "2")]
     pub python_module: ::prost::alloc::string::String,
     /// Installed version of the framework package itself, e.g. "2.5.43".
