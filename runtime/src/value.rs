@@ -252,6 +252,10 @@ fn check_type(at: &Target<'_>, ty: VariableType, nullable: bool, value: Value) -
         (VariableType::Choice, Kind::StringValue(v)) => Kind::ChoiceValue(pb::Choice { value: v }),
         (VariableType::Module, Kind::ModuleValue(v)) => Kind::ModuleValue(v),
         (VariableType::Embedding, Kind::EmbeddingValue(v)) => Kind::EmbeddingValue(v),
+        (VariableType::Embedding, Kind::ListValue(list)) => match embedding_of(&list) {
+            Some(embedding) => Kind::EmbeddingValue(embedding),
+            None => return Err(mismatch(at, ty, &value)),
+        },
         (VariableType::Tensor, Kind::TensorValue(v)) => Kind::TensorValue(v),
         (VariableType::List, Kind::ListValue(v)) => Kind::ListValue(v),
         (VariableType::Map, Kind::MapValue(v)) => Kind::MapValue(v),
@@ -260,6 +264,24 @@ fn check_type(at: &Target<'_>, ty: VariableType, nullable: bool, value: Value) -
     };
     Ok(Value {
         kind: Some(accepted),
+    })
+}
+
+/// A list of numbers as an embedding (what a client sends for a plain list it could not
+/// type); `None` when an item is not a number.
+fn embedding_of(list: &pb::ValueList) -> Option<pb::Embedding> {
+    let values = list
+        .values
+        .iter()
+        .map(|item| match item.kind {
+            Some(Kind::FloatValue(v)) => Some(v as f32),
+            Some(Kind::IntValue(v)) => Some(v as f32),
+            _ => None,
+        })
+        .collect::<Option<Vec<f32>>>()?;
+    Some(pb::Embedding {
+        values,
+        model: None,
     })
 }
 
@@ -643,6 +665,36 @@ mod tests {
         Value {
             kind: Some(Kind::FloatValue(v)),
         }
+    }
+
+    #[test]
+    fn a_list_of_numbers_becomes_an_embedding() {
+        let list = |items: Vec<Kind>| Value {
+            kind: Some(Kind::ListValue(pb::ValueList {
+                values: items.into_iter().map(|k| Value { kind: Some(k) }).collect(),
+            })),
+        };
+        let c = Constraints::default();
+        let v = validate(
+            Subject::Variable("e"),
+            VariableType::Embedding,
+            &c,
+            list(vec![Kind::FloatValue(0.5), Kind::IntValue(2)]),
+        )
+        .unwrap();
+        let expected = pb::Embedding {
+            values: vec![0.5, 2.0],
+            model: None,
+        };
+        assert_eq!(v.kind, Some(Kind::EmbeddingValue(expected)));
+        let error = validate(
+            Subject::Variable("e"),
+            VariableType::Embedding,
+            &c,
+            list(vec![Kind::StringValue("a".into())]),
+        )
+        .unwrap_err();
+        assert_eq!(error.message, "variable `e` expects embedding, got list");
     }
 
     #[test]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mlbridge import Choice, Constraints, Dtype, Embedding, ModuleRef, SessionContext, Tensor, VariableType
+from mlbridge import Choice, Constraints, ConstraintViolation, Dtype, Embedding, ModuleRef, SessionContext, Tensor, TypeMismatch, VariableType
 from sdk_engine import address, ctx, engine  # noqa: F401
 
 
@@ -188,6 +188,18 @@ def test_an_embedding_is_a_sequence_of_floats(ctx: SessionContext) -> None:
     assert 2.25 in embedding and sum(embedding) == 3.75
     assert embedding == Embedding([0.5, 1, 2.25]) and embedding != Embedding([0.5, 1, 2.25], model="m")
     assert hash(embedding) == hash(Embedding([0.5, 1, 2.25]))
+
+
+def test_a_plain_list_reaches_an_embedding_from_a_cold_cache(ctx: SessionContext, fresh: SessionContext) -> None:
+    """A client that knows nothing of the variable sends a list; the engine makes it an
+    embedding (and still checks it), with no schema read first."""
+    ctx.register_variable("e", "embedding", [1.0, 2.0], Constraints(dimensions=2))
+    fresh.set_variable("e", [0.5, 3])
+    assert fresh.get_variable("e") == Embedding([0.5, 3.0])
+    with pytest.raises(ConstraintViolation, match="embedding has 1 dimensions, expected 2"):
+        fresh.set_variable("e", [0.5])
+    with pytest.raises(TypeMismatch, match="expects embedding, got list"):
+        fresh.set_variable("e", ["a", "b"])
 
 
 def test_a_tensor_from_a_nested_list(ctx: SessionContext, fresh: SessionContext) -> None:
