@@ -7,26 +7,7 @@ use mlbridge_proto::mlbridge::v1::{
 };
 
 use crate::error::{BridgeError, ErrorKind, Result};
-
-/// The name of the case a value holds (`null`, `integer`, ..., `nothing` when unset).
-pub fn kind_name(value: &Value) -> &'static str {
-    let ty = match &value.kind {
-        None => return "nothing",
-        Some(Kind::NullValue(_)) => return "null",
-        Some(Kind::BoolValue(_)) => VariableType::Boolean,
-        Some(Kind::IntValue(_)) => VariableType::Integer,
-        Some(Kind::FloatValue(_)) => VariableType::Float,
-        Some(Kind::StringValue(_)) => VariableType::String,
-        Some(Kind::BytesValue(_)) => VariableType::Bytes,
-        Some(Kind::ChoiceValue(_)) => VariableType::Choice,
-        Some(Kind::ModuleValue(_)) => VariableType::Module,
-        Some(Kind::EmbeddingValue(_)) => VariableType::Embedding,
-        Some(Kind::TensorValue(_)) => VariableType::Tensor,
-        Some(Kind::ListValue(_)) => VariableType::List,
-        Some(Kind::MapValue(_)) => VariableType::Map,
-    };
-    ty.name()
-}
+pub use mlbridge_client::values::kind_name;
 
 /// Formats a number as both languages print it: integral values without a fraction.
 pub fn number(value: f64) -> String {

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use mlbridge_proto::mlbridge::v1::{self as pb, ml_bridge_client::MlBridgeClient};
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use crate::error::{BridgeError, ErrorKind, Result};
-use crate::tools::ToolValue;
+use crate::values::ToolValue;
 
 /// A connection to an engine. Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
@@ -27,33 +27,9 @@ impl Client {
             )
             .with("address", address)
         };
-        let channel = if let Some(path) = address.strip_prefix("unix:") {
-            let path = path.to_owned();
-            // The URI is a placeholder; the connector ignores it and dials the socket.
-            Endpoint::try_from("http://localhost")
-                .map_err(|e| unreachable(&e))?
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                    }
-                }))
-                .await
-                .map_err(|e| unreachable(&e))?
-        } else {
-            let uri = if address.contains("://") {
-                address.to_owned()
-            } else {
-                format!("http://{address}")
-            };
-            Endpoint::from_shared(uri)
-                .map_err(|e| unreachable(&e))?
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .map_err(|e| unreachable(&e))?
-        };
+        let channel = crate::dial::channel(address)
+            .await
+            .map_err(|e| unreachable(&e))?;
         let inner = MlBridgeClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);

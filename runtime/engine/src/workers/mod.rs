@@ -282,7 +282,7 @@ struct PoolInner {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use mlbridge::{Engine, ListenAddr, WorkerPoolConfig};
+/// use mlbridge_engine::{Engine, ListenAddr, WorkerPoolConfig};
 ///
 /// let pool = WorkerPoolConfig::new(2)
 ///     .adapter("mlbridge_adapters.builtin")
@@ -290,7 +290,7 @@ struct PoolInner {
 ///     .await?;
 /// let engine = Engine::builder().workers(pool.clone()).build();
 /// let addr: ListenAddr = "127.0.0.1:0".parse()?;
-/// mlbridge::serve(engine, &addr, |bound| pool.set_engine_address(bound), async {
+/// mlbridge_engine::serve(engine, &addr, |bound| pool.set_engine_address(bound), async {
 ///     let _ = tokio::signal::ctrl_c().await;
 /// })
 /// .await?;
