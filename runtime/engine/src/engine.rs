@@ -128,6 +128,12 @@ impl Engine {
         &self.state
     }
 
+    /// A client of this engine in this process: the same [`mlbridge_client::Session`] API
+    /// as over gRPC, calling the engine directly (no socket, no protobuf encoding).
+    pub fn in_process_client(&self) -> mlbridge_client::Client {
+        mlbridge_client::Client::in_process(Arc::new(self.clone()))
+    }
+
     /// The worker pool, when the engine runs one.
     pub fn workers(&self) -> Option<&WorkerPool> {
         self.workers.as_ref()
