@@ -1,6 +1,6 @@
 //! Validation: conversions, every constraint, definitions, and the subject each message names.
 
-mod tests {
+mod constraints {
     use crate::value::*;
 
     fn float(v: f64) -> Value {
