@@ -1,12 +1,13 @@
 //! Engine benchmark driver (run by `cargo xtask bench engine`): latency and throughput of
 //! the Rust client against an engine, and throughput against a peer server speaking the
-//! same protocol. Prints one JSON object per measurement on stdout.
+//! same protocol, and the same get and set against an engine in this process. Prints one
+//! JSON object per measurement on stdout.
 //!
 //! Usage: bench_engine ENGINE_ADDR [PEER_ADDR]
 
 use std::time::{Duration, Instant};
 
-use mlbridge::{Client, Session, Write};
+use mlbridge::{Client, Engine, Session, Write};
 use mlbridge_proto::mlbridge::v1::{self as pb, Constraints, VariableType};
 use tokio_stream::StreamExt;
 
@@ -84,6 +85,11 @@ async fn concurrent_gets(address: &str, session_id: &str) -> (Vec<Duration>, f64
 
 async fn prepare(address: &str) -> (Client, Session) {
     let client = Client::connect(address).await.expect("connect");
+    let session = prepare_session(&client).await;
+    (client, session)
+}
+
+async fn prepare_session(client: &Client) -> Session {
     let session = client.session().await.expect("session");
     session
         .register(
@@ -98,7 +104,29 @@ async fn prepare(address: &str) -> (Client, Session) {
         )
         .await
         .expect("register");
-    (client, session)
+    session
+}
+
+/// The same get and set through an engine in this process (no socket, no encoding).
+async fn in_process() {
+    let client = Engine::new().in_process_client();
+    let session = prepare_session(&client).await;
+    let mut samples = timed(|_| async {
+        session.get("temperature").await.unwrap();
+    })
+    .await;
+    report("get (Rust, in-process)", "in-process", &mut samples, None);
+    let mut samples = timed(|i| {
+        let session = session.clone();
+        async move {
+            session
+                .set("temperature", (i % 100) as f64 / 100.0)
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    report("set (Rust, in-process)", "in-process", &mut samples, None);
 }
 
 #[tokio::main]
@@ -125,6 +153,7 @@ async fn main() {
     })
     .await;
     report("set (Rust client)", "engine", &mut samples, None);
+    in_process().await;
 
     for i in 0..100 {
         session

@@ -1,29 +1,12 @@
-//! The mlbridge runtime: the engine that serves `mlbridge.v1.MLBridge` and the address
-//! handling shared by the `mlbridge` binary, tests and examples.
+//! mlbridge: the facade over the client (`mlbridge-client`) and the engine
+//! (`mlbridge-engine`), and the `mlbridge` binary. A program that only talks to an engine
+//! can depend on `mlbridge-client` alone.
 
-// `#[tool]` expands to `::mlbridge::...` paths; this makes them resolve inside this crate too.
-extern crate self as mlbridge;
-
-pub mod adapters;
-pub mod builtin_tools;
-pub mod client;
-pub mod engine;
-pub mod error;
-pub mod glob;
-pub mod listen;
-pub mod operations;
-mod params;
-pub mod state;
-pub mod tools;
-pub mod value;
-pub mod workers;
-
-pub use client::{Client, Session, SessionOptions, Write};
-pub use engine::{Engine, EngineBuilder};
-pub use error::{BridgeError, ErrorKind, Result};
-pub use listen::{ListenAddr, serve};
-pub use mlbridge_macros::tool;
-pub use workers::{WorkerPool, WorkerPoolConfig};
-
-/// The wire protocol version this runtime implements (the proto package).
-pub const PROTOCOL_VERSION: &str = "mlbridge.v1";
+pub use mlbridge_client::{
+    BridgeError, Client, ENGINE_READY_PREFIX, ErrorKind, PROTOCOL_VERSION, Result, Session,
+    SessionOptions, Write, adapters, client, dial, error, values,
+};
+pub use mlbridge_engine::{
+    Engine, EngineBuilder, ListenAddr, WorkerPool, WorkerPoolConfig, builtin_tools, engine, glob,
+    listen, operations, serve, state, tool, tools, value, workers,
+};

@@ -171,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
                     // Exactly one line on stdout, once connections are accepted: scripts and
                     // tests wait for it to learn the address.
                     let mut stdout = std::io::stdout().lock();
-                    let _ = writeln!(stdout, "mlbridge engine listening on {bound}");
+                    let _ = writeln!(stdout, "{}{bound}", mlbridge::ENGINE_READY_PREFIX);
                     let _ = stdout.flush();
                 },
                 shutdown,

@@ -32,7 +32,7 @@ impl Engine {
             .unwrap();
         let address = line
             .trim()
-            .strip_prefix("mlbridge engine listening on ")
+            .strip_prefix(mlbridge::ENGINE_READY_PREFIX)
             .expect("listening line")
             .to_owned();
         Engine { child, address }

@@ -404,7 +404,7 @@ async fn the_binary_serves_builtin_tools_unless_told_not_to() {
             .unwrap();
         let address = line
             .trim()
-            .strip_prefix("mlbridge engine listening on ")
+            .strip_prefix(mlbridge::ENGINE_READY_PREFIX)
             .expect("listening line");
         let (stop, _) = oneshot::channel();
         let mut engine = Served::connect(address, stop).await;

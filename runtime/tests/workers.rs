@@ -114,7 +114,7 @@ impl Engine {
             .unwrap();
         let address = line
             .trim()
-            .strip_prefix("mlbridge engine listening on ")
+            .strip_prefix(mlbridge::ENGINE_READY_PREFIX)
             .unwrap_or_else(|| panic!("no listening line, got {line:?}"))
             .to_owned();
         Engine { child, address }

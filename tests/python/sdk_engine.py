@@ -24,7 +24,6 @@ import pytest
 
 from mlbridge import SessionContext
 
-READY = "mlbridge engine listening on "
 T = TypeVar("T")
 
 
@@ -60,12 +59,14 @@ def start_engine(
     )
     assert process.stdout is not None
     line = process.stdout.readline()
-    if not line.startswith(READY):
+    # The engine's first stdout line is its ready line (its wording is the Rust constant
+    # ENGINE_READY_PREFIX), ending with the address; a failed start prints nothing there.
+    if not line.endswith("\n") or " " not in line.strip():
         process.kill()
         process.wait()
         stderr.seek(0)
         pytest.fail(f"engine with {flags} did not start: {line!r}\n{stderr.read()[-4000:]}")
-    return RunningEngine(process, line.removeprefix(READY).strip())
+    return RunningEngine(process, line.split()[-1])
 
 
 @pytest.fixture(scope="module")

@@ -183,6 +183,7 @@ def test_the_rust_output_compiles_and_runs(generated: Path, engine: RunningEngin
 
             [dependencies]
             mlbridge = {{ path = "{REPO / "runtime"}" }}
+            mlbridge-client = {{ path = "{REPO / "runtime/client"}" }}
             tokio = {{ version = "1", features = ["macros", "rt-multi-thread"] }}
 
             [workspace]

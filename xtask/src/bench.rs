@@ -300,6 +300,12 @@ fn engine() -> Result<()> {
         50.0,
         true,
     );
+    goal(
+        "Rust in-process get p50 (µs)",
+        find("get (Rust, in-process)", "in-process").map(|r| r.p50_us),
+        1.0,
+        true,
+    );
     let concurrent = "get, 32 concurrent clients";
     let ratio = match (
         find(concurrent, "engine"),

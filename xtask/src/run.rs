@@ -93,7 +93,7 @@ impl EngineProcess {
         std::io::BufReader::new(stdout)
             .read_line(&mut line)
             .context("reading the engine's first line")?;
-        let Some(address) = line.trim().strip_prefix("mlbridge engine listening on ") else {
+        let Some(address) = line.trim().strip_prefix(crate::ready::ENGINE_READY_PREFIX) else {
             let _ = child.kill();
             bail!("the engine did not report its address (printed {line:?})");
         };

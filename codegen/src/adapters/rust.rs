@@ -82,7 +82,7 @@ fn operation(manifest: &Manifest, op: &Operation) -> TokenStream {
             .collect();
         doc.push(String::new());
         doc.push(format!(
-            "Bindable to session variables with [`bind`](::mlbridge::adapters::bind): {}.",
+            "Bindable to session variables with [`bind`](::mlbridge_client::adapters::bind): {}.",
             names.join(", ")
         ));
     }
@@ -137,7 +137,7 @@ fn operation(manifest: &Manifest, op: &Operation) -> TokenStream {
         let field = ident(&r.name);
         let key = &r.name;
         quote! {
-            #field: ::mlbridge::adapters::take_result(FRAMEWORK, Self::OPERATION, &mut response, #key)?,
+            #field: ::mlbridge_client::adapters::take_result(FRAMEWORK, Self::OPERATION, &mut response, #key)?,
         }
     });
     let response_binding = if op.results.is_empty() {
@@ -165,7 +165,7 @@ fn operation(manifest: &Manifest, op: &Operation) -> TokenStream {
         #[derive(Debug, Clone)]
         #[must_use = "an operation does nothing until it is `call`ed"]
         pub struct #ty {
-            call: ::mlbridge::adapters::OperationCall,
+            call: ::mlbridge_client::adapters::OperationCall,
         }
 
         impl #ty {
@@ -175,7 +175,7 @@ fn operation(manifest: &Manifest, op: &Operation) -> TokenStream {
             #new_doc
             pub fn new(#(#new_args),*) -> Self {
                 #[allow(unused_mut)]
-                let mut call = ::mlbridge::adapters::OperationCall::new(FRAMEWORK, Self::OPERATION);
+                let mut call = ::mlbridge_client::adapters::OperationCall::new(FRAMEWORK, Self::OPERATION);
                 #(#new_sets)*
                 #ty { call }
             }
@@ -190,7 +190,7 @@ fn operation(manifest: &Manifest, op: &Operation) -> TokenStream {
 
             /// Runs the operation on a worker through the engine, in `session` (which owns any
             /// bound variables).
-            pub async fn call(self, session: &::mlbridge::Session) -> ::mlbridge::Result<#output> {
+            pub async fn call(self, session: &::mlbridge_client::Session) -> ::mlbridge_client::Result<#output> {
                 let #response_binding = self.call.execute(session).await?;
                 Ok(#output {
                     #(#takes)*
@@ -207,7 +207,7 @@ fn operation(manifest: &Manifest, op: &Operation) -> TokenStream {
             #(#fields)*
             /// The engine's whole answer: resolved parameters, the variables and versions
             /// bindings were read from, the worker and timings.
-            pub response: ::mlbridge::adapters::pb::ExecuteFrameworkOperationResponse,
+            pub response: ::mlbridge_client::adapters::pb::ExecuteFrameworkOperationResponse,
         }
     }
 }
@@ -219,15 +219,15 @@ fn value_type(ty: ValueType) -> TokenStream {
         ValueType::Integer => quote!(i64),
         ValueType::Boolean => quote!(bool),
         ValueType::String | ValueType::Choice => quote!(String),
-        ValueType::Bytes => quote!(::mlbridge::tools::Bytes),
-        ValueType::Embedding => quote!(::mlbridge::adapters::pb::Embedding),
-        ValueType::Tensor => quote!(::mlbridge::adapters::pb::Tensor),
-        ValueType::Module => quote!(::mlbridge::adapters::pb::ModuleRef),
-        ValueType::List => quote!(Vec<::mlbridge::adapters::pb::Value>),
+        ValueType::Bytes => quote!(::mlbridge_client::values::Bytes),
+        ValueType::Embedding => quote!(::mlbridge_client::adapters::pb::Embedding),
+        ValueType::Tensor => quote!(::mlbridge_client::adapters::pb::Tensor),
+        ValueType::Module => quote!(::mlbridge_client::adapters::pb::ModuleRef),
+        ValueType::List => quote!(Vec<::mlbridge_client::adapters::pb::Value>),
         ValueType::Map => {
-            quote!(::std::collections::HashMap<String, ::mlbridge::adapters::pb::Value>)
+            quote!(::std::collections::HashMap<String, ::mlbridge_client::adapters::pb::Value>)
         }
-        ValueType::Any => quote!(::mlbridge::adapters::pb::Value),
+        ValueType::Any => quote!(::mlbridge_client::adapters::pb::Value),
     }
 }
 
@@ -239,13 +239,13 @@ fn is_dynamic(ty: ValueType) -> bool {
 fn argument_type(p: &Parameter) -> TokenStream {
     if p.bindable {
         let target = if is_dynamic(p.ty) {
-            quote!(::mlbridge::adapters::Dynamic)
+            quote!(::mlbridge_client::adapters::Dynamic)
         } else {
             value_type(p.ty)
         };
-        quote!(impl ::mlbridge::adapters::IntoParam<#target>)
+        quote!(impl ::mlbridge_client::adapters::IntoParam<#target>)
     } else if is_dynamic(p.ty) {
-        quote!(impl ::mlbridge::tools::ToolValue)
+        quote!(impl ::mlbridge_client::values::ToolValue)
     } else if matches!(p.ty, ValueType::String | ValueType::Choice) {
         quote!(impl Into<String>)
     } else {
@@ -257,15 +257,15 @@ fn argument_type(p: &Parameter) -> TokenStream {
 fn encode(p: &Parameter, arg: TokenStream) -> TokenStream {
     if p.bindable {
         let target = if is_dynamic(p.ty) {
-            quote!(::mlbridge::adapters::Dynamic)
+            quote!(::mlbridge_client::adapters::Dynamic)
         } else {
             value_type(p.ty)
         };
-        quote!(::mlbridge::adapters::IntoParam::<#target>::into_param(#arg))
+        quote!(::mlbridge_client::adapters::IntoParam::<#target>::into_param(#arg))
     } else if matches!(p.ty, ValueType::String | ValueType::Choice) {
-        quote!(::mlbridge::adapters::dynamic(Into::<String>::into(#arg)))
+        quote!(::mlbridge_client::adapters::dynamic(Into::<String>::into(#arg)))
     } else {
-        quote!(::mlbridge::adapters::dynamic(#arg))
+        quote!(::mlbridge_client::adapters::dynamic(#arg))
     }
 }
 

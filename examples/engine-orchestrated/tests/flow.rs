@@ -49,7 +49,7 @@ fn engine() -> Engine {
         .expect("engine line");
     let address = line
         .trim()
-        .strip_prefix("mlbridge engine listening on ")
+        .strip_prefix(mlbridge::ENGINE_READY_PREFIX)
         .unwrap_or_else(|| panic!("engine printed {line:?}"))
         .to_owned();
     Engine { child, address }

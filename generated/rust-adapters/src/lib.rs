@@ -17,7 +17,7 @@ pub mod builtin {
     #[derive(Debug, Clone)]
     #[must_use = "an operation does nothing until it is `call`ed"]
     pub struct Noop {
-        call: ::mlbridge::adapters::OperationCall,
+        call: ::mlbridge_client::adapters::OperationCall,
     }
     impl Noop {
         /// The operation's name on the wire.
@@ -25,7 +25,7 @@ pub mod builtin {
         /// Starts a `builtin.noop` call.
         pub fn new() -> Self {
             #[allow(unused_mut)]
-            let mut call = ::mlbridge::adapters::OperationCall::new(
+            let mut call = ::mlbridge_client::adapters::OperationCall::new(
                 FRAMEWORK,
                 Self::OPERATION,
             );
@@ -44,8 +44,8 @@ pub mod builtin {
         /// bound variables).
         pub async fn call(
             self,
-            session: &::mlbridge::Session,
-        ) -> ::mlbridge::Result<NoopOutput> {
+            session: &::mlbridge_client::Session,
+        ) -> ::mlbridge_client::Result<NoopOutput> {
             let response = self.call.execute(session).await?;
             Ok(NoopOutput { response })
         }
@@ -60,17 +60,17 @@ pub mod builtin {
     pub struct NoopOutput {
         /// The engine's whole answer: resolved parameters, the variables and versions
         /// bindings were read from, the worker and timings.
-        pub response: ::mlbridge::adapters::pb::ExecuteFrameworkOperationResponse,
+        pub response: ::mlbridge_client::adapters::pb::ExecuteFrameworkOperationResponse,
     }
     /// Returns its argument unchanged.
     ///
     /// Operation `builtin.echo` (function). Required parameters go to [`Echo::new`], optional ones have setters; [`Echo::call`] runs it on a worker through the engine.
     ///
-    /// Bindable to session variables with [`bind`](::mlbridge::adapters::bind): `value`.
+    /// Bindable to session variables with [`bind`](::mlbridge_client::adapters::bind): `value`.
     #[derive(Debug, Clone)]
     #[must_use = "an operation does nothing until it is `call`ed"]
     pub struct Echo {
-        call: ::mlbridge::adapters::OperationCall,
+        call: ::mlbridge_client::adapters::OperationCall,
     }
     impl Echo {
         /// The operation's name on the wire.
@@ -78,17 +78,19 @@ pub mod builtin {
         /// Starts a `builtin.echo` call.
         /// * `value`: Any value, or a binding to a session variable. (type `any`, bindable)
         pub fn new(
-            value: impl ::mlbridge::adapters::IntoParam<::mlbridge::adapters::Dynamic>,
+            value: impl ::mlbridge_client::adapters::IntoParam<
+                ::mlbridge_client::adapters::Dynamic,
+            >,
         ) -> Self {
             #[allow(unused_mut)]
-            let mut call = ::mlbridge::adapters::OperationCall::new(
+            let mut call = ::mlbridge_client::adapters::OperationCall::new(
                 FRAMEWORK,
                 Self::OPERATION,
             );
             call.set(
                 "value",
-                ::mlbridge::adapters::IntoParam::<
-                    ::mlbridge::adapters::Dynamic,
+                ::mlbridge_client::adapters::IntoParam::<
+                    ::mlbridge_client::adapters::Dynamic,
                 >::into_param(value),
             );
             Echo { call }
@@ -106,11 +108,11 @@ pub mod builtin {
         /// bound variables).
         pub async fn call(
             self,
-            session: &::mlbridge::Session,
-        ) -> ::mlbridge::Result<EchoOutput> {
+            session: &::mlbridge_client::Session,
+        ) -> ::mlbridge_client::Result<EchoOutput> {
             let mut response = self.call.execute(session).await?;
             Ok(EchoOutput {
-                value: ::mlbridge::adapters::take_result(
+                value: ::mlbridge_client::adapters::take_result(
                     FRAMEWORK,
                     Self::OPERATION,
                     &mut response,
@@ -124,10 +126,10 @@ pub mod builtin {
     #[derive(Debug, Clone)]
     pub struct EchoOutput {
         /// The argument, unchanged.
-        pub value: ::mlbridge::adapters::pb::Value,
+        pub value: ::mlbridge_client::adapters::pb::Value,
         /// The engine's whole answer: resolved parameters, the variables and versions
         /// bindings were read from, the worker and timings.
-        pub response: ::mlbridge::adapters::pb::ExecuteFrameworkOperationResponse,
+        pub response: ::mlbridge_client::adapters::pb::ExecuteFrameworkOperationResponse,
     }
     /// Sleeps, then returns how long it slept. For timeout and crash tests.
     ///
@@ -135,7 +137,7 @@ pub mod builtin {
     #[derive(Debug, Clone)]
     #[must_use = "an operation does nothing until it is `call`ed"]
     pub struct Sleep {
-        call: ::mlbridge::adapters::OperationCall,
+        call: ::mlbridge_client::adapters::OperationCall,
     }
     impl Sleep {
         /// The operation's name on the wire.
@@ -144,11 +146,11 @@ pub mod builtin {
         /// * `seconds`: How long to sleep. (type `float`)
         pub fn new(seconds: f64) -> Self {
             #[allow(unused_mut)]
-            let mut call = ::mlbridge::adapters::OperationCall::new(
+            let mut call = ::mlbridge_client::adapters::OperationCall::new(
                 FRAMEWORK,
                 Self::OPERATION,
             );
-            call.set("seconds", ::mlbridge::adapters::dynamic(seconds));
+            call.set("seconds", ::mlbridge_client::adapters::dynamic(seconds));
             Sleep { call }
         }
         /// Adds a call label, passed through to the worker.
@@ -164,11 +166,11 @@ pub mod builtin {
         /// bound variables).
         pub async fn call(
             self,
-            session: &::mlbridge::Session,
-        ) -> ::mlbridge::Result<SleepOutput> {
+            session: &::mlbridge_client::Session,
+        ) -> ::mlbridge_client::Result<SleepOutput> {
             let mut response = self.call.execute(session).await?;
             Ok(SleepOutput {
-                slept: ::mlbridge::adapters::take_result(
+                slept: ::mlbridge_client::adapters::take_result(
                     FRAMEWORK,
                     Self::OPERATION,
                     &mut response,
@@ -185,7 +187,7 @@ pub mod builtin {
         pub slept: f64,
         /// The engine's whole answer: resolved parameters, the variables and versions
         /// bindings were read from, the worker and timings.
-        pub response: ::mlbridge::adapters::pb::ExecuteFrameworkOperationResponse,
+        pub response: ::mlbridge_client::adapters::pb::ExecuteFrameworkOperationResponse,
     }
 }
 /// DSPy modules whose language-model settings can be bound to engine variables.
@@ -200,11 +202,11 @@ pub mod dspy {
     ///
     /// Operation `dspy.predict` (module wrapping `dspy.Predict`). Required parameters go to [`Predict::new`], optional ones have setters; [`Predict::call`] runs it on a worker through the engine.
     ///
-    /// Bindable to session variables with [`bind`](::mlbridge::adapters::bind): `model`, `temperature`, `max_tokens`.
+    /// Bindable to session variables with [`bind`](::mlbridge_client::adapters::bind): `model`, `temperature`, `max_tokens`.
     #[derive(Debug, Clone)]
     #[must_use = "an operation does nothing until it is `call`ed"]
     pub struct Predict {
-        call: ::mlbridge::adapters::OperationCall,
+        call: ::mlbridge_client::adapters::OperationCall,
     }
     impl Predict {
         /// The operation's name on the wire.
@@ -214,53 +216,53 @@ pub mod dspy {
         /// * `inputs`: The signature's input fields by name. (type `map`)
         pub fn new(
             signature: impl Into<String>,
-            inputs: impl ::mlbridge::tools::ToolValue,
+            inputs: impl ::mlbridge_client::values::ToolValue,
         ) -> Self {
             #[allow(unused_mut)]
-            let mut call = ::mlbridge::adapters::OperationCall::new(
+            let mut call = ::mlbridge_client::adapters::OperationCall::new(
                 FRAMEWORK,
                 Self::OPERATION,
             );
             call.set(
                 "signature",
-                ::mlbridge::adapters::dynamic(Into::<String>::into(signature)),
+                ::mlbridge_client::adapters::dynamic(Into::<String>::into(signature)),
             );
-            call.set("inputs", ::mlbridge::adapters::dynamic(inputs));
+            call.set("inputs", ::mlbridge_client::adapters::dynamic(inputs));
             Predict { call }
         }
         /// The LM's model name, e.g. "openai/gpt-4o-mini". "mlbridge/echo" is an offline LM that answers with the settings it received. (type `string`, default `"mlbridge/echo"`, bindable)
         pub fn model(
             mut self,
-            value: impl ::mlbridge::adapters::IntoParam<String>,
+            value: impl ::mlbridge_client::adapters::IntoParam<String>,
         ) -> Self {
             self.call
                 .set(
                     "model",
-                    ::mlbridge::adapters::IntoParam::<String>::into_param(value),
+                    ::mlbridge_client::adapters::IntoParam::<String>::into_param(value),
                 );
             self
         }
         /// Sampling temperature passed to the LM. (type `float`, default `0.0`, bindable)
         pub fn temperature(
             mut self,
-            value: impl ::mlbridge::adapters::IntoParam<f64>,
+            value: impl ::mlbridge_client::adapters::IntoParam<f64>,
         ) -> Self {
             self.call
                 .set(
                     "temperature",
-                    ::mlbridge::adapters::IntoParam::<f64>::into_param(value),
+                    ::mlbridge_client::adapters::IntoParam::<f64>::into_param(value),
                 );
             self
         }
         /// Upper bound on the tokens the LM may generate. (type `integer`, default `256`, bindable)
         pub fn max_tokens(
             mut self,
-            value: impl ::mlbridge::adapters::IntoParam<i64>,
+            value: impl ::mlbridge_client::adapters::IntoParam<i64>,
         ) -> Self {
             self.call
                 .set(
                     "max_tokens",
-                    ::mlbridge::adapters::IntoParam::<i64>::into_param(value),
+                    ::mlbridge_client::adapters::IntoParam::<i64>::into_param(value),
                 );
             self
         }
@@ -277,11 +279,11 @@ pub mod dspy {
         /// bound variables).
         pub async fn call(
             self,
-            session: &::mlbridge::Session,
-        ) -> ::mlbridge::Result<PredictOutput> {
+            session: &::mlbridge_client::Session,
+        ) -> ::mlbridge_client::Result<PredictOutput> {
             let mut response = self.call.execute(session).await?;
             Ok(PredictOutput {
-                outputs: ::mlbridge::adapters::take_result(
+                outputs: ::mlbridge_client::adapters::take_result(
                     FRAMEWORK,
                     Self::OPERATION,
                     &mut response,
@@ -297,21 +299,21 @@ pub mod dspy {
         /// The signature's output fields by name.
         pub outputs: ::std::collections::HashMap<
             String,
-            ::mlbridge::adapters::pb::Value,
+            ::mlbridge_client::adapters::pb::Value,
         >,
         /// The engine's whole answer: resolved parameters, the variables and versions
         /// bindings were read from, the worker and timings.
-        pub response: ::mlbridge::adapters::pb::ExecuteFrameworkOperationResponse,
+        pub response: ::mlbridge_client::adapters::pb::ExecuteFrameworkOperationResponse,
     }
     /// Runs `dspy.ChainOfThought(signature)`: like `predict`, with the LM's reasoning.
     ///
     /// Operation `dspy.chain_of_thought` (module wrapping `dspy.ChainOfThought`). Required parameters go to [`ChainOfThought::new`], optional ones have setters; [`ChainOfThought::call`] runs it on a worker through the engine.
     ///
-    /// Bindable to session variables with [`bind`](::mlbridge::adapters::bind): `model`, `temperature`, `max_tokens`.
+    /// Bindable to session variables with [`bind`](::mlbridge_client::adapters::bind): `model`, `temperature`, `max_tokens`.
     #[derive(Debug, Clone)]
     #[must_use = "an operation does nothing until it is `call`ed"]
     pub struct ChainOfThought {
-        call: ::mlbridge::adapters::OperationCall,
+        call: ::mlbridge_client::adapters::OperationCall,
     }
     impl ChainOfThought {
         /// The operation's name on the wire.
@@ -321,53 +323,53 @@ pub mod dspy {
         /// * `inputs`: The signature's input fields by name. (type `map`)
         pub fn new(
             signature: impl Into<String>,
-            inputs: impl ::mlbridge::tools::ToolValue,
+            inputs: impl ::mlbridge_client::values::ToolValue,
         ) -> Self {
             #[allow(unused_mut)]
-            let mut call = ::mlbridge::adapters::OperationCall::new(
+            let mut call = ::mlbridge_client::adapters::OperationCall::new(
                 FRAMEWORK,
                 Self::OPERATION,
             );
             call.set(
                 "signature",
-                ::mlbridge::adapters::dynamic(Into::<String>::into(signature)),
+                ::mlbridge_client::adapters::dynamic(Into::<String>::into(signature)),
             );
-            call.set("inputs", ::mlbridge::adapters::dynamic(inputs));
+            call.set("inputs", ::mlbridge_client::adapters::dynamic(inputs));
             ChainOfThought { call }
         }
         /// The LM's model name. "mlbridge/echo" is the offline echo LM. (type `string`, default `"mlbridge/echo"`, bindable)
         pub fn model(
             mut self,
-            value: impl ::mlbridge::adapters::IntoParam<String>,
+            value: impl ::mlbridge_client::adapters::IntoParam<String>,
         ) -> Self {
             self.call
                 .set(
                     "model",
-                    ::mlbridge::adapters::IntoParam::<String>::into_param(value),
+                    ::mlbridge_client::adapters::IntoParam::<String>::into_param(value),
                 );
             self
         }
         /// Sampling temperature passed to the LM. (type `float`, default `0.0`, bindable)
         pub fn temperature(
             mut self,
-            value: impl ::mlbridge::adapters::IntoParam<f64>,
+            value: impl ::mlbridge_client::adapters::IntoParam<f64>,
         ) -> Self {
             self.call
                 .set(
                     "temperature",
-                    ::mlbridge::adapters::IntoParam::<f64>::into_param(value),
+                    ::mlbridge_client::adapters::IntoParam::<f64>::into_param(value),
                 );
             self
         }
         /// Upper bound on the tokens the LM may generate. (type `integer`, default `256`, bindable)
         pub fn max_tokens(
             mut self,
-            value: impl ::mlbridge::adapters::IntoParam<i64>,
+            value: impl ::mlbridge_client::adapters::IntoParam<i64>,
         ) -> Self {
             self.call
                 .set(
                     "max_tokens",
-                    ::mlbridge::adapters::IntoParam::<i64>::into_param(value),
+                    ::mlbridge_client::adapters::IntoParam::<i64>::into_param(value),
                 );
             self
         }
@@ -384,17 +386,17 @@ pub mod dspy {
         /// bound variables).
         pub async fn call(
             self,
-            session: &::mlbridge::Session,
-        ) -> ::mlbridge::Result<ChainOfThoughtOutput> {
+            session: &::mlbridge_client::Session,
+        ) -> ::mlbridge_client::Result<ChainOfThoughtOutput> {
             let mut response = self.call.execute(session).await?;
             Ok(ChainOfThoughtOutput {
-                outputs: ::mlbridge::adapters::take_result(
+                outputs: ::mlbridge_client::adapters::take_result(
                     FRAMEWORK,
                     Self::OPERATION,
                     &mut response,
                     "outputs",
                 )?,
-                reasoning: ::mlbridge::adapters::take_result(
+                reasoning: ::mlbridge_client::adapters::take_result(
                     FRAMEWORK,
                     Self::OPERATION,
                     &mut response,
@@ -410,13 +412,13 @@ pub mod dspy {
         /// The signature's output fields by name (without the reasoning).
         pub outputs: ::std::collections::HashMap<
             String,
-            ::mlbridge::adapters::pb::Value,
+            ::mlbridge_client::adapters::pb::Value,
         >,
         /// The LM's step-by-step reasoning.
         pub reasoning: String,
         /// The engine's whole answer: resolved parameters, the variables and versions
         /// bindings were read from, the worker and timings.
-        pub response: ::mlbridge::adapters::pb::ExecuteFrameworkOperationResponse,
+        pub response: ::mlbridge_client::adapters::pb::ExecuteFrameworkOperationResponse,
     }
 }
 /// scikit-learn estimators whose hyper-parameters can be bound to engine variables (set_params).
@@ -431,11 +433,11 @@ pub mod sklearn {
     ///
     /// Operation `sklearn.logistic_regression` (estimator wrapping `sklearn.linear_model.LogisticRegression`). Required parameters go to [`LogisticRegression::new`], optional ones have setters; [`LogisticRegression::call`] runs it on a worker through the engine.
     ///
-    /// Bindable to session variables with [`bind`](::mlbridge::adapters::bind): `c`, `max_iter`.
+    /// Bindable to session variables with [`bind`](::mlbridge_client::adapters::bind): `c`, `max_iter`.
     #[derive(Debug, Clone)]
     #[must_use = "an operation does nothing until it is `call`ed"]
     pub struct LogisticRegression {
-        call: ::mlbridge::adapters::OperationCall,
+        call: ::mlbridge_client::adapters::OperationCall,
     }
     impl LogisticRegression {
         /// The operation's name on the wire.
@@ -443,7 +445,7 @@ pub mod sklearn {
         /// Starts a `sklearn.logistic_regression` call.
         pub fn new() -> Self {
             #[allow(unused_mut)]
-            let mut call = ::mlbridge::adapters::OperationCall::new(
+            let mut call = ::mlbridge_client::adapters::OperationCall::new(
                 FRAMEWORK,
                 Self::OPERATION,
             );
@@ -454,35 +456,41 @@ pub mod sklearn {
             self.call
                 .set(
                     "dataset",
-                    ::mlbridge::adapters::dynamic(Into::<String>::into(value)),
+                    ::mlbridge_client::adapters::dynamic(Into::<String>::into(value)),
                 );
             self
         }
         /// Fraction of the samples held out for predict and score. (type `float`, default `0.25`)
         pub fn test_size(mut self, value: f64) -> Self {
-            self.call.set("test_size", ::mlbridge::adapters::dynamic(value));
+            self.call.set("test_size", ::mlbridge_client::adapters::dynamic(value));
             self
         }
         /// Seed of the train/test split. (type `integer`, default `0`)
         pub fn random_state(mut self, value: i64) -> Self {
-            self.call.set("random_state", ::mlbridge::adapters::dynamic(value));
+            self.call.set("random_state", ::mlbridge_client::adapters::dynamic(value));
             self
         }
         /// Inverse regularization strength (`C`). (type `float`, default `1.0`, bindable)
-        pub fn c(mut self, value: impl ::mlbridge::adapters::IntoParam<f64>) -> Self {
+        pub fn c(
+            mut self,
+            value: impl ::mlbridge_client::adapters::IntoParam<f64>,
+        ) -> Self {
             self.call
-                .set("c", ::mlbridge::adapters::IntoParam::<f64>::into_param(value));
+                .set(
+                    "c",
+                    ::mlbridge_client::adapters::IntoParam::<f64>::into_param(value),
+                );
             self
         }
         /// Maximum solver iterations. (type `integer`, default `1000`, bindable)
         pub fn max_iter(
             mut self,
-            value: impl ::mlbridge::adapters::IntoParam<i64>,
+            value: impl ::mlbridge_client::adapters::IntoParam<i64>,
         ) -> Self {
             self.call
                 .set(
                     "max_iter",
-                    ::mlbridge::adapters::IntoParam::<i64>::into_param(value),
+                    ::mlbridge_client::adapters::IntoParam::<i64>::into_param(value),
                 );
             self
         }
@@ -499,29 +507,29 @@ pub mod sklearn {
         /// bound variables).
         pub async fn call(
             self,
-            session: &::mlbridge::Session,
-        ) -> ::mlbridge::Result<LogisticRegressionOutput> {
+            session: &::mlbridge_client::Session,
+        ) -> ::mlbridge_client::Result<LogisticRegressionOutput> {
             let mut response = self.call.execute(session).await?;
             Ok(LogisticRegressionOutput {
-                accuracy: ::mlbridge::adapters::take_result(
+                accuracy: ::mlbridge_client::adapters::take_result(
                     FRAMEWORK,
                     Self::OPERATION,
                     &mut response,
                     "accuracy",
                 )?,
-                predictions: ::mlbridge::adapters::take_result(
+                predictions: ::mlbridge_client::adapters::take_result(
                     FRAMEWORK,
                     Self::OPERATION,
                     &mut response,
                     "predictions",
                 )?,
-                n_train: ::mlbridge::adapters::take_result(
+                n_train: ::mlbridge_client::adapters::take_result(
                     FRAMEWORK,
                     Self::OPERATION,
                     &mut response,
                     "n_train",
                 )?,
-                n_test: ::mlbridge::adapters::take_result(
+                n_test: ::mlbridge_client::adapters::take_result(
                     FRAMEWORK,
                     Self::OPERATION,
                     &mut response,
@@ -542,24 +550,24 @@ pub mod sklearn {
         /// Mean accuracy on the test split (`score`).
         pub accuracy: f64,
         /// Predicted class of each test sample (`predict`).
-        pub predictions: Vec<::mlbridge::adapters::pb::Value>,
+        pub predictions: Vec<::mlbridge_client::adapters::pb::Value>,
         /// Samples used to fit.
         pub n_train: i64,
         /// Samples predicted and scored.
         pub n_test: i64,
         /// The engine's whole answer: resolved parameters, the variables and versions
         /// bindings were read from, the worker and timings.
-        pub response: ::mlbridge::adapters::pb::ExecuteFrameworkOperationResponse,
+        pub response: ::mlbridge_client::adapters::pb::ExecuteFrameworkOperationResponse,
     }
     /// Fits `StandardScaler` followed by `SVC` on a bundled dataset, then predicts and scores the test split.
     ///
     /// Operation `sklearn.svc_pipeline` (estimator wrapping `sklearn.pipeline.Pipeline`). Required parameters go to [`SvcPipeline::new`], optional ones have setters; [`SvcPipeline::call`] runs it on a worker through the engine.
     ///
-    /// Bindable to session variables with [`bind`](::mlbridge::adapters::bind): `c`, `kernel`.
+    /// Bindable to session variables with [`bind`](::mlbridge_client::adapters::bind): `c`, `kernel`.
     #[derive(Debug, Clone)]
     #[must_use = "an operation does nothing until it is `call`ed"]
     pub struct SvcPipeline {
-        call: ::mlbridge::adapters::OperationCall,
+        call: ::mlbridge_client::adapters::OperationCall,
     }
     impl SvcPipeline {
         /// The operation's name on the wire.
@@ -567,7 +575,7 @@ pub mod sklearn {
         /// Starts a `sklearn.svc_pipeline` call.
         pub fn new() -> Self {
             #[allow(unused_mut)]
-            let mut call = ::mlbridge::adapters::OperationCall::new(
+            let mut call = ::mlbridge_client::adapters::OperationCall::new(
                 FRAMEWORK,
                 Self::OPERATION,
             );
@@ -578,35 +586,41 @@ pub mod sklearn {
             self.call
                 .set(
                     "dataset",
-                    ::mlbridge::adapters::dynamic(Into::<String>::into(value)),
+                    ::mlbridge_client::adapters::dynamic(Into::<String>::into(value)),
                 );
             self
         }
         /// Fraction of the samples held out for predict and score. (type `float`, default `0.25`)
         pub fn test_size(mut self, value: f64) -> Self {
-            self.call.set("test_size", ::mlbridge::adapters::dynamic(value));
+            self.call.set("test_size", ::mlbridge_client::adapters::dynamic(value));
             self
         }
         /// Seed of the train/test split. (type `integer`, default `0`)
         pub fn random_state(mut self, value: i64) -> Self {
-            self.call.set("random_state", ::mlbridge::adapters::dynamic(value));
+            self.call.set("random_state", ::mlbridge_client::adapters::dynamic(value));
             self
         }
         /// The SVC's regularization parameter (`svc__C`). (type `float`, default `1.0`, bindable)
-        pub fn c(mut self, value: impl ::mlbridge::adapters::IntoParam<f64>) -> Self {
+        pub fn c(
+            mut self,
+            value: impl ::mlbridge_client::adapters::IntoParam<f64>,
+        ) -> Self {
             self.call
-                .set("c", ::mlbridge::adapters::IntoParam::<f64>::into_param(value));
+                .set(
+                    "c",
+                    ::mlbridge_client::adapters::IntoParam::<f64>::into_param(value),
+                );
             self
         }
         /// The SVC's kernel (`svc__kernel`). (type `choice`, default `"rbf"`, bindable)
         pub fn kernel(
             mut self,
-            value: impl ::mlbridge::adapters::IntoParam<String>,
+            value: impl ::mlbridge_client::adapters::IntoParam<String>,
         ) -> Self {
             self.call
                 .set(
                     "kernel",
-                    ::mlbridge::adapters::IntoParam::<String>::into_param(value),
+                    ::mlbridge_client::adapters::IntoParam::<String>::into_param(value),
                 );
             self
         }
@@ -623,29 +637,29 @@ pub mod sklearn {
         /// bound variables).
         pub async fn call(
             self,
-            session: &::mlbridge::Session,
-        ) -> ::mlbridge::Result<SvcPipelineOutput> {
+            session: &::mlbridge_client::Session,
+        ) -> ::mlbridge_client::Result<SvcPipelineOutput> {
             let mut response = self.call.execute(session).await?;
             Ok(SvcPipelineOutput {
-                accuracy: ::mlbridge::adapters::take_result(
+                accuracy: ::mlbridge_client::adapters::take_result(
                     FRAMEWORK,
                     Self::OPERATION,
                     &mut response,
                     "accuracy",
                 )?,
-                predictions: ::mlbridge::adapters::take_result(
+                predictions: ::mlbridge_client::adapters::take_result(
                     FRAMEWORK,
                     Self::OPERATION,
                     &mut response,
                     "predictions",
                 )?,
-                n_train: ::mlbridge::adapters::take_result(
+                n_train: ::mlbridge_client::adapters::take_result(
                     FRAMEWORK,
                     Self::OPERATION,
                     &mut response,
                     "n_train",
                 )?,
-                n_test: ::mlbridge::adapters::take_result(
+                n_test: ::mlbridge_client::adapters::take_result(
                     FRAMEWORK,
                     Self::OPERATION,
                     &mut response,
@@ -666,13 +680,13 @@ pub mod sklearn {
         /// Mean accuracy on the test split (`score`).
         pub accuracy: f64,
         /// Predicted class of each test sample (`predict`).
-        pub predictions: Vec<::mlbridge::adapters::pb::Value>,
+        pub predictions: Vec<::mlbridge_client::adapters::pb::Value>,
         /// Samples used to fit.
         pub n_train: i64,
         /// Samples predicted and scored.
         pub n_test: i64,
         /// The engine's whole answer: resolved parameters, the variables and versions
         /// bindings were read from, the worker and timings.
-        pub response: ::mlbridge::adapters::pb::ExecuteFrameworkOperationResponse,
+        pub response: ::mlbridge_client::adapters::pb::ExecuteFrameworkOperationResponse,
     }
 }

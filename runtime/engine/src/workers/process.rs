@@ -8,7 +8,7 @@ use mlbridge_proto::mlbridge::v1::{self as pb, worker_client::WorkerClient};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use super::WorkerPoolConfig;
 use crate::error::{BridgeError, ErrorKind, Result};
@@ -175,24 +175,7 @@ fn forward(worker_id: &str, line: &str) {
 pub(super) async fn connect(
     address: &str,
 ) -> std::result::Result<Channel, tonic::transport::Error> {
-    if let Some(path) = address.strip_prefix("unix:") {
-        let path = path.to_owned();
-        // The URI is a placeholder; the connector ignores it and dials the socket.
-        Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
-            .await
-    } else {
-        Endpoint::from_shared(format!("http://{address}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-    }
+    mlbridge_client::dial::channel(address).await
 }
 
 /// Stops a worker: closing its stdin asks it to exit; after `grace` it is killed.

@@ -4,17 +4,122 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mlbridge_proto::mlbridge::v1::{self as pb, ml_bridge_client::MlBridgeClient};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use mlbridge_proto::mlbridge::v1::{
+    self as pb, ml_bridge_client::MlBridgeClient, ml_bridge_server::MlBridge,
+};
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
+use tonic::{Request, Status};
 
 use crate::error::{BridgeError, ErrorKind, Result};
-use crate::tools::ToolValue;
+use crate::values::ToolValue;
 
 /// A connection to an engine. Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: MlBridgeClient<Channel>,
+    inner: Transport,
+}
+
+/// An engine's `MLBridge` service, called in-process by [`Client::in_process`].
+pub type LocalService = dyn MlBridge;
+
+type ServerStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
+
+/// How calls reach the engine: over gRPC, or straight into an engine in this process.
+#[derive(Clone)]
+enum Transport {
+    Remote(MlBridgeClient<Channel>),
+    Local(Arc<LocalService>),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Remote(_) => f.write_str("Transport::Remote"),
+            Transport::Local(_) => f.write_str("Transport::Local"),
+        }
+    }
+}
+
+/// One method per RPC the client uses, each answering the response message (or a stream)
+/// whichever way the call went.
+macro_rules! rpcs {
+    ($($name:ident($request:ty) -> $response:ty;)*) => {
+        impl Transport {
+            $(
+                async fn $name(&self, request: $request) -> Result<$response> {
+                    match self {
+                        Transport::Remote(client) => {
+                            Ok(client.clone().$name(request).await?.into_inner())
+                        }
+                        Transport::Local(service) => {
+                            Ok(service.$name(Request::new(request)).await?.into_inner())
+                        }
+                    }
+                }
+            )*
+        }
+    };
+}
+
+rpcs! {
+    ping(pb::PingRequest) -> pb::PingResponse;
+    describe_adapters(pb::DescribeAdaptersRequest) -> pb::DescribeAdaptersResponse;
+    initialize_session(pb::InitializeSessionRequest) -> pb::InitializeSessionResponse;
+    get_session(pb::GetSessionRequest) -> pb::GetSessionResponse;
+    heartbeat(pb::HeartbeatRequest) -> pb::HeartbeatResponse;
+    cleanup_session(pb::CleanupSessionRequest) -> pb::CleanupSessionResponse;
+    register_variable(pb::RegisterVariableRequest) -> pb::RegisterVariableResponse;
+    get_variable(pb::GetVariableRequest) -> pb::GetVariableResponse;
+    set_variable(pb::SetVariableRequest) -> pb::SetVariableResponse;
+    delete_variable(pb::DeleteVariableRequest) -> pb::DeleteVariableResponse;
+    list_variables(pb::ListVariablesRequest) -> pb::ListVariablesResponse;
+    get_variables(pb::GetVariablesRequest) -> pb::GetVariablesResponse;
+    set_variables(pb::SetVariablesRequest) -> pb::SetVariablesResponse;
+    get_variable_history(pb::GetVariableHistoryRequest) -> pb::GetVariableHistoryResponse;
+    rollback_variable(pb::RollbackVariableRequest) -> pb::RollbackVariableResponse;
+    execute_tool(pb::ExecuteToolRequest) -> pb::ExecuteToolResponse;
+    execute_framework_operation(pb::ExecuteFrameworkOperationRequest)
+        -> pb::ExecuteFrameworkOperationResponse;
+}
+
+impl Transport {
+    async fn watch_variables(
+        &self,
+        request: pb::WatchVariablesRequest,
+    ) -> Result<ServerStream<pb::VariableUpdate>> {
+        Ok(match self {
+            Transport::Remote(client) => {
+                Box::pin(client.clone().watch_variables(request).await?.into_inner())
+            }
+            Transport::Local(service) => service
+                .watch_variables(Request::new(request))
+                .await?
+                .into_inner(),
+        })
+    }
+
+    async fn execute_streaming_tool(
+        &self,
+        request: pb::ExecuteStreamingToolRequest,
+    ) -> Result<ServerStream<pb::ToolChunk>> {
+        Ok(match self {
+            Transport::Remote(client) => Box::pin(
+                client
+                    .clone()
+                    .execute_streaming_tool(request)
+                    .await?
+                    .into_inner(),
+            ),
+            Transport::Local(service) => service
+                .execute_streaming_tool(Request::new(request))
+                .await?
+                .into_inner(),
+        })
+    }
 }
 
 impl Client {
@@ -27,42 +132,36 @@ impl Client {
             )
             .with("address", address)
         };
-        let channel = if let Some(path) = address.strip_prefix("unix:") {
-            let path = path.to_owned();
-            // The URI is a placeholder; the connector ignores it and dials the socket.
-            Endpoint::try_from("http://localhost")
-                .map_err(|e| unreachable(&e))?
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                    }
-                }))
-                .await
-                .map_err(|e| unreachable(&e))?
-        } else {
-            let uri = if address.contains("://") {
-                address.to_owned()
-            } else {
-                format!("http://{address}")
-            };
-            Endpoint::from_shared(uri)
-                .map_err(|e| unreachable(&e))?
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .map_err(|e| unreachable(&e))?
-        };
+        let channel = crate::dial::channel(address)
+            .await
+            .map_err(|e| unreachable(&e))?;
         let inner = MlBridgeClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        Ok(Client { inner })
+        Ok(Client {
+            inner: Transport::Remote(inner),
+        })
+    }
+
+    /// A client of an engine in this process: every call goes straight to `service` (the
+    /// engine's `MLBridge` implementation) with no socket and no protobuf encoding. The
+    /// [`Session`] API is the same as over gRPC.
+    pub fn in_process(service: Arc<LocalService>) -> Self {
+        Client {
+            inner: Transport::Local(service),
+        }
     }
 
     /// The generated tonic client, for RPCs this API does not wrap.
+    ///
+    /// # Panics
+    ///
+    /// For an in-process client ([`Client::in_process`]), which has no channel.
     pub fn raw(&self) -> MlBridgeClient<Channel> {
-        self.inner.clone()
+        match &self.inner {
+            Transport::Remote(client) => client.clone(),
+            Transport::Local(_) => panic!("an in-process client has no gRPC channel"),
+        }
     }
 
     /// Round trip to the engine.
@@ -70,7 +169,7 @@ impl Client {
         let request = pb::PingRequest {
             message: message.to_owned(),
         };
-        Ok(self.inner.clone().ping(request).await?.into_inner())
+        self.inner.ping(request).await
     }
 
     /// The framework adapters the engine's workers offer, sorted by framework id (all of
@@ -82,13 +181,7 @@ impl Client {
         let request = pb::DescribeAdaptersRequest {
             frameworks: frameworks.iter().map(|f| (*f).to_owned()).collect(),
         };
-        Ok(self
-            .inner
-            .clone()
-            .describe_adapters(request)
-            .await?
-            .into_inner()
-            .adapters)
+        Ok(self.inner.describe_adapters(request).await?.adapters)
     }
 
     /// Creates a session with the engine's defaults.
@@ -106,12 +199,7 @@ impl Client {
             metadata: options.metadata,
             cache: None,
         };
-        let response = self
-            .inner
-            .clone()
-            .initialize_session(request)
-            .await?
-            .into_inner();
+        let response = self.inner.initialize_session(request).await?;
         let info = response
             .session
             .ok_or_else(|| BridgeError::internal("InitializeSession returned no session"))?;
@@ -139,7 +227,7 @@ pub struct SessionOptions {
 /// A typed handle on one session. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Session {
-    client: MlBridgeClient<Channel>,
+    client: Transport,
     id: String,
     source: String,
 }
@@ -185,7 +273,7 @@ impl Session {
         let request = pb::GetSessionRequest {
             session_id: self.id.clone(),
         };
-        let response = self.client.clone().get_session(request).await?.into_inner();
+        let response = self.client.get_session(request).await?;
         response
             .session
             .ok_or_else(|| BridgeError::internal("GetSession returned no session"))
@@ -196,13 +284,7 @@ impl Session {
         let request = pb::HeartbeatRequest {
             session_id: self.id.clone(),
         };
-        Ok(self
-            .client
-            .clone()
-            .heartbeat(request)
-            .await?
-            .into_inner()
-            .expires_at)
+        Ok(self.client.heartbeat(request).await?.expires_at)
     }
 
     /// Removes the session and everything in it.
@@ -210,12 +292,7 @@ impl Session {
         let request = pb::CleanupSessionRequest {
             session_id: self.id.clone(),
         };
-        Ok(self
-            .client
-            .clone()
-            .cleanup_session(request)
-            .await?
-            .into_inner())
+        self.client.cleanup_session(request).await
     }
 
     /// Registers a variable of type `ty` with an initial value.
@@ -235,14 +312,7 @@ impl Session {
             source: self.source(),
             ..Default::default()
         };
-        variable(
-            self.client
-                .clone()
-                .register_variable(request)
-                .await?
-                .into_inner()
-                .variable,
-        )
+        variable(self.client.register_variable(request).await?.variable)
     }
 
     /// A variable with its type, constraints and version.
@@ -251,14 +321,7 @@ impl Session {
             session_id: self.id.clone(),
             name: name.to_owned(),
         };
-        variable(
-            self.client
-                .clone()
-                .get_variable(request)
-                .await?
-                .into_inner()
-                .variable,
-        )
+        variable(self.client.get_variable(request).await?.variable)
     }
 
     /// A variable's value, decoded as `T`.
@@ -303,14 +366,7 @@ impl Session {
             source: self.source(),
             ..Default::default()
         };
-        variable(
-            self.client
-                .clone()
-                .set_variable(request)
-                .await?
-                .into_inner()
-                .variable,
-        )
+        variable(self.client.set_variable(request).await?.variable)
     }
 
     /// Deletes a variable and its history.
@@ -321,14 +377,7 @@ impl Session {
             source: self.source(),
             ..Default::default()
         };
-        variable(
-            self.client
-                .clone()
-                .delete_variable(request)
-                .await?
-                .into_inner()
-                .variable,
-        )
+        variable(self.client.delete_variable(request).await?.variable)
     }
 
     /// Variables whose names match a glob `pattern`, sorted by name.
@@ -337,13 +386,7 @@ impl Session {
             session_id: self.id.clone(),
             pattern: pattern.to_owned(),
         };
-        Ok(self
-            .client
-            .clone()
-            .list_variables(request)
-            .await?
-            .into_inner()
-            .variables)
+        Ok(self.client.list_variables(request).await?.variables)
     }
 
     /// Several variables at once; missing names are left out of the map.
@@ -352,13 +395,7 @@ impl Session {
             session_id: self.id.clone(),
             names: names.iter().map(|n| (*n).to_owned()).collect(),
         };
-        Ok(self
-            .client
-            .clone()
-            .get_variables(request)
-            .await?
-            .into_inner()
-            .variables)
+        Ok(self.client.get_variables(request).await?.variables)
     }
 
     /// Several writes; with `atomic`, all or none apply. Per-write outcomes come back in
@@ -378,12 +415,7 @@ impl Session {
             source: self.source(),
             ..Default::default()
         };
-        let response = self
-            .client
-            .clone()
-            .set_variables(request)
-            .await?
-            .into_inner();
+        let response = self.client.set_variables(request).await?;
         Ok(response
             .results
             .into_iter()
@@ -402,13 +434,7 @@ impl Session {
             name: name.to_owned(),
             limit,
         };
-        Ok(self
-            .client
-            .clone()
-            .get_variable_history(request)
-            .await?
-            .into_inner()
-            .entries)
+        Ok(self.client.get_variable_history(request).await?.entries)
     }
 
     /// Restores `version`'s value as a new version.
@@ -420,14 +446,7 @@ impl Session {
             source: self.source(),
             ..Default::default()
         };
-        variable(
-            self.client
-                .clone()
-                .rollback_variable(request)
-                .await?
-                .into_inner()
-                .variable,
-        )
+        variable(self.client.rollback_variable(request).await?.variable)
     }
 
     /// Updates of `names` (all when empty): with `include_initial`, current values first;
@@ -445,12 +464,7 @@ impl Session {
             include_initial_values: include_initial,
             resume_from_sequence: resume_from,
         };
-        let stream = self
-            .client
-            .clone()
-            .watch_variables(request)
-            .await?
-            .into_inner();
+        let stream = self.client.watch_variables(request).await?;
         Ok(stream.map(|item| item.map_err(BridgeError::from)))
     }
 
@@ -466,12 +480,7 @@ impl Session {
             arguments,
             metadata: HashMap::new(),
         };
-        let response = self
-            .client
-            .clone()
-            .execute_tool(request)
-            .await?
-            .into_inner();
+        let response = self.client.execute_tool(request).await?;
         Ok(response.result.unwrap_or_default())
     }
 
@@ -487,12 +496,7 @@ impl Session {
             arguments,
             metadata: HashMap::new(),
         };
-        let stream = self
-            .client
-            .clone()
-            .execute_streaming_tool(request)
-            .await?
-            .into_inner();
+        let stream = self.client.execute_streaming_tool(request).await?;
         // Chunks until the final one; a stream that ends OK without it was cut short.
         let tool = name.to_owned();
         let mut finished = false;
@@ -539,12 +543,7 @@ impl Session {
             parameters,
             metadata,
         };
-        Ok(self
-            .client
-            .clone()
-            .execute_framework_operation(request)
-            .await?
-            .into_inner())
+        self.client.execute_framework_operation(request).await
     }
 }
 

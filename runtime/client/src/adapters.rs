@@ -5,12 +5,12 @@
 //! operation; users mostly meet [`bind`]:
 //!
 //! ```no_run
-//! # async fn demo(session: &mlbridge::Session) -> mlbridge::Result<()> {
-//! use mlbridge::adapters::bind;
+//! # async fn demo(session: &mlbridge_client::Session) -> mlbridge_client::Result<()> {
+//! use mlbridge_client::adapters::bind;
 //! # mod dspy { pub struct Predict; impl Predict {
 //! #   pub fn new(_: &str, _: std::collections::BTreeMap<String, String>) -> Self { Predict }
-//! #   pub fn temperature(self, _: impl mlbridge::adapters::IntoParam<f64>) -> Self { self }
-//! #   pub async fn call(self, _: &mlbridge::Session) -> mlbridge::Result<()> { Ok(()) } } }
+//! #   pub fn temperature(self, _: impl mlbridge_client::adapters::IntoParam<f64>) -> Self { self }
+//! #   pub async fn call(self, _: &mlbridge_client::Session) -> mlbridge_client::Result<()> { Ok(()) } } }
 //! let inputs = [("question".to_owned(), "What is 2 + 2?".to_owned())].into();
 //! dspy::Predict::new("question -> answer", inputs)
 //!     .temperature(bind("temperature")) // read from the session at dispatch time
@@ -26,8 +26,7 @@ use pb::parameter_value::Kind;
 
 use crate::client::Session;
 use crate::error::{BridgeError, ErrorKind, Result};
-use crate::tools::ToolValue;
-use crate::value::kind_name;
+use crate::values::{ToolValue, kind_name};
 
 /// A binding of a parameter to a session variable, made by [`bind`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,468 @@
+//! The engine's `MLBridge` service: sessions, variables, watch and host tools over a
+//! [`StateBackend`]. Every failure leaves as a [`BridgeError`] in the status details.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mlbridge_proto::mlbridge::v1::{self as pb, ml_bridge_server::MlBridge};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::error::{BridgeError, Result};
+use crate::glob::Glob;
+use crate::operations;
+use crate::state::{
+    Limits, MemoryBackend, NewSession, StateBackend, WatchStart, WriteContext, WriteOp,
+};
+use crate::tools::{Handler, ToolDef, ToolRegistry};
+use crate::workers::WorkerPool;
+
+mod sessions;
+mod tools;
+mod variables;
+
+use tools::FinalNumbered;
+
+type GrpcResult<T> = std::result::Result<Response<T>, Status>;
+type BoxStream<T> = std::pin::Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
+
+/// The engine: state, tools, and the `MLBridge` API over them. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    id: String,
+    state: Arc<dyn StateBackend>,
+    tools: Arc<ToolRegistry>,
+    limits: Limits,
+    workers: Option<WorkerPool>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("id", &self.id)
+            .field("tools", &self.tools.len())
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`Engine`].
+#[derive(Debug, Default)]
+pub struct EngineBuilder {
+    limits: Limits,
+    tools: ToolRegistry,
+    state: Option<Arc<dyn StateBackend>>,
+    workers: Option<WorkerPool>,
+}
+
+impl EngineBuilder {
+    /// Limits for the default in-memory backend.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Adds a host tool. Panics on a duplicate name, which is a programming error.
+    pub fn tool(mut self, tool: ToolDef) -> Self {
+        let name = tool.spec.name.clone();
+        self.tools
+            .register(tool)
+            .unwrap_or_else(|e| panic!("tool `{name}`: {e}"));
+        self
+    }
+
+    /// Uses `state` instead of the in-memory backend.
+    pub fn state(mut self, state: Arc<dyn StateBackend>) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Runs framework operations and worker-hosted tools on `pool`.
+    pub fn workers(mut self, pool: WorkerPool) -> Self {
+        self.workers = Some(pool);
+        self
+    }
+
+    /// The engine.
+    pub fn build(self) -> Engine {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let limits = self.limits;
+        let state = self
+            .state
+            .unwrap_or_else(|| Arc::new(MemoryBackend::new(limits.clone())));
+        if let Some(workers) = &self.workers {
+            // The pool unpins sessions as the backend reports them ended.
+            workers.follow_sessions(state.session_events());
+        }
+        Engine {
+            id: format!("engine-{}-{nanos:x}", std::process::id()),
+            state,
+            tools: Arc::new(self.tools),
+            limits,
+            workers: self.workers,
+        }
+    }
+}
+
+impl Engine {
+    /// An engine with in-memory state, default limits and no tools.
+    pub fn new() -> Self {
+        Engine::builder().build()
+    }
+
+    /// Starts configuring an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// This engine's instance id, reported by `Ping`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The state backend.
+    pub fn state(&self) -> &Arc<dyn StateBackend> {
+        &self.state
+    }
+
+    /// A client of this engine in this process: the same [`mlbridge_client::Session`] API
+    /// as over gRPC, calling the engine directly (no socket, no protobuf encoding).
+    pub fn in_process_client(&self) -> mlbridge_client::Client {
+        mlbridge_client::Client::in_process(Arc::new(self.clone()))
+    }
+
+    /// The worker pool, when the engine runs one.
+    pub fn workers(&self) -> Option<&WorkerPool> {
+        self.workers.as_ref()
+    }
+
+    /// Removes expired sessions every `every` until the returned task is aborted.
+    pub fn spawn_expiry_sweeper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let state = Arc::clone(&self.state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                // The worker pool hears of expired sessions from the backend's events.
+                let _ = state.expire_sessions().await;
+            }
+        })
+    }
+
+    /// The worker pool, if `tool` is a worker-hosted tool (and no engine tool has its name).
+    fn tool_worker(&self, tool: &str) -> Option<&WorkerPool> {
+        self.workers
+            .as_ref()
+            .filter(|w| w.tool(tool).is_some())
+            .filter(|_| !self.tools.specs().iter().any(|spec| spec.name == tool))
+    }
+
+    /// The worker pool, or `WORKER_UNAVAILABLE` saying how to start one.
+    fn worker_pool(&self, what: &str) -> Result<&WorkerPool> {
+        self.workers
+            .as_ref()
+            .ok_or_else(|| operations::no_workers(what))
+    }
+
+    async fn variable(&self, session: &str, name: &str) -> Result<(pb::Variable, u64)> {
+        let (mut found, sequence) = self.state.get(session, &[name.to_owned()]).await?;
+        let variable = found
+            .pop()
+            .flatten()
+            .ok_or_else(|| BridgeError::variable_not_found(session, name))?;
+        Ok((variable, sequence))
+    }
+
+    async fn write_one(
+        &self,
+        session: &str,
+        op: WriteOp,
+        context: WriteContext,
+    ) -> Result<(pb::Variable, u64)> {
+        let mut outcomes = self.state.write(session, vec![op], true, context).await?;
+        outcomes
+            .pop()
+            .unwrap_or_else(|| Err(BridgeError::internal("a write returned no outcome")))
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new()
+    }
+}
+
+fn required<'a>(field: &str, value: &'a str) -> Result<&'a str> {
+    if value.is_empty() {
+        Err(BridgeError::invalid_argument(
+            field,
+            format!("`{field}` is required"),
+        ))
+    } else {
+        Ok(value)
+    }
+}
+
+fn duration(field: &str, value: Option<prost_types::Duration>) -> Result<Option<Duration>> {
+    value
+        .map(|d| {
+            Duration::try_from(d).map_err(|_| {
+                BridgeError::invalid_argument(field, format!("`{field}` must not be negative"))
+            })
+        })
+        .transpose()
+}
+
+fn variable_type(value: i32) -> Result<pb::VariableType> {
+    pb::VariableType::try_from(value).map_err(|_| {
+        BridgeError::invalid_argument("type", format!("unknown variable type {value}"))
+    })
+}
+
+fn value_arg(field: &str, value: Option<pb::Value>) -> Result<pb::Value> {
+    value.ok_or_else(|| BridgeError::invalid_argument(field, format!("`{field}` is required")))
+}
+
+fn context(source: String, metadata: HashMap<String, String>) -> WriteContext {
+    WriteContext { source, metadata }
+}
+
+fn answer<T>(result: Result<T>) -> GrpcResult<T> {
+    result.map(Response::new).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl MlBridge for Engine {
+    async fn ping(&self, request: Request<pb::PingRequest>) -> GrpcResult<pb::PingResponse> {
+        Ok(Response::new(pb::PingResponse {
+            message: request.into_inner().message,
+            server_id: self.id.clone(),
+            protocol_version: crate::PROTOCOL_VERSION.to_owned(),
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            server_time: Some(SystemTime::now().into()),
+        }))
+    }
+
+    async fn initialize_session(
+        &self,
+        request: Request<pb::InitializeSessionRequest>,
+    ) -> GrpcResult<pb::InitializeSessionResponse> {
+        answer(sessions::initialize_session(self, request.into_inner()).await)
+    }
+
+    async fn get_session(
+        &self,
+        request: Request<pb::GetSessionRequest>,
+    ) -> GrpcResult<pb::GetSessionResponse> {
+        answer(sessions::get_session(self, request.into_inner()).await)
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> GrpcResult<pb::HeartbeatResponse> {
+        answer(sessions::heartbeat(self, request.into_inner()).await)
+    }
+
+    async fn cleanup_session(
+        &self,
+        request: Request<pb::CleanupSessionRequest>,
+    ) -> GrpcResult<pb::CleanupSessionResponse> {
+        answer(sessions::cleanup_session(self, request.into_inner()).await)
+    }
+
+    async fn register_variable(
+        &self,
+        request: Request<pb::RegisterVariableRequest>,
+    ) -> GrpcResult<pb::RegisterVariableResponse> {
+        answer(variables::register_variable(self, request.into_inner()).await)
+    }
+
+    async fn get_variable(
+        &self,
+        request: Request<pb::GetVariableRequest>,
+    ) -> GrpcResult<pb::GetVariableResponse> {
+        answer(variables::get_variable(self, request.into_inner()).await)
+    }
+
+    async fn set_variable(
+        &self,
+        request: Request<pb::SetVariableRequest>,
+    ) -> GrpcResult<pb::SetVariableResponse> {
+        answer(variables::set_variable(self, request.into_inner()).await)
+    }
+
+    async fn delete_variable(
+        &self,
+        request: Request<pb::DeleteVariableRequest>,
+    ) -> GrpcResult<pb::DeleteVariableResponse> {
+        answer(variables::delete_variable(self, request.into_inner()).await)
+    }
+
+    async fn list_variables(
+        &self,
+        request: Request<pb::ListVariablesRequest>,
+    ) -> GrpcResult<pb::ListVariablesResponse> {
+        answer(variables::list_variables(self, request.into_inner()).await)
+    }
+
+    async fn get_variables(
+        &self,
+        request: Request<pb::GetVariablesRequest>,
+    ) -> GrpcResult<pb::GetVariablesResponse> {
+        answer(variables::get_variables(self, request.into_inner()).await)
+    }
+
+    async fn set_variables(
+        &self,
+        request: Request<pb::SetVariablesRequest>,
+    ) -> GrpcResult<pb::SetVariablesResponse> {
+        answer(variables::set_variables(self, request.into_inner()).await)
+    }
+
+    async fn get_variable_history(
+        &self,
+        request: Request<pb::GetVariableHistoryRequest>,
+    ) -> GrpcResult<pb::GetVariableHistoryResponse> {
+        answer(variables::get_variable_history(self, request.into_inner()).await)
+    }
+
+    async fn rollback_variable(
+        &self,
+        request: Request<pb::RollbackVariableRequest>,
+    ) -> GrpcResult<pb::RollbackVariableResponse> {
+        answer(variables::rollback_variable(self, request.into_inner()).await)
+    }
+
+    async fn watch_variables(
+        &self,
+        request: Request<pb::WatchVariablesRequest>,
+    ) -> GrpcResult<BoxStream<pb::VariableUpdate>> {
+        let r = request.into_inner();
+        let stream = async {
+            let start = match (r.include_initial_values, r.resume_from_sequence) {
+                (true, Some(_)) => {
+                    return Err(BridgeError::invalid_argument(
+                        "resume_from_sequence",
+                        "choose either include_initial_values or resume_from_sequence, not both",
+                    ));
+                }
+                (true, None) => WatchStart::Initial,
+                (false, Some(from)) => WatchStart::Resume(from),
+                (false, None) => WatchStart::Now,
+            };
+            self.state
+                .watch(required("session_id", &r.session_id)?, r.names, start)
+                .await
+        }
+        .await
+        .map_err(Status::from)?;
+        Ok(Response::new(Box::pin(
+            stream.map(|item| item.map_err(Status::from)),
+        )))
+    }
+
+    async fn list_tools(
+        &self,
+        request: Request<pb::ListToolsRequest>,
+    ) -> GrpcResult<pb::ListToolsResponse> {
+        answer(tools::list_tools(self, request.into_inner()).await)
+    }
+
+    async fn execute_tool(
+        &self,
+        request: Request<pb::ExecuteToolRequest>,
+    ) -> GrpcResult<pb::ExecuteToolResponse> {
+        answer(tools::execute_tool(self, request.into_inner()).await)
+    }
+
+    async fn execute_streaming_tool(
+        &self,
+        request: Request<pb::ExecuteStreamingToolRequest>,
+    ) -> GrpcResult<BoxStream<pb::ToolChunk>> {
+        let r = request.into_inner();
+        if let Some(workers) = self.tool_worker(&r.tool_name) {
+            // A worker numbers its chunks and sends the final marker itself.
+            let chunks = async {
+                self.state
+                    .session(required("session_id", &r.session_id)?)
+                    .await?;
+                operations::stream_tool(workers, self.limits.max_value_bytes, r).await
+            }
+            .await
+            .map_err(Status::from)?;
+            return Ok(Response::new(Box::pin(
+                chunks.map(|chunk| chunk.map_err(Status::from)),
+            )));
+        }
+        let chunks = async {
+            let session = required("session_id", &r.session_id)?;
+            self.state.session(session).await?;
+            let (handler, args) =
+                self.tools
+                    .prepare(session, required("tool_name", &r.tool_name)?, r.arguments)?;
+            Ok(match handler {
+                Handler::Streaming(run) => run(args),
+                // A unary tool streams as a single chunk.
+                Handler::Unary(run) => {
+                    let mut call = Some(run(args));
+                    Box::pin(
+                        tokio_stream::once(()).then(move |()| call.take().expect("polled once")),
+                    ) as _
+                }
+            })
+        }
+        .await
+        .map_err(|e: BridgeError| Status::from(e))?;
+        let mut sequence = 0u64;
+        let body = chunks.map(move |item| {
+            let chunk = item.map(|data| pb::ToolChunk {
+                sequence,
+                data: Some(data),
+                is_final: false,
+                metadata: HashMap::new(),
+            });
+            sequence += 1;
+            chunk.map_err(Status::from)
+        });
+        // After the last data chunk, one final marker: `is_final` without data.
+        let end = tokio_stream::once(Ok(pb::ToolChunk {
+            sequence: u64::MAX,
+            data: None,
+            is_final: true,
+            metadata: HashMap::new(),
+        }));
+        let stream = FinalNumbered::new(Box::pin(body.chain(end)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn execute_framework_operation(
+        &self,
+        request: Request<pb::ExecuteFrameworkOperationRequest>,
+    ) -> GrpcResult<pb::ExecuteFrameworkOperationResponse> {
+        answer(tools::execute_framework_operation(self, request.into_inner()).await)
+    }
+
+    async fn describe_adapters(
+        &self,
+        request: Request<pb::DescribeAdaptersRequest>,
+    ) -> GrpcResult<pb::DescribeAdaptersResponse> {
+        let r = request.into_inner();
+        answer(
+            self.worker_pool("DescribeAdapters")
+                .map(|workers| pb::DescribeAdaptersResponse {
+                    adapters: operations::describe_adapters(workers, &r.frameworks),
+                }),
+        )
+    }
+}

@@ -1,0 +1,60 @@
+//! Sessions: create or join, describe, keep alive, clean up.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+pub(super) async fn initialize_session(
+    engine: &Engine,
+    r: pb::InitializeSessionRequest,
+) -> Result<pb::InitializeSessionResponse> {
+    let new = NewSession {
+        id: Some(r.session_id).filter(|id| !id.is_empty()),
+        ttl: duration("ttl", r.ttl)?,
+        metadata: r.metadata,
+        cache: r.cache,
+    };
+    let (mut session, created) = engine.state.create_session(new).await?;
+    session.tool_count = engine.tools.len() as u32;
+    Ok(pb::InitializeSessionResponse {
+        session: Some(session),
+        created,
+    })
+}
+
+pub(super) async fn get_session(
+    engine: &Engine,
+    r: pb::GetSessionRequest,
+) -> Result<pb::GetSessionResponse> {
+    let mut session = engine
+        .state
+        .session(required("session_id", &r.session_id)?)
+        .await?;
+    session.tool_count = engine.tools.len() as u32;
+    Ok(pb::GetSessionResponse {
+        session: Some(session),
+    })
+}
+
+pub(super) async fn heartbeat(
+    engine: &Engine,
+    r: pb::HeartbeatRequest,
+) -> Result<pb::HeartbeatResponse> {
+    let session = engine
+        .state
+        .session(required("session_id", &r.session_id)?)
+        .await?;
+    Ok(pb::HeartbeatResponse {
+        expires_at: session.expires_at,
+    })
+}
+
+pub(super) async fn cleanup_session(
+    engine: &Engine,
+    r: pb::CleanupSessionRequest,
+) -> Result<pb::CleanupSessionResponse> {
+    let removed = engine
+        .state
+        .remove_session(required("session_id", &r.session_id)?)
+        .await?;
+    Ok(removed.unwrap_or_default())
+}

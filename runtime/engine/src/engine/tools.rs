@@ -1,0 +1,142 @@
+//! Tools and framework operations: listing, running engine-hosted tools (unary and
+//! streaming) and routing worker-hosted tools and operations through
+//! [`crate::operations`].
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+pub(super) async fn list_tools(
+    engine: &Engine,
+    r: pb::ListToolsRequest,
+) -> Result<pb::ListToolsResponse> {
+    let session = required("session_id", &r.session_id)?;
+    engine.state.session(session).await?;
+    let pattern = Glob::new(&r.pattern)?;
+    let mut tools: Vec<pb::ToolInfo> = engine
+        .tools
+        .specs()
+        .into_iter()
+        .filter(|spec| pattern.matches(&spec.name))
+        .map(|spec| pb::ToolInfo {
+            spec: Some(spec),
+            host: Some(pb::ToolHost {
+                kind: pb::ToolHostKind::Engine as i32,
+                ..Default::default()
+            }),
+            session_id: String::new(),
+        })
+        .collect();
+    // Worker-hosted tools, unless an engine tool has the name (it wins).
+    if let Some(workers) = &engine.workers {
+        let engine_tools: std::collections::HashSet<String> = tools
+            .iter()
+            .filter_map(|t| t.spec.as_ref().map(|s| s.name.clone()))
+            .collect();
+        tools.extend(operations::tool_infos(workers).into_iter().filter(|info| {
+            info.spec.as_ref().is_some_and(|spec| {
+                pattern.matches(&spec.name) && !engine_tools.contains(&spec.name)
+            })
+        }));
+        tools.sort_by(|a, b| {
+            let name = |t: &pb::ToolInfo| t.spec.as_ref().map(|s| s.name.clone());
+            name(a).cmp(&name(b))
+        });
+    }
+    Ok(pb::ListToolsResponse { tools })
+}
+
+pub(super) async fn execute_tool(
+    engine: &Engine,
+    r: pb::ExecuteToolRequest,
+) -> Result<pb::ExecuteToolResponse> {
+    let session = required("session_id", &r.session_id)?;
+    engine.state.session(session).await?;
+    if let Some(workers) = engine.tool_worker(&r.tool_name) {
+        return operations::execute_tool(workers, engine.limits.max_value_bytes, r).await;
+    }
+    let (handler, args) =
+        engine
+            .tools
+            .prepare(session, required("tool_name", &r.tool_name)?, r.arguments)?;
+    let Handler::Unary(run) = handler else {
+        return Err(BridgeError::invalid_argument(
+            "tool_name",
+            format!(
+                "tool `{}` streams its results: call ExecuteStreamingTool",
+                r.tool_name
+            ),
+        ));
+    };
+    let started = Instant::now();
+    let result = run(args).await?;
+    Ok(pb::ExecuteToolResponse {
+        result: Some(result),
+        metadata: HashMap::new(),
+        duration_us: started.elapsed().as_micros() as u64,
+        worker_id: String::new(),
+    })
+}
+
+pub(super) async fn execute_framework_operation(
+    engine: &Engine,
+    r: pb::ExecuteFrameworkOperationRequest,
+) -> Result<pb::ExecuteFrameworkOperationResponse> {
+    engine
+        .state
+        .session(required("session_id", &r.session_id)?)
+        .await?;
+    required("framework", &r.framework)?;
+    required("operation", &r.operation)?;
+    let what = format!("operation `{}.{}`", r.framework, r.operation);
+    operations::execute_operation(
+        engine.worker_pool(&what)?,
+        &*engine.state,
+        engine.limits.max_value_bytes,
+        r,
+    )
+    .await
+}
+
+/// Renumbers the final marker to follow the last data chunk, and stops after an error so
+/// that a failed stream never also reports success.
+pub(super) struct FinalNumbered {
+    inner: BoxStream<pb::ToolChunk>,
+    next: u64,
+    done: bool,
+}
+
+impl FinalNumbered {
+    pub(super) fn new(inner: BoxStream<pb::ToolChunk>) -> Self {
+        FinalNumbered {
+            inner,
+            next: 0,
+            done: false,
+        }
+    }
+}
+
+impl Stream for FinalNumbered {
+    type Item = std::result::Result<pb::ToolChunk, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.done {
+            return std::task::Poll::Ready(None);
+        }
+        let polled = self.inner.as_mut().poll_next(cx);
+        match polled {
+            std::task::Poll::Ready(Some(Ok(mut chunk))) => {
+                chunk.sequence = self.next;
+                self.next += 1;
+                std::task::Poll::Ready(Some(Ok(chunk)))
+            }
+            std::task::Poll::Ready(Some(Err(status))) => {
+                self.done = true;
+                std::task::Poll::Ready(Some(Err(status)))
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Variables: register, read, write (one, many, atomically), delete, list, history and
+//! rollback. Every value is judged by the state backend's rules before it is stored.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+pub(super) async fn register_variable(
+    engine: &Engine,
+    r: pb::RegisterVariableRequest,
+) -> Result<pb::RegisterVariableResponse> {
+    let op = WriteOp::Register {
+        name: r.name,
+        ty: variable_type(r.r#type)?,
+        value: value_arg("initial_value", r.initial_value)?,
+        constraints: r.constraints.unwrap_or_default(),
+        description: r.description,
+        metadata: r.metadata,
+    };
+    let (variable, sequence) = engine
+        .write_one(
+            required("session_id", &r.session_id)?,
+            op,
+            context(r.source, HashMap::new()),
+        )
+        .await?;
+    Ok(pb::RegisterVariableResponse {
+        variable: Some(variable),
+        sequence,
+    })
+}
+
+pub(super) async fn get_variable(
+    engine: &Engine,
+    r: pb::GetVariableRequest,
+) -> Result<pb::GetVariableResponse> {
+    let (variable, snapshot_sequence) = engine
+        .variable(
+            required("session_id", &r.session_id)?,
+            required("name", &r.name)?,
+        )
+        .await?;
+    Ok(pb::GetVariableResponse {
+        variable: Some(variable),
+        snapshot_sequence,
+    })
+}
+
+pub(super) async fn set_variable(
+    engine: &Engine,
+    r: pb::SetVariableRequest,
+) -> Result<pb::SetVariableResponse> {
+    let op = WriteOp::Set {
+        name: required("name", &r.name)?.to_owned(),
+        value: value_arg("value", r.value)?,
+        expected_version: r.expected_version,
+    };
+    let (variable, sequence) = engine
+        .write_one(
+            required("session_id", &r.session_id)?,
+            op,
+            context(r.source, r.metadata),
+        )
+        .await?;
+    Ok(pb::SetVariableResponse {
+        variable: Some(variable),
+        sequence,
+    })
+}
+
+pub(super) async fn delete_variable(
+    engine: &Engine,
+    r: pb::DeleteVariableRequest,
+) -> Result<pb::DeleteVariableResponse> {
+    let op = WriteOp::Delete {
+        name: required("name", &r.name)?.to_owned(),
+        expected_version: r.expected_version,
+    };
+    let (variable, sequence) = engine
+        .write_one(
+            required("session_id", &r.session_id)?,
+            op,
+            context(r.source, HashMap::new()),
+        )
+        .await?;
+    Ok(pb::DeleteVariableResponse {
+        variable: Some(variable),
+        sequence,
+    })
+}
+
+pub(super) async fn list_variables(
+    engine: &Engine,
+    r: pb::ListVariablesRequest,
+) -> Result<pb::ListVariablesResponse> {
+    let pattern = Glob::new(&r.pattern)?;
+    let (variables, snapshot_sequence) = engine
+        .state
+        .list(required("session_id", &r.session_id)?, &pattern)
+        .await?;
+    Ok(pb::ListVariablesResponse {
+        variables,
+        snapshot_sequence,
+    })
+}
+
+pub(super) async fn get_variables(
+    engine: &Engine,
+    r: pb::GetVariablesRequest,
+) -> Result<pb::GetVariablesResponse> {
+    let (found, snapshot_sequence) = engine
+        .state
+        .get(required("session_id", &r.session_id)?, &r.names)
+        .await?;
+    let mut response = pb::GetVariablesResponse {
+        snapshot_sequence,
+        ..Default::default()
+    };
+    let mut reported = std::collections::HashSet::new();
+    for (name, variable) in r.names.into_iter().zip(found) {
+        match variable {
+            Some(variable) => {
+                response.variables.insert(name, variable);
+            }
+            None if reported.insert(name.clone()) => response.missing.push(name),
+            None => {}
+        }
+    }
+    Ok(response)
+}
+
+pub(super) async fn set_variables(
+    engine: &Engine,
+    r: pb::SetVariablesRequest,
+) -> Result<pb::SetVariablesResponse> {
+    let session = required("session_id", &r.session_id)?;
+    if r.writes.is_empty() {
+        return Err(BridgeError::invalid_argument(
+            "writes",
+            "a batch needs at least one write",
+        ));
+    }
+    if r.writes.len() > engine.limits.max_writes_per_batch {
+        return Err(BridgeError::invalid_argument(
+            "writes",
+            format!(
+                "a batch of {} writes is over the limit of {}; split it",
+                r.writes.len(),
+                engine.limits.max_writes_per_batch
+            ),
+        )
+        .with("limit", engine.limits.max_writes_per_batch));
+    }
+    let mut ops = Vec::with_capacity(r.writes.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, write) in r.writes.into_iter().enumerate() {
+        if write.name.is_empty() {
+            return Err(BridgeError::invalid_argument(
+                "writes",
+                format!("write {i} names no variable"),
+            ));
+        }
+        if !seen.insert(write.name.clone()) {
+            return Err(BridgeError::invalid_argument(
+                "writes",
+                format!("variable `{}` is written twice in one batch", write.name),
+            )
+            .with("variable", &write.name));
+        }
+        ops.push(WriteOp::Set {
+            name: write.name,
+            value: value_arg(&format!("writes[{i}].value"), write.value)?,
+            expected_version: write.expected_version,
+        });
+    }
+    let names: Vec<String> = ops.iter().map(|op| op.name().to_owned()).collect();
+    let outcomes = engine
+        .state
+        .write(session, ops, r.atomic, context(r.source, r.metadata))
+        .await?;
+    let all_applied = outcomes.iter().all(Result::is_ok);
+    let results = names
+        .into_iter()
+        .zip(outcomes)
+        .map(|(name, outcome)| match outcome {
+            Ok((variable, sequence)) => pb::VariableWriteResult {
+                name,
+                outcome: Some(pb::variable_write_result::Outcome::NewVersion(
+                    variable.version,
+                )),
+                sequence,
+            },
+            Err(error) => pb::VariableWriteResult {
+                name,
+                outcome: Some(pb::variable_write_result::Outcome::Error(error.into())),
+                sequence: 0,
+            },
+        })
+        .collect();
+    Ok(pb::SetVariablesResponse {
+        results,
+        all_applied,
+    })
+}
+
+pub(super) async fn get_variable_history(
+    engine: &Engine,
+    r: pb::GetVariableHistoryRequest,
+) -> Result<pb::GetVariableHistoryResponse> {
+    let entries = engine
+        .state
+        .history(
+            required("session_id", &r.session_id)?,
+            required("name", &r.name)?,
+            r.limit as usize,
+        )
+        .await?;
+    Ok(pb::GetVariableHistoryResponse { entries })
+}
+
+pub(super) async fn rollback_variable(
+    engine: &Engine,
+    r: pb::RollbackVariableRequest,
+) -> Result<pb::RollbackVariableResponse> {
+    let op = WriteOp::Rollback {
+        name: required("name", &r.name)?.to_owned(),
+        target_version: r.target_version,
+        expected_version: r.expected_version,
+    };
+    let (variable, sequence) = engine
+        .write_one(
+            required("session_id", &r.session_id)?,
+            op,
+            context(r.source, r.metadata),
+        )
+        .await?;
+    Ok(pb::RollbackVariableResponse {
+        variable: Some(variable),
+        sequence,
+    })
+}
