@@ -270,6 +270,7 @@ class AsyncSessionContext:
         try:
             await self.close()
         except BridgeError:
+            # The block's own exception matters more than a failed cleanup.
             if error is None:
                 raise
 

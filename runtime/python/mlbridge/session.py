@@ -174,8 +174,6 @@ class SessionContext:
             self._watcher.start()
         return self
 
-            # The block's own exception matters more than a failed cleanup.
-
     # -- calls ------------------------------------------------------------------------------
 
     def _open_stub(self) -> pb_grpc.MLBridgeStub:
@@ -308,6 +306,7 @@ class SessionContext:
         try:
             self.close()
         except BridgeError:
+            # The block's own exception matters more than a failed cleanup.
             if error is None:
                 raise
 
