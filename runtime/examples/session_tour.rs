@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use mlbridge::tools::ToolValue;
+use mlbridge::WireValue;
 use mlbridge::{Client, Engine, SessionOptions, Write};
 use mlbridge_proto::mlbridge::v1::{Constraints, VariableType};
 use tokio_stream::StreamExt;

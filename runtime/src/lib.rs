@@ -4,7 +4,7 @@
 
 pub use mlbridge_client::{
     BridgeError, Client, ENGINE_READY_PREFIX, ErrorKind, PROTOCOL_VERSION, Result, Session,
-    SessionOptions, Write, adapters, client, dial, error, values,
+    SessionOptions, WireValue, Write, adapters, client, dial, error, values,
 };
 pub use mlbridge_engine::{
     Engine, EngineBuilder, ListenAddr, WorkerPool, WorkerPoolConfig, builtin_tools, engine, glob,

@@ -4,9 +4,7 @@
 //! file is run from Python by `tests/python/test_engine_conformance.py`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use mlbridge::BridgeError;
 use mlbridge_proto::mlbridge::v1::{
@@ -14,6 +12,9 @@ use mlbridge_proto::mlbridge::v1::{
 };
 use serde_json::Value as Json;
 use tonic::transport::Channel;
+
+mod support;
+use support::Engine;
 
 /// One case of the file, as described in `tests/conformance/README.md`.
 struct Case {
@@ -327,7 +328,7 @@ async fn run_case(client: &mut MlBridgeClient<Channel>, case: &Case) -> Result<(
 async fn the_engine_answers_every_conformance_case() {
     let cases = load_cases();
     assert!(cases.len() > 100, "the file holds the whole suite");
-    let engine = Engine::start();
+    let engine = Engine::start(&[]);
     let mut client = MlBridgeClient::connect(format!("http://{}", engine.address))
         .await
         .expect("connect");
@@ -344,37 +345,4 @@ async fn the_engine_answers_every_conformance_case() {
         cases.len(),
         failures.join("\n")
     );
-}
-
-/// An engine process, killed on drop.
-struct Engine {
-    child: Child,
-    address: String,
-}
-
-impl Engine {
-    fn start() -> Engine {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mlbridge"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start mlbridge");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix(mlbridge::ENGINE_READY_PREFIX)
-            .expect("listening line")
-            .to_owned();
-        Engine { child, address }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

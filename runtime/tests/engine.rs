@@ -2,53 +2,16 @@
 //! every type, constraints, versions, batches, history, TTL, isolation, watch and errors.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use mlbridge::{BridgeError, Client, ErrorKind, SessionOptions, Write};
+use mlbridge::{BridgeError, ErrorKind, SessionOptions, Write};
 use mlbridge_proto::mlbridge::v1::{
     self as pb, Constraints, VariableType as T, VariableUpdateKind, value::Kind,
 };
 use tokio_stream::StreamExt;
 
-/// An engine process, killed on drop.
-struct Engine {
-    child: Child,
-    address: String,
-}
-
-impl Engine {
-    fn start(extra: &[&str]) -> Engine {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mlbridge"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start mlbridge");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix(mlbridge::ENGINE_READY_PREFIX)
-            .expect("listening line")
-            .to_owned();
-        Engine { child, address }
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect(&self.address).await.expect("connect")
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod support;
+use support::Engine;
 
 fn value(kind: Kind) -> pb::Value {
     pb::Value { kind: Some(kind) }

@@ -1,51 +1,21 @@
 //! In-process sessions: the same example program (`examples/session_tour.rs`) against an
 //! engine in this process and against `mlbridge serve` over gRPC prints the same lines.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use mlbridge::{Client, ErrorKind};
 
 #[path = "../examples/session_tour.rs"]
 mod session_tour;
 
-/// `mlbridge serve` on a free port, killed on drop.
-struct Served(Child, String);
-
-impl Served {
-    fn start() -> Served {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mlbridge"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start mlbridge");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix(mlbridge::ENGINE_READY_PREFIX)
-            .expect("ready line")
-            .to_owned();
-        Served(child, address)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
+use support::Engine;
 
 #[tokio::test]
 async fn the_example_prints_the_same_in_process_and_over_grpc() {
     let local = session_tour::local_engine().in_process_client();
     let in_process = session_tour::tour(&local).await.expect("in-process tour");
 
-    let served = Served::start();
-    let remote = Client::connect(&served.1).await.expect("connect");
+    let served = Engine::start(&[]);
+    let remote = Client::connect(&served.address).await.expect("connect");
     let over_grpc = session_tour::tour(&remote).await.expect("remote tour");
 
     assert_eq!(in_process, over_grpc);

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use mlbridge::WireValue;
 use mlbridge::builtin_tools::builtin_tools;
-use mlbridge::tools::ToolValue;
 use mlbridge::{BridgeError, Engine, EngineBuilder, ErrorKind, ListenAddr};
 use mlbridge_proto::mlbridge::v1::{self as pb, VariableType, ml_bridge_client::MlBridgeClient};
 use tokio::sync::oneshot;
@@ -128,7 +128,7 @@ fn args(arguments: Vec<(&str, pb::Value)>) -> HashMap<String, pb::Value> {
         .collect()
 }
 
-fn value<T: ToolValue>(v: T) -> pb::Value {
+fn value<T: WireValue>(v: T) -> pb::Value {
     v.into_value()
 }
 

@@ -4,16 +4,18 @@
 //! orphaned workers when the engine dies.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use mlbridge::{BridgeError, Client, ErrorKind, Session};
+use mlbridge::{BridgeError, ErrorKind, Session};
 use mlbridge_proto::mlbridge::v1::{
     self as pb, Constraints, VariableType as T, parameter_value, value::Kind,
 };
+
+mod support;
+use support::Engine;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -91,45 +93,18 @@ fn stand_in_adapters() -> &'static Path {
     })
 }
 
-/// An engine process with `workers` workers serving the builtin adapter, killed on drop.
-struct Engine {
-    child: Child,
-    address: String,
-}
-
-impl Engine {
-    fn start(workers: usize, extra: &[&str]) -> Engine {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mlbridge"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers"])
-            .arg(workers.to_string())
-            .args(["--adapter", "mlbridge_adapters.builtin"])
-            .args(extra)
-            .stdout(Stdio::piped());
-        worker_env(&mut command);
-        let mut child = command.spawn().expect("start mlbridge");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix(mlbridge::ENGINE_READY_PREFIX)
-            .unwrap_or_else(|| panic!("no listening line, got {line:?}"))
-            .to_owned();
-        Engine { child, address }
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect(&self.address).await.expect("connect")
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An engine process with `workers` workers serving the builtin adapter.
+fn start_engine(workers: usize, extra: &[&str]) -> Engine {
+    let workers = workers.to_string();
+    let mut command = Engine::command(&[
+        "--workers",
+        &workers,
+        "--adapter",
+        "mlbridge_adapters.builtin",
+    ]);
+    command.args(extra);
+    worker_env(&mut command);
+    Engine::spawn(command)
 }
 
 fn value(kind: Kind) -> pb::Value {
@@ -211,7 +186,7 @@ fn signal(pid: u32, signal: &str) {
 
 #[tokio::test]
 async fn workers_describe_their_adapters_and_tools() {
-    let engine = Engine::start(1, &[]);
+    let engine = start_engine(1, &[]);
     let client = engine.client().await;
     let adapters = client.describe_adapters(&[]).await.unwrap();
     let builtin = adapters
@@ -277,7 +252,7 @@ async fn workers_describe_their_adapters_and_tools() {
 
 #[tokio::test]
 async fn echo_round_trips_literals_and_bindings() {
-    let engine = Engine::start(1, &[]);
+    let engine = start_engine(1, &[]);
     let client = engine.client().await;
     let builtin = client.describe_adapters(&["builtin"]).await.unwrap();
     let echo = builtin[0]
@@ -372,7 +347,7 @@ async fn echo_round_trips_literals_and_bindings() {
 
 #[tokio::test]
 async fn invalid_calls_fail_with_the_right_kind_naming_the_culprit() {
-    let engine = Engine::start(1, &[]);
+    let engine = start_engine(1, &[]);
     let session = engine.client().await.session().await.unwrap();
     session
         .register("seconds", T::Float, 1.0f64, Constraints::default())
@@ -493,7 +468,7 @@ async fn invalid_calls_fail_with_the_right_kind_naming_the_culprit() {
 
 #[tokio::test]
 async fn an_engine_without_workers_says_how_to_start_them() {
-    let engine = Engine::start(0, &[]);
+    let engine = start_engine(0, &[]);
     let client = engine.client().await;
     let session = client.session().await.unwrap();
     let error = run(&session, "noop", vec![]).await.unwrap_err();
@@ -505,7 +480,7 @@ async fn an_engine_without_workers_says_how_to_start_them() {
 
 #[tokio::test]
 async fn a_session_sticks_to_one_worker_and_sessions_spread_over_the_pool() {
-    let engine = Engine::start(2, &[]);
+    let engine = start_engine(2, &[]);
     let client = engine.client().await;
     let first = client.session().await.unwrap();
     let mut seen = std::collections::HashSet::new();
@@ -532,7 +507,7 @@ async fn a_session_sticks_to_one_worker_and_sessions_spread_over_the_pool() {
 
 #[tokio::test]
 async fn a_killed_worker_fails_its_call_with_worker_crashed_and_is_restarted() {
-    let engine = Engine::start(1, &[]);
+    let engine = start_engine(1, &[]);
     let client = engine.client().await;
     let session = client.session().await.unwrap();
     let pid = worker_pid(&session).await;
@@ -568,7 +543,7 @@ async fn a_killed_worker_fails_its_call_with_worker_crashed_and_is_restarted() {
 
 #[tokio::test]
 async fn a_hung_worker_fails_its_health_pings_and_is_replaced() {
-    let engine = Engine::start(1, &[]);
+    let engine = start_engine(1, &[]);
     let session = engine.client().await.session().await.unwrap();
     let pid = worker_pid(&session).await;
     let sleeper = session.clone();
@@ -616,7 +591,7 @@ fn a_worker_that_cannot_start_stops_the_engine_with_the_reason() {
 
 #[tokio::test]
 async fn killing_the_engine_leaves_no_worker_behind() {
-    let mut engine = Engine::start(2, &[]);
+    let mut engine = start_engine(2, &[]);
     let client = engine.client().await;
     let mut pids = Vec::new();
     for _ in 0..2 {
@@ -642,7 +617,7 @@ async fn killing_the_engine_leaves_no_worker_behind() {
 
 #[tokio::test]
 async fn stopping_the_engine_stops_its_workers() {
-    let mut engine = Engine::start(1, &[]);
+    let mut engine = start_engine(1, &[]);
     let client = engine.client().await;
     let session = client.session().await.unwrap();
     let pid = worker_pid(&session).await;
@@ -682,7 +657,7 @@ async fn stopping_the_engine_stops_its_workers() {
 #[tokio::test]
 #[ignore = "a measurement, not a check"]
 async fn noop_round_trip_latency() {
-    let engine = Engine::start(1, &[]);
+    let engine = start_engine(1, &[]);
     let session = engine.client().await.session().await.unwrap();
     for _ in 0..200 {
         run(&session, "noop", vec![]).await.unwrap();

@@ -245,7 +245,7 @@ fn argument_type(p: &Parameter) -> TokenStream {
         };
         quote!(impl ::mlbridge_client::adapters::IntoParam<#target>)
     } else if is_dynamic(p.ty) {
-        quote!(impl ::mlbridge_client::values::ToolValue)
+        quote!(impl ::mlbridge_client::values::WireValue)
     } else if matches!(p.ty, ValueType::String | ValueType::Choice) {
         quote!(impl Into<String>)
     } else {

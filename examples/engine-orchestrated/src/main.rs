@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, ensure};
+use mlbridge::WireValue;
 use mlbridge::adapters::bind;
 use mlbridge::adapters::pb::{Constraints, VariableType};
-use mlbridge::tools::ToolValue;
 use mlbridge::{Client, SessionOptions};
 use mlbridge_adapters::{dspy, sklearn};
 

@@ -8,9 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use mlbridge::WireValue;
 use mlbridge::adapters::bind;
 use mlbridge::adapters::pb::{Constraints, VariableType};
-use mlbridge::tools::ToolValue;
 use mlbridge::{Client, ErrorKind, SessionOptions};
 use mlbridge_adapters::dspy;
 

@@ -216,7 +216,7 @@ pub mod dspy {
         /// * `inputs`: The signature's input fields by name. (type `map`)
         pub fn new(
             signature: impl Into<String>,
-            inputs: impl ::mlbridge_client::values::ToolValue,
+            inputs: impl ::mlbridge_client::values::WireValue,
         ) -> Self {
             #[allow(unused_mut)]
             let mut call = ::mlbridge_client::adapters::OperationCall::new(
@@ -323,7 +323,7 @@ pub mod dspy {
         /// * `inputs`: The signature's input fields by name. (type `map`)
         pub fn new(
             signature: impl Into<String>,
-            inputs: impl ::mlbridge_client::values::ToolValue,
+            inputs: impl ::mlbridge_client::values::WireValue,
         ) -> Self {
             #[allow(unused_mut)]
             let mut call = ::mlbridge_client::adapters::OperationCall::new(

@@ -26,7 +26,7 @@ use pb::parameter_value::Kind;
 
 use crate::client::Session;
 use crate::error::{BridgeError, ErrorKind, Result};
-use crate::values::{ToolValue, kind_name};
+use crate::values::{WireValue, kind_name};
 
 /// A binding of a parameter to a session variable, made by [`bind`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ impl Binding {
 }
 
 /// Parameters of no single Rust type (`list`, `map` and `any` in manifests): any
-/// [`ToolValue`] is accepted and the engine checks it against the manifest.
+/// [`WireValue`] is accepted and the engine checks it against the manifest.
 #[derive(Debug, Clone, Copy)]
 pub enum Dynamic {}
 
@@ -56,7 +56,7 @@ pub trait IntoParam<T> {
     fn into_param(self) -> pb::ParameterValue;
 }
 
-impl<T: ToolValue> IntoParam<T> for T {
+impl<T: WireValue> IntoParam<T> for T {
     fn into_param(self) -> pb::ParameterValue {
         literal(self.into_value())
     }
@@ -85,8 +85,8 @@ pub fn literal(value: pb::Value) -> pb::ParameterValue {
     }
 }
 
-/// Any [`ToolValue`] for a [`Dynamic`] parameter.
-pub fn dynamic(value: impl ToolValue) -> pb::ParameterValue {
+/// Any [`WireValue`] for a [`Dynamic`] parameter.
+pub fn dynamic(value: impl WireValue) -> pb::ParameterValue {
     literal(value.into_value())
 }
 
@@ -139,7 +139,7 @@ impl OperationCall {
 }
 
 /// Removes result `name` of `framework.operation` from `response` and decodes it as `T`.
-pub fn take_result<T: ToolValue>(
+pub fn take_result<T: WireValue>(
     framework: &str,
     operation: &str,
     response: &mut pb::ExecuteFrameworkOperationResponse,
@@ -162,7 +162,7 @@ pub fn take_result<T: ToolValue>(
     })
 }
 
-impl<V: ToolValue> IntoParam<Dynamic> for V {
+impl<V: WireValue> IntoParam<Dynamic> for V {
     fn into_param(self) -> pb::ParameterValue {
         literal(self.into_value())
     }

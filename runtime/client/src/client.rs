@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use crate::error::{BridgeError, ErrorKind, Result};
-use crate::values::ToolValue;
+use crate::values::WireValue;
 
 /// A connection to an engine. Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
@@ -245,7 +245,7 @@ pub struct Write {
 
 impl Write {
     /// A write of `value` to `name`.
-    pub fn new(name: &str, value: impl ToolValue) -> Self {
+    pub fn new(name: &str, value: impl WireValue) -> Self {
         Write {
             name: name.to_owned(),
             value: value.into_value(),
@@ -300,7 +300,7 @@ impl Session {
         &self,
         name: &str,
         ty: pb::VariableType,
-        value: impl ToolValue,
+        value: impl WireValue,
         constraints: pb::Constraints,
     ) -> Result<pb::Variable> {
         let request = pb::RegisterVariableRequest {
@@ -325,7 +325,7 @@ impl Session {
     }
 
     /// A variable's value, decoded as `T`.
-    pub async fn value<T: ToolValue>(&self, name: &str) -> Result<T> {
+    pub async fn value<T: WireValue>(&self, name: &str) -> Result<T> {
         let value = self.get(name).await?.value.unwrap_or_default();
         T::from_value(value).map_err(|detail| {
             BridgeError::new(
@@ -337,7 +337,7 @@ impl Session {
     }
 
     /// Sets a variable; returns it at its new version.
-    pub async fn set(&self, name: &str, value: impl ToolValue) -> Result<pb::Variable> {
+    pub async fn set(&self, name: &str, value: impl WireValue) -> Result<pb::Variable> {
         self.set_value(name, value.into_value(), None).await
     }
 
@@ -345,7 +345,7 @@ impl Session {
     pub async fn set_if_version(
         &self,
         name: &str,
-        value: impl ToolValue,
+        value: impl WireValue,
         expected_version: u64,
     ) -> Result<pb::Variable> {
         self.set_value(name, value.into_value(), Some(expected_version))

@@ -13,7 +13,7 @@ pub mod values;
 pub use client::{Client, Session, SessionOptions, Write};
 pub use error::{BridgeError, ErrorKind, Result};
 pub use ready::ENGINE_READY_PREFIX;
-pub use values::{Bytes, ToolValue};
+pub use values::{Bytes, WireValue};
 
 /// The wire protocol version this client speaks (the proto package).
 pub const PROTOCOL_VERSION: &str = "mlbridge.v1";

@@ -1,4 +1,4 @@
-//! Rust values on the wire: [`ToolValue`] converts a Rust type to and from a [`Value`] and
+//! Rust values on the wire: [`WireValue`] converts a Rust type to and from a [`Value`] and
 //! names its declared type, for tool arguments and results, operation parameters and
 //! session variables alike.
 
@@ -30,11 +30,11 @@ pub fn kind_name(value: &Value) -> &'static str {
 
 /// A Rust type that crosses the wire as a [`Value`].
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot cross the wire as a tool argument or result",
-    label = "not a `ToolValue`",
-    note = "tool values are owned: f64, i64, i32, bool, String, Bytes, Value, Tensor, Embedding, ModuleRef, Option<T>, Vec<T>, HashMap/BTreeMap<String, T>"
+    message = "`{Self}` cannot cross the wire as a `Value` (a variable, parameter, tool argument or result)",
+    label = "not a `WireValue`",
+    note = "wire values are owned: f64, i64, i32, bool, String, Bytes, Value, Tensor, Embedding, ModuleRef, Option<T>, Vec<T>, HashMap/BTreeMap<String, T>"
 )]
-pub trait ToolValue: Sized + Send + 'static {
+pub trait WireValue: Sized + Send + 'static {
     /// The declared type in specs.
     fn variable_type() -> VariableType;
     /// Constraints implied by the type (e.g. a list's element type).
@@ -49,7 +49,7 @@ pub trait ToolValue: Sized + Send + 'static {
     fn missing() -> Option<Self> {
         None
     }
-    /// Decodes a value already checked against [`ToolValue::variable_type`].
+    /// Decodes a value already checked against [`WireValue::variable_type`].
     fn from_value(value: Value) -> std::result::Result<Self, String>;
     /// Encodes the value.
     fn into_value(self) -> Value;
@@ -65,7 +65,7 @@ fn value_of(kind: Kind) -> Value {
 
 macro_rules! scalar {
     ($ty:ty, $vt:ident, $variant:ident, |$v:ident| $from:expr, |$s:ident| $into:expr) => {
-        impl ToolValue for $ty {
+        impl WireValue for $ty {
             fn variable_type() -> VariableType {
                 VariableType::$vt
             }
@@ -103,7 +103,7 @@ scalar!(
 pub struct Bytes(pub Vec<u8>);
 scalar!(Bytes, Bytes, BytesValue, |v| Ok(Bytes(v)), |s| s.0);
 
-impl ToolValue for Value {
+impl WireValue for Value {
     fn variable_type() -> VariableType {
         VariableType::Any
     }
@@ -115,7 +115,7 @@ impl ToolValue for Value {
     }
 }
 
-impl ToolValue for () {
+impl WireValue for () {
     fn variable_type() -> VariableType {
         VariableType::Any
     }
@@ -127,7 +127,7 @@ impl ToolValue for () {
     }
 }
 
-impl<T: ToolValue> ToolValue for Option<T> {
+impl<T: WireValue> WireValue for Option<T> {
     fn variable_type() -> VariableType {
         T::variable_type()
     }
@@ -157,7 +157,7 @@ impl<T: ToolValue> ToolValue for Option<T> {
     }
 }
 
-impl<T: ToolValue> ToolValue for Vec<T> {
+impl<T: WireValue> WireValue for Vec<T> {
     fn variable_type() -> VariableType {
         VariableType::List
     }
@@ -187,7 +187,7 @@ impl<T: ToolValue> ToolValue for Vec<T> {
 
 macro_rules! map_impl {
     ($map:ident) => {
-        impl<T: ToolValue> ToolValue for $map<String, T> {
+        impl<T: WireValue> WireValue for $map<String, T> {
             fn variable_type() -> VariableType {
                 VariableType::Map
             }
@@ -222,28 +222,28 @@ macro_rules! map_impl {
 map_impl!(HashMap);
 map_impl!(BTreeMap);
 
-/// What a tool function may return: a [`ToolValue`] `T`, or `Result<T, E>` whose `Err`
+/// What a tool function may return: a [`WireValue`] `T`, or `Result<T, E>` whose `Err`
 /// becomes a `TOOL_ERROR` carrying `E`'s message. Streaming tools use it for each item.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be returned by a tool",
     label = "not a tool result",
-    note = "a tool returns `T` or `Result<T, E>` where `T: ToolValue` and `E: Display`; a streaming tool returns a `Stream` of those"
+    note = "a tool returns `T` or `Result<T, E>` where `T: WireValue` and `E: Display`; a streaming tool returns a `Stream` of those"
 )]
 pub trait ToolOutput {
-    /// The value type, whose [`ToolValue::variable_type`] is the spec's `return_type`.
-    type Output: ToolValue;
+    /// The value type, whose [`WireValue::variable_type`] is the spec's `return_type`.
+    type Output: WireValue;
     /// The wire result; an error names `tool`.
     fn into_tool_result(self, tool: &str) -> Result<Value>;
 }
 
-impl<T: ToolValue> ToolOutput for T {
+impl<T: WireValue> ToolOutput for T {
     type Output = T;
     fn into_tool_result(self, _tool: &str) -> Result<Value> {
         Ok(self.into_value())
     }
 }
 
-impl<T: ToolValue, E: std::fmt::Display> ToolOutput for std::result::Result<T, E> {
+impl<T: WireValue, E: std::fmt::Display> ToolOutput for std::result::Result<T, E> {
     type Output = T;
     fn into_tool_result(self, tool: &str) -> Result<Value> {
         self.map(T::into_value).map_err(|e| tool_error(tool, e))

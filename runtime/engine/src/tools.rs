@@ -1,5 +1,5 @@
 //! Host tools: Rust functions the engine exposes to Python. A tool's parameter specs come
-//! from its Rust signature through [`ToolValue`] (each Rust type knows its wire type), and
+//! from its Rust signature through [`WireValue`] (each Rust type knows its wire type), and
 //! arguments are checked against the specs before the function runs.
 //!
 //! Tools are usually declared with the `#[mlbridge::tool]` attribute; [`ToolDef`] is what it
@@ -15,7 +15,7 @@ use tokio_stream::Stream;
 
 use crate::error::{BridgeError, ErrorKind, Result};
 use crate::params::Callee;
-pub use mlbridge_client::values::{Bytes, ToolOutput, ToolValue, tool_error};
+pub use mlbridge_client::values::{Bytes, ToolOutput, WireValue, tool_error};
 
 /// A boxed future of a tool's result.
 pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
@@ -23,7 +23,7 @@ pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
 pub type ToolStream = Pin<Box<dyn Stream<Item = Result<Value>> + Send>>;
 
 /// The spec of one parameter of type `T`.
-pub fn param<T: ToolValue>(name: &str, description: &str) -> pb::ParameterSpec {
+pub fn param<T: WireValue>(name: &str, description: &str) -> pb::ParameterSpec {
     pb::ParameterSpec {
         name: name.to_owned(),
         r#type: T::variable_type() as i32,
@@ -61,7 +61,7 @@ pub struct ToolArgs {
 
 impl ToolArgs {
     /// Removes and decodes argument `name`; a missing optional argument becomes its default.
-    pub fn take<T: ToolValue>(&mut self, name: &str) -> Result<T> {
+    pub fn take<T: WireValue>(&mut self, name: &str) -> Result<T> {
         match self.values.remove(name) {
             Some(value) => T::from_value(value).map_err(|detail| {
                 BridgeError::invalid_argument(

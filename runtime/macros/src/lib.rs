@@ -28,11 +28,11 @@ use proc_macro::TokenStream;
 /// - **description**: the doc comment;
 /// - **parameters**: one per argument, in order, named after it; type, `required` and
 ///   constraints come from the Rust type through `mlbridge::tools::param::<T>`, so every
-///   argument type must implement `ToolValue` (`Option<T>` makes an argument optional;
+///   argument type must implement `WireValue` (`Option<T>` makes an argument optional;
 ///   `Vec<T>` / maps carry their element type); descriptions come from
 ///   `#[tool(params(arg = "description", ...))]`;
 /// - **return type**: from the result type, which must implement `ToolOutput`: `T`, or
-///   `Result<T, E>` with `E: Display`, where `T: ToolValue`. An `Err` becomes a
+///   `Result<T, E>` with `E: Display`, where `T: WireValue`. An `Err` becomes a
 ///   `TOOL_ERROR` naming the tool and carrying `E`'s message.
 ///
 /// `fn` and `async fn` are both accepted. A sync function runs on the engine's async

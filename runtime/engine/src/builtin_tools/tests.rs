@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use mlbridge_proto::mlbridge::v1::{self as pb, VariableType};
 
 use super::*;
-use crate::tools::{Bytes, Handler, ToolRegistry, ToolValue};
+use crate::tools::{Bytes, Handler, ToolRegistry, WireValue};
 use crate::{BridgeError, ErrorKind, Result};
 
 fn registry(tools: Vec<ToolDef>) -> ToolRegistry {
@@ -72,7 +72,7 @@ fn params(spec: &pb::ToolSpec) -> Vec<(&str, VariableType, bool, Option<Variable
         .collect()
 }
 
-fn value<T: ToolValue>(v: T) -> Value {
+fn value<T: WireValue>(v: T) -> Value {
     v.into_value()
 }
 
