@@ -30,7 +30,7 @@ type ServerStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>>
 
 /// How calls reach the engine: over gRPC, or straight into an engine in this process.
 #[derive(Clone)]
-enum Transport {
+pub(crate) enum Transport {
     Remote(MlBridgeClient<Channel>),
     Local(Arc<LocalService>),
 }
@@ -50,7 +50,7 @@ macro_rules! rpcs {
     ($($name:ident($request:ty) -> $response:ty;)*) => {
         impl Transport {
             $(
-                async fn $name(&self, request: $request) -> Result<$response> {
+                pub(crate) async fn $name(&self, request: $request) -> Result<$response> {
                     match self {
                         Transport::Remote(client) => {
                             Ok(client.clone().$name(request).await?.into_inner())
@@ -82,6 +82,8 @@ rpcs! {
     get_variable_history(pb::GetVariableHistoryRequest) -> pb::GetVariableHistoryResponse;
     rollback_variable(pb::RollbackVariableRequest) -> pb::RollbackVariableResponse;
     execute_tool(pb::ExecuteToolRequest) -> pb::ExecuteToolResponse;
+    start_optimization(pb::StartOptimizationRequest) -> pb::StartOptimizationResponse;
+    stop_optimization(pb::StopOptimizationRequest) -> pb::StopOptimizationResponse;
     execute_framework_operation(pb::ExecuteFrameworkOperationRequest)
         -> pb::ExecuteFrameworkOperationResponse;
 }
@@ -260,6 +262,10 @@ impl Session {
         &self.id
     }
 
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.client
+    }
+
     fn source(&self) -> String {
         if self.source.is_empty() {
             "rust".to_owned()
@@ -352,6 +358,25 @@ impl Session {
             .await
     }
 
+    /// Sets a variable with an optimization lock token (see
+    /// [`crate::OptimizationLock`], whose writes carry its token themselves).
+    pub async fn set_with_token(
+        &self,
+        name: &str,
+        value: impl WireValue,
+        lock_token: &str,
+    ) -> Result<pb::Variable> {
+        let request = pb::SetVariableRequest {
+            session_id: self.id.clone(),
+            name: name.to_owned(),
+            value: Some(value.into_value()),
+            source: self.source(),
+            lock_token: lock_token.to_owned(),
+            ..Default::default()
+        };
+        variable(self.client.set_variable(request).await?.variable)
+    }
+
     async fn set_value(
         &self,
         name: &str,
@@ -401,6 +426,17 @@ impl Session {
     /// Several writes; with `atomic`, all or none apply. Per-write outcomes come back in
     /// order: the new version, or the error.
     pub async fn set_many(&self, writes: Vec<Write>, atomic: bool) -> Result<Vec<Result<u64>>> {
+        self.set_many_with_token(writes, atomic, &self.source(), "")
+            .await
+    }
+
+    pub(crate) async fn set_many_with_token(
+        &self,
+        writes: Vec<Write>,
+        atomic: bool,
+        source: &str,
+        lock_token: &str,
+    ) -> Result<Vec<Result<u64>>> {
         let request = pb::SetVariablesRequest {
             session_id: self.id.clone(),
             writes: writes
@@ -412,7 +448,8 @@ impl Session {
                 })
                 .collect(),
             atomic,
-            source: self.source(),
+            source: source.to_owned(),
+            lock_token: lock_token.to_owned(),
             ..Default::default()
         };
         let response = self.client.set_variables(request).await?;

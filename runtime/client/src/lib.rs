@@ -7,11 +7,13 @@ pub mod adapters;
 pub mod client;
 pub mod dial;
 pub mod error;
+pub mod optimization;
 mod ready;
 pub mod values;
 
 pub use client::{Client, Session, SessionOptions, Write};
 pub use error::{BridgeError, ErrorKind, Result};
+pub use optimization::OptimizationLock;
 pub use ready::ENGINE_READY_PREFIX;
 pub use values::{Bytes, WireValue};
 

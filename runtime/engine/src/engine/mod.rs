@@ -18,6 +18,7 @@ use crate::state::{
 use crate::tools::{Handler, ToolDef, ToolRegistry};
 use crate::workers::WorkerPool;
 
+mod locks;
 mod sessions;
 mod tools;
 mod variables;
@@ -234,7 +235,23 @@ fn value_arg(field: &str, value: Option<pb::Value>) -> Result<pb::Value> {
 }
 
 fn context(source: String, metadata: HashMap<String, String>) -> WriteContext {
-    WriteContext { source, metadata }
+    WriteContext {
+        source,
+        metadata,
+        lock_token: String::new(),
+    }
+}
+
+/// A write context carrying an optimization lock token.
+fn locked_context(
+    source: String,
+    metadata: HashMap<String, String>,
+    lock_token: String,
+) -> WriteContext {
+    WriteContext {
+        lock_token,
+        ..context(source, metadata)
+    }
 }
 
 fn answer<T>(result: Result<T>) -> GrpcResult<T> {
@@ -370,6 +387,20 @@ impl MlBridge for Engine {
         Ok(Response::new(Box::pin(
             stream.map(|item| item.map_err(Status::from)),
         )))
+    }
+
+    async fn start_optimization(
+        &self,
+        request: Request<pb::StartOptimizationRequest>,
+    ) -> GrpcResult<pb::StartOptimizationResponse> {
+        answer(locks::start_optimization(self, request.into_inner()).await)
+    }
+
+    async fn stop_optimization(
+        &self,
+        request: Request<pb::StopOptimizationRequest>,
+    ) -> GrpcResult<pb::StopOptimizationResponse> {
+        answer(locks::stop_optimization(self, request.into_inner()).await)
     }
 
     async fn list_tools(

@@ -58,7 +58,7 @@ pub(super) async fn set_variable(
         .write_one(
             required("session_id", &r.session_id)?,
             op,
-            context(r.source, r.metadata),
+            locked_context(r.source, r.metadata, r.lock_token),
         )
         .await?;
     Ok(pb::SetVariableResponse {
@@ -79,7 +79,7 @@ pub(super) async fn delete_variable(
         .write_one(
             required("session_id", &r.session_id)?,
             op,
-            context(r.source, HashMap::new()),
+            locked_context(r.source, HashMap::new(), r.lock_token),
         )
         .await?;
     Ok(pb::DeleteVariableResponse {
@@ -175,7 +175,12 @@ pub(super) async fn set_variables(
     let names: Vec<String> = ops.iter().map(|op| op.name().to_owned()).collect();
     let outcomes = engine
         .state
-        .write(session, ops, r.atomic, context(r.source, r.metadata))
+        .write(
+            session,
+            ops,
+            r.atomic,
+            locked_context(r.source, r.metadata, r.lock_token),
+        )
         .await?;
     let all_applied = outcomes.iter().all(Result::is_ok);
     let results = names
@@ -230,7 +235,7 @@ pub(super) async fn rollback_variable(
         .write_one(
             required("session_id", &r.session_id)?,
             op,
-            context(r.source, r.metadata),
+            locked_context(r.source, r.metadata, r.lock_token),
         )
         .await?;
     Ok(pb::RollbackVariableResponse {

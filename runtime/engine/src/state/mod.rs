@@ -2,6 +2,7 @@
 //! history, atomic batches) live in [`variables`], shared by every backend; a backend only
 //! stores sessions and delivers change events. [`MemoryBackend`] is the embedded default.
 
+pub mod locks;
 mod memory;
 pub mod variables;
 
@@ -15,6 +16,7 @@ use tokio_stream::Stream;
 use crate::error::Result;
 use crate::glob::Glob;
 
+pub use locks::LockRequest;
 pub use memory::MemoryBackend;
 pub use variables::{WriteContext, WriteOp};
 
@@ -76,6 +78,12 @@ pub struct Limits {
     pub max_ttl: Duration,
     /// Recently expired session ids remembered to answer `SESSION_EXPIRED`.
     pub remembered_expired_sessions: usize,
+    /// Optimization locks per session at most (live ones; expired locks do not count).
+    pub max_locks_per_session: usize,
+    /// Lease of an optimization lock when the client names none.
+    pub default_lease: Duration,
+    /// Longest lease granted; longer requests are clamped.
+    pub max_lease: Duration,
 }
 
 impl Default for Limits {
@@ -92,6 +100,9 @@ impl Default for Limits {
             default_ttl: Duration::from_secs(3600),
             max_ttl: Duration::from_secs(24 * 3600),
             remembered_expired_sessions: 4096,
+            max_locks_per_session: 64,
+            default_lease: Duration::from_secs(60),
+            max_lease: Duration::from_secs(3600),
         }
     }
 }
@@ -156,6 +167,22 @@ pub trait StateBackend: Send + Sync + 'static {
         names: Vec<String>,
         start: WatchStart,
     ) -> Result<UpdateStream>;
+    /// Acquires or renews an optimization lock on variables of `session` (see
+    /// [`variables::Variables::start_optimization`]).
+    async fn start_optimization(
+        &self,
+        session: &str,
+        request: LockRequest,
+    ) -> Result<pb::StartOptimizationResponse>;
+    /// Writes `final_values` atomically under the lock `token`, then releases it; on
+    /// failure nothing is written and the lock is kept. Returns the written variables.
+    async fn stop_optimization(
+        &self,
+        session: &str,
+        token: &str,
+        final_values: HashMap<String, pb::Value>,
+        context: WriteContext,
+    ) -> Result<Vec<pb::Variable>>;
     /// Number of live sessions.
     async fn session_count(&self) -> usize;
     /// Events about sessions as a whole (a session ended), from now on.

@@ -11,6 +11,7 @@ use mlbridge_proto::mlbridge::v1::{
 use prost::Message;
 
 use super::Limits;
+use super::locks::{LockRequest, Locks};
 use crate::error::{BridgeError, ErrorKind, Result};
 use crate::value;
 
@@ -83,6 +84,9 @@ pub struct WriteContext {
     pub source: String,
     /// Labels stored on the history entry and sent with the update.
     pub metadata: HashMap<String, String>,
+    /// Token of an optimization lock; required to change a locked variable, empty
+    /// otherwise.
+    pub lock_token: String,
 }
 
 /// A variable with its retained history (newest last).
@@ -99,6 +103,7 @@ pub struct VariableState {
 pub struct Variables {
     vars: HashMap<String, VariableState>,
     sequence: u64,
+    locks: Locks,
 }
 
 /// The outcome of one op: the variable after it (before, for a delete) and the update.
@@ -130,6 +135,131 @@ impl Variables {
         self.vars.values()
     }
 
+    /// The optimization locks.
+    pub fn locks(&self) -> &Locks {
+        &self.locks
+    }
+
+    /// A variable as reads show it: with `optimizing` / `optimizer_id` from the live lock
+    /// covering it at `now`.
+    pub fn view(&self, name: &str, now: SystemTime) -> Option<pb::Variable> {
+        self.vars.get(name).map(|state| {
+            let mut variable = state.variable.clone();
+            self.locks.decorate(&mut variable, now);
+            variable
+        })
+    }
+
+    /// Every variable as reads show it (see [`Variables::view`]), unordered.
+    pub fn views(&self, now: SystemTime) -> impl Iterator<Item = pb::Variable> + '_ {
+        self.vars.values().map(move |state| {
+            let mut variable = state.variable.clone();
+            self.locks.decorate(&mut variable, now);
+            variable
+        })
+    }
+
+    /// Acquires or renews an optimization lock (`StartOptimization`).
+    pub fn start_optimization(
+        &mut self,
+        session_id: &str,
+        request: &LockRequest,
+        limits: &Limits,
+        now: SystemTime,
+    ) -> Result<pb::StartOptimizationResponse> {
+        if request.renew_token.is_empty() {
+            let vars = &self.vars;
+            self.locks.acquire(
+                request,
+                |name| vars.contains_key(name),
+                session_id,
+                limits.max_locks_per_session,
+                now,
+            )
+        } else {
+            self.locks.renew(request, now)
+        }
+    }
+
+    /// Writes `final_values` atomically under the lock named by `token`, then releases it
+    /// (`StopOptimization`). On any failure nothing is written and the lock is kept. The
+    /// written variables come back sorted by name, already free of the lock, with the
+    /// updates to publish.
+    pub fn stop_optimization(
+        &mut self,
+        session_id: &str,
+        token: &str,
+        final_values: HashMap<String, Value>,
+        context: WriteContext,
+        limits: &Limits,
+    ) -> Result<(Vec<pb::Variable>, Vec<pb::VariableUpdate>)> {
+        let now = SystemTime::now();
+        let lock = self.locks.live(token, now)?;
+        let mut names: Vec<&String> = final_values.keys().collect();
+        names.sort();
+        if let Some(stray) = names.iter().find(|n| !lock.variables.contains(**n)) {
+            return Err(BridgeError::invalid_argument(
+                "final_values",
+                format!(
+                    "variable `{stray}` is not covered by the lock of optimizer `{}`",
+                    lock.optimizer_id
+                ),
+            )
+            .with("variable", stray.as_str()));
+        }
+        let context = WriteContext {
+            source: if context.source.is_empty() {
+                format!("optimizer:{}", lock.optimizer_id)
+            } else {
+                context.source
+            },
+            lock_token: token.to_owned(),
+            metadata: context.metadata,
+        };
+        let mut final_values = final_values;
+        let ops: Vec<WriteOp> = {
+            let mut names: Vec<String> = final_values.keys().cloned().collect();
+            names.sort();
+            names
+                .into_iter()
+                .map(|name| WriteOp::Set {
+                    value: final_values.remove(&name).unwrap_or_default(),
+                    name,
+                    expected_version: None,
+                })
+                .collect()
+        };
+        let (outcomes, mut updates) = self.apply_at(session_id, ops, true, &context, limits, now);
+        let mut variables = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            variables.push(outcome?.0);
+        }
+        self.locks.release(token);
+        for variable in &mut variables {
+            self.locks.decorate(variable, now);
+        }
+        for update in &mut updates {
+            if let Some(variable) = &mut update.variable {
+                self.locks.decorate(variable, now);
+            }
+        }
+        Ok((variables, updates))
+    }
+
+    /// The request-level lock check of a write: a token, when given, must name a live lock
+    /// covering every variable the ops change (`LOCK_NOT_HELD` otherwise).
+    pub fn check_token(&self, ops: &[WriteOp], token: &str, now: SystemTime) -> Result<()> {
+        if token.is_empty() {
+            return Ok(());
+        }
+        for op in ops {
+            if !matches!(op, WriteOp::Register { .. }) {
+                self.locks.check_write(op.name(), token, now)?;
+            }
+        }
+        self.locks.live(token, now).map(|_| ())
+    }
+
     /// Applies `ops`. Returns per-op outcomes and the updates to publish (already numbered),
     /// in order. With `atomic`, the first failure leaves everything unchanged and becomes
     /// every op's outcome.
@@ -142,9 +272,33 @@ impl Variables {
         limits: &Limits,
     ) -> (Vec<Result<(pb::Variable, u64)>>, Vec<pb::VariableUpdate>) {
         let now = SystemTime::now();
+        let (mut outcomes, mut updates) =
+            self.apply_at(session_id, ops, atomic, context, limits, now);
+        for (variable, _) in outcomes.iter_mut().flatten() {
+            self.locks.decorate(variable, now);
+        }
+        for update in &mut updates {
+            if let Some(variable) = &mut update.variable {
+                self.locks.decorate(variable, now);
+            }
+        }
+        (outcomes, updates)
+    }
+
+    /// [`Variables::apply`] at `now`, without showing locks on the results.
+    fn apply_at(
+        &mut self,
+        session_id: &str,
+        ops: Vec<WriteOp>,
+        atomic: bool,
+        context: &WriteContext,
+        limits: &Limits,
+        now: SystemTime,
+    ) -> (Vec<Result<(pb::Variable, u64)>>, Vec<pb::VariableUpdate>) {
         if atomic {
             let mut staged = Staged {
                 base: &self.vars,
+                locks: &self.locks,
                 overlay: HashMap::new(),
             };
             let mut applied = Vec::with_capacity(ops.len());
@@ -169,6 +323,7 @@ impl Variables {
             for op in ops {
                 let mut staged = Staged {
                     base: &self.vars,
+                    locks: &self.locks,
                     overlay: HashMap::new(),
                 };
                 match staged.apply(session_id, op, context, limits, now) {
@@ -192,9 +347,15 @@ impl Variables {
     ) -> (Vec<Result<(pb::Variable, u64)>>, Vec<pb::VariableUpdate>) {
         for (name, state) in overlay {
             match state {
-                Some(state) => self.vars.insert(name, state),
-                None => self.vars.remove(&name),
-            };
+                Some(state) => {
+                    self.vars.insert(name, state);
+                }
+                None => {
+                    self.vars.remove(&name);
+                    // Deleting a variable frees it from its lock.
+                    self.locks.forget_variable(&name);
+                }
+            }
         }
         let mut outcomes = Vec::with_capacity(applied.len());
         let mut updates = Vec::with_capacity(applied.len());
@@ -215,6 +376,7 @@ fn op_index(ops: &[WriteOp], index: usize) -> String {
 /// Changes staged over the committed variables, read through by later ops of a batch.
 struct Staged<'a> {
     base: &'a HashMap<String, VariableState>,
+    locks: &'a Locks,
     overlay: HashMap<String, Option<VariableState>>,
 }
 
@@ -240,15 +402,19 @@ impl Staged<'_> {
         self.base.len() + added - removed
     }
 
+    /// The variable to change: it exists, no lock forbids the write, and it is at the
+    /// expected version.
     fn existing(
         &self,
         session_id: &str,
         name: &str,
         expected: Option<u64>,
+        (token, now): (&str, SystemTime),
     ) -> Result<VariableState> {
         let state = self
             .current(name)
             .ok_or_else(|| BridgeError::variable_not_found(session_id, name))?;
+        self.locks.check_write(name, token, now)?;
         if let Some(expected) = expected
             && expected != state.variable.version
         {
@@ -357,7 +523,12 @@ impl Staged<'_> {
                 value,
                 expected_version,
             } => {
-                let mut state = self.existing(session_id, &name, expected_version)?;
+                let mut state = self.existing(
+                    session_id,
+                    &name,
+                    expected_version,
+                    (&context.lock_token, now),
+                )?;
                 let ty = VariableType::try_from(state.variable.r#type).unwrap_or(VariableType::Any);
                 let constraints = state.variable.constraints.clone().unwrap_or_default();
                 let value = checked(&name, ty, &constraints, value, limits)?;
@@ -380,7 +551,12 @@ impl Staged<'_> {
                 name,
                 expected_version,
             } => {
-                let state = self.existing(session_id, &name, expected_version)?;
+                let state = self.existing(
+                    session_id,
+                    &name,
+                    expected_version,
+                    (&context.lock_token, now),
+                )?;
                 let published = update(
                     VariableUpdateKind::Deleted,
                     &state.variable,
@@ -394,7 +570,12 @@ impl Staged<'_> {
                 target_version,
                 expected_version,
             } => {
-                let mut state = self.existing(session_id, &name, expected_version)?;
+                let mut state = self.existing(
+                    session_id,
+                    &name,
+                    expected_version,
+                    (&context.lock_token, now),
+                )?;
                 let Some(target) = state
                     .history
                     .iter()

@@ -11,7 +11,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::variables::{Variables, WriteContext, WriteOp};
 use super::{
-    Limits, NewSession, SessionEvent, SessionEvents, StateBackend, UpdateStream, WatchStart,
+    Limits, LockRequest, NewSession, SessionEvent, SessionEvents, StateBackend, UpdateStream,
+    WatchStart,
 };
 use crate::error::{BridgeError, ErrorKind, Result};
 use crate::glob::Glob;
@@ -95,6 +96,19 @@ impl MemoryBackend {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Records committed updates for resumption and sends them to watchers, in order.
+    fn publish(&self, slot: &Slot, state: &mut SessionState, updates: Vec<pb::VariableUpdate>) {
+        for update in updates {
+            let update = Arc::new(update);
+            state.recent.push_back(Arc::clone(&update));
+            while state.recent.len() > self.limits.retained_changes {
+                state.recent.pop_front();
+            }
+            // No receivers is fine: nobody is watching.
+            let _ = slot.updates.send(update);
+        }
     }
 
     /// The live session `id`, marking activity; an expired one is removed and reported.
@@ -323,9 +337,10 @@ impl StateBackend for MemoryBackend {
     ) -> Result<(Vec<Option<pb::Variable>>, u64)> {
         let slot = self.slot(session)?;
         let state = slot.state.lock().expect("session lock");
+        let now = SystemTime::now();
         let found = names
             .iter()
-            .map(|name| state.variables.get(name).map(|s| s.variable.clone()))
+            .map(|name| state.variables.view(name, now))
             .collect();
         Ok((found, state.variables.sequence()))
     }
@@ -335,9 +350,8 @@ impl StateBackend for MemoryBackend {
         let state = slot.state.lock().expect("session lock");
         let mut found: Vec<pb::Variable> = state
             .variables
-            .iter()
-            .filter(|s| pattern.matches(&s.variable.name))
-            .map(|s| s.variable.clone())
+            .views(SystemTime::now())
+            .filter(|v| pattern.matches(&v.name))
             .collect();
         found.sort_by(|a, b| a.name.cmp(&b.name));
         Ok((found, state.variables.sequence()))
@@ -352,20 +366,47 @@ impl StateBackend for MemoryBackend {
     ) -> Result<Vec<Result<(pb::Variable, u64)>>> {
         let slot = self.slot(session)?;
         let mut state = slot.state.lock().expect("session lock");
+        state
+            .variables
+            .check_token(&ops, &context.lock_token, SystemTime::now())?;
         let (outcomes, updates) =
             state
                 .variables
                 .apply(session, ops, atomic, &context, &self.limits);
-        for update in updates {
-            let update = Arc::new(update);
-            state.recent.push_back(Arc::clone(&update));
-            while state.recent.len() > self.limits.retained_changes {
-                state.recent.pop_front();
-            }
-            // No receivers is fine: nobody is watching.
-            let _ = slot.updates.send(update);
-        }
+        self.publish(&slot, &mut state, updates);
         Ok(outcomes)
+    }
+
+    async fn start_optimization(
+        &self,
+        session: &str,
+        request: LockRequest,
+    ) -> Result<pb::StartOptimizationResponse> {
+        let slot = self.slot(session)?;
+        let mut state = slot.state.lock().expect("session lock");
+        state
+            .variables
+            .start_optimization(session, &request, &self.limits, SystemTime::now())
+    }
+
+    async fn stop_optimization(
+        &self,
+        session: &str,
+        token: &str,
+        final_values: HashMap<String, pb::Value>,
+        context: WriteContext,
+    ) -> Result<Vec<pb::Variable>> {
+        let slot = self.slot(session)?;
+        let mut state = slot.state.lock().expect("session lock");
+        let (variables, updates) = state.variables.stop_optimization(
+            session,
+            token,
+            final_values,
+            context,
+            &self.limits,
+        )?;
+        self.publish(&slot, &mut state, updates);
+        Ok(variables)
     }
 
     async fn history(
@@ -410,14 +451,14 @@ impl StateBackend for MemoryBackend {
                 WatchStart::Initial => {
                     let mut initial: Vec<pb::VariableUpdate> = state
                         .variables
-                        .iter()
-                        .filter(|s| wanted(&s.variable.name))
-                        .map(|s| pb::VariableUpdate {
+                        .views(SystemTime::now())
+                        .filter(|v| wanted(&v.name))
+                        .map(|v| pb::VariableUpdate {
                             kind: VariableUpdateKind::Initial as i32,
-                            variable_name: s.variable.name.clone(),
-                            variable: Some(s.variable.clone()),
+                            variable_name: v.name.clone(),
+                            timestamp: v.updated_at,
+                            variable: Some(v),
                             sequence: current,
-                            timestamp: s.variable.updated_at,
                             ..Default::default()
                         })
                         .collect();
