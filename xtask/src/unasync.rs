@@ -29,6 +29,11 @@ pub(crate) const TWINS: &[Twin] = &[
         name: "AsyncBatch",
     },
     Twin {
+        source: "runtime/python/mlbridge/optimization.py",
+        target: "runtime/python/mlbridge/optimization.py",
+        name: "AsyncOptimizationLock",
+    },
+    Twin {
         source: "runtime/python/mlbridge/aio.py",
         target: "runtime/python/mlbridge/session.py",
         name: "AsyncSessionContext",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .aio import AsyncSessionContext, AsyncVariableNamespace
 from .batch import AsyncBatch, Batch
+from .optimization import AsyncOptimizationLock, OptimizationLock
 from .errors import (
     AlreadyExists,
     BridgeError,
@@ -71,6 +72,7 @@ __all__ = [
     "bind",
     "AlreadyExists",
     "AsyncBatch",
+    "AsyncOptimizationLock",
     "AsyncSessionContext",
     "AsyncTool",
     "AsyncToolNamespace",
@@ -93,6 +95,7 @@ __all__ = [
     "LockNotHeld",
     "ModuleRef",
     "OperationNotFound",
+    "OptimizationLock",
     "PayloadTooLarge",
     "PermissionDenied",
     "ResourceNotFound",

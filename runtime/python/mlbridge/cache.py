@@ -97,6 +97,9 @@ class VariableCache:
             if self.ttl is not None and self._clock() - entry.stored_at > self.ttl:
                 del self._entries[name]
                 return None
+            if entry.variable.optimizing:
+                # A lock's lease can end with no update to say so: ask the engine.
+                return None
             return entry.variable
 
     def schema(self, name: str) -> Schema | None:
@@ -137,6 +140,12 @@ class VariableCache:
             if sequence < self._seen.get(name, 0):
                 return
             self._seen[name] = sequence
+            self._entries.pop(name, None)
+
+    def drop_value(self, name: str) -> None:
+        """Drops the cached state of `name` without a sequence: its optimization lock was
+        taken or released, which changes `optimizing` but is no versioned change."""
+        with self._lock:
             self._entries.pop(name, None)
 
     def apply(self, update: pb.VariableUpdate) -> None:

@@ -30,6 +30,7 @@ from .session_protocol import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptio
 from .batch import Batch
 from .channel import channel
 from .errors import BridgeError, ErrorKind, VariableNotFound, error_for, error_from_rpc
+from .optimization import DEFAULT_LEASE, OptimizationLock
 from .snapshots import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
 from .tools import Tool, ToolNamespace, ToolSpec
 from .value_types import Constraints, VariableType, constraints_from
@@ -508,6 +509,27 @@ class SessionContext:
             numpy=self._core.options.numpy,
             context_open=lambda: self.is_open,
         )
+
+    def optimization(
+        self,
+        variables: Iterable[str] | str,
+        optimizer_id: str,
+        *,
+        lease: float | timedelta = DEFAULT_LEASE,
+        renew_every: float | timedelta | None = None,
+    ) -> OptimizationLock:
+        """An optimization lock on `variables` for `optimizer_id`, acquired when its block
+        is entered (``with ctx.optimization(["temperature"], optimizer_id="tune-1") as
+        lock:``) or by ``lock.start()``.
+
+        While held, the lease (`lease` seconds) is renewed in the background every
+        `renew_every` seconds (default: a third of the lease); writes to the variables
+        without the lock's token fail with `VariableLocked`, and ``lock.set(name, value)``
+        writes with it. The block's end writes ``lock.final_values`` atomically (not if the
+        block raised) and releases the lock. Entering raises `VariableLocked` naming the
+        holder when another optimizer holds one of the variables.
+        """
+        return OptimizationLock(self, variables, optimizer_id, lease=lease, renew_every=renew_every)
 
     def _load_tools(self) -> dict[str, Tool]:
         response = self._invoke(self._open_stub().ListTools, pb.ListToolsRequest(session_id=self.session_id))
