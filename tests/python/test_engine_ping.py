@@ -62,7 +62,7 @@ def test_unimplemented_rpcs_say_so(engine_address: str) -> None:
     with channel(engine_address) as chan:
         stub = ml_bridge_pb2_grpc.MLBridgeStub(chan)
         with pytest.raises(grpc.RpcError) as raised:
-            stub.StartOptimization(ml_bridge_pb2.StartOptimizationRequest(session_id="nope"), timeout=10)
+            stub.CreateResource(ml_bridge_pb2.CreateResourceRequest(session_id="nope"), timeout=10)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

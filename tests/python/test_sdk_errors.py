@@ -151,10 +151,7 @@ def test_unimplemented_rpcs_have_no_details(address: str, ctx: SessionContext) -
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.MLBridgeStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
-            stub.StartOptimization(
-                pb.StartOptimizationRequest(session_id=ctx.session_id, variable_names=["x"], optimizer_id="o"),
-                timeout=10,
-            )
+            stub.CreateResource(pb.CreateResourceRequest(session_id=ctx.session_id), timeout=10)
     error = error_from_rpc(raised.value)
     assert type(error) is mlbridge.UnknownError and error.context["grpc_code"] == "Unimplemented"
 
