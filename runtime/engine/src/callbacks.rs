@@ -284,6 +284,7 @@ impl Callback {
         &self,
         request: pb::ExecuteCallbackRequest,
     ) -> Result<pb::ExecuteCallbackResponse> {
+        let started = std::time::Instant::now();
         let call = async {
             let client = self
                 .client
@@ -305,7 +306,7 @@ impl Callback {
                 .execute_callback(request)
                 .await
                 .map(tonic::Response::into_inner)
-                .map_err(|status| self.failure(&status))
+                .map_err(|status| self.failure(&status, started.elapsed()))
         };
         match tokio::time::timeout(self.timeout, call).await {
             Ok(answer) => answer,
@@ -314,11 +315,13 @@ impl Callback {
     }
 
     /// The callback server's error as it sent it (origin and callback added), or, for a
-    /// status without one, what the transport says.
-    fn failure(&self, status: &tonic::Status) -> BridgeError {
+    /// status without one, what the transport says: past the deadline (which tonic also
+    /// enforces, answering CANCELLED) it is a `TIMEOUT`.
+    fn failure(&self, status: &tonic::Status, elapsed: Duration) -> BridgeError {
         if status.details().is_empty() {
             return match status.code() {
                 Code::DeadlineExceeded => self.timed_out(),
+                Code::Cancelled if elapsed >= self.timeout => self.timed_out(),
                 code => self.unavailable(format!("{code:?}: {}", status.message())),
             };
         }
