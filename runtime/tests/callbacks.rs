@@ -139,7 +139,15 @@ async fn a_rust_program_calls_registered_callbacks_through_the_engine() {
     );
     let (endpoint, stop) = serve(functions).await;
     let number = VariableType::Float;
-    register(&client, &session, "add", &endpoint, vec![param("a", number), param("b", number)], None).await;
+    register(
+        &client,
+        &session,
+        "add",
+        &endpoint,
+        vec![param("a", number), param("b", number)],
+        None,
+    )
+    .await;
     register(&client, &session, "fail", &endpoint, vec![], None).await;
     register(&client, &session, "hang", &endpoint, vec![], Some(200)).await;
     assert_eq!(session.info().await.unwrap().callback_count, 3);
@@ -158,7 +166,10 @@ async fn a_rust_program_calls_registered_callbacks_through_the_engine() {
     assert_eq!(missing.kind, ErrorKind::InvalidArgument);
 
     // A failure arrives typed, with the remote type and traceback, naming the callback.
-    let failed = session.call_callback("fail", HashMap::new()).await.unwrap_err();
+    let failed = session
+        .call_callback("fail", HashMap::new())
+        .await
+        .unwrap_err();
     assert_eq!(failed.kind, ErrorKind::CallbackError);
     assert_eq!(failed.remote_type, "ValueError");
     assert!(failed.remote_traceback.starts_with("Traceback"));
@@ -166,7 +177,10 @@ async fn a_rust_program_calls_registered_callbacks_through_the_engine() {
 
     // A call past its deadline is a TIMEOUT, and the server sees it cancelled.
     let seen = cancel_seen.notified();
-    let hung = session.call_callback("hang", HashMap::new()).await.unwrap_err();
+    let hung = session
+        .call_callback("hang", HashMap::new())
+        .await
+        .unwrap_err();
     assert_eq!(hung.kind, ErrorKind::Timeout, "{hung}");
     assert_eq!(hung.context["callback"], "hang");
     if !cancelled.load(Ordering::SeqCst) {
@@ -178,7 +192,10 @@ async fn a_rust_program_calls_registered_callbacks_through_the_engine() {
     stop.send(()).unwrap();
     let gone = loop {
         // The server finishes its shutdown asynchronously; calls fail once it is down.
-        match session.call_callback("add", args(&[("a", 1.0), ("b", 1.0)])).await {
+        match session
+            .call_callback("add", args(&[("a", 1.0), ("b", 1.0)]))
+            .await
+        {
             Ok(_) => tokio::task::yield_now().await,
             Err(error) => break error,
         }
@@ -187,7 +204,10 @@ async fn a_rust_program_calls_registered_callbacks_through_the_engine() {
     assert_eq!(gone.context["endpoint"], endpoint);
 
     // Unknown names, and callbacks that went with their session.
-    let unknown = session.call_callback("nope", HashMap::new()).await.unwrap_err();
+    let unknown = session
+        .call_callback("nope", HashMap::new())
+        .await
+        .unwrap_err();
     assert_eq!(unknown.kind, ErrorKind::CallbackNotFound);
     let id = session.id().to_owned();
     session.close().await.unwrap();
@@ -199,6 +219,9 @@ async fn a_rust_program_calls_registered_callbacks_through_the_engine() {
         .await
         .unwrap();
     assert_eq!(again.info().await.unwrap().callback_count, 0);
-    let removed = again.call_callback("add", HashMap::new()).await.unwrap_err();
+    let removed = again
+        .call_callback("add", HashMap::new())
+        .await
+        .unwrap_err();
     assert_eq!(removed.kind, ErrorKind::CallbackNotFound);
 }

@@ -105,7 +105,10 @@ impl CallbackRegistry {
         if r.endpoint.is_empty() || r.endpoint.len() > ENDPOINT_MAX {
             return Err(BridgeError::invalid_argument(
                 "endpoint",
-                format!("callback `{}` needs an endpoint of at most {ENDPOINT_MAX} bytes", r.name),
+                format!(
+                    "callback `{}` needs an endpoint of at most {ENDPOINT_MAX} bytes",
+                    r.name
+                ),
             ));
         }
         let timeout = match r.timeout {
