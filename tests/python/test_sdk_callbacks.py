@@ -6,6 +6,9 @@ Rust program uses too."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -143,3 +146,40 @@ def test_async_callbacks_from_an_asyncio_program(engine: RunningEngine) -> None:
             await asyncio.wait_for(cancelled.wait(), NEVER)
 
     asyncio.run(main())
+
+
+_CLIENT = """
+import sys, time
+from mlbridge import SessionContext
+ctx = SessionContext(sys.argv[1], sys.argv[2], keep_session=True).open()
+ctx.register_callback(lambda x: x + 1, name="inc", timeout=0.5)
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
+def test_a_callback_client_killed_or_stopped_never_hangs_the_caller(
+    engine: RunningEngine,  # noqa: F811
+    how: signal.Signals,
+) -> None:
+    with SessionContext(engine.address) as caller:
+        client = subprocess.Popen(
+            [sys.executable, "-c", _CLIENT, engine.address, caller.session_id], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert client.stdout is not None and client.stdout.readline() == "ready\n"
+            assert caller.call_callback("inc", x=1) == 2
+            client.send_signal(how)
+            if how == signal.SIGKILL:
+                client.wait()
+                # The process is gone: its endpoint refuses or resets the connection.
+                with pytest.raises(CallbackUnavailable):
+                    caller.call_callback("inc", x=1)
+            else:
+                # A process that stops answering runs into the callback's deadline.
+                with pytest.raises(Timeout):
+                    caller.call_callback("inc", x=1)
+        finally:
+            client.kill()
+            client.wait()
