@@ -225,3 +225,55 @@ async fn a_rust_program_calls_registered_callbacks_through_the_engine() {
         .unwrap_err();
     assert_eq!(removed.kind, ErrorKind::CallbackNotFound);
 }
+
+/// A session that expires takes its callbacks with it: the engine forgets them when the
+/// state backend reports the session ended, so a new session of the same id has none.
+#[tokio::test]
+async fn callbacks_go_when_their_session_expires() {
+    use mlbridge_proto::mlbridge::v1::ml_bridge_server::MlBridge;
+
+    let engine = mlbridge::Engine::new();
+    let client = engine.in_process_client();
+    let ttl = std::time::Duration::from_millis(20);
+    let session = client
+        .open(mlbridge::SessionOptions {
+            ttl: Some(ttl),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = session.id().to_owned();
+    engine
+        .register_callback(Request::new(pb::RegisterCallbackRequest {
+            session_id: id.clone(),
+            name: "metric".into(),
+            endpoint: "127.0.0.1:9".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(session.info().await.unwrap().callback_count, 1);
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(
+        engine.state().expire_sessions().await.unwrap(),
+        [id.clone()]
+    );
+    // The registry hears of the expiry from the backend's session events, handled by a task
+    // on this (single-threaded) runtime: give it turns, a bounded number of them.
+    let again = client
+        .open(mlbridge::SessionOptions {
+            id: Some(id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut count = again.info().await.unwrap().callback_count;
+    for _ in 0..1000 {
+        if count == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        count = again.info().await.unwrap().callback_count;
+    }
+    assert_eq!(count, 0);
+}
