@@ -256,7 +256,7 @@ async fn callbacks_go_when_their_session_expires() {
     tokio::time::sleep(ttl * 2).await;
     assert_eq!(
         engine.state().expire_sessions().await.unwrap(),
-        [id.clone()]
+        std::slice::from_ref(&id)
     );
     // The registry hears of the expiry from the backend's session events, handled by a task
     // on this (single-threaded) runtime: give it turns, a bounded number of them.
