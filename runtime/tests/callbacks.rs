@@ -277,3 +277,76 @@ async fn callbacks_go_when_their_session_expires() {
     }
     assert_eq!(count, 0);
 }
+
+/// The Python program of [`a_rust_program_calls_a_python_callback`]: registers two
+/// functions with the real SDK, says so, and serves them until its stdin closes.
+const PYTHON_CLIENT: &str = r#"
+import sys
+from mlbridge import SessionContext
+
+with SessionContext(sys.argv[1], sys.argv[2], keep_session=True) as ctx:
+    @ctx.register_callback
+    def square(x: float) -> float:
+        return x * x
+
+    @ctx.register_callback
+    def lookup(key: str) -> str:
+        return {"a": "A"}[key]
+
+    print("ready", flush=True)
+    sys.stdin.read()
+"#;
+
+/// Python registers, Rust calls: a value, and a Python exception arriving in Rust typed,
+/// with its Python type and traceback.
+#[tokio::test]
+async fn a_rust_program_calls_a_python_callback() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let python = std::env::var_os("MLBRIDGE_PYTHON")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/bin/python"));
+    let engine = support::Engine::start(&[]);
+    let client = engine.client().await;
+    let session = client.session().await.unwrap();
+    let path =
+        std::env::join_paths([root.join("runtime/python"), root.join("generated/python")]).unwrap();
+    let mut program = Command::new(python)
+        .args(["-c", PYTHON_CLIENT, &engine.address, session.id()])
+        .env("PYTHONPATH", path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    let mut line = String::new();
+    std::io::BufReader::new(program.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+
+    let squared = session
+        .call_callback("square", args(&[("x", 3.0)]))
+        .await
+        .unwrap();
+    assert_eq!(f64::from_value(squared.unwrap()).unwrap(), 9.0);
+    let raised = session
+        .call_callback(
+            "lookup",
+            [("key".to_owned(), "b".to_owned().into_value())].into(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(raised.kind, ErrorKind::CallbackError, "{raised}");
+    assert_eq!(raised.remote_type, "KeyError");
+    // `python -c` keeps no source lines, but the frame is named.
+    assert!(raised.remote_traceback.contains("in lookup"), "{raised:?}");
+
+    drop(program.stdin.take());
+    assert!(program.wait().unwrap().success());
+}
