@@ -293,6 +293,11 @@ with SessionContext(sys.argv[1], sys.argv[2], keep_session=True) as ctx:
     def lookup(key: str) -> str:
         return {"a": "A"}[key]
 
+    def greet(name: str) -> str:
+        return "hello " + name
+
+    ctx.register_tool(greet)
+
     print("ready", flush=True)
     sys.stdin.read()
 "#;
@@ -346,6 +351,16 @@ async fn a_rust_program_calls_a_python_callback() {
     assert_eq!(raised.remote_type, "KeyError");
     // `python -c` keeps no source lines, but the frame is named.
     assert!(raised.remote_traceback.contains("in lookup"), "{raised:?}");
+
+    // A Python function exposed as a tool of the session (RegisterTools), called as a tool.
+    let greeting = session
+        .call_tool(
+            "greet",
+            [("name".to_owned(), "rust".to_owned().into_value())].into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(String::from_value(greeting).unwrap(), "hello rust");
 
     drop(program.stdin.take());
     assert!(program.wait().unwrap().success());

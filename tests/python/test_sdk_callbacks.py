@@ -183,3 +183,23 @@ def test_a_callback_client_killed_or_stopped_never_hangs_the_caller(
         finally:
             client.kill()
             client.wait()
+
+
+def test_python_functions_as_tools_of_the_session(pair: tuple[SessionContext, SessionContext]) -> None:
+    owner, other = pair
+
+    def shout(text: str, times: int = 1) -> str:
+        """Upper-cases `text`."""
+        return text.upper() * times
+
+    owner.register_tool(shout)
+    other.tools.refresh()
+    # Listed with typed specs from the signature, and callable by another client.
+    assert str(other.tools.shout.spec.signature) == "(*, text: str, times: int = 1) -> str"
+    assert other.tools.shout(text="hi", times=2) == "HIHI"
+    with pytest.raises(TypeMismatch):
+        other.tools.shout(text=3)
+    # Unregistering the callback removes the tools it serves.
+    assert owner.unregister_callback("shout") is True
+    other.tools.refresh()
+    assert "shout" not in other.tools

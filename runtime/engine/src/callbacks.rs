@@ -60,10 +60,21 @@ pub struct Callback {
 
 type Sessions = HashMap<String, HashMap<String, Arc<Callback>>>;
 
-/// The callbacks of every session. Cheap to share behind an `Arc`.
+/// A session's tool served by one of its callbacks (`RegisterTools` with host CALLBACK).
+#[derive(Debug, Clone)]
+pub struct CallbackTool {
+    /// The tool's description.
+    pub spec: pb::ToolSpec,
+    /// The callback that runs it.
+    pub callback: String,
+}
+
+/// The callbacks of every session, and the tools they serve. Cheap to share behind an
+/// `Arc`.
 #[derive(Debug, Default)]
 pub struct CallbackRegistry {
     sessions: Mutex<Sessions>,
+    tools: Mutex<HashMap<String, std::collections::BTreeMap<String, CallbackTool>>>,
     limits: CallbackLimits,
 }
 
@@ -82,6 +93,7 @@ impl CallbackRegistry {
     pub fn new(limits: CallbackLimits) -> Self {
         CallbackRegistry {
             sessions: Mutex::new(HashMap::new()),
+            tools: Mutex::new(HashMap::new()),
             limits,
         }
     }
@@ -171,12 +183,102 @@ impl CallbackRegistry {
         if callbacks.is_empty() {
             sessions.remove(session_id);
         }
+        drop(sessions);
+        // Tools served by the callback go with it.
+        if let Some(tools) = self.tools_lock().get_mut(session_id) {
+            tools.retain(|_, tool| tool.callback != name);
+        }
         existed
     }
 
-    /// Forgets every callback of a session.
+    /// Forgets every callback (and callback tool) of a session.
     pub fn forget_session(&self, session_id: &str) {
         self.sessions().remove(session_id);
+        self.tools_lock().remove(session_id);
+    }
+
+    fn tools_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, std::collections::BTreeMap<String, CallbackTool>>>
+    {
+        self.tools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers tools of a session served by its callback `callback` (checked to exist);
+    /// `taken` tells whether a name belongs to a tool of another kind (engine or worker).
+    pub fn register_tools(
+        &self,
+        session_id: &str,
+        callback: &str,
+        specs: Vec<pb::ToolSpec>,
+        replace: bool,
+        taken: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>> {
+        self.get(session_id, callback)?;
+        if specs.is_empty() {
+            return Err(BridgeError::invalid_argument(
+                "tools",
+                "`tools` must not be empty",
+            ));
+        }
+        let mut all = self.tools_lock();
+        let tools = all.entry(session_id.to_owned()).or_default();
+        let mut names = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            if !valid_name(&spec.name) {
+                return Err(BridgeError::invalid_argument(
+                    "tools",
+                    format!(
+                        "tool name `{}` must match [A-Za-z_][A-Za-z0-9_.]{{0,127}}",
+                        spec.name
+                    ),
+                ));
+            }
+            let clash = taken(&spec.name) || (!replace && tools.contains_key(&spec.name));
+            if clash || names.contains(&spec.name) {
+                return Err(BridgeError::new(
+                    ErrorKind::AlreadyExists,
+                    format!("a tool named `{}` already exists", spec.name),
+                )
+                .with("tool", &spec.name));
+            }
+            names.push(spec.name.clone());
+        }
+        let new = names.iter().filter(|n| !tools.contains_key(*n)).count();
+        if tools.len() + new > self.limits.max_per_session {
+            return Err(BridgeError::new(
+                ErrorKind::SessionLimitExceeded,
+                format!(
+                    "session `{session_id}` may have at most {} callback tools",
+                    self.limits.max_per_session
+                ),
+            )
+            .with("session_id", session_id)
+            .with("limit", self.limits.max_per_session));
+        }
+        for spec in specs {
+            tools.insert(
+                spec.name.clone(),
+                CallbackTool {
+                    spec,
+                    callback: callback.to_owned(),
+                },
+            );
+        }
+        Ok(names)
+    }
+
+    /// The callback tools of a session, sorted by name.
+    pub fn tools(&self, session_id: &str) -> Vec<CallbackTool> {
+        self.tools_lock()
+            .get(session_id)
+            .map(|tools| tools.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The callback tool `name` of a session, if any.
+    pub fn tool(&self, session_id: &str, name: &str) -> Option<CallbackTool> {
+        self.tools_lock().get(session_id)?.get(name).cloned()
     }
 
     /// Number of callbacks registered in a session.

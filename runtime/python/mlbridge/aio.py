@@ -600,6 +600,36 @@ class AsyncSessionContext:
         response = await self._invoke(self._open_stub().InvokeCallback, request)
         return self._core.decode(response.result) if response.HasField("result") else None
 
+    async def register_tool(
+        self, fn: Callable[..., Any], name: str | None = None, *, timeout: float | None = None, replace: bool = False
+    ) -> Callable[..., Any]:
+        """Exposes `fn` as tool `name` (default: the function's name) of this session,
+        served by this context's callback server: listed by ListTools and callable through
+        ExecuteTool by every client of the session (Rust included), with parameter specs
+        from the signature. Answers `fn`.
+
+        Raises:
+            AlreadyExists (a tool has the name and `replace` is false), InvalidArgument.
+        """
+        await self.register_callback(fn, name, timeout=timeout, replace=True)
+        registered = Registered.of(fn, name, None, False)
+        request = pb.RegisterToolsRequest(
+            session_id=self.session_id,
+            tools=[
+                pb.ToolSpec(
+                    name=registered.name,
+                    description=registered.description,
+                    parameters=registered.parameters,
+                    return_type=registered.returns.to_proto(),
+                )
+            ],
+            host=pb.ToolHost(kind=pb.TOOL_HOST_KIND_CALLBACK, callback_name=registered.name),
+            replace=replace,
+        )
+        await self._invoke(self._open_stub().RegisterTools, request)
+        await self.tools.refresh()
+        return fn
+
     def _stop_callbacks(self) -> None:
         server, self._callbacks = self._callbacks, None
         if server is not None:

@@ -509,6 +509,13 @@ impl MlBridge for Engine {
         answer(callbacks::unregister_callback(self, request.into_inner()).await)
     }
 
+    async fn register_tools(
+        &self,
+        request: Request<pb::RegisterToolsRequest>,
+    ) -> GrpcResult<pb::RegisterToolsResponse> {
+        answer(callbacks::register_tools(self, request.into_inner()).await)
+    }
+
     async fn invoke_callback(
         &self,
         request: Request<pb::InvokeCallbackRequest>,
