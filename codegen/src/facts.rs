@@ -110,6 +110,21 @@ pub(crate) fn file_facts(file: &FileDescriptor) -> Result<Vec<FactEnum>> {
     Ok(enums)
 }
 
+/// The position of `value` in its enum as written in the file (what comment paths count),
+/// which is not `values()`'s order when values are not declared in number order.
+fn declared(
+    descriptor: &EnumDescriptor,
+    value: &prost_reflect::EnumValueDescriptor,
+    fallback: usize,
+) -> usize {
+    descriptor
+        .enum_descriptor_proto()
+        .value
+        .iter()
+        .position(|declared| declared.name() == value.name())
+        .unwrap_or(fallback)
+}
+
 fn enum_facts(
     options: &Options,
     descriptor: &EnumDescriptor,
@@ -153,7 +168,11 @@ fn enum_facts(
             retryable: opts.has_extension(&options.retryable)
                 && opts.get_extension(&options.retryable).as_bool() == Some(true),
             doc: comments
-                .get(&comments::path::child(path, 2, index))
+                .get(&comments::path::child(
+                    path,
+                    2,
+                    declared(descriptor, &value, index),
+                ))
                 .map(str::to_owned),
             number: value.number(),
             grpc_code,

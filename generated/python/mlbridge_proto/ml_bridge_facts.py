@@ -19,6 +19,7 @@ __all__ = [
     "BridgeError",
     "CallbackError",
     "CallbackNotFound",
+    "CallbackUnavailable",
     "ConstraintViolation",
     "DTYPE_ITEM_SIZES",
     "Dtype",
@@ -88,6 +89,7 @@ class ErrorKind(enum.IntEnum):
     INTERNAL = 25
     ALREADY_EXISTS = 26
     LOCK_NOT_HELD = 27
+    CALLBACK_UNAVAILABLE = 28
 
     @classmethod
     def from_proto(cls, value: int) -> ErrorKind:
@@ -298,8 +300,8 @@ class CallbackNotFound(BridgeError):
 
 
 class CallbackError(BridgeError):
-    """The callback ran and failed (Python exception, see `remote_type`) or
-    its endpoint could not be reached (context "reason" = "unreachable").
+    """The callback ran and failed (Python exception, see `remote_type` and
+    `remote_traceback`).
     """
 
     default_kind = ErrorKind.CALLBACK_ERROR
@@ -370,6 +372,15 @@ class LockNotHeld(BridgeError):
     default_kind = ErrorKind.LOCK_NOT_HELD
 
 
+class CallbackUnavailable(BridgeError):
+    """A callback's endpoint could not be reached, or its connection broke
+    before it answered (the client that registered it stopped or died); the
+    call's side effects are unknown. Context has "callback" and "endpoint".
+    """
+
+    default_kind = ErrorKind.CALLBACK_UNAVAILABLE
+
+
 ERROR_KIND_CLASSES: Final[Mapping[ErrorKind, type[BridgeError]]] = MappingProxyType(
     {
         ErrorKind.UNSPECIFIED: UnknownError,
@@ -400,6 +411,7 @@ ERROR_KIND_CLASSES: Final[Mapping[ErrorKind, type[BridgeError]]] = MappingProxyT
         ErrorKind.INTERNAL: InternalError,
         ErrorKind.ALREADY_EXISTS: AlreadyExists,
         ErrorKind.LOCK_NOT_HELD: LockNotHeld,
+        ErrorKind.CALLBACK_UNAVAILABLE: CallbackUnavailable,
     }
 )
 """The exception class for each `ErrorKind`."""
@@ -434,6 +446,7 @@ ERROR_KIND_GRPC_CODES: Final[Mapping[ErrorKind, grpc.StatusCode]] = MappingProxy
         ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
         ErrorKind.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
         ErrorKind.LOCK_NOT_HELD: grpc.StatusCode.FAILED_PRECONDITION,
+        ErrorKind.CALLBACK_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     }
 )
 """The gRPC status code that carries each `ErrorKind`."""

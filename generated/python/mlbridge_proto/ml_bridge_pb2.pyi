@@ -269,8 +269,8 @@ class _ErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorKind.V
     ERROR_KIND_CALLBACK_NOT_FOUND: _ErrorKind.ValueType  # 17
     """No callback with that name/id is registered."""
     ERROR_KIND_CALLBACK_ERROR: _ErrorKind.ValueType  # 18
-    """The callback ran and failed (Python exception, see `remote_type`) or
-    its endpoint could not be reached (context "reason" = "unreachable").
+    """The callback ran and failed (Python exception, see `remote_type` and
+    `remote_traceback`).
     """
     ERROR_KIND_RESOURCE_NOT_FOUND: _ErrorKind.ValueType  # 19
     """No resource with that id in the session."""
@@ -300,6 +300,11 @@ class _ErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorKind.V
     ERROR_KIND_LOCK_NOT_HELD: _ErrorKind.ValueType  # 27
     """A lock token is unknown, expired, or does not cover the variable it was
     used for.
+    """
+    ERROR_KIND_CALLBACK_UNAVAILABLE: _ErrorKind.ValueType  # 28
+    """A callback's endpoint could not be reached, or its connection broke
+    before it answered (the client that registered it stopped or died); the
+    call's side effects are unknown. Context has "callback" and "endpoint".
     """
 
 class ErrorKind(_ErrorKind, metaclass=_ErrorKindEnumTypeWrapper):
@@ -371,8 +376,8 @@ or restart limit reached). Safe to retry.
 ERROR_KIND_CALLBACK_NOT_FOUND: ErrorKind.ValueType  # 17
 """No callback with that name/id is registered."""
 ERROR_KIND_CALLBACK_ERROR: ErrorKind.ValueType  # 18
-"""The callback ran and failed (Python exception, see `remote_type`) or
-its endpoint could not be reached (context "reason" = "unreachable").
+"""The callback ran and failed (Python exception, see `remote_type` and
+`remote_traceback`).
 """
 ERROR_KIND_RESOURCE_NOT_FOUND: ErrorKind.ValueType  # 19
 """No resource with that id in the session."""
@@ -402,6 +407,11 @@ replacement was not requested. (Variables use VARIABLE_ALREADY_EXISTS.)
 ERROR_KIND_LOCK_NOT_HELD: ErrorKind.ValueType  # 27
 """A lock token is unknown, expired, or does not cover the variable it was
 used for.
+"""
+ERROR_KIND_CALLBACK_UNAVAILABLE: ErrorKind.ValueType  # 28
+"""A callback's endpoint could not be reached, or its connection broke
+before it answered (the client that registered it stopped or died); the
+call's side effects are unknown. Context has "callback" and "endpoint".
 """
 _Global_ErrorKind: _typing_extensions.TypeAlias = ErrorKind
 
@@ -3726,6 +3736,7 @@ class RegisterCallbackRequest(_message.Message):
     RETURN_TYPE_FIELD_NUMBER: _builtins.int
     REPLACE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The owning session; the callback is removed when the session ends."""
     name: _builtins.str
@@ -3748,6 +3759,13 @@ class RegisterCallbackRequest(_message.Message):
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels. Empty means none."""
+    @_builtins.property
+    def timeout(self) -> google_dot_protobuf_dot_duration__pb2.Duration:
+        """Deadline of each call of this callback: when it passes, the engine
+        cancels the call (the callback server sees the cancellation) and the
+        caller gets TIMEOUT. Unset means the engine default (30 s); the engine
+        clamps it to its maximum (10 min). Must be > 0.
+        """
     def __init__(
         self,
         *,
@@ -3759,9 +3777,10 @@ class RegisterCallbackRequest(_message.Message):
         return_type: _Global_VariableType.ValueType = ...,
         replace: _builtins.bool = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        timeout: google_dot_protobuf_dot_duration__pb2.Duration | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: _typing_extensions.Never) -> _builtins.bool: ...
-    def ClearField(self, field_name: _typing.Literal["description", b"description", "endpoint", b"endpoint", "metadata", b"metadata", "name", b"name", "parameters", b"parameters", "replace", b"replace", "return_type", b"return_type", "session_id", b"session_id"]) -> None: ...
+    def HasField(self, field_name: _typing.Literal["timeout", b"timeout"]) -> _builtins.bool: ...
+    def ClearField(self, field_name: _typing.Literal["description", b"description", "endpoint", b"endpoint", "metadata", b"metadata", "name", b"name", "parameters", b"parameters", "replace", b"replace", "return_type", b"return_type", "session_id", b"session_id", "timeout", b"timeout"]) -> None: ...
     def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
 
 _Global_RegisterCallbackRequest: _typing_extensions.TypeAlias = RegisterCallbackRequest
@@ -3831,6 +3850,79 @@ class UnregisterCallbackResponse(_message.Message):
     def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
 
 _Global_UnregisterCallbackResponse: _typing_extensions.TypeAlias = UnregisterCallbackResponse
+
+@_typing.final
+class InvokeCallbackRequest(_message.Message):
+    """Request of MLBridge.InvokeCallback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ArgumentsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _Global_Value: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _Global_Value | None = ...,
+        ) -> None: ...
+        def HasField(self, field_name: _typing.Literal["value", b"value"]) -> _builtins.bool: ...
+        def ClearField(self, field_name: _typing.Literal["key", b"key", "value", b"value"]) -> None: ...
+        def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        def HasField(self, field_name: _typing_extensions.Never) -> _builtins.bool: ...
+        def ClearField(self, field_name: _typing.Literal["key", b"key", "value", b"value"]) -> None: ...
+        def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session the callback is registered in."""
+    name: _builtins.str
+    """The callback name."""
+    @_builtins.property
+    def arguments(self) -> _containers.MessageMap[_builtins.str, _Global_Value]:
+        """Arguments by parameter name. Omitted optional parameters take their
+        defaults.
+        """
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free-form call labels passed through to the callback."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments: _abc.Mapping[_builtins.str, _Global_Value] | None = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: _typing_extensions.Never) -> _builtins.bool: ...
+    def ClearField(self, field_name: _typing.Literal["arguments", b"arguments", "metadata", b"metadata", "name", b"name", "session_id", b"session_id"]) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_InvokeCallbackRequest: _typing_extensions.TypeAlias = InvokeCallbackRequest
 
 @_typing.final
 class ExecuteCallbackRequest(_message.Message):

@@ -145,6 +145,11 @@ class MLBridgeStub(object):
                 request_serializer=mlbridge__proto_dot_ml__bridge__pb2.UnregisterCallbackRequest.SerializeToString,
                 response_deserializer=mlbridge__proto_dot_ml__bridge__pb2.UnregisterCallbackResponse.FromString,
                 _registered_method=True)
+        self.InvokeCallback = channel.unary_unary(
+                '/mlbridge.v1.MLBridge/InvokeCallback',
+                request_serializer=mlbridge__proto_dot_ml__bridge__pb2.InvokeCallbackRequest.SerializeToString,
+                response_deserializer=mlbridge__proto_dot_ml__bridge__pb2.ExecuteCallbackResponse.FromString,
+                _registered_method=True)
         self.CreateResource = channel.unary_unary(
                 '/mlbridge.v1.MLBridge/CreateResource',
                 request_serializer=mlbridge__proto_dot_ml__bridge__pb2.CreateResourceRequest.SerializeToString,
@@ -420,6 +425,20 @@ class MLBridgeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InvokeCallback(self, request, context):
+        """Calls a callback registered in the session (through its `Callback`
+        server) and returns its answer, so that any client of the session (e.g. a
+        Rust program) can run a Python function another client registered. The
+        engine checks the arguments against the callback's parameter specs and
+        applies the callback's deadline.
+        Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, CALLBACK_NOT_FOUND,
+        INVALID_ARGUMENT (missing/unknown argument), TYPE_MISMATCH,
+        CONSTRAINT_VIOLATION, CALLBACK_ERROR, CALLBACK_UNAVAILABLE, TIMEOUT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateResource(self, request, context):
         """Creates an engine-native resource (e.g. a module or an optimizer) owned
         by the session and returns its id.
@@ -578,6 +597,11 @@ def add_MLBridgeServicer_to_server(servicer, server):
                     servicer.UnregisterCallback,
                     request_deserializer=mlbridge__proto_dot_ml__bridge__pb2.UnregisterCallbackRequest.FromString,
                     response_serializer=mlbridge__proto_dot_ml__bridge__pb2.UnregisterCallbackResponse.SerializeToString,
+            ),
+            'InvokeCallback': grpc.unary_unary_rpc_method_handler(
+                    servicer.InvokeCallback,
+                    request_deserializer=mlbridge__proto_dot_ml__bridge__pb2.InvokeCallbackRequest.FromString,
+                    response_serializer=mlbridge__proto_dot_ml__bridge__pb2.ExecuteCallbackResponse.SerializeToString,
             ),
             'CreateResource': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateResource,

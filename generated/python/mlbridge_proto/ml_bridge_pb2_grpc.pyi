@@ -180,6 +180,16 @@ class MLBridgeStub:
     name succeeds with `existed = false`.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
     """
+    InvokeCallback: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.InvokeCallbackRequest, mlbridge__proto_dot_ml__bridge__pb2.ExecuteCallbackResponse]
+    """Calls a callback registered in the session (through its `Callback`
+    server) and returns its answer, so that any client of the session (e.g. a
+    Rust program) can run a Python function another client registered. The
+    engine checks the arguments against the callback's parameter specs and
+    applies the callback's deadline.
+    Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, CALLBACK_NOT_FOUND,
+    INVALID_ARGUMENT (missing/unknown argument), TYPE_MISMATCH,
+    CONSTRAINT_VIOLATION, CALLBACK_ERROR, CALLBACK_UNAVAILABLE, TIMEOUT.
+    """
     CreateResource: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.CreateResourceRequest, mlbridge__proto_dot_ml__bridge__pb2.CreateResourceResponse]
     """Creates an engine-native resource (e.g. a module or an optimizer) owned
     by the session and returns its id.
@@ -355,6 +365,16 @@ class MLBridgeAsyncStub(MLBridgeStub):
     """Removes a callback (and any tools hosted by it). Idempotent: an unknown
     name succeeds with `existed = false`.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
+    """
+    InvokeCallback: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.InvokeCallbackRequest, mlbridge__proto_dot_ml__bridge__pb2.ExecuteCallbackResponse]  # type: ignore[assignment]
+    """Calls a callback registered in the session (through its `Callback`
+    server) and returns its answer, so that any client of the session (e.g. a
+    Rust program) can run a Python function another client registered. The
+    engine checks the arguments against the callback's parameter specs and
+    applies the callback's deadline.
+    Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, CALLBACK_NOT_FOUND,
+    INVALID_ARGUMENT (missing/unknown argument), TYPE_MISMATCH,
+    CONSTRAINT_VIOLATION, CALLBACK_ERROR, CALLBACK_UNAVAILABLE, TIMEOUT.
     """
     CreateResource: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.CreateResourceRequest, mlbridge__proto_dot_ml__bridge__pb2.CreateResourceResponse]  # type: ignore[assignment]
     """Creates an engine-native resource (e.g. a module or an optimizer) owned
@@ -682,6 +702,22 @@ class MLBridgeServicer(metaclass=_ABCMeta):
         """Removes a callback (and any tools hosted by it). Idempotent: an unknown
         name succeeds with `existed = false`.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
+        """
+
+    @_abstractmethod
+    def InvokeCallback(
+        self,
+        request: mlbridge__proto_dot_ml__bridge__pb2.InvokeCallbackRequest,
+        context: _ServicerContext[mlbridge__proto_dot_ml__bridge__pb2.InvokeCallbackRequest, mlbridge__proto_dot_ml__bridge__pb2.ExecuteCallbackResponse],
+    ) -> mlbridge__proto_dot_ml__bridge__pb2.ExecuteCallbackResponse | _abc.Awaitable[mlbridge__proto_dot_ml__bridge__pb2.ExecuteCallbackResponse]:
+        """Calls a callback registered in the session (through its `Callback`
+        server) and returns its answer, so that any client of the session (e.g. a
+        Rust program) can run a Python function another client registered. The
+        engine checks the arguments against the callback's parameter specs and
+        applies the callback's deadline.
+        Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, CALLBACK_NOT_FOUND,
+        INVALID_ARGUMENT (missing/unknown argument), TYPE_MISMATCH,
+        CONSTRAINT_VIOLATION, CALLBACK_ERROR, CALLBACK_UNAVAILABLE, TIMEOUT.
         """
 
     @_abstractmethod

@@ -1416,6 +1416,12 @@ pub struct RegisterCallbackRequest {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
+    /// Deadline of each call of this callback: when it passes, the engine
+    /// cancels the call (the callback server sees the cancellation) and the
+    /// caller gets TIMEOUT. Unset means the engine default (30 s); the engine
+    /// clamps it to its maximum (10 min). Must be > 0.
+    #[prost(message, optional, tag = "9")]
+    pub timeout: ::core::option::Option<::prost_types::Duration>,
 }
 /// Response of RegisterCallback.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1441,6 +1447,26 @@ pub struct UnregisterCallbackResponse {
     /// True if the callback existed and was removed.
     #[prost(bool, tag = "1")]
     pub existed: bool,
+}
+/// Request of MLBridge.InvokeCallback.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct InvokeCallbackRequest {
+    /// The session the callback is registered in.
+    #[prost(string, tag = "1")]
+    pub session_id: ::prost::alloc::string::String,
+    /// The callback name.
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// Arguments by parameter name. Omitted optional parameters take their
+    /// defaults.
+    #[prost(map = "string, message", tag = "3")]
+    pub arguments: ::std::collections::HashMap<::prost::alloc::string::String, Value>,
+    /// Free-form call labels passed through to the callback.
+    #[prost(map = "string, string", tag = "4")]
+    pub metadata: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 /// Request of Callback.ExecuteCallback (sent by the engine).
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1956,8 +1982,8 @@ pub enum ErrorKind {
     WorkerUnavailable = 16,
     /// No callback with that name/id is registered.
     CallbackNotFound = 17,
-    /// The callback ran and failed (Python exception, see `remote_type`) or
-    /// its endpoint could not be reached (context "reason" = "unreachable").
+    /// The callback ran and failed (Python exception, see `remote_type` and
+    /// `remote_traceback`).
     CallbackError = 18,
     /// No resource with that id in the session.
     ResourceNotFound = 19,
@@ -1983,6 +2009,10 @@ pub enum ErrorKind {
     /// A lock token is unknown, expired, or does not cover the variable it was
     /// used for.
     LockNotHeld = 27,
+    /// A callback's endpoint could not be reached, or its connection broke
+    /// before it answered (the client that registered it stopped or died); the
+    /// call's side effects are unknown. Context has "callback" and "endpoint".
+    CallbackUnavailable = 28,
 }
 impl ErrorKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -2019,6 +2049,7 @@ impl ErrorKind {
             Self::Internal => "ERROR_KIND_INTERNAL",
             Self::AlreadyExists => "ERROR_KIND_ALREADY_EXISTS",
             Self::LockNotHeld => "ERROR_KIND_LOCK_NOT_HELD",
+            Self::CallbackUnavailable => "ERROR_KIND_CALLBACK_UNAVAILABLE",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -2052,6 +2083,7 @@ impl ErrorKind {
             "ERROR_KIND_INTERNAL" => Some(Self::Internal),
             "ERROR_KIND_ALREADY_EXISTS" => Some(Self::AlreadyExists),
             "ERROR_KIND_LOCK_NOT_HELD" => Some(Self::LockNotHeld),
+            "ERROR_KIND_CALLBACK_UNAVAILABLE" => Some(Self::CallbackUnavailable),
             _ => None,
         }
     }
@@ -2978,6 +3010,38 @@ pub mod ml_bridge_client {
                 .insert(GrpcMethod::new("mlbridge.v1.MLBridge", "UnregisterCallback"));
             self.inner.unary(req, path, codec).await
         }
+        /// Calls a callback registered in the session (through its `Callback`
+        /// server) and returns its answer, so that any client of the session (e.g. a
+        /// Rust program) can run a Python function another client registered. The
+        /// engine checks the arguments against the callback's parameter specs and
+        /// applies the callback's deadline.
+        /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, CALLBACK_NOT_FOUND,
+        /// INVALID_ARGUMENT (missing/unknown argument), TYPE_MISMATCH,
+        /// CONSTRAINT_VIOLATION, CALLBACK_ERROR, CALLBACK_UNAVAILABLE, TIMEOUT.
+        pub async fn invoke_callback(
+            &mut self,
+            request: impl tonic::IntoRequest<super::InvokeCallbackRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ExecuteCallbackResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/mlbridge.v1.MLBridge/InvokeCallback",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("mlbridge.v1.MLBridge", "InvokeCallback"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Creates an engine-native resource (e.g. a module or an optimizer) owned
         /// by the session and returns its id.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (unknown
@@ -3397,6 +3461,23 @@ pub mod ml_bridge_server {
             request: tonic::Request<super::UnregisterCallbackRequest>,
         ) -> std::result::Result<
             tonic::Response<super::UnregisterCallbackResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        /// Calls a callback registered in the session (through its `Callback`
+        /// server) and returns its answer, so that any client of the session (e.g. a
+        /// Rust program) can run a Python function another client registered. The
+        /// engine checks the arguments against the callback's parameter specs and
+        /// applies the callback's deadline.
+        /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, CALLBACK_NOT_FOUND,
+        /// INVALID_ARGUMENT (missing/unknown argument), TYPE_MISMATCH,
+        /// CONSTRAINT_VIOLATION, CALLBACK_ERROR, CALLBACK_UNAVAILABLE, TIMEOUT.
+        async fn invoke_callback(
+            &self,
+            request: tonic::Request<super::InvokeCallbackRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ExecuteCallbackResponse>,
             tonic::Status,
         > {
             Err(tonic::Status::unimplemented("Not yet implemented"))
@@ -4641,6 +4722,51 @@ pub mod ml_bridge_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UnregisterCallbackSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/mlbridge.v1.MLBridge/InvokeCallback" => {
+                    #[allow(non_camel_case_types)]
+                    struct InvokeCallbackSvc<T: MlBridge>(pub Arc<T>);
+                    impl<
+                        T: MlBridge,
+                    > tonic::server::UnaryService<super::InvokeCallbackRequest>
+                    for InvokeCallbackSvc<T> {
+                        type Response = super::ExecuteCallbackResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::InvokeCallbackRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MlBridge>::invoke_callback(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = InvokeCallbackSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
@@ -5964,6 +6090,7 @@ impl ErrorKind {
             Self::Internal => tonic::Code::Internal,
             Self::AlreadyExists => tonic::Code::AlreadyExists,
             Self::LockNotHeld => tonic::Code::FailedPrecondition,
+            Self::CallbackUnavailable => tonic::Code::Unavailable,
         }
     }
     /// Whether a call that failed with this kind may be retried as it is

@@ -84,6 +84,7 @@ rpcs! {
     execute_tool(pb::ExecuteToolRequest) -> pb::ExecuteToolResponse;
     start_optimization(pb::StartOptimizationRequest) -> pb::StartOptimizationResponse;
     stop_optimization(pb::StopOptimizationRequest) -> pb::StopOptimizationResponse;
+    invoke_callback(pb::InvokeCallbackRequest) -> pb::ExecuteCallbackResponse;
     execute_framework_operation(pb::ExecuteFrameworkOperationRequest)
         -> pb::ExecuteFrameworkOperationResponse;
 }
@@ -519,6 +520,29 @@ impl Session {
         };
         let response = self.client.execute_tool(request).await?;
         Ok(response.result.unwrap_or_default())
+    }
+
+    /// Calls the callback `name` that a client (e.g. a Python program) registered in this
+    /// session, through the engine (`InvokeCallback`), and answers its result (`None` if it
+    /// returned nothing). The engine checks the arguments against the callback's parameter
+    /// specs and applies its deadline.
+    ///
+    /// # Errors
+    ///
+    /// `CALLBACK_NOT_FOUND`, argument errors, `CALLBACK_ERROR` with the callback's
+    /// exception type and traceback, `TIMEOUT`, `CALLBACK_UNAVAILABLE`.
+    pub async fn call_callback(
+        &self,
+        name: &str,
+        arguments: HashMap<String, pb::Value>,
+    ) -> Result<Option<pb::Value>> {
+        let request = pb::InvokeCallbackRequest {
+            session_id: self.id.clone(),
+            name: name.to_owned(),
+            arguments,
+            metadata: HashMap::new(),
+        };
+        Ok(self.client.invoke_callback(request).await?.result)
     }
 
     /// Runs a streaming host tool; yields each chunk's value, ending after the final chunk.

@@ -6,6 +6,7 @@
 extern crate self as mlbridge;
 
 pub mod builtin_tools;
+pub mod callbacks;
 pub mod engine;
 pub mod glob;
 pub mod listen;

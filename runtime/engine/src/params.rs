@@ -26,13 +26,15 @@ pub(crate) enum Callee<'a> {
     Tool(&'a str),
     /// A framework operation, by full name (`builtin.echo`).
     Operation(&'a str),
+    /// A client callback, by name.
+    Callback(&'a str),
 }
 
 impl<'a> Callee<'a> {
     /// The noun messages use for an input.
     fn noun(self) -> &'static str {
         match self {
-            Callee::Tool(_) => "argument",
+            Callee::Tool(_) | Callee::Callback(_) => "argument",
             Callee::Operation(_) => "parameter",
         }
     }
@@ -42,12 +44,13 @@ impl<'a> Callee<'a> {
         match self {
             Callee::Tool(_) => "tool",
             Callee::Operation(_) => "operation",
+            Callee::Callback(_) => "callback",
         }
     }
 
     fn name(self) -> &'a str {
         match self {
-            Callee::Tool(name) | Callee::Operation(name) => name,
+            Callee::Tool(name) | Callee::Operation(name) | Callee::Callback(name) => name,
         }
     }
 
@@ -64,7 +67,7 @@ impl<'a> Callee<'a> {
     /// The subject of validation messages about input `input`.
     fn subject(self, input: &'a str, bound: Option<&'a str>) -> Subject<'a> {
         match self {
-            Callee::Tool(tool) => Subject::Argument {
+            Callee::Tool(tool) | Callee::Callback(tool) => Subject::Argument {
                 tool,
                 argument: input,
             },

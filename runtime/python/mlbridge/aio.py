@@ -21,7 +21,8 @@ written twice.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -34,12 +35,14 @@ from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
 from .session_protocol import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open, read_only_async
 from .batch import AsyncBatch
+from .callbacks import CallbackServer, Registered
 from .channel import aio_channel
 from .errors import BridgeError, ErrorKind, error_for, error_from_rpc
 from .optimization import DEFAULT_LEASE, AsyncOptimizationLock
 from .snapshots import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
 from .tools import AsyncTool, AsyncToolNamespace, ToolSpec
 from .value_types import Constraints, VariableType, constraints_from
+from .values import to_value
 from .watch import AsyncCacheWatcher, AsyncWatch
 
 __all__ = ["AsyncSessionContext", "AsyncVariableNamespace"]
@@ -116,6 +119,7 @@ class AsyncSessionContext:
         self._stream_channel: grpc.aio.Channel | None = None
         self._stream_stub: pb_grpc.MLBridgeAsyncStub | None = None
         self._watcher: AsyncCacheWatcher | None = None
+        self._callbacks: CallbackServer | None = None
         self.tools = AsyncToolNamespace(self._load_tools)
         """The tools visible to the session: ``await ctx.tools.add(a=1, b=2)``."""
         self.v = AsyncVariableNamespace(self)
@@ -165,6 +169,10 @@ class AsyncSessionContext:
             return await method(request, timeout=self._core.options.timeout)
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
+
+    def _callback_loop(self) -> asyncio.AbstractEventLoop | None:
+        # `async def` callbacks run on this context's loop.
+        return asyncio.get_running_loop()
 
     # -- variables --------------------------------------------------------------------------
 
@@ -251,6 +259,7 @@ class AsyncSessionContext:
             if cleanup if cleanup is not None else self._core.should_cleanup():
                 await self._invoke(self._stub.CleanupSession, pb.CleanupSessionRequest(session_id=self.session_id))
         finally:
+            self._stop_callbacks()
             await self._close_channel()
 
     async def _close_channel(self) -> None:
@@ -550,5 +559,102 @@ class AsyncSessionContext:
     def _stream(self, name: str, arguments: dict[str, pb.Value]) -> AsyncIterator[Any]:
         request = pb.ExecuteStreamingToolRequest(session_id=self.session_id, tool_name=name, arguments=arguments)
         return self._chunks(self._open_stream_stub(), request)
+
+    # -- callbacks --------------------------------------------------------------------------
+
+    async def register_callback(
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        *,
+        timeout: float | None = None,
+        replace: bool = False,
+    ) -> Callable[..., Any]:
+        """Registers `fn` with the engine as callback `name` (default: the function's name)
+        and answers `fn`, so that it also works as a decorator. The first registration
+        starts this context's callback server (`mlbridge.callbacks`); closing the context
+        stops it. Parameter specs come from the signature and annotations; the engine checks
+        every call's arguments against them.
+
+        Args:
+            timeout: the deadline of each call, in seconds (default: the engine's, 30 s).
+                When it passes the engine cancels the call: inside the function,
+                ``mlbridge.callbacks.current_call().cancelled`` is set (an ``async def``
+                callback of an asyncio context is cancelled on its loop).
+            replace: replace a callback registered under the same name.
+
+        Raises:
+            AlreadyExists (the name is taken and `replace` is false), InvalidArgument.
+        """
+        registered = Registered.of(fn, name, self._callback_loop(), self._core.options.numpy)
+        if self._callbacks is None:
+            self._callbacks = CallbackServer()
+        request = registered.request(self.session_id, self._callbacks.endpoint, timeout, replace)
+        response = await self._invoke(self._open_stub().RegisterCallback, request)
+        registered.callback_id = response.callback_id
+        self._callbacks.add(registered)
+        return fn
+
+    async def unregister_callback(self, name: str) -> bool:
+        """Removes callback `name` from the engine and this context's server; answers
+        whether the engine had it."""
+        response = await self._invoke(
+            self._open_stub().UnregisterCallback, pb.UnregisterCallbackRequest(session_id=self.session_id, name=name)
+        )
+        if self._callbacks is not None:
+            self._callbacks.remove(name)
+        return response.existed
+
+    async def call_callback(self, name: str, **arguments: object) -> Any:
+        """Calls callback `name` of this session through the engine (InvokeCallback), as
+        engine code and other clients do, and answers its result.
+
+        Raises:
+            CallbackNotFound, InvalidArgument, TypeMismatch, ConstraintViolation,
+            CallbackError (with the callback's exception type and traceback), Timeout,
+            CallbackUnavailable.
+        """
+        request = pb.InvokeCallbackRequest(
+            session_id=self.session_id,
+            name=name,
+            arguments={key: to_value(value) for key, value in arguments.items()},
+        )
+        response = await self._invoke(self._open_stub().InvokeCallback, request)
+        return self._core.decode(response.result) if response.HasField("result") else None
+
+    async def register_tool(
+        self, fn: Callable[..., Any], name: str | None = None, *, timeout: float | None = None, replace: bool = False
+    ) -> Callable[..., Any]:
+        """Exposes `fn` as tool `name` (default: the function's name) of this session,
+        served by this context's callback server: listed by ListTools and callable through
+        ExecuteTool by every client of the session (Rust included), with parameter specs
+        from the signature. Answers `fn`.
+
+        Raises:
+            AlreadyExists (a tool has the name and `replace` is false), InvalidArgument.
+        """
+        await self.register_callback(fn, name, timeout=timeout, replace=True)
+        registered = Registered.of(fn, name, None, False)
+        request = pb.RegisterToolsRequest(
+            session_id=self.session_id,
+            tools=[
+                pb.ToolSpec(
+                    name=registered.name,
+                    description=registered.description,
+                    parameters=registered.parameters,
+                    return_type=registered.returns.to_proto(),
+                )
+            ],
+            host=pb.ToolHost(kind=pb.TOOL_HOST_KIND_CALLBACK, callback_name=registered.name),
+            replace=replace,
+        )
+        await self._invoke(self._open_stub().RegisterTools, request)
+        await self.tools.refresh()
+        return fn
+
+    def _stop_callbacks(self) -> None:
+        server, self._callbacks = self._callbacks, None
+        if server is not None:
+            server.stop()
     # unasync: end
 

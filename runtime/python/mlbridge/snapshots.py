@@ -83,6 +83,8 @@ class SessionInfo:
     tool_count: int
     current_sequence: int
     """The session's change sequence (see `watch(from_version=...)`)."""
+    callback_count: int = 0
+    """Callbacks registered in the session (`register_callback`)."""
 
     @classmethod
     def from_proto(cls, message: pb.Session) -> SessionInfo:
@@ -97,6 +99,7 @@ class SessionInfo:
             variable_count=message.variable_count,
             tool_count=message.tool_count,
             current_sequence=message.current_sequence,
+            callback_count=message.callback_count,
         )
 
 

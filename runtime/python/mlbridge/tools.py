@@ -239,3 +239,56 @@ class AsyncToolNamespace(_Namespace[AsyncTool]):
         """Reloads the tool specs from the engine."""
         self._replace(await self._load())
         return self
+
+
+def _declared(annotation: Any) -> tuple[VariableType, bool]:
+    """The wire type of a Python annotation (the inverse of `_ANNOTATIONS`) and whether it
+    admits None. Unknown or missing annotations are ANY."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return VariableType.ANY, False
+    args = getattr(annotation, "__args__", None)
+    if args and type(None) in args:
+        rest = [arg for arg in args if arg is not type(None)]
+        declared, _ = _declared(rest[0]) if len(rest) == 1 else (VariableType.ANY, False)
+        return declared, True
+    origin = getattr(annotation, "__origin__", None) or annotation
+    for declared, known in _ANNOTATIONS.items():
+        known_origin = getattr(known, "__origin__", None) or known
+        if known_origin is origin and declared is not VariableType.CHOICE:
+            return declared, False
+    return VariableType.ANY, False
+
+
+def specs_from_signature(fn: Callable[..., Any]) -> tuple[list[pb.ParameterSpec], VariableType, str]:
+    """The parameter specs, result type and description of a Python function, from its
+    signature, annotations and docstring: a parameter without a default is required, one
+    with a default carries it, ``X | None`` makes the value nullable. Used for callbacks
+    (and Python-hosted tools)."""
+    from .dispatch import ParameterSpec
+    from .value_types import Constraints
+
+    import typing
+
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable annotations are ANY
+        hints = {}
+    specs = []
+    signature = inspect.signature(fn)
+    for parameter in signature.parameters.values():
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        declared, nullable = _declared(hints.get(parameter.name, parameter.annotation))
+        has_default = parameter.default is not inspect.Parameter.empty
+        specs.append(
+            ParameterSpec(
+                name=parameter.name,
+                type=declared,
+                required=not has_default,
+                default=parameter.default if has_default else None,
+                has_default=has_default and parameter.default is not None,
+                constraints=Constraints(nullable=True) if nullable or parameter.default is None else None,
+            ).to_proto()
+        )
+    returns, _ = _declared(hints.get("return", signature.return_annotation))
+    return specs, returns, inspect.getdoc(fn) or ""

@@ -9,6 +9,7 @@ use mlbridge_proto::mlbridge::v1::{self as pb, ml_bridge_server::MlBridge};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::callbacks::{CallbackLimits, CallbackRegistry};
 use crate::error::{BridgeError, Result};
 use crate::glob::Glob;
 use crate::operations;
@@ -18,6 +19,7 @@ use crate::state::{
 use crate::tools::{Handler, ToolDef, ToolRegistry};
 use crate::workers::WorkerPool;
 
+mod callbacks;
 mod locks;
 mod sessions;
 mod tools;
@@ -36,6 +38,7 @@ pub struct Engine {
     tools: Arc<ToolRegistry>,
     limits: Limits,
     workers: Option<WorkerPool>,
+    callbacks: Arc<CallbackRegistry>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -55,6 +58,7 @@ pub struct EngineBuilder {
     tools: ToolRegistry,
     state: Option<Arc<dyn StateBackend>>,
     workers: Option<WorkerPool>,
+    callback_limits: CallbackLimits,
 }
 
 impl EngineBuilder {
@@ -79,6 +83,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Bounds and deadlines of client callbacks.
+    pub fn callback_limits(mut self, limits: CallbackLimits) -> Self {
+        self.callback_limits = limits;
+        self
+    }
+
     /// Runs framework operations and worker-hosted tools on `pool`.
     pub fn workers(mut self, pool: WorkerPool) -> Self {
         self.workers = Some(pool);
@@ -99,12 +109,19 @@ impl EngineBuilder {
             // The pool unpins sessions as the backend reports them ended.
             workers.follow_sessions(state.session_events());
         }
+        let callbacks = Arc::new(CallbackRegistry::new(self.callback_limits));
+        // Callbacks go with their session. Outside a runtime nobody follows the events;
+        // calls still check that the session is live.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            callbacks.follow_sessions(state.session_events());
+        }
         Engine {
             id: format!("engine-{}-{nanos:x}", std::process::id()),
             state,
             tools: Arc::new(self.tools),
             limits,
             workers: self.workers,
+            callbacks,
         }
     }
 }
@@ -144,6 +161,31 @@ impl Engine {
     /// The worker pool, when the engine runs one.
     pub fn workers(&self) -> Option<&WorkerPool> {
         self.workers.as_ref()
+    }
+
+    /// Calls the client callback `name` of a session (registered with `RegisterCallback`)
+    /// with `arguments`, under the callback's deadline: the engine-side way to reach a
+    /// Python function, for tools, resources and optimizers. `caller` says what triggered
+    /// the call (`resource:<id>`, `tool:<name>`) and reaches the callback.
+    ///
+    /// # Errors
+    ///
+    /// `SESSION_NOT_FOUND`/`SESSION_EXPIRED`, `CALLBACK_NOT_FOUND`, argument errors
+    /// (`INVALID_ARGUMENT`, `TYPE_MISMATCH`, `CONSTRAINT_VIOLATION`), the callback's own
+    /// `CALLBACK_ERROR` (with the remote type and traceback), `TIMEOUT` (the call was
+    /// cancelled), `CALLBACK_UNAVAILABLE`.
+    pub async fn call_callback(
+        &self,
+        session_id: &str,
+        name: &str,
+        arguments: HashMap<String, pb::Value>,
+        metadata: HashMap<String, String>,
+        caller: &str,
+    ) -> Result<pb::ExecuteCallbackResponse> {
+        self.state.session(session_id).await?;
+        self.callbacks
+            .call(session_id, name, arguments, metadata, caller)
+            .await
     }
 
     /// Removes expired sessions every `every` until the returned task is aborted.
@@ -482,6 +524,43 @@ impl MlBridge for Engine {
         request: Request<pb::ExecuteFrameworkOperationRequest>,
     ) -> GrpcResult<pb::ExecuteFrameworkOperationResponse> {
         answer(tools::execute_framework_operation(self, request.into_inner()).await)
+    }
+
+    async fn register_callback(
+        &self,
+        request: Request<pb::RegisterCallbackRequest>,
+    ) -> GrpcResult<pb::RegisterCallbackResponse> {
+        answer(callbacks::register_callback(self, request.into_inner()).await)
+    }
+
+    async fn unregister_callback(
+        &self,
+        request: Request<pb::UnregisterCallbackRequest>,
+    ) -> GrpcResult<pb::UnregisterCallbackResponse> {
+        answer(callbacks::unregister_callback(self, request.into_inner()).await)
+    }
+
+    async fn register_tools(
+        &self,
+        request: Request<pb::RegisterToolsRequest>,
+    ) -> GrpcResult<pb::RegisterToolsResponse> {
+        answer(callbacks::register_tools(self, request.into_inner()).await)
+    }
+
+    async fn invoke_callback(
+        &self,
+        request: Request<pb::InvokeCallbackRequest>,
+    ) -> GrpcResult<pb::ExecuteCallbackResponse> {
+        let r = request.into_inner();
+        answer(
+            async {
+                let session = required("session_id", &r.session_id)?;
+                let name = required("name", &r.name)?;
+                self.call_callback(session, name, r.arguments, r.metadata, "")
+                    .await
+            }
+            .await,
+        )
     }
 
     async fn describe_adapters(

@@ -15,6 +15,7 @@ pub(super) async fn initialize_session(
     };
     let (mut session, created) = engine.state.create_session(new).await?;
     session.tool_count = engine.tools.len() as u32;
+    session.callback_count = engine.callbacks.count(&session.session_id) as u32;
     Ok(pb::InitializeSessionResponse {
         session: Some(session),
         created,
@@ -30,6 +31,7 @@ pub(super) async fn get_session(
         .session(required("session_id", &r.session_id)?)
         .await?;
     session.tool_count = engine.tools.len() as u32;
+    session.callback_count = engine.callbacks.count(&session.session_id) as u32;
     Ok(pb::GetSessionResponse {
         session: Some(session),
     })
@@ -52,9 +54,9 @@ pub(super) async fn cleanup_session(
     engine: &Engine,
     r: pb::CleanupSessionRequest,
 ) -> Result<pb::CleanupSessionResponse> {
-    let removed = engine
-        .state
-        .remove_session(required("session_id", &r.session_id)?)
-        .await?;
+    let session = required("session_id", &r.session_id)?;
+    let removed = engine.state.remove_session(session).await?;
+    // Also done on the backend's session event; here so that it holds once this returns.
+    engine.callbacks.forget_session(session);
     Ok(removed.unwrap_or_default())
 }

@@ -37,11 +37,28 @@ pub(super) async fn list_tools(
                 pattern.matches(&spec.name) && !engine_tools.contains(&spec.name)
             })
         }));
-        tools.sort_by(|a, b| {
-            let name = |t: &pb::ToolInfo| t.spec.as_ref().map(|s| s.name.clone());
-            name(a).cmp(&name(b))
-        });
     }
+    // The session's own tools, served by its callbacks.
+    tools.extend(
+        engine
+            .callbacks
+            .tools(session)
+            .into_iter()
+            .filter(|tool| pattern.matches(&tool.spec.name))
+            .map(|tool| pb::ToolInfo {
+                spec: Some(tool.spec),
+                host: Some(pb::ToolHost {
+                    kind: pb::ToolHostKind::Callback as i32,
+                    callback_name: tool.callback,
+                    ..Default::default()
+                }),
+                session_id: session.to_owned(),
+            }),
+    );
+    tools.sort_by(|a, b| {
+        let name = |t: &pb::ToolInfo| t.spec.as_ref().map(|s| s.name.clone());
+        name(a).cmp(&name(b))
+    });
     Ok(pb::ListToolsResponse { tools })
 }
 
@@ -53,6 +70,20 @@ pub(super) async fn execute_tool(
     engine.state.session(session).await?;
     if let Some(workers) = engine.tool_worker(&r.tool_name) {
         return operations::execute_tool(workers, engine.limits.max_value_bytes, r).await;
+    }
+    if let Some(tool) = engine.callbacks.tool(session, &r.tool_name) {
+        let started = Instant::now();
+        let caller = format!("tool:{}", r.tool_name);
+        let answer = engine
+            .callbacks
+            .call(session, &tool.callback, r.arguments, r.metadata, &caller)
+            .await?;
+        return Ok(pb::ExecuteToolResponse {
+            result: answer.result,
+            metadata: answer.metadata,
+            duration_us: started.elapsed().as_micros() as u64,
+            worker_id: String::new(),
+        });
     }
     let (handler, args) =
         engine
