@@ -53,6 +53,19 @@ def test_a_callback_returns_a_value(pair: tuple[SessionContext, SessionContext])
         other.call_callback("score", x="high")
 
 
+def test_the_decorator_takes_a_name_and_a_deadline(pair: tuple[SessionContext, SessionContext]) -> None:
+    owner, other = pair
+
+    @owner.callback("scaled", timeout=5.0)
+    def score(x: float) -> float:
+        return x * 10
+
+    assert score(0.5) == 5.0  # the function itself is returned
+    assert other.call_callback("scaled", x=0.25) == 2.5
+    with pytest.raises(CallbackNotFound):
+        other.call_callback("score", x=0.25)
+
+
 def test_a_raising_callback_keeps_its_type_and_traceback(pair: tuple[SessionContext, SessionContext]) -> None:
     owner, other = pair
 

@@ -52,6 +52,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "-m",
             "mypy",
             "--strict",
+            // A cache of its own: a mypy run over a subset (say, only the SDK) resolves the
+            // generated packages differently and would poison a shared cache.
+            "--cache-dir",
+            "target/mypy-cache",
             "generated/python/mlbridge_proto",
             "generated/python/mlbridge_adapters",
             "runtime/python/mlbridge",

@@ -42,6 +42,7 @@ from .watch import CacheWatcher, Watch
 __all__ = ["SessionContext", "VariableNamespace"]
 
 _Request = TypeVar("_Request")
+_Function = TypeVar("_Function", bound=Callable[..., Any])
 _Response = TypeVar("_Response")
 
 
@@ -234,6 +235,25 @@ class SessionContext:
         return True
 
     # -- watch ------------------------------------------------------------------------------
+
+    # -- callbacks --------------------------------------------------------------------------
+
+    def callback(
+        self, name: str | None = None, *, timeout: float | None = None, replace: bool = False
+    ) -> Callable[[_Function], _Function]:
+        """`register_callback` as a decorator with arguments::
+
+            @ctx.callback("score", timeout=2.0)
+            def metric(prediction: str) -> float: ...
+
+        (``@ctx.register_callback`` registers under the function's own name.)
+        """
+
+        def register(fn: _Function) -> _Function:
+            self.register_callback(fn, name, timeout=timeout, replace=replace)
+            return fn
+
+        return register
 
     # -- tools ------------------------------------------------------------------------------
 
