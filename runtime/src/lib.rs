@@ -3,9 +3,9 @@
 //! can depend on `mlbridge-client` alone.
 
 pub use mlbridge_client::{
-    BridgeError, Client, ENGINE_READY_PREFIX, ErrorKind, OptimizationLock, PROTOCOL_VERSION,
-    Result, Session, SessionOptions, WireValue, Write, adapters, client, dial, error, optimization,
-    values,
+    BridgeError, Client, ENGINE_READY_PREFIX, ErrorKind, LeaseRenewer, OptimizationLock,
+    PROTOCOL_VERSION, Result, Session, SessionOptions, WireValue, Write, adapters, client, dial,
+    error, optimization, values,
 };
 pub use mlbridge_engine::{
     Engine, EngineBuilder, ListenAddr, WorkerPool, WorkerPoolConfig, builtin_tools, engine, glob,

@@ -215,6 +215,46 @@ async fn renewal_extends_the_lease_and_keeps_the_token() {
 }
 
 #[tokio::test]
+async fn keep_alive_renews_in_the_background_until_dropped() {
+    let (_served, clients) = clients().await;
+    for (how, client) in clients {
+        let session = session_with(&client, &["temperature"]).await;
+        let lease = Duration::from_millis(400);
+        let lock = session
+            .optimization(&["temperature"], "tune-1", Some(lease))
+            .await
+            .unwrap();
+        let renewer = lock.keep_alive(Duration::from_millis(50));
+        // Three leases long: only the background renewal keeps the lock.
+        tokio::time::sleep(lease * 3).await;
+        assert!(renewer.is_renewing(), "{how}: {:?}", renewer.failure());
+        lock.set("temperature", 1.0).await.unwrap();
+        let err = session.set("temperature", 1.5).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::VariableLocked, "{how}");
+
+        drop(renewer);
+        tokio::time::sleep(lease * 2).await;
+        let err = lock.set("temperature", 1.5).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::LockNotHeld, "{how}: the lease ran out");
+
+        // Renewal of a stopped lock ends with the engine's answer.
+        let lock = session
+            .optimization(&["temperature"], "tune-2", Some(lease))
+            .await
+            .unwrap();
+        let renewer = lock.keep_alive(Duration::from_millis(50));
+        lock.clone().stop(HashMap::new()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!renewer.is_renewing(), "{how}");
+        assert_eq!(
+            renewer.failure().map(|e| e.kind),
+            Some(ErrorKind::LockNotHeld),
+            "{how}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn stop_writes_final_values_atomically_then_releases() {
     let (_served, clients) = clients().await;
     for (how, client) in clients {

@@ -13,7 +13,7 @@ pub mod values;
 
 pub use client::{Client, Session, SessionOptions, Write};
 pub use error::{BridgeError, ErrorKind, Result};
-pub use optimization::OptimizationLock;
+pub use optimization::{LeaseRenewer, OptimizationLock};
 pub use ready::ENGINE_READY_PREFIX;
 pub use values::{Bytes, WireValue};
 

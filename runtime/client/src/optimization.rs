@@ -1,9 +1,11 @@
 //! Optimization locks from Rust: [`Session::optimization`] acquires an exclusive, leased lock
 //! on a set of variables (all or nothing) and returns an [`OptimizationLock`], whose writes
-//! carry the lock token; `renew` extends the lease and `stop` writes final values atomically
-//! and releases it. Contention is the typed `VARIABLE_LOCKED` error naming the holder.
+//! carry the lock token; `renew` extends the lease (or [`OptimizationLock::keep_alive`] does
+//! it in the background) and `stop` writes final values atomically and releases it.
+//! Contention is the typed `VARIABLE_LOCKED` error naming the holder.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mlbridge_proto::mlbridge::v1 as pb;
@@ -115,6 +117,27 @@ impl OptimizationLock {
         Ok(self.expires_at)
     }
 
+    /// Renews the lease every `every` in a background task until the returned
+    /// [`LeaseRenewer`] is dropped or a renewal fails (say, after the lock was stopped). Pick
+    /// `every` well below the lease.
+    pub fn keep_alive(&self, every: Duration) -> LeaseRenewer {
+        let mut lock = self.clone();
+        let failure = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&failure);
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await; // The first tick is immediate; the lease is fresh.
+            loop {
+                ticks.tick().await;
+                if let Err(error) = lock.renew().await {
+                    *seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error);
+                    return;
+                }
+            }
+        });
+        LeaseRenewer { task, failure }
+    }
+
     /// Writes a locked variable with the token (source `optimizer:<id>`).
     pub async fn set(&self, name: &str, value: impl WireValue) -> Result<pb::Variable> {
         self.set_with(name, value, HashMap::new()).await
@@ -181,5 +204,34 @@ impl OptimizationLock {
             .stop_optimization(request)
             .await?
             .variables)
+    }
+}
+
+/// Background renewal of a lock's lease ([`OptimizationLock::keep_alive`]); dropping it stops
+/// renewing, and the lease then runs out unless the lock is stopped.
+#[derive(Debug)]
+pub struct LeaseRenewer {
+    task: tokio::task::JoinHandle<()>,
+    failure: Arc<Mutex<Option<BridgeError>>>,
+}
+
+impl LeaseRenewer {
+    /// The error that ended renewal, if one did (`LOCK_NOT_HELD` once the lock is gone).
+    pub fn failure(&self) -> Option<BridgeError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Whether the background task still renews the lease.
+    pub fn is_renewing(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+impl Drop for LeaseRenewer {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
