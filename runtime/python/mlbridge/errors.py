@@ -15,83 +15,21 @@ from typing import Any
 import grpc
 
 from mlbridge_proto import ml_bridge_pb2 as pb
-from mlbridge_proto.ml_bridge_facts import (
-    ERROR_KIND_CLASSES,
-    ERROR_KIND_GRPC_CODES,
-    AlreadyExists,
-    BridgeError,
-    CallbackError,
-    CallbackNotFound,
-    CallbackUnavailable,
-    ConstraintViolation,
-    ErrorKind,
-    FrameworkError,
-    InternalError,
-    InvalidArgument,
-    LockNotHeld,
-    OperationNotFound,
-    PayloadTooLarge,
-    PermissionDenied,
-    ResourceNotFound,
-    SessionExpired,
-    SessionLimitExceeded,
-    SessionNotFound,
-    Timeout,
-    ToolError,
-    ToolNotFound,
-    TypeMismatch,
-    Unavailable,
-    UnknownError,
-    VariableAlreadyExists,
-    VariableLocked,
-    VariableNotFound,
-    VersionConflict,
-    WatchLagged,
-    WorkerCrashed,
-    WorkerUnavailable,
-)
+from mlbridge_proto import ml_bridge_facts as _facts
+from mlbridge_proto.ml_bridge_facts import *  # noqa: F403 (ErrorKind, BridgeError, one class per kind)
+
 
 __all__ = [
-    "ERROR_KIND_CLASSES",
-    "ERROR_KIND_GRPC_CODES",
-    "AlreadyExists",
-    "BridgeError",
-    "CallbackError",
-    "CallbackNotFound",
-    "CallbackUnavailable",
-    "ConstraintViolation",
-    "ErrorKind",
-    "FrameworkError",
-    "InternalError",
-    "InvalidArgument",
-    "LockNotHeld",
-    "OperationNotFound",
-    "PayloadTooLarge",
-    "PermissionDenied",
-    "ResourceNotFound",
-    "SessionExpired",
-    "SessionLimitExceeded",
-    "SessionNotFound",
-    "Timeout",
-    "ToolError",
-    "ToolNotFound",
-    "TypeMismatch",
-    "Unavailable",
     "UnconvertibleValue",
-    "UnknownError",
-    "VariableAlreadyExists",
-    "VariableLocked",
-    "VariableNotFound",
-    "VersionConflict",
-    "WatchLagged",
-    "WorkerCrashed",
-    "WorkerUnavailable",
     "error_class",
     "error_for",
     "error_from_proto",
     "error_from_rpc",
     "error_to_proto",
 ]
+# Every generated name (the kinds, their classes and the kind maps): a kind added to the
+# proto is exported here, and from `mlbridge`, with no edit.
+__all__ += _facts.__all__
 
 DETAILS_TRAILER = "grpc-status-details-bin"
 
