@@ -1,0 +1,3 @@
+//! Engine-native resources (placeholder until the resource core lands on main).
+
+pub mod optimizer;
