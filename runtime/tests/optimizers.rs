@@ -1259,3 +1259,53 @@ async fn releasing_an_optimizer_or_dropping_its_run_frees_the_variables() {
     let summary = setup.call(&id, "run", &[("n_trials", i(1))]).await;
     assert_eq!(int(entry(&summary, "complete")), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_renews_its_lease_and_stops_when_released_or_its_session_ends() {
+    for (how, close_session) in [("grpc", false), ("in-process", true)] {
+        let setup = Setup::new(how).await;
+        let id = setup
+            .optimizer(
+                "random",
+                &[
+                    ("variables", xy()),
+                    ("metric", s("gate")),
+                    ("lease", 0.2.into_value()),
+                ],
+            )
+            .await
+            .unwrap()
+            .resource_id;
+        let session = setup.session.clone();
+        let run = {
+            let id = id.clone();
+            tokio::spawn(async move {
+                session
+                    .invoke_resource(&id, "run", cfg(&[("n_trials", i(3))]))
+                    .await
+            })
+        };
+        setup.metrics.arrived.notified().await;
+        // Five leases later the optimizer still holds its variables: it renews.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let err = setup.session.set("x", 0.0).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::VariableLocked, "{how}");
+        if close_session {
+            setup.session.clone().close().await.unwrap();
+            let err = run.await.unwrap().unwrap_err();
+            assert_eq!(err.kind, ErrorKind::SessionNotFound, "{how}: {err}");
+        } else {
+            assert!(setup.session.release_resource(&id).await.unwrap());
+            let err = run.await.unwrap().unwrap_err();
+            assert_eq!(err.kind, ErrorKind::ResourceNotFound, "{how}: {err}");
+            // Released, it let go of the lock at once.
+            setup.session.set("x", 0.0).await.unwrap();
+        }
+        wait_for(
+            &setup.metrics.cancelled,
+            "the metric call was never cancelled",
+        )
+        .await;
+        assert_eq!(setup.metrics.at_gate.load(Ordering::SeqCst), 1, "{how}");
+    }
+}

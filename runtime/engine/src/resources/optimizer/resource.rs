@@ -52,8 +52,15 @@ struct Core {
     /// Serialises the methods that take or give up the lock.
     op: tokio::sync::Mutex<()>,
     running: AtomicBool,
-    /// Turns true when the resource is released or its session ends.
-    stop: watch::Sender<bool>,
+    /// Set when the resource is released or its session ends.
+    stop: watch::Sender<Option<Stop>>,
+}
+
+/// Why a run was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Released,
+    SessionEnded,
 }
 
 #[derive(Debug)]
@@ -176,7 +183,7 @@ impl Optimizer {
                 }),
                 op: tokio::sync::Mutex::new(()),
                 running: AtomicBool::new(false),
-                stop: watch::channel(false).0,
+                stop: watch::channel(None).0,
             }),
         })
     }
@@ -205,15 +212,13 @@ impl Core {
         Ok(())
     }
 
-    fn stopped(&self) -> BridgeError {
-        BridgeError::invalid_argument(
-            "resource_id",
-            format!(
-                "optimizer `{}` was released or its session ended; the run stopped",
-                self.id
-            ),
-        )
-        .with("resource_id", &self.id)
+    fn stopped(&self, why: Stop) -> BridgeError {
+        match why {
+            Stop::Released => crate::resources::not_found(&self.session_id, &self.id)
+                .with("reason", "released during the run"),
+            Stop::SessionEnded => BridgeError::session_not_found(&self.session_id)
+                .with("reason", "the session ended during the run"),
+        }
     }
 
     fn context(&self, token: &str, metadata: HashMap<String, String>) -> WriteContext {
@@ -424,8 +429,8 @@ impl Core {
         }
         let _running = Running(&self.running);
         let mut stop = self.stop.subscribe();
-        if *stop.borrow() {
-            return Err(self.stopped());
+        if let Some(why) = *stop.borrow() {
+            return Err(self.stopped(why));
         }
         let token = {
             let _op = self.op.lock().await;
@@ -463,8 +468,8 @@ impl Core {
             && !(failed && self.config.stop_on_failure)
             && deadline.is_none_or(|d| Instant::now() < d)
         {
-            if *stop.borrow() {
-                return Err(self.stopped());
+            if let Some(why) = *stop.borrow() {
+                return Err(self.stopped(why));
             }
             let batch = self
                 .state()
@@ -498,7 +503,10 @@ impl Core {
             };
             tokio::select! {
                 () = collect => {}
-                _ = stop.wait_for(|stopped| *stopped) => return Err(self.stopped()),
+                why = stop.wait_for(Option::is_some) => {
+                    let why = why.map_or(Stop::SessionEnded, |why| why.unwrap_or(Stop::SessionEnded));
+                    return Err(self.stopped(why));
+                }
             }
             let mut outcomes: HashMap<u64, (Outcome, Duration, u32)> = HashMap::new();
             for joined in results {
@@ -922,7 +930,7 @@ impl NativeResource for Optimizer {
     }
 
     async fn release(&self, engine: &Engine, session_id: &str) {
-        self.core.stop.send_replace(true);
+        self.core.stop.send_replace(Some(Stop::Released));
         let token = self.core.state().token.take();
         if let Some(token) = token {
             // Gives the lock up without writing; an expired one is already gone.
@@ -939,7 +947,7 @@ impl NativeResource for Optimizer {
     }
 
     fn ended(&self) {
-        self.core.stop.send_replace(true);
+        self.core.stop.send_replace(Some(Stop::SessionEnded));
     }
 
     fn labels(&self) -> HashMap<String, String> {
