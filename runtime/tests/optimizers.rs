@@ -38,6 +38,8 @@ struct Metrics {
     cancelled: Arc<AtomicBool>,
     /// Metadata and caller of every call, in arrival order.
     calls: Arc<std::sync::Mutex<Vec<Call>>>,
+    /// The `outputs` argument of every `from_outputs` call.
+    outputs: Arc<std::sync::Mutex<Vec<pb::Value>>>,
 }
 
 impl Default for Metrics {
@@ -48,6 +50,7 @@ impl Default for Metrics {
             arrived: Arc::default(),
             cancelled: Arc::default(),
             calls: Arc::default(),
+            outputs: Arc::default(),
         }
     }
 }
@@ -124,6 +127,15 @@ impl Callback for Metrics {
             }
             "hang" => score(bowl(f(a, "x"), f(a, "y"))),
             "constant" => score(1.0),
+            // Scores what the module answered (builtin.echo: `{"value": x}`).
+            "from_outputs" => {
+                let outputs = &a["outputs"];
+                self.outputs.lock().unwrap().push(outputs.clone());
+                let Some(Kind::MapValue(map)) = &outputs.kind else {
+                    return Err(Status::invalid_argument("outputs is not a map"));
+                };
+                score(bowl(f(&map.entries, "value"), -0.2))
+            }
             "line" => score(bowl(f(a, "x"), -0.2)),
             "text" => Ok(Response::new(pb::ExecuteCallbackResponse {
                 result: Some("great".to_owned().into_value()),
@@ -173,6 +185,26 @@ enum Backend {
     Local(LocalEngine),
 }
 
+/// `mlbridge serve` with one Python worker serving the generated builtin adapter (its
+/// `echo` operation), run by `$MLBRIDGE_PYTHON` or the workspace's `.venv`.
+fn with_workers() -> std::process::Command {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the runtime crate lives in the workspace")
+        .to_owned();
+    let python = std::env::var_os("MLBRIDGE_PYTHON")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| root.join(".venv/bin/python"), std::path::PathBuf::from);
+    let path = [root.join("runtime/python"), root.join("generated/python")];
+    let mut command =
+        support::Engine::command(&["--workers", "1", "--adapter", "mlbridge_adapters.builtin"]);
+    command
+        .env("MLBRIDGE_PYTHON", python)
+        .env("PYTHONPATH", std::env::join_paths(path).unwrap())
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    command
+}
+
 /// A backend, a client of it, a session with `x` and `y` in [-1, 1] (both 0.5), and the
 /// metric server.
 struct Setup {
@@ -188,6 +220,11 @@ struct Setup {
 impl Setup {
     async fn new(how: &'static str) -> Setup {
         let (backend, client) = match how {
+            "workers" => {
+                let served = support::Engine::spawn(with_workers());
+                let client = served.client().await;
+                (Backend::Served { _process: served }, client)
+            }
             "grpc" => {
                 let served = support::Engine::start(&[]);
                 let client = served.client().await;
@@ -229,6 +266,9 @@ impl Setup {
         setup.callback("gate", xy(), None).await;
         setup.callback("text", vec![], None).await;
         setup.callback("constant", vec![], None).await;
+        setup
+            .callback("from_outputs", vec![param("outputs", T::Map)], None)
+            .await;
         setup
             .callback("line", vec![param("x", T::Float)], None)
             .await;
@@ -1307,5 +1347,75 @@ async fn a_run_renews_its_lease_and_stops_when_released_or_its_session_ends() {
         )
         .await;
         assert_eq!(setup.metrics.at_gate.load(Ordering::SeqCst), 1, "{how}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_trial_runs_the_module_with_its_candidate_before_the_metric() {
+    let setup = Setup::new("workers").await;
+    let bind = cfg(&[("bind", map(&[("value", s("x"))]))]);
+    let module = setup
+        .session
+        .create_resource("module", "builtin.echo", "", bind, HashMap::new())
+        .await
+        .unwrap()
+        .resource_id;
+    // `outputs` is only filled when a module is configured.
+    let err = setup
+        .optimizer(
+            "tpe",
+            &[("variables", names(&["x"])), ("metric", s("from_outputs"))],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument);
+    assert_eq!(err.context["parameter"], "outputs");
+    let id = setup
+        .optimizer(
+            "tpe",
+            &[
+                ("variables", names(&["x"])),
+                ("metric", s("from_outputs")),
+                ("module", s(&module)),
+                ("seed", i(2)),
+                ("startup_trials", i(3)),
+            ],
+        )
+        .await
+        .unwrap()
+        .resource_id;
+    let summary = setup.call(&id, "run", &[("n_trials", i(6))]).await;
+    assert_eq!(int(entry(&summary, "complete")), 6, "{summary:?}");
+    // The module echoed each trial's candidate, which the metric scored.
+    let outputs = setup.metrics.outputs.lock().unwrap().clone();
+    let trials = list(&setup.call(&id, "trials", &[]).await);
+    assert_eq!(outputs.len(), 6);
+    for (trial, output) in trials.iter().zip(&outputs) {
+        let x = tried_x(trial);
+        assert_eq!(num(entry(output, "value")), x);
+        assert_eq!(num(entry(trial, "score")), bowl(x, -0.2));
+    }
+    // A module that goes away fails the trials that need it, as data.
+    assert!(setup.session.release_resource(&module).await.unwrap());
+    let summary = setup
+        .call(&id, "run", &[("n_trials", i(1)), ("parallel", i(1))])
+        .await;
+    assert_eq!(int(entry(&summary, "failed")), 1);
+    let last = list(&setup.call(&id, "trials", &[]).await).pop().unwrap();
+    assert_eq!(
+        text(entry(entry(&last, "error"), "kind")),
+        "RESOURCE_NOT_FOUND"
+    );
+}
+
+fn tried_x(trial: &pb::Value) -> f64 {
+    num(entry(entry(trial, "values"), "x"))
+}
+
+fn map(entries: &[(&str, pb::Value)]) -> pb::Value {
+    pb::Value {
+        kind: Some(Kind::MapValue(pb::ValueMap {
+            entries: cfg(entries),
+        })),
     }
 }
