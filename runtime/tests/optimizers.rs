@@ -1419,3 +1419,40 @@ fn map(entries: &[(&str, pb::Value)]) -> pb::Value {
         })),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_budget_alone_bounds_a_run_and_seeds_read_back() {
+    let setup = Setup::new("in-process").await;
+    let resource = setup
+        .optimizer(
+            "random",
+            &[
+                ("variables", xy()),
+                ("metric", s("constant")),
+                ("seed", i(-3)),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(resource.metadata["seed"], "-3");
+    let drawn = setup
+        .optimizer("tpe", &[("variables", xy())])
+        .await
+        .unwrap();
+    let seed: i64 = drawn.metadata["seed"].parse().unwrap();
+    assert!(seed >= 0, "a drawn seed is reported, and can be given back");
+    // 0.3 s of trials: at least one, and far fewer than the engine's bound of 10 000.
+    let summary = setup
+        .call(
+            &resource.resource_id,
+            "run",
+            &[("timeout", 0.3.into_value())],
+        )
+        .await;
+    let trials = int(entry(&summary, "trials"));
+    assert!((1..10_000).contains(&trials), "{trials}");
+    assert_eq!(int(entry(&summary, "complete")), trials);
+    // No budget at all: 20 trials.
+    let summary = setup.call(&resource.resource_id, "run", &[]).await;
+    assert_eq!(int(entry(&summary, "trials")), 20);
+}

@@ -47,8 +47,8 @@ pub struct Config {
     pub metric: Option<String>,
     /// Whether higher scores are better.
     pub direction: Direction,
-    /// The seed, given or drawn.
-    pub seed: u64,
+    /// The seed, given or drawn (as given: an integer that reads back as one).
+    pub seed: i64,
     /// A module resource run before each metric call.
     pub module: Option<String>,
     /// Re-evaluations of a failed candidate.
@@ -258,9 +258,8 @@ impl Config {
             }
         };
         let seed = match get(&mut config, "seed") {
-            // Drawn, and kept in the i64 range so that it reads back as an integer.
-            None => uuid::Uuid::new_v4().as_u64_pair().0 >> 1,
-            Some(v) => integer("seed", &v)? as u64,
+            None => (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64,
+            Some(v) => integer("seed", &v)?,
         };
         let module = get(&mut config, "module")
             .map(|v| text("module", &v).map(str::to_owned))

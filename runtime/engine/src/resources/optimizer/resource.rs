@@ -168,7 +168,8 @@ impl Optimizer {
                 startup: config.startup_trials,
             }),
         };
-        let study = Study::new(space, sampler, config.seed, config.direction);
+        // The RNG takes the seed's bits; a negative seed is as good as any.
+        let study = Study::new(space, sampler, config.seed as u64, config.direction);
         Ok(Optimizer {
             core: Arc::new(Core {
                 id: resource_id.to_owned(),
