@@ -1298,6 +1298,12 @@ async fn releasing_an_optimizer_or_dropping_its_run_frees_the_variables() {
     setup.metrics.gate.add_permits(10);
     let summary = setup.call(&id, "run", &[("n_trials", i(1))]).await;
     assert_eq!(int(entry(&summary, "complete")), 1);
+    // The trial the dropped run left is recorded as pruned, not left running.
+    let trials = list(&setup.call(&id, "trials", &[]).await);
+    assert_eq!(trials.len(), 2);
+    assert_eq!(text(entry(&trials[0], "state")), "pruned");
+    assert_eq!(text(entry(entry(&trials[0], "error"), "kind")), "STOPPED");
+    assert_eq!(text(entry(&trials[1], "state")), "complete");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use super::config::{self, Config, Finish, MAX_PARALLEL};
 use super::sampler::{GridSampler, RandomSampler, Sampler, TpeSampler};
 use super::space::Space;
-use super::trials::{Outcome, Study, TrialError, TrialState};
+use super::trials::{MAX_TRIALS, Outcome, Study, TrialError, TrialState};
 use crate::engine::Engine;
 use crate::error::{BridgeError, ErrorKind, Result};
 use crate::resources::module::map_value;
@@ -29,7 +29,7 @@ use crate::resources::{Invoked, NativeResource, ResourceCall};
 use crate::state::{LockRequest, WriteContext, WriteOp};
 
 /// Trials `run` makes when given neither `n_trials` nor `timeout`.
-pub const DEFAULT_TRIALS: i64 = 20;
+pub const DEFAULT_TRIALS: usize = 20;
 
 /// Metric parameters the optimizer fills besides the tuned variables.
 const VALUES: &str = "values";
@@ -84,6 +84,122 @@ fn int(k: i64) -> pb::Value {
 
 fn null() -> pb::Value {
     value(Kind::NullValue(0))
+}
+
+/// How much `run` may do.
+struct Budget {
+    /// Trials at most (`usize::MAX` with a time budget alone).
+    trials: usize,
+    /// No batch starts after this long.
+    timeout: Option<Duration>,
+    /// Trials evaluated at once.
+    parallel: usize,
+}
+
+impl Budget {
+    fn parse(mut arguments: HashMap<String, pb::Value>) -> Result<Budget> {
+        config::known_keys(
+            "arguments",
+            &arguments,
+            &["n_trials", "parallel", "timeout"],
+        )?;
+        let n_trials = arguments
+            .remove("n_trials")
+            .map(|v| config::integer_in("n_trials", &v, 1, MAX_TRIALS as i64))
+            .transpose()?;
+        let timeout = arguments
+            .remove("timeout")
+            .map(|v| config::seconds("timeout", &v))
+            .transpose()?;
+        let parallel = arguments
+            .remove("parallel")
+            .map(|v| config::integer_in("parallel", &v, 1, MAX_PARALLEL))
+            .transpose()?
+            .unwrap_or(1) as usize;
+        let trials = match (n_trials, timeout) {
+            (None, None) => DEFAULT_TRIALS,
+            (Some(n), _) => n as usize,
+            (None, Some(_)) => usize::MAX,
+        };
+        Ok(Budget {
+            trials,
+            timeout,
+            parallel,
+        })
+    }
+}
+
+/// The trials of one batch while they run. Dropped before they are told (the run was
+/// stopped or its caller went away), it records them as pruned, so no trial stays running.
+struct Batch<'a> {
+    core: &'a Arc<Core>,
+    numbers: Vec<u64>,
+}
+
+type Evaluated = (Outcome, Duration, u32);
+
+impl Batch<'_> {
+    /// Evaluates the batch's trials at once; answers their outcomes in number order.
+    async fn evaluate(&self, engine: &Engine, token: &str, metric: &str) -> Vec<(u64, Evaluated)> {
+        let mut set = JoinSet::new();
+        let mut numbers = HashMap::new();
+        for &number in &self.numbers {
+            let values = {
+                let state = self.core.state();
+                let space = state.study.space();
+                state
+                    .study
+                    .trial(number)
+                    .map(|t| t.values(space))
+                    .unwrap_or_default()
+            };
+            let core = Arc::clone(self.core);
+            let (engine, token, metric) = (engine.clone(), token.to_owned(), metric.to_owned());
+            let task = set.spawn(async move {
+                core.evaluate(&engine, &token, &metric, number, values)
+                    .await
+            });
+            numbers.insert(task.id(), number);
+        }
+        let mut outcomes = Vec::with_capacity(self.numbers.len());
+        while let Some(joined) = set.join_next_with_id().await {
+            let (number, evaluated) = match joined {
+                Ok((id, evaluated)) => (numbers[&id], evaluated),
+                Err(e) => {
+                    let error = BridgeError::internal(format!("the trial's task failed: {e}"));
+                    (
+                        numbers[&e.id()],
+                        (Outcome::Failed((&error).into()), Duration::ZERO, 1),
+                    )
+                }
+            };
+            outcomes.push((number, evaluated));
+        }
+        outcomes.sort_by_key(|(number, _)| *number);
+        outcomes
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        let mut state = self.core.state();
+        for &number in &self.numbers {
+            if state
+                .study
+                .trial(number)
+                .is_some_and(|t| t.state == TrialState::Running)
+            {
+                let error = TrialError {
+                    kind: "STOPPED".to_owned(),
+                    message: "the run stopped before this trial finished".to_owned(),
+                    ..TrialError::default()
+                };
+                let _ = state
+                    .study
+                    .tell(number, Outcome::Pruned(Some(error)), Duration::ZERO, 0);
+            }
+        }
+    }
 }
 
 /// Resets the running flag however the run ends, even when its future is dropped.
@@ -380,34 +496,13 @@ impl Core {
         state.study.best().map(|t| t.to_value(state.study.space()))
     }
 
+    /// `run`: trials in batches of `parallel` under the lock, then `on_finish`.
     async fn run(
         self: &Arc<Self>,
         engine: &Engine,
-        mut arguments: HashMap<String, pb::Value>,
+        arguments: HashMap<String, pb::Value>,
     ) -> Result<pb::Value> {
-        config::known_keys(
-            "arguments",
-            &arguments,
-            &["n_trials", "parallel", "timeout"],
-        )?;
-        let n_trials = arguments
-            .remove("n_trials")
-            .map(|v| config::integer_in("n_trials", &v, 1, super::trials::MAX_TRIALS as i64))
-            .transpose()?;
-        let timeout = arguments
-            .remove("timeout")
-            .map(|v| config::seconds("timeout", &v))
-            .transpose()?;
-        let parallel = arguments
-            .remove("parallel")
-            .map(|v| config::integer_in("parallel", &v, 1, MAX_PARALLEL))
-            .transpose()?
-            .unwrap_or(1) as usize;
-        let n_trials = match (n_trials, timeout) {
-            (None, None) => DEFAULT_TRIALS as usize,
-            (Some(n), _) => n as usize,
-            (None, Some(_)) => usize::MAX,
-        };
+        let budget = Budget::parse(arguments)?;
         let Some(metric) = self.config.metric.clone() else {
             return Err(BridgeError::invalid_argument(
                 "metric",
@@ -437,154 +532,119 @@ impl Core {
             let _op = self.op.lock().await;
             self.acquire(engine).await?
         };
-        let lease = self.lease(engine);
-        let _renewer = Renewer(tokio::spawn({
-            let engine = engine.clone();
-            let (session, id, token) = (self.session_id.clone(), self.id.clone(), token.clone());
-            async move {
-                let every = (lease / 3).max(Duration::from_millis(10));
-                loop {
-                    tokio::time::sleep(every).await;
-                    let renewal = LockRequest {
-                        names: Vec::new(),
-                        optimizer_id: id.clone(),
-                        lease,
-                        renew_token: token.clone(),
-                    };
-                    if engine
-                        .state()
-                        .start_optimization(&session, renewal)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        }));
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let _renewer = self.renewer(engine, &token);
+        let deadline = budget.timeout.map(|t| Instant::now() + t);
         let mut ran: Vec<u64> = Vec::new();
         let mut failed = false;
-        while ran.len() < n_trials
+        while ran.len() < budget.trials
             && !(failed && self.config.stop_on_failure)
             && deadline.is_none_or(|d| Instant::now() < d)
         {
             if let Some(why) = *stop.borrow() {
                 return Err(self.stopped(why));
             }
-            let batch = self
-                .state()
-                .study
-                .ask_batch(parallel.min(n_trials - ran.len()));
-            if batch.is_empty() {
+            let size = budget.parallel.min(budget.trials - ran.len());
+            let batch = Batch {
+                core: self,
+                numbers: self.state().study.ask_batch(size),
+            };
+            if batch.numbers.is_empty() {
                 break;
             }
-            let mut set = JoinSet::new();
-            for number in &batch {
-                let values = {
-                    let state = self.state();
-                    let trial = state.study.trial(*number).expect("just drawn");
-                    trial.values(state.study.space())
-                };
-                let core = Arc::clone(self);
-                let (engine, token, metric) = (engine.clone(), token.clone(), metric.clone());
-                let number = *number;
-                set.spawn(async move {
-                    let result = core
-                        .evaluate(&engine, &token, &metric, number, values)
-                        .await;
-                    (number, result)
-                });
-            }
-            let mut results = Vec::with_capacity(batch.len());
-            let collect = async {
-                while let Some(joined) = set.join_next().await {
-                    results.push(joined);
-                }
-            };
-            tokio::select! {
-                () = collect => {}
+            let outcomes = tokio::select! {
+                outcomes = batch.evaluate(engine, &token, &metric) => outcomes,
                 why = stop.wait_for(Option::is_some) => {
-                    let why = why.map_or(Stop::SessionEnded, |why| why.unwrap_or(Stop::SessionEnded));
+                    let why = why.ok().and_then(|why| *why).unwrap_or(Stop::SessionEnded);
                     return Err(self.stopped(why));
                 }
-            }
-            let mut outcomes: HashMap<u64, (Outcome, Duration, u32)> = HashMap::new();
-            for joined in results {
-                match joined {
-                    Ok((number, result)) => {
-                        outcomes.insert(number, result);
-                    }
-                    Err(e) => {
-                        // A trial task panicked; its number is the one without an outcome.
-                        let error = BridgeError::internal(format!("trial task failed: {e}"));
-                        if let Some(number) = batch.iter().find(|n| !outcomes.contains_key(n)) {
-                            outcomes.insert(
-                                *number,
-                                (Outcome::Failed((&error).into()), Duration::ZERO, 1),
-                            );
-                        }
-                    }
-                }
-            }
+            };
             let mut state = self.state();
-            for number in &batch {
-                let (outcome, duration, attempts) = outcomes.remove(number).unwrap_or((
-                    Outcome::Failed((&BridgeError::internal("trial lost")).into()),
-                    Duration::ZERO,
-                    0,
-                ));
+            for (number, (outcome, duration, attempts)) in outcomes {
                 failed |= !matches!(outcome, Outcome::Complete(_));
-                state.study.tell(*number, outcome, duration, attempts)?;
-                ran.push(*number);
+                state.study.tell(number, outcome, duration, attempts)?;
+                ran.push(number);
             }
         }
+        let finished = self.finish(engine).await?;
+        Ok(self.summary(&ran, finished))
+    }
+
+    /// Renews the lock's lease every third of it until the returned guard is dropped (or a
+    /// renewal fails: then the next write through the lock says so).
+    fn renewer(&self, engine: &Engine, token: &str) -> Renewer {
+        let lease = self.lease(engine);
+        let engine = engine.clone();
+        let (session, id, token) = (self.session_id.clone(), self.id.clone(), token.to_owned());
+        Renewer(tokio::spawn(async move {
+            let every = (lease / 3).max(Duration::from_millis(10));
+            loop {
+                tokio::time::sleep(every).await;
+                let renewal = LockRequest {
+                    names: Vec::new(),
+                    optimizer_id: id.clone(),
+                    lease,
+                    renew_token: token.clone(),
+                };
+                if engine
+                    .state()
+                    .start_optimization(&session, renewal)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }))
+    }
+
+    /// Ends a run as `on_finish` says (restoring when there is no best to apply), writing
+    /// and releasing the lock in one step.
+    async fn finish(&self, engine: &Engine) -> Result<Finish> {
         let _op = self.op.lock().await;
-        let (finished, _versions) = match (self.config.on_finish, self.best_values()) {
-            (Finish::ApplyBest, Ok((number, values))) => {
-                let metadata = HashMap::from([
-                    ("trial".to_owned(), number.to_string()),
-                    ("applied".to_owned(), "best".to_owned()),
-                ]);
-                (
-                    Finish::ApplyBest,
-                    self.write_and_release(engine, &values, metadata).await?,
-                )
-            }
-            _ => {
-                let metadata = HashMap::from([("applied".to_owned(), "restore".to_owned())]);
-                let originals = self.originals()?;
-                (
-                    Finish::Restore,
-                    self.write_and_release(engine, &originals, metadata).await?,
-                )
-            }
-        };
+        if self.config.on_finish == Finish::ApplyBest
+            && let Ok((number, values)) = self.best_values()
+        {
+            let metadata = HashMap::from([
+                ("trial".to_owned(), number.to_string()),
+                ("applied".to_owned(), "best".to_owned()),
+            ]);
+            self.write_and_release(engine, &values, metadata).await?;
+            return Ok(Finish::ApplyBest);
+        }
+        let metadata = HashMap::from([("applied".to_owned(), "restore".to_owned())]);
+        self.write_and_release(engine, &self.originals()?, metadata)
+            .await?;
+        Ok(Finish::Restore)
+    }
+
+    /// What `run` answers about the trials `ran`.
+    fn summary(&self, ran: &[u64], finished: Finish) -> pb::Value {
         let state = self.state();
         let count = |s: TrialState| {
             ran.iter()
                 .filter(|n| state.study.trial(**n).is_some_and(|t| t.state == s))
                 .count() as i64
         };
-        let summary = HashMap::from([
-            (
-                "best".to_owned(),
-                state
-                    .study
-                    .best()
-                    .map_or_else(null, |t| t.to_value(state.study.space())),
-            ),
-            ("trials".to_owned(), int(ran.len() as i64)),
-            ("complete".to_owned(), int(count(TrialState::Complete))),
-            ("failed".to_owned(), int(count(TrialState::Failed))),
-            ("timed_out".to_owned(), int(count(TrialState::TimedOut))),
-            ("pruned".to_owned(), int(count(TrialState::Pruned))),
-            (
-                "finished".to_owned(),
-                value(Kind::StringValue(finished.name().to_owned())),
-            ),
-        ]);
-        Ok(map_value(summary.into_iter()))
+        let best = state
+            .study
+            .best()
+            .map_or_else(null, |t| t.to_value(state.study.space()));
+        map_value(
+            [
+                ("best", best),
+                ("trials", int(ran.len() as i64)),
+                ("complete", int(count(TrialState::Complete))),
+                ("failed", int(count(TrialState::Failed))),
+                ("timed_out", int(count(TrialState::TimedOut))),
+                ("pruned", int(count(TrialState::Pruned))),
+                (
+                    "finished",
+                    value(Kind::StringValue(finished.name().to_owned())),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v)),
+        )
     }
 
     /// Evaluates one trial: writes its values, then up to `1 + retries` attempts of module
