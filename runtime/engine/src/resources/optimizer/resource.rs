@@ -558,11 +558,17 @@ impl Core {
                     return Err(self.stopped(why));
                 }
             };
+            let mut lost = false;
             let mut state = self.state();
             for (number, (outcome, duration, attempts)) in outcomes {
                 failed |= !matches!(outcome, Outcome::Complete(_));
+                lost |= matches!(&outcome, Outcome::Failed(e) if e.kind == "LOCK_NOT_HELD");
                 state.study.tell(number, outcome, duration, attempts)?;
                 ran.push(number);
+            }
+            // The lock is gone (its lease lapsed): no later trial could write either.
+            if lost {
+                break;
             }
         }
         let finished = self.finish(engine).await?;
