@@ -37,48 +37,8 @@ pub(super) async fn stop_optimization(
 ) -> Result<pb::StopOptimizationResponse> {
     let session = required("session_id", &r.session_id)?;
     let token = required("lock_token", &r.lock_token)?;
-    let derived = if r.final_values.is_empty() {
-        Vec::new()
-    } else {
-        engine.state.derived(session).await?
-    };
-    if derived
-        .iter()
-        .any(|d| d.depends_on.iter().any(|i| r.final_values.contains_key(i)))
-    {
-        // Final values that derived variables depend on are written first, with their
-        // derived variables, through the lock; then the lock is released.
-        let ops = r
-            .final_values
-            .into_iter()
-            .map(|(name, value)| WriteOp::Set {
-                name,
-                value,
-                expected_version: None,
-            })
-            .collect();
-        let write = locked_context(r.source.clone(), r.metadata.clone(), token.to_owned());
-        let mut variables = Vec::new();
-        for outcome in engine.write(session, ops, true, write).await? {
-            variables.push(outcome?.0);
-        }
-        engine
-            .state
-            .stop_optimization(
-                session,
-                token,
-                HashMap::new(),
-                context(r.source, r.metadata),
-            )
-            .await?;
-        return Ok(pb::StopOptimizationResponse {
-            released: true,
-            variables,
-        });
-    }
     let variables = engine
-        .state
-        .stop_optimization(
+        .release_lock(
             session,
             token,
             r.final_values,
@@ -89,4 +49,53 @@ pub(super) async fn stop_optimization(
         released: true,
         variables,
     })
+}
+
+impl Engine {
+    /// Writes `final_values` through the lock `token` and releases it, as
+    /// `StopOptimization` does; the derived variables that depend on a final value are
+    /// recomputed in the same step as it. Returns the written variables.
+    pub(crate) async fn release_lock(
+        &self,
+        session: &str,
+        token: &str,
+        final_values: HashMap<String, pb::Value>,
+        write: WriteContext,
+    ) -> Result<Vec<pb::Variable>> {
+        let derived = if final_values.is_empty() {
+            Vec::new()
+        } else {
+            self.state.derived(session).await?
+        };
+        let reaches_derived = derived
+            .iter()
+            .any(|d| d.depends_on.iter().any(|i| final_values.contains_key(i)));
+        if !reaches_derived {
+            return self
+                .state
+                .stop_optimization(session, token, final_values, write)
+                .await;
+        }
+        // Written first, with their derived variables, through the lock; then released.
+        let ops = final_values
+            .into_iter()
+            .map(|(name, value)| WriteOp::Set {
+                name,
+                value,
+                expected_version: None,
+            })
+            .collect();
+        let locked = WriteContext {
+            lock_token: token.to_owned(),
+            ..write.clone()
+        };
+        let mut variables = Vec::new();
+        for outcome in self.write(session, ops, true, locked).await? {
+            variables.push(outcome?.0);
+        }
+        self.state
+            .stop_optimization(session, token, HashMap::new(), write)
+            .await?;
+        Ok(variables)
+    }
 }

@@ -416,10 +416,7 @@ impl Core {
                 expected_version: None,
             })
             .collect();
-        let outcomes = engine
-            .state()
-            .write(&self.session_id, ops, true, context)
-            .await?;
+        let outcomes = engine.write(&self.session_id, ops, true, context).await?;
         let mut versions = HashMap::new();
         for outcome in outcomes {
             let (variable, _) = outcome?;
@@ -439,8 +436,7 @@ impl Core {
         let token = self.state().token.take();
         if let Some(token) = token {
             match engine
-                .state()
-                .stop_optimization(
+                .release_lock(
                     &self.session_id,
                     &token,
                     values.clone(),
