@@ -56,7 +56,7 @@ from mlbridge_proto import ml_bridge_pb2 as pb
 
 from .callbacks import current_call
 from .errors import error_from_rpc
-from .snapshots import Binding, VariableUpdate, bind
+from .snapshots import Binding, Resource, VariableUpdate, bind
 from .values import to_value
 
 if TYPE_CHECKING:
@@ -395,15 +395,6 @@ class _Metric:
 
 # -- shared state of the twins ---------------------------------------------------------------
 
-def _resource_id(resource: Any) -> str:
-    return str(getattr(resource, "resource_id", "") or getattr(resource, "id", ""))
-
-
-def _resource_metadata(resource: Any) -> Mapping[str, str]:
-    metadata = getattr(resource, "metadata", None)
-    return dict(metadata) if metadata is not None else {}
-
-
 ProgressArgument = Union[bool, ProgressSink, None]
 """`run(progress=...)`: True prints a line per trial; a callable receives `Progress` events."""
 
@@ -460,7 +451,7 @@ class _OptimizerState:
             config["startup_trials"] = startup_trials
         self.config = config
         """The configuration sent with CreateResource."""
-        self._resource: Any = None
+        self._resource: Resource | None = None
         self._registered = False
         self.released = False
         """Whether `release` ran."""
@@ -470,7 +461,7 @@ class _OptimizerState:
         """The resource id (also the optimizer's lock id: writes show ``optimizer:<id>``)."""
         if self._resource is None:
             raise RuntimeError("the optimizer is not created yet: call open() (or use `async with`)")
-        return _resource_id(self._resource)
+        return self._resource.resource_id
 
     @property
     def seed(self) -> int:
@@ -480,10 +471,10 @@ class _OptimizerState:
             if isinstance(given, int):
                 return given
             raise RuntimeError("the optimizer is not created yet: call open() (or use `async with`)")
-        return int(_resource_metadata(self._resource).get("seed", str(self.config.get("seed", 0))))
+        return int(self._resource.metadata.get("seed", str(self.config.get("seed", 0))))
 
     @property
-    def resource(self) -> Any:
+    def resource(self) -> Resource | None:
         """The engine's description of the resource (None before it is created)."""
         return self._resource
 
@@ -740,7 +731,7 @@ class _AsyncModuleCalls:
         self.config = config
         """The configuration sent with CreateResource (literals, and ``bind``:
         parameter -> variable)."""
-        self._resource: Any = None
+        self._resource: Resource | None = None
         self.released = False
         """Whether `release` ran."""
 
@@ -749,10 +740,10 @@ class _AsyncModuleCalls:
         """The resource id (what an optimizer's `module` names)."""
         if self._resource is None:
             raise RuntimeError("the module is not created yet: call open() (or use `async with`)")
-        return _resource_id(self._resource)
+        return self._resource.resource_id
 
     @property
-    def resource(self) -> Any:
+    def resource(self) -> Resource | None:
         """The engine's description of the resource (None before it is created)."""
         return self._resource
 
@@ -1034,7 +1025,7 @@ class _ModuleCalls:
         self.config = config
         """The configuration sent with CreateResource (literals, and ``bind``:
         parameter -> variable)."""
-        self._resource: Any = None
+        self._resource: Resource | None = None
         self.released = False
         """Whether `release` ran."""
 
@@ -1043,10 +1034,10 @@ class _ModuleCalls:
         """The resource id (what an optimizer's `module` names)."""
         if self._resource is None:
             raise RuntimeError("the module is not created yet: call open() (or use `with`)")
-        return _resource_id(self._resource)
+        return self._resource.resource_id
 
     @property
-    def resource(self) -> Any:
+    def resource(self) -> Resource | None:
         """The engine's description of the resource (None before it is created)."""
         return self._resource
 
