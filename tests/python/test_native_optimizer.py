@@ -135,7 +135,7 @@ def metric(x: float) -> float:
 
 optimizer = Optimizer(ctx, "random", variables=["x"], metric=metric, lease=float(sys.argv[3]), seed=5)
 print(optimizer.id, flush=True)
-optimizer.run(n_trials=100000)
+optimizer.run(n_trials=10000)
 """
 
 
