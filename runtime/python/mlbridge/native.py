@@ -608,6 +608,16 @@ class _AsyncOptimizerCalls(_OptimizerState):
             raise error_from_rpc(error) from None
         return self._context._core.decode(response.result) if response.HasField("result") else None
 
+    async def _settle(self) -> None:
+        # The engine just wrote the tuned variables: drop this context's cached values up
+        # to the session's current sequence, so that a read never answers an older value
+        # (the background watch may not have delivered the writes yet).
+        cache = self._context._core.cache
+        if cache.enabled:
+            sequence = (await self._context.get_session()).current_sequence
+            for name in self.variables:
+                cache.invalidate(name, sequence)
+
     def _start_progress(self, sink: ProgressSink, since: int) -> None:
         raise NotImplementedError
 
@@ -645,6 +655,7 @@ class _AsyncOptimizerCalls(_OptimizerState):
         finally:
             if sink is not None:
                 await self._stop_progress()
+            await self._settle()
         return RunResult.from_value(result)
 
     async def ask(self) -> Trial:
@@ -653,6 +664,7 @@ class _AsyncOptimizerCalls(_OptimizerState):
 
         Raises `VariableLocked` when another optimizer holds one of the variables."""
         answer = await self._call("ask", {})
+        await self._settle()
         return Trial(number=int(answer["number"]), state=TrialState.RUNNING, values=dict(answer["values"]))
 
     async def tell(
@@ -681,12 +693,16 @@ class _AsyncOptimizerCalls(_OptimizerState):
         """Writes the best trial's values to the variables (through the lock while it is
         held); answers the new version of each. Raises `InvalidArgument` when no trial
         completed."""
-        return _versions(await self._call("apply_best", {}))
+        versions = _versions(await self._call("apply_best", {}))
+        await self._settle()
+        return versions
 
     async def restore(self) -> dict[str, int]:
         """Writes back the values the variables had before the first trial and releases the
         lock; answers the new version of each."""
-        return _versions(await self._call("restore", {}))
+        versions = _versions(await self._call("restore", {}))
+        await self._settle()
+        return versions
 
     async def release(self) -> bool:
         """Releases the optimizer in the engine (with any lock it still holds) and removes
@@ -697,6 +713,7 @@ class _AsyncOptimizerCalls(_OptimizerState):
         existed = False
         if self._resource is not None:
             existed = await self._context.release_resource(self.id)
+            await self._settle()
         await self._unregister()
         return existed
 
@@ -902,6 +919,16 @@ class _OptimizerCalls(_OptimizerState):
             raise error_from_rpc(error) from None
         return self._context._core.decode(response.result) if response.HasField("result") else None
 
+    def _settle(self) -> None:
+        # The engine just wrote the tuned variables: drop this context's cached values up
+        # to the session's current sequence, so that a read never answers an older value
+        # (the background watch may not have delivered the writes yet).
+        cache = self._context._core.cache
+        if cache.enabled:
+            sequence = (self._context.get_session()).current_sequence
+            for name in self.variables:
+                cache.invalidate(name, sequence)
+
     def _start_progress(self, sink: ProgressSink, since: int) -> None:
         raise NotImplementedError
 
@@ -939,6 +966,7 @@ class _OptimizerCalls(_OptimizerState):
         finally:
             if sink is not None:
                 self._stop_progress()
+            self._settle()
         return RunResult.from_value(result)
 
     def ask(self) -> Trial:
@@ -947,6 +975,7 @@ class _OptimizerCalls(_OptimizerState):
 
         Raises `VariableLocked` when another optimizer holds one of the variables."""
         answer = self._call("ask", {})
+        self._settle()
         return Trial(number=int(answer["number"]), state=TrialState.RUNNING, values=dict(answer["values"]))
 
     def tell(
@@ -975,12 +1004,16 @@ class _OptimizerCalls(_OptimizerState):
         """Writes the best trial's values to the variables (through the lock while it is
         held); answers the new version of each. Raises `InvalidArgument` when no trial
         completed."""
-        return _versions(self._call("apply_best", {}))
+        versions = _versions(self._call("apply_best", {}))
+        self._settle()
+        return versions
 
     def restore(self) -> dict[str, int]:
         """Writes back the values the variables had before the first trial and releases the
         lock; answers the new version of each."""
-        return _versions(self._call("restore", {}))
+        versions = _versions(self._call("restore", {}))
+        self._settle()
+        return versions
 
     def release(self) -> bool:
         """Releases the optimizer in the engine (with any lock it still holds) and removes
@@ -991,6 +1024,7 @@ class _OptimizerCalls(_OptimizerState):
         existed = False
         if self._resource is not None:
             existed = self._context.release_resource(self.id)
+            self._settle()
         self._unregister()
         return existed
 
