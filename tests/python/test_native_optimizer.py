@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -385,3 +386,16 @@ def test_another_client_of_the_session_sees_the_optimizer(two_clients: tuple[Ses
         listed: list[Any] = other.resources()
         assert [(r.resource_id, r.kind, r.name) for r in listed] == [(optimizer.id, "optimizer", "random")]
         assert int(listed[0].metadata["seed"]) == optimizer.seed == 1
+
+
+def test_a_time_budget_ends_the_run(ctx: SessionContext) -> None:
+    square(ctx, "x")
+    def slow(x: float) -> float:
+        time.sleep(0.05)
+        return x
+
+    with Optimizer(ctx, "random", variables=["x"], metric=slow, seed=1) as optimizer:
+        # No trial count: the budget alone ends the run, long before 10000 trials.
+        result = optimizer.run(timeout=0.5)
+        assert 1 <= result.trials < 10000 and result.complete == result.trials
+        assert len(optimizer.trials()) == result.trials
