@@ -190,6 +190,7 @@ def test_two_optimizers_contend_for_a_variable_and_the_loser_is_told_the_holder(
         with pytest.raises(VariableLocked) as refused:
             second.ask()
         assert first.id in refused.value.message
+        assert refused.value.context["optimizer_id"] == first.id and refused.value.context["variable"] == "x"
         with pytest.raises(VariableLocked):
             second.run(n_trials=2)
         # Exactly one holds it, and the loser took nothing (all or nothing).
@@ -340,7 +341,14 @@ def test_an_asyncio_program_with_an_async_metric(engine: RunningEngine) -> None:
 
             events: list[Progress] = []
             async with AsyncOptimizer(ctx, "tpe", variables=["x", "n"], metric=metric, seed=5) as optimizer:
-                result = await optimizer.run(n_trials=12, progress=events.append)
+                running = asyncio.create_task(optimizer.run(n_trials=12, progress=events.append))
+                while not ran_on:
+                    await asyncio.sleep(0.01)
+                # One run at a time per optimizer.
+                with pytest.raises(InvalidArgument) as raised:
+                    await optimizer.run(n_trials=1)
+                assert "already running" in raised.value.message
+                result = await running
                 assert result.complete == 12
                 trials = await optimizer.trials()
                 assert all(isinstance(t.values["n"], int) for t in trials)
