@@ -40,6 +40,7 @@ import asyncio
 import enum
 import functools
 import inspect
+import logging
 import re
 import sys
 import threading
@@ -58,6 +59,8 @@ from .callbacks import current_call
 from .errors import error_from_rpc
 from .snapshots import Binding, Resource, VariableUpdate, bind
 from .values import to_value
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .aio import AsyncSessionContext
@@ -299,7 +302,7 @@ class _Tracker:
         try:
             self._sink(event)
         except Exception:  # noqa: BLE001 - a broken sink must not break the run
-            pass
+            _log.exception("the progress sink failed on %s", event)
 
 
 # -- the metric ------------------------------------------------------------------------------
