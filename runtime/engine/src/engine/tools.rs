@@ -99,7 +99,10 @@ pub(super) async fn execute_tool(
         ));
     };
     let started = Instant::now();
-    let result = run(args).await?;
+    let result = engine
+        .tool_call(session, &r.tool_name)
+        .scope(run(args))
+        .await?;
     Ok(pb::ExecuteToolResponse {
         result: Some(result),
         metadata: HashMap::new(),
