@@ -407,3 +407,20 @@ def test_a_time_budget_ends_the_run(ctx: SessionContext) -> None:
         result = optimizer.run(timeout=0.5)
         assert 1 <= result.trials < 10000 and result.complete == result.trials
         assert len(optimizer.trials()) == result.trials
+
+
+def test_the_search_space_comes_from_the_variables_types_and_constraints(ctx: SessionContext) -> None:
+    ctx.register_variable("rate", "float", 0.1, min=1e-4, max=1.0, metadata={"scale": "log"})
+    ctx.register_variable("layers", "integer", 2, min=1, max=4)
+    ctx.register_variable("model", "choice", "small", choices=("small", "large"))
+    ctx.register_variable("shuffle", "boolean", False)
+    names = ["rate", "layers", "model", "shuffle"]
+    with Optimizer(ctx, "random", variables=names, metric=lambda values: 0.0, seed=8) as optimizer:
+        optimizer.run(n_trials=40)
+        trials = optimizer.trials()
+    assert all(1e-4 <= t.values["rate"] <= 1.0 for t in trials)
+    # A log scale spreads the candidates over the decades, not mostly into the last one.
+    assert sum(t.values["rate"] < 0.01 for t in trials) >= 10
+    assert {t.values["layers"] for t in trials} == {1, 2, 3, 4}
+    assert {t.values["model"] for t in trials} == {"small", "large"}
+    assert {t.values["shuffle"] for t in trials} == {False, True}
