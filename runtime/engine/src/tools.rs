@@ -13,7 +13,7 @@ use std::sync::Arc;
 use mlbridge_proto::mlbridge::v1::{self as pb, Value};
 use tokio_stream::Stream;
 
-use crate::error::{BridgeError, ErrorKind, Result};
+use crate::error::{BridgeError, ErrorKind, Result, clip};
 use crate::params::Callee;
 pub use mlbridge_client::values::{Bytes, ToolOutput, WireValue, tool_error};
 
@@ -343,8 +343,11 @@ impl ToolRegistry {
         arguments: HashMap<String, Value>,
     ) -> Result<(Handler, ToolArgs)> {
         let tool = self.tools.get(name).ok_or_else(|| {
-            BridgeError::new(ErrorKind::ToolNotFound, format!("no tool named `{name}`"))
-                .with("tool", name)
+            BridgeError::new(
+                ErrorKind::ToolNotFound,
+                format!("no tool named `{}`", clip(name)),
+            )
+            .with("tool", name)
         })?;
         let callee = Callee::Tool(name);
         let mut arguments = arguments;

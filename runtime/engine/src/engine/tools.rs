@@ -9,8 +9,11 @@ pub(super) async fn list_tools(
     engine: &Engine,
     r: pb::ListToolsRequest,
 ) -> Result<pb::ListToolsResponse> {
-    let session = required("session_id", &r.session_id)?;
-    engine.state.session(session).await?;
+    // An empty session lists the global tools only (engine and worker tools).
+    let session = r.session_id.as_str();
+    if !session.is_empty() {
+        engine.state.session(session).await?;
+    }
     let pattern = Glob::new(&r.pattern)?;
     let mut tools: Vec<pb::ToolInfo> = engine
         .tools
