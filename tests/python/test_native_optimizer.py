@@ -100,6 +100,24 @@ def test_a_raising_metric_fails_its_trial_keeps_type_and_traceback_and_the_run_g
         assert result.best is not None and result.best.number != 2
 
 
+def test_a_metric_that_returns_no_number_fails_its_trial_rather_than_scoring_it(ctx: SessionContext) -> None:
+    square(ctx, "x")
+    answers: list[object] = [None, float("nan"), "high", 0.25, True]
+    events: list[Progress] = []
+
+    def metric(trial: int) -> object:
+        return answers[trial]
+
+    with Optimizer(ctx, "random", variables=["x"], metric=metric, seed=1, retries=0) as optimizer:
+        result = optimizer.run(n_trials=5, progress=events.append)
+        assert (result.complete, result.failed) == (1, 4)
+        trials = optimizer.trials()
+    assert [t.state for t in trials] == [TrialState.FAILED] * 3 + [TrialState.COMPLETE, TrialState.FAILED]
+    assert all(t.error is not None and t.error.kind == "TYPE_MISMATCH" for t in trials if t.number != 3)
+    assert result.best is not None and result.best.score == 0.25
+    assert sorted(e.number for e in events if e.event == "failed") == [0, 1, 2, 4]
+
+
 def test_a_hanging_metric_times_out_at_the_deadline_sees_the_cancellation_and_the_run_goes_on(
     ctx: SessionContext,
 ) -> None:

@@ -41,6 +41,7 @@ import enum
 import functools
 import inspect
 import logging
+import math
 import re
 import sys
 import threading
@@ -386,7 +387,7 @@ class _Metric:
             tracker.scored(Progress("failed", trial, values, error="timed out (the engine cancelled the call)"))
         elif error is None:
             number = score if isinstance(score, (int, float)) and not isinstance(score, bool) else None
-            if number is None:
+            if number is None or not math.isfinite(number):
                 tracker.scored(Progress("failed", trial, values, error=f"the metric returned {score!r}"))
             else:
                 tracker.scored(Progress("scored", trial, values, score=float(number)))
