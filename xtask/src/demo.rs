@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: builds everything, prepares the Python environment and runs the main
-//! job end to end on the embedded in-memory engine.
+//! job end to end on the embedded in-memory engine: engine-orchestrated, Python-orchestrated and
+//! the Python control plane (engine-native optimizers calling back into Python).
 
 use anyhow::Result;
 
@@ -45,6 +46,11 @@ pub(crate) fn run() -> Result<()> {
 
     step("Python-orchestrated: variables, watch and Rust host tools from a Python program");
     run::status(&mut venv.command(&["examples/python/orchestrated.py", &engine.address], &root))?;
+
+    step(
+        "Python control plane: engine-native optimizers tune DSPy and scikit-learn, scoring each trial with a Python callback",
+    );
+    run::status(&mut venv.command(&["examples/control-plane/tune.py", &engine.address], &root))?;
 
     drop(engine);
     println!("\ndemo finished: engine stopped cleanly");

@@ -34,6 +34,11 @@ pub(crate) const TWINS: &[Twin] = &[
         name: "AsyncOptimizationLock",
     },
     Twin {
+        source: "runtime/python/mlbridge/native.py",
+        target: "runtime/python/mlbridge/native.py",
+        name: "AsyncOptimizer",
+    },
+    Twin {
         source: "runtime/python/mlbridge/aio.py",
         target: "runtime/python/mlbridge/session.py",
         name: "AsyncSessionContext",
