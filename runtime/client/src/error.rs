@@ -155,10 +155,66 @@ impl From<pb::BridgeError> for BridgeError {
 impl From<BridgeError> for Status {
     fn from(error: BridgeError) -> Self {
         let code = error.code();
-        let message = error.message.clone();
-        let details = pb::BridgeError::from(error).encode_to_vec();
-        Status::with_details(code, message, details.into())
+        let details = fit_for_transport(pb::BridgeError::from(error));
+        let message = clip(&details.message, STATUS_MESSAGE_BYTES);
+        Status::with_details(code, message, details.encode_to_vec().into())
     }
+}
+
+/// Longest status message (`grpc-message`, percent-encoded on the wire: up to 3 bytes per
+/// byte) sent; the full message, within [`DETAILS_BYTES`], is in the details.
+const STATUS_MESSAGE_BYTES: usize = 512;
+/// Largest encoded `BridgeError` sent in the details (base64 on the wire: 4/3 larger).
+/// With the status message, well below gRPC's 8 KiB default metadata limit, beyond which
+/// clients refuse the whole response (RESOURCE_EXHAUSTED) and the error is lost.
+const DETAILS_BYTES: usize = 4096;
+
+/// `text` cut to at most `max` bytes (at a character boundary) with a marker saying how
+/// much was left out; unchanged when it fits.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(40);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [{} bytes clipped]", &text[..end], text.len() - end)
+}
+
+/// The error shrunk until it fits [`DETAILS_BYTES`]: a last line of defence for errors
+/// that quote large client text, so that they still arrive as themselves. Long fields are
+/// clipped first, then the cause, traceback and context entries are dropped.
+fn fit_for_transport(mut error: pb::BridgeError) -> pb::BridgeError {
+    if error.encoded_len() <= DETAILS_BYTES {
+        return error;
+    }
+    error.message = clip(&error.message, 1024);
+    error.remote_type = clip(&error.remote_type, 256);
+    error.origin = clip(&error.origin, 256);
+    error.remote_traceback = clip(&error.remote_traceback, 1024);
+    error.context = std::mem::take(&mut error.context)
+        .into_iter()
+        .map(|(key, value)| (clip(&key, 128), clip(&value, 256)))
+        .collect();
+    error.cause = error.cause.map(|cause| Box::new(fit_for_transport(*cause)));
+    if error.encoded_len() > DETAILS_BYTES {
+        error.cause = None;
+    }
+    if error.encoded_len() > DETAILS_BYTES {
+        error.remote_traceback.clear();
+    }
+    // Context entries go largest first until the rest fits.
+    while error.encoded_len() > DETAILS_BYTES && !error.context.is_empty() {
+        let largest = error
+            .context
+            .iter()
+            .max_by_key(|(key, value)| key.len() + value.len())
+            .map(|(key, _)| key.clone())
+            .unwrap_or_default();
+        error.context.remove(&largest);
+    }
+    error
 }
 
 impl From<Status> for BridgeError {
@@ -181,6 +237,43 @@ mod tests {
             "variable `temperature` not found in session `s1`"
         );
         assert_eq!(BridgeError::from_status(&status), error);
+    }
+
+    #[test]
+    fn an_error_quoting_huge_text_still_fits_in_a_status() {
+        let huge = "é".repeat(20_000);
+        let mut error = BridgeError::session_not_found(&huge).with("session_id", &huge);
+        for i in 0..100 {
+            error = error.with(&format!("key{i}"), "x".repeat(500));
+        }
+        error.remote_traceback = huge.clone();
+        error.cause = Some(Box::new(BridgeError::invalid_argument("x", huge.clone())));
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(
+            status.message().len() <= STATUS_MESSAGE_BYTES,
+            "{}",
+            status.message().len()
+        );
+        assert!(
+            status.message().ends_with("bytes clipped]"),
+            "{}",
+            status.message()
+        );
+        assert!(
+            status.details().len() <= DETAILS_BYTES,
+            "{}",
+            status.details().len()
+        );
+        let back = BridgeError::from_status(&status);
+        assert_eq!(back.kind, ErrorKind::SessionNotFound);
+        assert!(back.message.starts_with("session `éé"), "{}", back.message);
+        // A small error is sent untouched.
+        let small = BridgeError::variable_not_found("s", "v");
+        assert_eq!(
+            BridgeError::from_status(&Status::from(small.clone())),
+            small
+        );
     }
 
     #[test]
