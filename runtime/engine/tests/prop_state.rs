@@ -416,7 +416,7 @@ fn arbitrary_names_and_batches_keep_the_session_as_the_model_says() {
     let engine = runtime.block_on(async { Engine::new() });
     check(
         "engine-state-sequences",
-        160,
+        256,
         prop::collection::vec(op(), 1..24),
         |ops| {
             runtime.block_on(async {

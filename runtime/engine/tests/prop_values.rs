@@ -138,7 +138,7 @@ fn judge(
 fn arbitrary_values_types_and_constraints_get_an_answer_never_a_panic() {
     check(
         "engine-validate-arbitrary",
-        384,
+        512,
         (
             strategies::any_variable_type(),
             strategies::constraints(),
@@ -218,7 +218,7 @@ fn well_formed_definitions_judge_values_as_the_rules_say() {
         )
     });
     let defined = std::sync::atomic::AtomicU64::new(0);
-    check("engine-validate-typed", 384, case, |(ty, c, input)| {
+    check("engine-validate-typed", 512, case, |(ty, c, input)| {
         if value::check_definition("v", ty, &c).is_err() {
             return Ok(());
         }
