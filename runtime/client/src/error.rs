@@ -182,6 +182,19 @@ fn clip(text: &str, max: usize) -> String {
     format!("{}... [{} bytes clipped]", &text[..end], text.len() - end)
 }
 
+/// `text` cut to its last `max` bytes or so (a traceback ends with what matters), with a
+/// marker saying how much was left out; unchanged when it fits.
+fn clip_front(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut start = text.len() - max.saturating_sub(40);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[{start} bytes clipped] ...{}", &text[start..])
+}
+
 /// The error shrunk until it fits [`DETAILS_BYTES`]: a last line of defence for errors
 /// that quote large client text, so that they still arrive as themselves. Long fields are
 /// clipped first, then the cause, traceback and context entries are dropped.
@@ -192,7 +205,7 @@ fn fit_for_transport(mut error: pb::BridgeError) -> pb::BridgeError {
     error.message = clip(&error.message, 1024);
     error.remote_type = clip(&error.remote_type, 256);
     error.origin = clip(&error.origin, 256);
-    error.remote_traceback = clip(&error.remote_traceback, 1024);
+    error.remote_traceback = clip_front(&error.remote_traceback, 2048);
     error.context = std::mem::take(&mut error.context)
         .into_iter()
         .map(|(key, value)| (clip(&key, 128), clip(&value, 256)))
@@ -202,7 +215,7 @@ fn fit_for_transport(mut error: pb::BridgeError) -> pb::BridgeError {
         error.cause = None;
     }
     if error.encoded_len() > DETAILS_BYTES {
-        error.remote_traceback.clear();
+        error.remote_traceback = clip_front(&error.remote_traceback, 512);
     }
     // Context entries go largest first until the rest fits.
     while error.encoded_len() > DETAILS_BYTES && !error.context.is_empty() {
@@ -246,7 +259,7 @@ mod tests {
         for i in 0..100 {
             error = error.with(&format!("key{i}"), "x".repeat(500));
         }
-        error.remote_traceback = huge.clone();
+        error.remote_traceback = format!("{huge}\nValueError: the last line");
         error.cause = Some(Box::new(BridgeError::invalid_argument("x", huge.clone())));
         let status = Status::from(error);
         assert_eq!(status.code(), Code::NotFound);
@@ -268,6 +281,11 @@ mod tests {
         let back = BridgeError::from_status(&status);
         assert_eq!(back.kind, ErrorKind::SessionNotFound);
         assert!(back.message.starts_with("session `éé"), "{}", back.message);
+        assert!(
+            back.remote_traceback.ends_with("ValueError: the last line"),
+            "{}",
+            back.remote_traceback
+        );
         // A small error is sent untouched.
         let small = BridgeError::variable_not_found("s", "v");
         assert_eq!(
