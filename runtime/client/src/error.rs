@@ -2,6 +2,7 @@
 //! a message naming what is wrong, and context; on the wire it travels as a serialized
 //! `mlbridge.v1.BridgeError` in the gRPC status details.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -10,6 +11,56 @@ use prost::Message;
 use tonic::{Code, Status};
 
 pub use pb::ErrorKind;
+
+/// Characters of client text (a value, a name, a pattern) an error message quotes at most.
+pub const QUOTE_CHARS: usize = pb::ErrorTextLimit::Quote as usize;
+/// Characters of a context value kept at most (every valid name fits).
+pub const CONTEXT_CHARS: usize = pb::ErrorTextLimit::Context as usize;
+/// Characters of a message kept at most, whatever it quotes.
+pub const MESSAGE_CHARS: usize = pb::ErrorTextLimit::Message as usize;
+/// Characters of a remote traceback kept at most (its end, where the failure is).
+pub const TRACEBACK_CHARS: usize = pb::ErrorTextLimit::Traceback as usize;
+
+/// `text` as an error message quotes it: whole up to [`QUOTE_CHARS`] characters, else its
+/// start and a marker saying how much was left out, so that no error carrying client text
+/// can outgrow gRPC's metadata limit.
+pub fn clip(text: &str) -> Cow<'_, str> {
+    clip_to(text, QUOTE_CHARS)
+}
+
+/// `text` cut to its first characters plus a marker, `limit` characters all told, if it is
+/// longer (so clipping twice changes nothing).
+pub fn clip_to(text: &str, limit: usize) -> Cow<'_, str> {
+    let count = text.chars().count();
+    if count <= limit {
+        return Cow::Borrowed(text);
+    }
+    let kept = limit.saturating_sub(format!("…[{count} more characters]").chars().count());
+    let end = text.char_indices().nth(kept).map_or(text.len(), |(i, _)| i);
+    Cow::Owned(format!(
+        "{}…[{} more characters]",
+        &text[..end],
+        count - kept
+    ))
+}
+
+/// The end of `text` after a marker, `limit` characters all told, if it is longer.
+fn clip_start(text: &str, limit: usize) -> Cow<'_, str> {
+    let count = text.chars().count();
+    if count <= limit {
+        return Cow::Borrowed(text);
+    }
+    let kept = limit.saturating_sub(format!("[{count} characters left out]…").chars().count());
+    let start = text
+        .char_indices()
+        .nth(count - kept)
+        .map_or(text.len(), |(i, _)| i);
+    Cow::Owned(format!(
+        "[{} characters left out]…{}",
+        count - kept,
+        &text[start..]
+    ))
+}
 
 /// Result alias for engine and client operations.
 pub type Result<T, E = BridgeError> = std::result::Result<T, E>;
@@ -49,7 +100,12 @@ impl BridgeError {
 
     /// Adds a context entry.
     pub fn with(mut self, key: &str, value: impl ToString) -> Self {
-        self.context.insert(key.to_owned(), value.to_string());
+        let value = value.to_string();
+        let value = match clip_to(&value, CONTEXT_CHARS) {
+            Cow::Borrowed(_) => value,
+            Cow::Owned(clipped) => clipped,
+        };
+        self.context.insert(key.to_owned(), value);
         self
     }
 
@@ -62,7 +118,7 @@ impl BridgeError {
     pub fn session_not_found(session_id: &str) -> Self {
         BridgeError::new(
             ErrorKind::SessionNotFound,
-            format!("session `{session_id}` not found"),
+            format!("session `{}` not found", clip(session_id)),
         )
         .with("session_id", session_id)
     }
@@ -71,7 +127,11 @@ impl BridgeError {
     pub fn variable_not_found(session_id: &str, name: &str) -> Self {
         BridgeError::new(
             ErrorKind::VariableNotFound,
-            format!("variable `{name}` not found in session `{session_id}`"),
+            format!(
+                "variable `{}` not found in session `{}`",
+                clip(name),
+                clip(session_id)
+            ),
         )
         .with("session_id", session_id)
         .with("variable", name)
@@ -125,15 +185,29 @@ impl std::error::Error for BridgeError {
 }
 
 impl From<BridgeError> for pb::BridgeError {
+    /// The wire form, bounded whatever the error carries: the message, context values and
+    /// the remote type are clipped, the traceback keeps its end, and one cause at most is
+    /// kept, so that the status always fits in gRPC's metadata.
     fn from(error: BridgeError) -> Self {
         pb::BridgeError {
             kind: error.kind as i32,
-            message: error.message,
-            context: error.context.into_iter().collect(),
-            remote_type: error.remote_type,
-            remote_traceback: error.remote_traceback,
-            origin: error.origin,
-            cause: error.cause.map(|c| Box::new((*c).into())),
+            message: clip_to(&error.message, MESSAGE_CHARS).into_owned(),
+            context: error
+                .context
+                .iter()
+                .map(|(k, v)| {
+                    let value = clip_to(v, CONTEXT_CHARS).into_owned();
+                    (clip_to(k, CONTEXT_CHARS).into_owned(), value)
+                })
+                .collect(),
+            remote_type: clip_to(&error.remote_type, CONTEXT_CHARS).into_owned(),
+            remote_traceback: clip_start(&error.remote_traceback, TRACEBACK_CHARS).into_owned(),
+            origin: clip_to(&error.origin, CONTEXT_CHARS).into_owned(),
+            cause: error.cause.map(|c| {
+                let mut cause: pb::BridgeError = (*c).into();
+                cause.cause = None;
+                Box::new(cause)
+            }),
         }
     }
 }
@@ -155,79 +229,10 @@ impl From<pb::BridgeError> for BridgeError {
 impl From<BridgeError> for Status {
     fn from(error: BridgeError) -> Self {
         let code = error.code();
-        let details = fit_for_transport(pb::BridgeError::from(error));
-        let message = clip(&details.message, STATUS_MESSAGE_BYTES);
-        Status::with_details(code, message, details.encode_to_vec().into())
+        let error = pb::BridgeError::from(error);
+        let details = error.encode_to_vec();
+        Status::with_details(code, error.message, details.into())
     }
-}
-
-/// Longest status message (`grpc-message`, percent-encoded on the wire: up to 3 bytes per
-/// byte) sent; the full message, within [`DETAILS_BYTES`], is in the details.
-const STATUS_MESSAGE_BYTES: usize = 512;
-/// Largest encoded `BridgeError` sent in the details (base64 on the wire: 4/3 larger).
-/// With the status message, well below gRPC's 8 KiB default metadata limit, beyond which
-/// clients refuse the whole response (RESOURCE_EXHAUSTED) and the error is lost.
-const DETAILS_BYTES: usize = 4096;
-
-/// `text` cut to at most `max` bytes (at a character boundary) with a marker saying how
-/// much was left out; unchanged when it fits.
-fn clip(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max.saturating_sub(40);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... [{} bytes clipped]", &text[..end], text.len() - end)
-}
-
-/// `text` cut to its last `max` bytes or so (a traceback ends with what matters), with a
-/// marker saying how much was left out; unchanged when it fits.
-fn clip_front(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut start = text.len() - max.saturating_sub(40);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("[{start} bytes clipped] ...{}", &text[start..])
-}
-
-/// The error shrunk until it fits [`DETAILS_BYTES`]: a last line of defence for errors
-/// that quote large client text, so that they still arrive as themselves. Long fields are
-/// clipped first, then the cause, traceback and context entries are dropped.
-fn fit_for_transport(mut error: pb::BridgeError) -> pb::BridgeError {
-    if error.encoded_len() <= DETAILS_BYTES {
-        return error;
-    }
-    error.message = clip(&error.message, 1024);
-    error.remote_type = clip(&error.remote_type, 256);
-    error.origin = clip(&error.origin, 256);
-    error.remote_traceback = clip_front(&error.remote_traceback, 2048);
-    error.context = std::mem::take(&mut error.context)
-        .into_iter()
-        .map(|(key, value)| (clip(&key, 128), clip(&value, 256)))
-        .collect();
-    error.cause = error.cause.map(|cause| Box::new(fit_for_transport(*cause)));
-    if error.encoded_len() > DETAILS_BYTES {
-        error.cause = None;
-    }
-    if error.encoded_len() > DETAILS_BYTES {
-        error.remote_traceback = clip_front(&error.remote_traceback, 512);
-    }
-    // Context entries go largest first until the rest fits.
-    while error.encoded_len() > DETAILS_BYTES && !error.context.is_empty() {
-        let largest = error
-            .context
-            .iter()
-            .max_by_key(|(key, value)| key.len() + value.len())
-            .map(|(key, _)| key.clone())
-            .unwrap_or_default();
-        error.context.remove(&largest);
-    }
-    error
 }
 
 impl From<Status> for BridgeError {
@@ -253,45 +258,35 @@ mod tests {
     }
 
     #[test]
-    fn an_error_quoting_huge_text_still_fits_in_a_status() {
-        let huge = "é".repeat(20_000);
-        let mut error = BridgeError::session_not_found(&huge).with("session_id", &huge);
-        for i in 0..100 {
-            error = error.with(&format!("key{i}"), "x".repeat(500));
-        }
-        error.remote_traceback = format!("{huge}\nValueError: the last line");
-        error.cause = Some(Box::new(BridgeError::invalid_argument("x", huge.clone())));
+    fn text_is_clipped_within_its_limit_and_clipping_twice_changes_nothing() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(250);
+        let clipped = clip(&long);
+        assert_eq!(clipped.chars().count(), QUOTE_CHARS);
+        assert!(clipped.ends_with("…[172 more characters]"), "{clipped}");
+        assert_eq!(clip(&clipped), clipped);
+        let traceback = format!("{}END", "t".repeat(5000));
+        let tail = clip_start(&traceback, 100);
+        assert_eq!(tail.chars().count(), 100);
+        assert!(tail.starts_with("[") && tail.ends_with("tEND"), "{tail}");
+        assert_eq!(clip_start(&tail, 100), tail);
+    }
+
+    #[test]
+    fn the_wire_form_is_bounded_whatever_the_error_carries() {
+        let mut error = BridgeError::new(ErrorKind::InvalidArgument, "m".repeat(50_000))
+            .with(&"k".repeat(1000), "v".repeat(50_000));
+        error.remote_traceback = "t".repeat(50_000);
+        let inner = BridgeError::new(ErrorKind::Internal, "dropped");
+        let mut cause = BridgeError::new(ErrorKind::Internal, "cause");
+        cause.cause = Some(Box::new(inner));
+        error.cause = Some(Box::new(cause));
         let status = Status::from(error);
-        assert_eq!(status.code(), Code::NotFound);
-        assert!(
-            status.message().len() <= STATUS_MESSAGE_BYTES,
-            "{}",
-            status.message().len()
-        );
-        assert!(
-            status.message().ends_with("bytes clipped]"),
-            "{}",
-            status.message()
-        );
-        assert!(
-            status.details().len() <= DETAILS_BYTES,
-            "{}",
-            status.details().len()
-        );
+        assert!(status.details().len() < 4096, "{}", status.details().len());
+        assert_eq!(status.message().chars().count(), MESSAGE_CHARS);
         let back = BridgeError::from_status(&status);
-        assert_eq!(back.kind, ErrorKind::SessionNotFound);
-        assert!(back.message.starts_with("session `éé"), "{}", back.message);
-        assert!(
-            back.remote_traceback.ends_with("ValueError: the last line"),
-            "{}",
-            back.remote_traceback
-        );
-        // A small error is sent untouched.
-        let small = BridgeError::variable_not_found("s", "v");
-        assert_eq!(
-            BridgeError::from_status(&Status::from(small.clone())),
-            small
-        );
+        assert_eq!(back.remote_traceback.chars().count(), TRACEBACK_CHARS);
+        assert!(back.cause.as_ref().is_some_and(|c| c.cause.is_none()));
     }
 
     #[test]

@@ -64,6 +64,21 @@ fn holds(ty: VariableType, nullable: bool, value: &Value) -> bool {
     }
 }
 
+/// Whether a context value names `name`: it is `name` (possibly followed by an element
+/// path such as `[0]`), or a clipped quote of it (`prefix…[N more characters]`).
+fn names(value: &str, name: &str) -> bool {
+    if value.starts_with(name) {
+        return true;
+    }
+    match value.find('…') {
+        Some(end) if value[end..].ends_with("more characters]") => {
+            let kept = &value[..end];
+            !kept.is_empty() && (name.starts_with(kept) || kept.starts_with(name))
+        }
+        _ => false,
+    }
+}
+
 /// The three kinds of subject, all named `name`.
 fn subjects(name: &str) -> [Subject<'_>; 3] {
     [
@@ -112,21 +127,18 @@ fn judge(
                 error.kind
             );
             prop_assert!(!error.message.is_empty());
+            let says = |key: &str, name: &str| {
+                error
+                    .context
+                    .get(key)
+                    .is_some_and(|value| names(value, name))
+            };
             let named = match subject {
-                Subject::Variable(name) => {
-                    error.context.get("variable").map(String::as_str) == Some(name)
-                        || error
-                            .context
-                            .get("variable")
-                            .is_some_and(|v| v.starts_with(name))
-                }
+                Subject::Variable(name) => says("variable", name),
                 Subject::Argument { tool, argument } => {
-                    error.context.get("tool").map(String::as_str) == Some(tool)
-                        && error.context.get("parameter").map(String::as_str) == Some(argument)
+                    says("tool", tool) && says("parameter", argument)
                 }
-                Subject::Parameter { parameter, .. } => {
-                    error.context.get("parameter").map(String::as_str) == Some(parameter)
-                }
+                Subject::Parameter { parameter, .. } => says("parameter", parameter),
             };
             prop_assert!(named, "the error does not name its subject: {error:?}");
             Ok(None)
