@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use heck::ToUpperCamelCase;
+use heck::{ToSnakeCase, ToUpperCamelCase};
 use prost_build::Module;
+use prost_reflect::{DescriptorPool, MessageDescriptor};
 use quote::{format_ident, quote};
 
 use crate::error::{Error, Result};
@@ -42,11 +43,26 @@ pub(crate) fn generate(
         .build_transport(true)
         .generate_default_stubs(settings.server_default_stubs)
         .service_generator();
+    check_rust_names(set.pool())?;
     let mut config = prost_build::Config::new();
     config.service_generator(service_generator);
-    let modules = config
-        .generate(requests)
-        .map_err(|err| Error::Rust(err.to_string()))?;
+    // prost-build panics on some inputs instead of returning an error; the names it is known
+    // to panic on are checked above, and any other panic still becomes an error here.
+    let modules =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.generate(requests)))
+            .map_err(|panic| {
+                let reason = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no reason given");
+                let files: Vec<String> = set.targets().map(|f| f.name().to_owned()).collect();
+                Error::Rust(format!(
+                    "{}: prost-build cannot generate Rust for this input: {reason}",
+                    files.join(", ")
+                ))
+            })?
+            .map_err(|err| Error::Rust(err.to_string()))?;
 
     // The fact methods of each package's enums go at the end of its module.
     let mut fact_impls: BTreeMap<Module, String> = BTreeMap::new();
@@ -199,4 +215,191 @@ fn include_tree(modules: &[&Module]) -> String {
         out.push_str(&format!("{}}}\n", "    ".repeat(open.len())));
     }
     out
+}
+
+/// Methods of every generated tonic client besides its RPCs; an RPC whose snake_case name
+/// is one of them would define it twice.
+const CLIENT_METHODS: &[&str] = &[
+    "new",
+    "connect",
+    "with_origin",
+    "with_interceptor",
+    "send_compressed",
+    "accept_compressed",
+    "max_decoding_message_size",
+    "max_encoding_message_size",
+];
+
+/// Refuses protos whose distinct names become one Rust name, which prost either panics on
+/// (enum variants) or turns into code that does not compile (types, RPC methods): each
+/// error names the file, the clashing protobuf names and the Rust name they share.
+fn check_rust_names(pool: &DescriptorPool) -> Result<()> {
+    let clash = |file: &str, scope: &str, what: &str, a: &str, b: &str, rust: &str| {
+        Error::Rust(format!(
+            "{file}: {what} `{a}` and `{b}` in `{scope}` both become the Rust name `{rust}`; rename one"
+        ))
+    };
+    let files: Vec<_> = pool
+        .files()
+        .filter(|file| !file.package_name().starts_with("google.protobuf"))
+        .collect();
+    // Every file of a package goes into one Rust module.
+    let mut packages: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for file in &files {
+        packages.entry(file.package_name()).or_default().extend(
+            file.messages()
+                .map(|m| m.name().to_owned())
+                .chain(file.enums().map(|e| e.name().to_owned())),
+        );
+    }
+    for (package, names) in packages {
+        let file = files
+            .iter()
+            .filter(|f| f.package_name() == package)
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", ");
+        check_scope(&file, package, names.into_iter(), &clash)?;
+    }
+    for file in files {
+        let name = file.name();
+        check_nameless(&file)?;
+        let mut messages = Vec::new();
+        let mut stack: Vec<MessageDescriptor> = file.messages().collect();
+        while let Some(message) = stack.pop() {
+            let nested = message
+                .child_messages()
+                .filter(|m| !m.is_map_entry())
+                .map(|m| m.name().to_owned())
+                .chain(message.child_enums().map(|e| e.name().to_owned()));
+            check_scope(name, message.full_name(), nested, &clash)?;
+            stack.extend(message.child_messages());
+            messages.push(message);
+        }
+        let nested_enums = messages.iter().flat_map(|m| m.child_enums());
+        for enumeration in file.enums().chain(nested_enums) {
+            let prefix = enumeration.name().to_upper_camel_case();
+            let mut numbers = std::collections::HashSet::new();
+            let mut seen: BTreeMap<String, String> = BTreeMap::new();
+            for value in enumeration.values() {
+                // Aliases (allow_alias) share a number and a variant.
+                if !numbers.insert(value.number()) {
+                    continue;
+                }
+                let variant = strip_enum_prefix(&prefix, &value.name().to_upper_camel_case());
+                if let Some(other) = seen.insert(variant.clone(), value.name().to_owned()) {
+                    return Err(clash(
+                        name,
+                        enumeration.full_name(),
+                        "enum values",
+                        &other,
+                        value.name(),
+                        &variant,
+                    ));
+                }
+            }
+        }
+        for service in file.services() {
+            let mut seen: BTreeMap<String, String> = BTreeMap::new();
+            for method in service.methods() {
+                let rust = method.name().to_snake_case();
+                if CLIENT_METHODS.contains(&rust.as_str()) {
+                    return Err(Error::Rust(format!(
+                        "{name}: method `{}` of `{}` becomes the Rust method `{rust}`, which every \
+                         generated client already has; rename it",
+                        method.name(),
+                        service.full_name()
+                    )));
+                }
+                if let Some(other) = seen.insert(rust.clone(), method.name().to_owned()) {
+                    return Err(clash(
+                        name,
+                        service.full_name(),
+                        "methods",
+                        &other,
+                        method.name(),
+                        &rust,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Types declared in one scope (a package or a message) share one Rust module.
+fn check_scope(
+    file: &str,
+    scope: &str,
+    names: impl Iterator<Item = String>,
+    clash: &impl Fn(&str, &str, &str, &str, &str, &str) -> Error,
+) -> Result<()> {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for name in names {
+        let rust = name.to_upper_camel_case();
+        if let Some(other) = seen.insert(rust.clone(), name.clone()) {
+            return Err(clash(file, scope, "types", &other, &name, &rust));
+        }
+    }
+    Ok(())
+}
+
+/// prost's rule: a variant loses the enum's name as a prefix when what is left starts with
+/// an upper-case letter (`Color::ColorRed` becomes `Color::Red`, `Foo::Foobar` stays).
+fn strip_enum_prefix(prefix: &str, variant: &str) -> String {
+    match variant.strip_prefix(prefix) {
+        Some(rest) if rest.starts_with(char::is_uppercase) => rest.to_owned(),
+        _ => variant.to_owned(),
+    }
+}
+
+/// Refuses names with no letter or digit (`_`, `__`): heck turns them into an empty Rust
+/// identifier and prost-build into code that does not parse.
+fn check_nameless(file: &prost_reflect::FileDescriptor) -> Result<()> {
+    let nameless = |what: &str, full_name: &str| {
+        Error::Rust(format!(
+            "{}: {what} `{full_name}` has no letter or digit to make a Rust name from; rename it",
+            file.name()
+        ))
+    };
+    let mut messages: Vec<MessageDescriptor> = file.messages().collect();
+    let mut enums: Vec<prost_reflect::EnumDescriptor> = file.enums().collect();
+    while let Some(message) = messages.pop() {
+        if message.name().to_upper_camel_case().is_empty() {
+            return Err(nameless("message", message.full_name()));
+        }
+        for field in message.fields() {
+            if field.name().to_snake_case().is_empty() {
+                return Err(nameless("field", field.full_name()));
+            }
+        }
+        for oneof in message.oneofs() {
+            if oneof.name().to_snake_case().is_empty() {
+                return Err(nameless("oneof", oneof.full_name()));
+            }
+        }
+        messages.extend(message.child_messages());
+        enums.extend(message.child_enums());
+    }
+    for enumeration in enums {
+        if enumeration.name().to_upper_camel_case().is_empty() {
+            return Err(nameless("enum", enumeration.full_name()));
+        }
+        for value in enumeration.values() {
+            if value.name().to_upper_camel_case().is_empty() {
+                return Err(nameless("enum value", value.full_name()));
+            }
+        }
+    }
+    for service in file.services() {
+        if service.name().to_upper_camel_case().is_empty() {
+            return Err(nameless("service", service.full_name()));
+        }
+        for method in service.methods() {
+            if method.name().to_snake_case().is_empty() {
+                return Err(nameless("method", method.full_name()));
+            }
+        }
+    }
+    Ok(())
 }

@@ -42,9 +42,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let venv = python::ensure()?;
 
     step("cargo test");
+    // Each property test records how many generated cases it ran here (see the tests'
+    // `support::check`); cleared first so that the sum below is this run's.
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    let cases_dir = target.join("tmp/proptest-cases");
+    let _ = std::fs::remove_dir_all(&cases_dir);
     let mut cargo_test = run::cmd(&cargo, &["test", "--workspace", "--locked"], &root);
     cargo_test.env("MLBRIDGE_PYTHON", venv.python());
     run::status(&mut cargo_test)?;
+    report_property_cases(&cases_dir);
 
     step("mypy --strict");
     run::status(&mut venv.command(
@@ -72,4 +79,28 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 
     println!("\nall checks passed");
     Ok(())
+}
+
+/// Prints how many generated cases each property test ran, and the total.
+fn report_property_cases(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        println!("no property test recorded its cases in {}", dir.display());
+        return;
+    };
+    let mut counts: Vec<(String, u64)> = entries
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let count = std::fs::read_to_string(&path).ok()?.trim().parse().ok()?;
+            Some((path.file_name()?.to_string_lossy().into_owned(), count))
+        })
+        .collect();
+    counts.sort();
+    for (name, count) in &counts {
+        println!("property `{name}`: {count} generated cases");
+    }
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    println!(
+        "property tests: {total} generated cases in {} properties",
+        counts.len()
+    );
 }

@@ -35,6 +35,10 @@ impl Validator<'_> {
             _ => None,
         };
         if let Some(v) = number {
+            // The engine refuses NaN wherever a bound is set; so does the default check.
+            if v.is_nan() && (c.min.is_some() || c.max.is_some()) {
+                return bad("default nan is outside the bounds min/max".to_owned());
+            }
             if let Some(min) = c.min
                 && (v < min || (c.min_exclusive && v == min))
             {
@@ -59,6 +63,16 @@ impl Validator<'_> {
             {
                 return bad(format!(
                     "default `{s}` has {length} characters, outside the length constraints"
+                ));
+            }
+            // The pattern was compiled when the constraints were read; anchored as the
+            // engine anchors it.
+            if let Some(pattern) = &c.pattern
+                && regex::Regex::new(&format!(r"\A(?:{pattern})\z"))
+                    .is_ok_and(|regex| !regex.is_match(s))
+            {
+                return bad(format!(
+                    "default `{s}` does not match the pattern `{pattern}`"
                 ));
             }
         }

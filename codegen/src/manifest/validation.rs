@@ -474,12 +474,26 @@ impl Validator<'_> {
         };
         let numeric = [Float, Integer];
         let mut c = Constraints::default();
+        // A NaN bound compares false with everything: the engine would refuse it (or, alone,
+        // let every value through), so it is refused here where the file can be named.
+        let not_nan = |key: &str, v: &Spanned<f64>| -> Result<()> {
+            if v.get_ref().is_nan() {
+                return Err(self.err(
+                    v.span(),
+                    &format!("{field}.{key}"),
+                    format!("`{key}` is NaN, which no value can be compared with; give a number"),
+                ));
+            }
+            Ok(())
+        };
         if let Some(v) = &raw.min {
             applies("min", v.span(), &numeric)?;
+            not_nan("min", v)?;
             c.min = Some(*v.get_ref());
         }
         if let Some(v) = &raw.max {
             applies("max", v.span(), &numeric)?;
+            not_nan("max", v)?;
             c.max = Some(*v.get_ref());
         }
         if let Some(v) = &raw.min_exclusive {
@@ -549,7 +563,19 @@ impl Validator<'_> {
         }
         if let Some(v) = &raw.pattern {
             applies("pattern", v.span(), &[String])?;
-            c.pattern = Some(v.get_ref().clone());
+            // Compiled as the engine compiles it (alone, then anchored), so that a pattern
+            // the engine would refuse at every call is refused when generating instead.
+            let pattern = v.get_ref();
+            if let Err(error) = regex::Regex::new(pattern)
+                .and_then(|_| regex::Regex::new(&format!(r"\A(?:{pattern})\z")))
+            {
+                return Err(self.err(
+                    v.span(),
+                    &format!("{field}.pattern"),
+                    format!("invalid pattern: {error}"),
+                ));
+            }
+            c.pattern = Some(pattern.clone());
         }
         if let Some(v) = &raw.dimensions {
             applies("dimensions", v.span(), &[Embedding])?;

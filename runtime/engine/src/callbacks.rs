@@ -125,8 +125,8 @@ impl CallbackRegistry {
         }
         let timeout = match r.timeout {
             None => self.limits.default_timeout,
-            Some(t) => match Duration::try_from(t) {
-                Ok(t) if !t.is_zero() => t.min(self.limits.max_timeout),
+            Some(t) => match crate::engine::non_negative(t) {
+                Some(t) if !t.is_zero() => t.min(self.limits.max_timeout),
                 _ => {
                     return Err(BridgeError::invalid_argument(
                         "timeout",

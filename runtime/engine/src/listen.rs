@@ -13,6 +13,35 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 use crate::Engine;
+use crate::error::BridgeError;
+
+use tonic::codegen::http;
+
+/// How tonic starts the message of a request it could not decode.
+const DECODE_FAILURE: &str = "failed to decode Protobuf message";
+
+/// tonic answers a request body that is not a valid message with a bare INTERNAL status;
+/// the engine's contract is an INVALID_ARGUMENT status carrying a `BridgeError` (the
+/// client sent it; nothing inside the engine failed). Other responses pass unchanged.
+fn undecodable_requests_are_invalid_arguments(
+    response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let Some(status) = tonic::Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    let Some(reason) = status.message().strip_prefix(DECODE_FAILURE) else {
+        return response;
+    };
+    if status.code() != tonic::Code::Internal {
+        return response;
+    }
+    let reason = reason.trim_start_matches(':').trim();
+    let error = BridgeError::invalid_argument(
+        "request",
+        format!("the request is not a valid protobuf message of the RPC's request type: {reason}"),
+    );
+    tonic::Status::from(error).into_http()
+}
 
 /// Where the engine listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +100,12 @@ pub async fn serve(
     let service = MlBridgeServer::new(engine)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
-    let router = tonic::transport::Server::builder().add_service(service);
+    let router = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            undecodable_requests_are_invalid_arguments
+                as fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
+        ))
+        .add_service(service);
     match addr {
         ListenAddr::Tcp(addr) => {
             let listener = TcpListener::bind(addr).await?;

@@ -306,11 +306,22 @@ fn required<'a>(field: &str, value: &'a str) -> Result<&'a str> {
 fn duration(field: &str, value: Option<prost_types::Duration>) -> Result<Option<Duration>> {
     value
         .map(|d| {
-            Duration::try_from(d).map_err(|_| {
+            non_negative(d).ok_or_else(|| {
                 BridgeError::invalid_argument(field, format!("`{field}` must not be negative"))
             })
         })
         .transpose()
+}
+
+/// A client's `google.protobuf.Duration` as a `std` one; `None` when it is negative.
+/// prost-types' own conversion negates the seconds of a negative duration, which
+/// overflows (a panic in debug builds) for `seconds = i64::MIN`; a negative duration is
+/// refused before it gets there.
+pub(crate) fn non_negative(d: prost_types::Duration) -> Option<Duration> {
+    if d.seconds < 0 {
+        return None;
+    }
+    Duration::try_from(d).ok()
 }
 
 fn variable_type(value: i32) -> Result<pb::VariableType> {
