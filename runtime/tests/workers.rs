@@ -675,3 +675,164 @@ async fn noop_round_trip_latency() {
         micros[micros.len() * 99 / 100]
     );
 }
+
+/// Asserts that `result` failed with `kind` and a message naming each of `names`.
+fn fails<T: std::fmt::Debug>(result: Result<T, BridgeError>, kind: ErrorKind, names: &[&str]) {
+    let error = result.expect_err("the call should fail");
+    assert_eq!(error.kind, kind, "{error}");
+    for name in names {
+        assert!(
+            error.message.contains(name),
+            "`{name}` not in: {}",
+            error.message
+        );
+    }
+}
+
+fn text(s: &str) -> pb::Value {
+    value(Kind::StringValue(s.to_owned()))
+}
+
+fn map(entries: &[(&str, pb::Value)]) -> pb::Value {
+    value(Kind::MapValue(pb::ValueMap {
+        entries: entries
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    }))
+}
+
+#[tokio::test]
+async fn modules_run_their_operation_with_bindings_and_go_with_their_session() {
+    let engine = start_engine(1, &[]);
+    let client = engine.client().await;
+    let session = client.session().await.unwrap();
+    session
+        .register(
+            "greeting",
+            T::String,
+            "hello".to_owned(),
+            Constraints::default(),
+        )
+        .await
+        .unwrap();
+    let bind = HashMap::from([("bind".to_owned(), map(&[("value", text("greeting"))]))]);
+    let module = session
+        .create_resource("module", "builtin.echo", "", bind, HashMap::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            module.kind.as_str(),
+            module.framework.as_str(),
+            module.name.as_str()
+        ),
+        ("module", "builtin", "echo")
+    );
+    assert_eq!(module.methods, ["describe", "forward"]);
+    let id = module.resource_id.clone();
+
+    // forward reads the bound variable when it runs; an argument overrides it.
+    let forward = |arguments: HashMap<String, pb::Value>| {
+        let session = &session;
+        let id = id.clone();
+        async move { session.invoke_resource(&id, "forward", arguments).await }
+    };
+    let result = forward(HashMap::new()).await.unwrap().result.unwrap();
+    assert_eq!(result, map(&[("value", text("hello"))]));
+    session.set("greeting", "hi".to_owned()).await.unwrap();
+    let result = forward(HashMap::new()).await.unwrap().result.unwrap();
+    assert_eq!(result, map(&[("value", text("hi"))]));
+    let given = HashMap::from([("value".to_owned(), text("given"))]);
+    assert_eq!(
+        forward(given).await.unwrap().result.unwrap(),
+        map(&[("value", text("given"))])
+    );
+    let described = session
+        .invoke_resource(&id, "describe", HashMap::new())
+        .await
+        .unwrap()
+        .result
+        .unwrap();
+    let Some(Kind::MapValue(described)) = described.kind else {
+        panic!("describe answers a map")
+    };
+    assert_eq!(described.entries["operation"], text("echo"));
+    assert_eq!(
+        described.entries["bind"],
+        map(&[("value", text("greeting"))])
+    );
+
+    // Bad calls and bad configurations name what is wrong.
+    fails(
+        session.invoke_resource(&id, "fly", HashMap::new()).await,
+        ErrorKind::InvalidArgument,
+        &["fly", "describe, forward"],
+    );
+    fails(
+        session
+            .invoke_resource("mod-nope", "forward", HashMap::new())
+            .await,
+        ErrorKind::ResourceNotFound,
+        &["mod-nope"],
+    );
+    fails(
+        session
+            .create_resource("module", "fly", "builtin", HashMap::new(), HashMap::new())
+            .await,
+        ErrorKind::OperationNotFound,
+        &["fly", "echo"],
+    );
+    let unknown = HashMap::from([("colour".to_owned(), text("red"))]);
+    fails(
+        session
+            .create_resource("module", "echo", "builtin", unknown, HashMap::new())
+            .await,
+        ErrorKind::InvalidArgument,
+        &["colour", "value"],
+    );
+    let not_bindable = HashMap::from([("bind".to_owned(), map(&[("seconds", text("greeting"))]))]);
+    fails(
+        session
+            .create_resource("module", "sleep", "builtin", not_bindable, HashMap::new())
+            .await,
+        ErrorKind::InvalidArgument,
+        &["seconds", "not bindable"],
+    );
+    fails(
+        session
+            .create_resource("gadget", "x", "", HashMap::new(), HashMap::new())
+            .await,
+        ErrorKind::InvalidArgument,
+        &["gadget", "module, optimizer"],
+    );
+
+    // Listed on the session, counted, released once, and released with the session.
+    let second = session
+        .create_resource("module", "noop", "builtin", HashMap::new(), HashMap::new())
+        .await
+        .unwrap();
+    let listed: Vec<String> = session
+        .resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.resource_id)
+        .collect();
+    assert_eq!(listed, [id.clone(), second.resource_id.clone()]);
+    assert_eq!(session.info().await.unwrap().resource_count, 2);
+    assert!(session.release_resource(&id).await.unwrap());
+    assert!(!session.release_resource(&id).await.unwrap());
+    assert_eq!(session.info().await.unwrap().resource_count, 1);
+    let other = client.session().await.unwrap();
+    assert!(other.resources().await.unwrap().is_empty());
+    fails(
+        other
+            .invoke_resource(&second.resource_id, "forward", HashMap::new())
+            .await,
+        ErrorKind::ResourceNotFound,
+        &[&second.resource_id],
+    );
+    let cleaned = session.close().await.unwrap();
+    assert_eq!(cleaned.resources_released, 1);
+}

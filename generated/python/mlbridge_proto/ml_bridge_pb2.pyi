@@ -4400,6 +4400,47 @@ class ReleaseResourceResponse(_message.Message):
 _Global_ReleaseResourceResponse: _typing_extensions.TypeAlias = ReleaseResourceResponse
 
 @_typing.final
+class ListResourcesRequest(_message.Message):
+    """Request of ListResources."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The owning session."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    def HasField(self, field_name: _typing_extensions.Never) -> _builtins.bool: ...
+    def ClearField(self, field_name: _typing.Literal["session_id", b"session_id"]) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_ListResourcesRequest: _typing_extensions.TypeAlias = ListResourcesRequest
+
+@_typing.final
+class ListResourcesResponse(_message.Message):
+    """Response of ListResources."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedCompositeFieldContainer[_Global_Resource]:
+        """The session's live resources, oldest first."""
+    def __init__(
+        self,
+        *,
+        resources: _abc.Iterable[_Global_Resource] | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: _typing_extensions.Never) -> _builtins.bool: ...
+    def ClearField(self, field_name: _typing.Literal["resources", b"resources"]) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_ListResourcesResponse: _typing_extensions.TypeAlias = ListResourcesResponse
+
+@_typing.final
 class DescribeRequest(_message.Message):
     """Request of Worker.Describe."""
 

@@ -165,6 +165,11 @@ class MLBridgeStub(object):
                 request_serializer=mlbridge__proto_dot_ml__bridge__pb2.ReleaseResourceRequest.SerializeToString,
                 response_deserializer=mlbridge__proto_dot_ml__bridge__pb2.ReleaseResourceResponse.FromString,
                 _registered_method=True)
+        self.ListResources = channel.unary_unary(
+                '/mlbridge.v1.MLBridge/ListResources',
+                request_serializer=mlbridge__proto_dot_ml__bridge__pb2.ListResourcesRequest.SerializeToString,
+                response_deserializer=mlbridge__proto_dot_ml__bridge__pb2.ListResourcesResponse.FromString,
+                _registered_method=True)
 
 
 class MLBridgeServicer(object):
@@ -470,6 +475,14 @@ class MLBridgeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListResources(self, request, context):
+        """Lists the session's live resources, oldest first.
+        Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MLBridgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -617,6 +630,11 @@ def add_MLBridgeServicer_to_server(servicer, server):
                     servicer.ReleaseResource,
                     request_deserializer=mlbridge__proto_dot_ml__bridge__pb2.ReleaseResourceRequest.FromString,
                     response_serializer=mlbridge__proto_dot_ml__bridge__pb2.ReleaseResourceResponse.SerializeToString,
+            ),
+            'ListResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResources,
+                    request_deserializer=mlbridge__proto_dot_ml__bridge__pb2.ListResourcesRequest.FromString,
+                    response_serializer=mlbridge__proto_dot_ml__bridge__pb2.ListResourcesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(

@@ -209,6 +209,10 @@ class MLBridgeStub:
     `existed = false`.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
     """
+    ListResources: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.ListResourcesRequest, mlbridge__proto_dot_ml__bridge__pb2.ListResourcesResponse]
+    """Lists the session's live resources, oldest first.
+    Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
+    """
 
 @_typing.type_check_only
 class MLBridgeAsyncStub(MLBridgeStub):
@@ -393,6 +397,10 @@ class MLBridgeAsyncStub(MLBridgeStub):
     ReleaseResource: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.ReleaseResourceRequest, mlbridge__proto_dot_ml__bridge__pb2.ReleaseResourceResponse]  # type: ignore[assignment]
     """Releases a resource. Idempotent: an unknown id succeeds with
     `existed = false`.
+    Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
+    """
+    ListResources: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.ListResourcesRequest, mlbridge__proto_dot_ml__bridge__pb2.ListResourcesResponse]  # type: ignore[assignment]
+    """Lists the session's live resources, oldest first.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
     """
 
@@ -754,6 +762,16 @@ class MLBridgeServicer(metaclass=_ABCMeta):
     ) -> mlbridge__proto_dot_ml__bridge__pb2.ReleaseResourceResponse | _abc.Awaitable[mlbridge__proto_dot_ml__bridge__pb2.ReleaseResourceResponse]:
         """Releases a resource. Idempotent: an unknown id succeeds with
         `existed = false`.
+        Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
+        """
+
+    @_abstractmethod
+    def ListResources(
+        self,
+        request: mlbridge__proto_dot_ml__bridge__pb2.ListResourcesRequest,
+        context: _ServicerContext[mlbridge__proto_dot_ml__bridge__pb2.ListResourcesRequest, mlbridge__proto_dot_ml__bridge__pb2.ListResourcesResponse],
+    ) -> mlbridge__proto_dot_ml__bridge__pb2.ListResourcesResponse | _abc.Awaitable[mlbridge__proto_dot_ml__bridge__pb2.ListResourcesResponse]:
+        """Lists the session's live resources, oldest first.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
         """
 

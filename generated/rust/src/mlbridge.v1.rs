@@ -1633,6 +1633,20 @@ pub struct ReleaseResourceResponse {
     #[prost(bool, tag = "1")]
     pub existed: bool,
 }
+/// Request of ListResources.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListResourcesRequest {
+    /// The owning session.
+    #[prost(string, tag = "1")]
+    pub session_id: ::prost::alloc::string::String,
+}
+/// Response of ListResources.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListResourcesResponse {
+    /// The session's live resources, oldest first.
+    #[prost(message, repeated, tag = "1")]
+    pub resources: ::prost::alloc::vec::Vec<Resource>,
+}
 /// Request of Worker.Describe.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DescribeRequest {}
@@ -3127,6 +3141,32 @@ pub mod ml_bridge_client {
                 .insert(GrpcMethod::new("mlbridge.v1.MLBridge", "ReleaseResource"));
             self.inner.unary(req, path, codec).await
         }
+        /// Lists the session's live resources, oldest first.
+        /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
+        pub async fn list_resources(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListResourcesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListResourcesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/mlbridge.v1.MLBridge/ListResources",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("mlbridge.v1.MLBridge", "ListResources"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -3518,6 +3558,17 @@ pub mod ml_bridge_server {
             request: tonic::Request<super::ReleaseResourceRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ReleaseResourceResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        /// Lists the session's live resources, oldest first.
+        /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
+        async fn list_resources(
+            &self,
+            request: tonic::Request<super::ListResourcesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListResourcesResponse>,
             tonic::Status,
         > {
             Err(tonic::Status::unimplemented("Not yet implemented"))
@@ -4902,6 +4953,51 @@ pub mod ml_bridge_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ReleaseResourceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/mlbridge.v1.MLBridge/ListResources" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListResourcesSvc<T: MlBridge>(pub Arc<T>);
+                    impl<
+                        T: MlBridge,
+                    > tonic::server::UnaryService<super::ListResourcesRequest>
+                    for ListResourcesSvc<T> {
+                        type Response = super::ListResourcesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListResourcesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MlBridge>::list_resources(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListResourcesSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

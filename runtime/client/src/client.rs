@@ -85,6 +85,10 @@ rpcs! {
     start_optimization(pb::StartOptimizationRequest) -> pb::StartOptimizationResponse;
     stop_optimization(pb::StopOptimizationRequest) -> pb::StopOptimizationResponse;
     invoke_callback(pb::InvokeCallbackRequest) -> pb::ExecuteCallbackResponse;
+    create_resource(pb::CreateResourceRequest) -> pb::CreateResourceResponse;
+    invoke_resource(pb::InvokeResourceRequest) -> pb::InvokeResourceResponse;
+    release_resource(pb::ReleaseResourceRequest) -> pb::ReleaseResourceResponse;
+    list_resources(pb::ListResourcesRequest) -> pb::ListResourcesResponse;
     execute_framework_operation(pb::ExecuteFrameworkOperationRequest)
         -> pb::ExecuteFrameworkOperationResponse;
 }
@@ -543,6 +547,77 @@ impl Session {
             metadata: HashMap::new(),
         };
         Ok(self.client.invoke_callback(request).await?.result)
+    }
+
+    /// Creates an engine-native resource owned by this session: `kind` `"optimizer"` (name
+    /// `tpe`, `random` or `grid`) or `"module"` (a framework operation, e.g. framework `dspy`
+    /// and name `predict`), configured by `config`. It is released with the session.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_ARGUMENT` naming the bad kind, name or configuration key,
+    /// `OPERATION_NOT_FOUND`, `CALLBACK_NOT_FOUND`, `SESSION_LIMIT_EXCEEDED`.
+    pub async fn create_resource(
+        &self,
+        kind: &str,
+        name: &str,
+        framework: &str,
+        config: HashMap<String, pb::Value>,
+        metadata: HashMap<String, String>,
+    ) -> Result<pb::Resource> {
+        let request = pb::CreateResourceRequest {
+            session_id: self.id.clone(),
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            framework: framework.to_owned(),
+            config,
+            metadata,
+        };
+        self.client
+            .create_resource(request)
+            .await?
+            .resource
+            .ok_or_else(|| BridgeError::internal("the engine returned no resource"))
+    }
+
+    /// Calls `method` of one of this session's resources (e.g. an optimizer's `run` or a
+    /// module's `forward`) with named arguments.
+    ///
+    /// # Errors
+    ///
+    /// `RESOURCE_NOT_FOUND`, `INVALID_ARGUMENT` for an unknown method or argument, and the
+    /// method's own errors.
+    pub async fn invoke_resource(
+        &self,
+        resource_id: &str,
+        method: &str,
+        arguments: HashMap<String, pb::Value>,
+    ) -> Result<pb::InvokeResourceResponse> {
+        let request = pb::InvokeResourceRequest {
+            session_id: self.id.clone(),
+            resource_id: resource_id.to_owned(),
+            method: method.to_owned(),
+            arguments,
+            metadata: HashMap::new(),
+        };
+        self.client.invoke_resource(request).await
+    }
+
+    /// Releases one of this session's resources; `false` if it did not exist.
+    pub async fn release_resource(&self, resource_id: &str) -> Result<bool> {
+        let request = pb::ReleaseResourceRequest {
+            session_id: self.id.clone(),
+            resource_id: resource_id.to_owned(),
+        };
+        Ok(self.client.release_resource(request).await?.existed)
+    }
+
+    /// This session's live resources, oldest first.
+    pub async fn resources(&self) -> Result<Vec<pb::Resource>> {
+        let request = pb::ListResourcesRequest {
+            session_id: self.id.clone(),
+        };
+        Ok(self.client.list_resources(request).await?.resources)
     }
 
     /// Runs a streaming host tool; yields each chunk's value, ending after the final chunk.

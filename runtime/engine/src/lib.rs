@@ -12,6 +12,7 @@ pub mod glob;
 pub mod listen;
 pub mod operations;
 mod params;
+pub mod resources;
 pub mod state;
 pub mod tools;
 pub mod value;

@@ -40,7 +40,7 @@ fn payload_limit(what: &str, values: &HashMap<String, pb::Value>, limit: usize) 
 }
 
 /// The operation `framework.operation`, or `OPERATION_NOT_FOUND` naming what exists.
-fn find_operation<'a>(
+pub(crate) fn find_operation<'a>(
     pool: &'a WorkerPool,
     framework: &str,
     operation: &str,

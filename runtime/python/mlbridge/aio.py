@@ -39,7 +39,7 @@ from .callbacks import CallbackServer, Registered
 from .channel import aio_channel
 from .errors import BridgeError, ErrorKind, error_for, error_from_rpc
 from .optimization import DEFAULT_LEASE, AsyncOptimizationLock
-from .snapshots import HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult, timestamp
+from .snapshots import HistoryEntry, OperationResult, Resource, SessionInfo, Variable, WriteResult, timestamp
 from .tools import AsyncTool, AsyncToolNamespace, ToolSpec
 from .value_types import Constraints, VariableType, constraints_from
 from .values import to_value
@@ -651,6 +651,71 @@ class AsyncSessionContext:
         await self._invoke(self._open_stub().RegisterTools, request)
         await self.tools.refresh()
         return fn
+
+    # -- engine-native resources -----------------------------------------------------------
+
+    async def create_resource(
+        self,
+        kind: str,
+        name: str,
+        *,
+        framework: str = "",
+        config: Mapping[str, object] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Resource:
+        """Creates an engine-native resource owned by this session and released with it:
+        `kind` ``"optimizer"`` (`name` ``"tpe"``, ``"random"`` or ``"grid"``) or
+        ``"module"`` (a framework operation: `framework` ``"dspy"`` and `name`
+        ``"predict"``, or `name` ``"dspy.predict"``). `config` takes plain Python values;
+        `mlbridge.native` wraps both kinds in typed proxies.
+
+        Raises:
+            InvalidArgument (naming the bad kind, name or configuration key),
+            OperationNotFound, CallbackNotFound, SessionLimitExceeded.
+        """
+        request = pb.CreateResourceRequest(
+            session_id=self.session_id,
+            kind=kind,
+            name=name,
+            framework=framework,
+            config={key: to_value(value) for key, value in (config or {}).items()},
+            metadata=dict(metadata or {}),
+        )
+        response = await self._invoke(self._open_stub().CreateResource, request)
+        return Resource.from_proto(response.resource)
+
+    async def invoke_resource(
+        self, resource_id: str, method: str, arguments: Mapping[str, object] | None = None, **kwargs: object
+    ) -> Any:
+        """Calls `method` of resource `resource_id` (e.g. an optimizer's ``run`` or a
+        module's ``forward``) with `arguments` and keyword arguments as plain Python values;
+        answers its result as plain Python values (``None`` if it returns nothing).
+
+        Raises:
+            ResourceNotFound, InvalidArgument (unknown method or argument), and the method's
+            own errors (e.g. VariableLocked, CallbackError, FrameworkError).
+        """
+        given = {**(arguments or {}), **kwargs}
+        request = pb.InvokeResourceRequest(
+            session_id=self.session_id,
+            resource_id=resource_id,
+            method=method,
+            arguments={key: to_value(value) for key, value in given.items()},
+        )
+        response = await self._invoke(self._open_stub().InvokeResource, request)
+        return self._core.decode(response.result) if response.HasField("result") else None
+
+    async def release_resource(self, resource_id: str) -> bool:
+        """Releases resource `resource_id`; answers whether it existed."""
+        request = pb.ReleaseResourceRequest(session_id=self.session_id, resource_id=resource_id)
+        response = await self._invoke(self._open_stub().ReleaseResource, request)
+        return response.existed
+
+    async def resources(self) -> list[Resource]:
+        """This session's live resources, oldest first."""
+        request = pb.ListResourcesRequest(session_id=self.session_id)
+        response = await self._invoke(self._open_stub().ListResources, request)
+        return [Resource.from_proto(resource) for resource in response.resources]
 
     def _stop_callbacks(self) -> None:
         server, self._callbacks = self._callbacks, None

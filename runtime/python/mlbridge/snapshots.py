@@ -85,6 +85,8 @@ class SessionInfo:
     """The session's change sequence (see `watch(from_version=...)`)."""
     callback_count: int = 0
     """Callbacks registered in the session (`register_callback`)."""
+    resource_count: int = 0
+    """Live engine-native resources of the session (`create_resource`)."""
 
     @classmethod
     def from_proto(cls, message: pb.Session) -> SessionInfo:
@@ -100,6 +102,37 @@ class SessionInfo:
             tool_count=message.tool_count,
             current_sequence=message.current_sequence,
             callback_count=message.callback_count,
+            resource_count=message.resource_count,
+        )
+
+
+@dataclass(frozen=True)
+class Resource:
+    """An engine-native resource (a module or an optimizer) owned by a session."""
+
+    resource_id: str
+    kind: str
+    """``"module"`` or ``"optimizer"``."""
+    name: str
+    """The implementation, e.g. ``"tpe"`` or ``"predict"``."""
+    framework: str
+    """The framework whose workers it uses; empty for pure engine resources."""
+    methods: tuple[str, ...]
+    """The methods `invoke_resource` accepts."""
+    metadata: Mapping[str, str]
+    created_at: datetime
+
+    @classmethod
+    def from_proto(cls, message: pb.Resource) -> Resource:
+        """Decodes a wire `Resource`."""
+        return cls(
+            resource_id=message.resource_id,
+            kind=message.kind,
+            name=message.name,
+            framework=message.framework,
+            methods=tuple(message.methods),
+            metadata=dict(message.metadata),
+            created_at=timestamp(message.created_at),
         )
 
 

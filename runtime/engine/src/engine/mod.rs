@@ -13,6 +13,7 @@ use crate::callbacks::{CallbackLimits, CallbackRegistry};
 use crate::error::{BridgeError, Result};
 use crate::glob::Glob;
 use crate::operations;
+use crate::resources::{NativeResource, ResourceRegistry};
 use crate::state::{
     Limits, MemoryBackend, NewSession, StateBackend, WatchStart, WriteContext, WriteOp,
 };
@@ -21,6 +22,7 @@ use crate::workers::WorkerPool;
 
 mod callbacks;
 mod locks;
+mod resources;
 mod sessions;
 mod tools;
 mod variables;
@@ -39,6 +41,7 @@ pub struct Engine {
     limits: Limits,
     workers: Option<WorkerPool>,
     callbacks: Arc<CallbackRegistry>,
+    resources: Arc<ResourceRegistry>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -112,8 +115,14 @@ impl EngineBuilder {
         let callbacks = Arc::new(CallbackRegistry::new(self.callback_limits));
         // Callbacks go with their session. Outside a runtime nobody follows the events;
         // calls still check that the session is live.
+        let resources = Arc::new(ResourceRegistry::new(limits.max_resources_per_session));
         if tokio::runtime::Handle::try_current().is_ok() {
             callbacks.follow_sessions(state.session_events());
+            let backend = Arc::clone(&state);
+            resources.follow_sessions(state.session_events(), move |id| {
+                let backend = Arc::clone(&backend);
+                async move { backend.session(&id).await.is_ok() }
+            });
         }
         Engine {
             id: format!("engine-{}-{nanos:x}", std::process::id()),
@@ -122,6 +131,7 @@ impl EngineBuilder {
             limits,
             workers: self.workers,
             callbacks,
+            resources,
         }
     }
 }
@@ -186,6 +196,33 @@ impl Engine {
         self.callbacks
             .call(session_id, name, arguments, metadata, caller)
             .await
+    }
+
+    /// The registry of client callbacks, with each callback's parameter specs and deadline.
+    pub fn callbacks(&self) -> &CallbackRegistry {
+        &self.callbacks
+    }
+
+    /// The resource `resource_id` of a session, or `RESOURCE_NOT_FOUND`.
+    pub fn resource(&self, session_id: &str, resource_id: &str) -> Result<Arc<dyn NativeResource>> {
+        Ok(self.resources.get(session_id, resource_id)?.native)
+    }
+
+    /// The worker pool, or `WORKER_UNAVAILABLE` saying that `what` needs one.
+    pub(crate) fn worker_pool_for(&self, what: &str) -> Result<&WorkerPool> {
+        self.worker_pool(what)
+    }
+
+    /// Runs a framework operation on the worker pool, as `ExecuteFrameworkOperation` does.
+    ///
+    /// # Errors
+    ///
+    /// As `ExecuteFrameworkOperation`.
+    pub async fn execute_operation(
+        &self,
+        request: pb::ExecuteFrameworkOperationRequest,
+    ) -> Result<pb::ExecuteFrameworkOperationResponse> {
+        tools::execute_framework_operation(self, request).await
     }
 
     /// Removes expired sessions every `every` until the returned task is aborted.
@@ -561,6 +598,34 @@ impl MlBridge for Engine {
             }
             .await,
         )
+    }
+
+    async fn create_resource(
+        &self,
+        request: Request<pb::CreateResourceRequest>,
+    ) -> GrpcResult<pb::CreateResourceResponse> {
+        answer(resources::create_resource(self, request.into_inner()).await)
+    }
+
+    async fn invoke_resource(
+        &self,
+        request: Request<pb::InvokeResourceRequest>,
+    ) -> GrpcResult<pb::InvokeResourceResponse> {
+        answer(resources::invoke_resource(self, request.into_inner()).await)
+    }
+
+    async fn release_resource(
+        &self,
+        request: Request<pb::ReleaseResourceRequest>,
+    ) -> GrpcResult<pb::ReleaseResourceResponse> {
+        answer(resources::release_resource(self, request.into_inner()).await)
+    }
+
+    async fn list_resources(
+        &self,
+        request: Request<pb::ListResourcesRequest>,
+    ) -> GrpcResult<pb::ListResourcesResponse> {
+        answer(resources::list_resources(self, request.into_inner()).await)
     }
 
     async fn describe_adapters(

@@ -16,6 +16,7 @@ pub(super) async fn initialize_session(
     let (mut session, created) = engine.state.create_session(new).await?;
     session.tool_count = engine.tools.len() as u32;
     session.callback_count = engine.callbacks.count(&session.session_id) as u32;
+    session.resource_count = engine.resources.count(&session.session_id) as u32;
     Ok(pb::InitializeSessionResponse {
         session: Some(session),
         created,
@@ -32,6 +33,7 @@ pub(super) async fn get_session(
         .await?;
     session.tool_count = engine.tools.len() as u32;
     session.callback_count = engine.callbacks.count(&session.session_id) as u32;
+    session.resource_count = engine.resources.count(&session.session_id) as u32;
     Ok(pb::GetSessionResponse {
         session: Some(session),
     })
@@ -58,5 +60,11 @@ pub(super) async fn cleanup_session(
     let removed = engine.state.remove_session(session).await?;
     // Also done on the backend's session event; here so that it holds once this returns.
     engine.callbacks.forget_session(session);
-    Ok(removed.unwrap_or_default())
+    let released = engine.resources.forget_session(session);
+    Ok(removed
+        .map(|r| pb::CleanupSessionResponse {
+            resources_released: r.resources_released + released as u32,
+            ..r
+        })
+        .unwrap_or_default())
 }

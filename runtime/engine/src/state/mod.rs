@@ -84,6 +84,8 @@ pub struct Limits {
     pub default_lease: Duration,
     /// Longest lease granted; longer requests are clamped.
     pub max_lease: Duration,
+    /// Live engine-native resources (modules, optimizers) per session at most.
+    pub max_resources_per_session: usize,
 }
 
 impl Default for Limits {
@@ -103,6 +105,7 @@ impl Default for Limits {
             max_locks_per_session: 64,
             default_lease: Duration::from_secs(60),
             max_lease: Duration::from_secs(3600),
+            max_resources_per_session: 64,
         }
     }
 }
