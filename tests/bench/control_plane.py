@@ -5,13 +5,13 @@ Usage:
       Opens a session, registers the no-op callback `noop` with the SDK
       (`ctx.register_callback`), prints `SESSION <id>` and serves it until stdin closes.
   python tests/bench/control_plane.py tpe ENGINE_ADDR TRIALS SEED...
-      For each seed, alternately: the engine's TPE optimizer (created with
+      For each seed, in alternating order: the engine's TPE optimizer (created with
       `ctx.create_resource("optimizer", "tpe", ...)`, run with `ctx.invoke_resource(id,
-      "run", n_trials=TRIALS)`) with the objective as a Python callback, and Optuna's
-      TPESampler in-process on the same objective and budget. One line per run: the best
-      value, the wall time of the run and the time spent inside the objective.
-      While the engine has no optimizers, its runs are one line
-      `{"unavailable": "..."}` and only Optuna runs.
+      "run", n_trials=TRIALS)`) with the objective as a Python callback, Optuna's
+      TPESampler in-process on the same objective and budget, and, for context, the
+      engine's random search. One line per run: the best value, the wall time of the run
+      and the time spent inside the objective. While the engine has no optimizers, its
+      runs are one line `{"runner": "engine", "unavailable": "..."}` and only Optuna runs.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any
 
 import grpc
 
-from mlbridge import BridgeError, SessionContext
+from mlbridge import SessionContext
+from mlbridge.errors import BridgeError
 
 # The objective: Branin-Hoo, shifted so that its global minimum (reached at three points)
 # is 0, so the best value is the regret. Smooth, 2-D, the usual first test of a sampler.
@@ -81,13 +82,9 @@ def missing(error: BridgeError) -> bool:
     return error.grpc_code == grpc.StatusCode.UNIMPLEMENTED or "not built yet" in error.message
 
 
-def engine_run(engine: str, trials: int, seed: int) -> None:
+def engine_run(engine: str, sampler: str, trials: int, seed: int) -> None:
     objective = Timed()
     with SessionContext(engine, keep_session=False, timeout=600.0) as ctx:
-        create = getattr(ctx, "create_resource", None)
-        invoke = getattr(ctx, "invoke_resource", None)
-        if create is None or invoke is None:
-            raise Unavailable("the SDK has no create_resource/invoke_resource")
         ctx.register_variable("x", "float", 0.0, min=X_RANGE[0], max=X_RANGE[1])
         ctx.register_variable("y", "float", 0.0, min=Y_RANGE[0], max=Y_RANGE[1])
 
@@ -96,25 +93,26 @@ def engine_run(engine: str, trials: int, seed: int) -> None:
             return objective(x, y)
 
         ctx.register_callback(objective_callback, "branin")
-        config = {
+        config: dict[str, object] = {
             "variables": ["x", "y"],
             "metric": "branin",
             "direction": "minimize",
             "seed": seed,
-            "startup_trials": STARTUP_TRIALS,
         }
+        if sampler == "tpe":
+            config["startup_trials"] = STARTUP_TRIALS
         try:
-            resource = create("optimizer", "tpe", config=config)
+            resource = ctx.create_resource("optimizer", sampler, config=config)
         except BridgeError as error:
             if missing(error):
                 raise Unavailable(error.message) from error
             raise
         start = time.perf_counter()
-        result = invoke(resource.resource_id, "run", n_trials=trials)
+        result = ctx.invoke_resource(resource.resource_id, "run", n_trials=trials)
         wall = time.perf_counter() - start
     best = result.get("best") or {}
     emit(
-        runner="engine",
+        runner="engine" if sampler == "tpe" else f"engine-{sampler}",
         seed=seed,
         trials=result.get("trials"),
         complete=result.get("complete"),
@@ -158,15 +156,15 @@ def tpe(engine: str, trials: int, seeds: list[int]) -> None:
 
     del optuna
     engine_available = True
+    runners = ["tpe", "optuna", "random"]
     for index, seed in enumerate(seeds):
-        # Alternate which side goes first, so that machine noise hits both alike.
-        order = ("engine", "optuna") if index % 2 == 0 else ("optuna", "engine")
-        for runner in order:
+        # Rotate which runner goes first, so that machine noise hits all alike.
+        for runner in runners[index % 3 :] + runners[: index % 3]:
             if runner == "optuna":
                 optuna_run(trials, seed)
             elif engine_available:
                 try:
-                    engine_run(engine, trials, seed)
+                    engine_run(engine, runner, trials, seed)
                 except Unavailable as error:
                     engine_available = False
                     emit(runner="engine", unavailable=f"engine optimizers missing ({error})")

@@ -413,14 +413,27 @@ pub(crate) fn goal_ratio(label: &str, value: Option<f64>, floor: Option<f64>, li
         (Some(v), Some(f)) if f > 0.0 => {
             let ratio = v / f;
             println!(
-                "  {label}: {ratio:.2}x ({v:.4} / {f:.4}; goal <= {limit}x) {}",
+                "  {label}: {ratio:.2}x ({} / {}; goal <= {limit}x) {}",
+                figure(v),
+                figure(f),
                 if ratio <= limit { "met" } else { "NOT met" }
             );
         }
         (Some(v), Some(f)) => println!(
-            "  {label}: {v:.4} vs {f:.4} (no ratio to a floor of 0; goal: at most {limit}x) {}",
+            "  {label}: {} vs {} (no ratio to a floor of 0; goal: at most {limit}x) {}",
+            figure(v),
+            figure(f),
             if v <= f * limit { "met" } else { "NOT met" }
         ),
         _ => println!("  {label}: not measured"),
+    }
+}
+
+/// A measured figure with as many decimals as its size deserves.
+fn figure(value: f64) -> String {
+    match value.abs() {
+        v if v >= 100.0 => format!("{value:.0}"),
+        v if v >= 1.0 => format!("{value:.2}"),
+        _ => format!("{value:.4}"),
     }
 }

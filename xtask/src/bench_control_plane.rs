@@ -182,11 +182,14 @@ struct OptimizerRun {
 struct Tpe {
     engine: Result<Vec<OptimizerRun>, String>,
     optuna: Vec<OptimizerRun>,
+    /// The engine's random search on the same objective and seeds, for context.
+    random: Vec<OptimizerRun>,
 }
 
 fn parse_runs(text: &str) -> Result<Tpe> {
     let mut engine = Ok(Vec::new());
     let mut optuna = Vec::new();
+    let mut random = Vec::new();
     for line in text.lines().filter(|l| l.trim_start().starts_with('{')) {
         let value: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("parsing {line}"))?;
@@ -210,10 +213,15 @@ fn parse_runs(text: &str) -> Result<Tpe> {
         match (runner.as_str(), &mut engine) {
             ("engine", Ok(runs)) => runs.push(run),
             ("optuna", _) => optuna.push(run),
+            ("engine-random", _) => random.push(run),
             _ => bail!("unexpected line {line}"),
         }
     }
-    Ok(Tpe { engine, optuna })
+    Ok(Tpe {
+        engine,
+        optuna,
+        random,
+    })
 }
 
 fn find<'a>(rows: &'a [Row], (name, server): (&str, &str)) -> Option<&'a Row> {
@@ -312,6 +320,9 @@ fn print_tpe(tpe: &Tpe) -> Result<(Result<Summary, String>, Summary)> {
         bail!("the TPE part printed no Optuna run");
     }
     let optuna = line("optuna TPESampler (in-process)", &tpe.optuna);
+    if !tpe.random.is_empty() {
+        line("engine random (context: no model)", &tpe.random);
+    }
     println!(
         "(per-trial overhead = (wall time of the run - time inside the objective) / trials, median over seeds)"
     );
