@@ -1,17 +1,19 @@
 //! Control-plane benchmark driver (run by `cargo xtask bench control-plane`): unary echo
-//! round trips to a Python grpcio server (the floor) and to a Rust tonic server, the
-//! callback round trip Rust client -> engine -> Python no-op callback -> engine -> client
-//! (`InvokeCallback`), and an optimization lock's acquire + release. The three round trips
-//! are measured in alternating rounds, so that machine noise hits all of them alike. Prints
-//! one JSON object per measurement on stdout.
+//! round trips to a Python grpcio server (the floor) and to a Rust tonic server, the SDK's
+//! callback server called directly (`ExecuteCallback` of the no-op, as the engine calls
+//! it), the callback round trip Rust client -> engine -> Python no-op callback -> engine ->
+//! client (`InvokeCallback`), and an optimization lock's acquire + release. All are
+//! measured in alternating rounds, so that machine noise hits them alike. Prints one JSON
+//! object per measurement on stdout.
 //!
 //! Usage:
 //!   bench_control_plane echo-server
 //!     serves the `Callback` service as a minimal echo (the response carries the request's
 //!     metadata back) on 127.0.0.1:0; prints `PORT <n>`, stops when stdin closes.
-//!   bench_control_plane measure ENGINE_ADDR SESSION_ID PYTHON_ECHO_ADDR RUST_ECHO_ADDR
+//!   bench_control_plane measure ENGINE_ADDR SESSION_ID SDK_CALLBACK_ADDR PYTHON_ECHO_ADDR
+//!       RUST_ECHO_ADDR
 //!     SESSION_ID is a session of the engine in which a Python program registered the
-//!     no-op callback `noop`.
+//!     no-op callback `noop`, served by its SDK callback server at SDK_CALLBACK_ADDR.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -90,6 +92,8 @@ async fn callback_client(address: &str) -> CallbackClient<Channel> {
     CallbackClient::new(channel)
 }
 
+/// One `ExecuteCallback` of `noop`, as the engine sends it: to an echo server, or to the
+/// SDK's callback server, which runs the no-op.
 async fn echo(client: &CallbackClient<Channel>, session_id: &str) {
     // The request the engine would send for a no-argument callback.
     let mut request = tonic::Request::new(pb::ExecuteCallbackRequest {
@@ -108,7 +112,13 @@ async fn echo(client: &CallbackClient<Channel>, session_id: &str) {
         .expect("echo call");
 }
 
-async fn measure(engine: &str, session_id: &str, python_echo: &str, rust_echo: &str) {
+async fn measure(
+    engine: &str,
+    session_id: &str,
+    sdk_server: &str,
+    python_echo: &str,
+    rust_echo: &str,
+) {
     let client = Client::connect(engine).await.expect("connect");
     let session = client
         .open(mlbridge::SessionOptions {
@@ -120,6 +130,7 @@ async fn measure(engine: &str, session_id: &str, python_echo: &str, rust_echo: &
     assert_eq!(session.id(), session_id, "joined another session");
     let python = callback_client(python_echo).await;
     let rust = callback_client(rust_echo).await;
+    let sdk = callback_client(sdk_server).await;
 
     // The callback round trip: InvokeCallback on the engine, which calls the Python
     // program's no-op over its own connection and answers.
@@ -154,30 +165,44 @@ async fn measure(engine: &str, session_id: &str, python_echo: &str, rust_echo: &
     for _ in 0..WARMUP {
         echo(&python, session_id).await;
         echo(&rust, session_id).await;
+        echo(&sdk, session_id).await;
         callback().await;
         lock().await;
     }
+    const KINDS: usize = 5;
     let per_round = SAMPLES / ROUNDS;
-    let mut samples: [Vec<Duration>; 4] = Default::default();
+    let mut samples: [Vec<Duration>; KINDS] = Default::default();
     for round in 0..ROUNDS {
         // Rotate which measurement goes first.
-        for k in 0..4 {
-            let which = (round + k) % 4;
+        for k in 0..KINDS {
+            let which = (round + k) % KINDS;
             for _ in 0..per_round {
                 let start = Instant::now();
                 match which {
                     0 => echo(&python, session_id).await,
                     1 => echo(&rust, session_id).await,
-                    2 => callback().await,
+                    2 => echo(&sdk, session_id).await,
+                    3 => callback().await,
                     _ => lock().await,
                 }
                 samples[which].push(start.elapsed());
             }
         }
     }
-    let [python_samples, rust_samples, callback_samples, lock_samples] = &mut samples;
+    let [
+        python_samples,
+        rust_samples,
+        sdk_samples,
+        callback_samples,
+        lock_samples,
+    ] = &mut samples;
     report("unary echo (floor)", "python grpcio", python_samples);
     report("unary echo", "rust tonic", rust_samples);
+    report(
+        "ExecuteCallback no-op, called directly",
+        "python SDK server",
+        sdk_samples,
+    );
     report(
         "callback round trip (InvokeCallback, Python no-op)",
         "engine",
@@ -200,12 +225,17 @@ async fn main() {
         .as_slice()
     {
         ["echo-server"] => echo_server().await,
-        ["measure", engine, session_id, python_echo, rust_echo] => {
-            measure(engine, session_id, python_echo, rust_echo).await
-        }
+        [
+            "measure",
+            engine,
+            session_id,
+            sdk_server,
+            python_echo,
+            rust_echo,
+        ] => measure(engine, session_id, sdk_server, python_echo, rust_echo).await,
         _ => {
             eprintln!(
-                "usage: bench_control_plane echo-server\n       bench_control_plane measure ENGINE_ADDR SESSION_ID PYTHON_ECHO_ADDR RUST_ECHO_ADDR"
+                "usage: bench_control_plane echo-server\n       bench_control_plane measure ENGINE_ADDR SESSION_ID SDK_CALLBACK_ADDR PYTHON_ECHO_ADDR RUST_ECHO_ADDR"
             );
             std::process::exit(2);
         }

@@ -3,7 +3,8 @@
 Usage:
   python tests/bench/control_plane.py serve ENGINE_ADDR
       Opens a session, registers the no-op callback `noop` with the SDK
-      (`ctx.register_callback`), prints `SESSION <id>` and serves it until stdin closes.
+      (`ctx.register_callback`), prints `SESSION <id> <callback server endpoint>` and
+      serves it until stdin closes.
   python tests/bench/control_plane.py tpe ENGINE_ADDR TRIALS SEED...
       For each seed, in alternating order: the engine's TPE optimizer (created with
       `ctx.create_resource("optimizer", "tpe", ...)`, run with `ctx.invoke_resource(id,
@@ -68,7 +69,11 @@ def serve(engine: str) -> None:
         def noop() -> None:
             return None
 
-        print(f"SESSION {ctx.session_id}", flush=True)
+        # The endpoint of the context's callback server (the one the engine dials), so that
+        # the bench can also call it directly and tell its cost from the engine's.
+        server = ctx._callbacks
+        assert server is not None
+        print(f"SESSION {ctx.session_id} {server.endpoint}", flush=True)
         sys.stdin.read()
 
 

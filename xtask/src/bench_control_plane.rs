@@ -1,9 +1,9 @@
 //! `cargo xtask bench control-plane`: the Python control plane against its floors, in one
 //! run. Round trips (Rust client, alternating rounds): a minimal Python grpcio unary echo
 //! (the floor: the callback server's stack with nothing behind it), a minimal Rust tonic
-//! echo (what a Rust client -> engine hop costs), the callback round trip through a real
-//! engine to a Python no-op registered with the SDK, and an optimization lock's acquire +
-//! release. Then the engine's TPE optimizer, with the objective as a Python callback,
+//! echo (what a Rust client -> engine hop costs), the SDK's callback server called directly
+//! (what the SDK adds to the floor), the callback round trip through a real engine to a
+//! Python no-op registered with the SDK, and an optimization lock's acquire + release. Then the engine's TPE optimizer, with the objective as a Python callback,
 //! against Optuna's TPE in-process: same objective, budget and seeds.
 
 use std::io::{BufRead, BufReader};
@@ -20,6 +20,10 @@ const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
 
 const FLOOR: (&str, &str) = ("unary echo (floor)", "python grpcio");
 const TONIC: (&str, &str) = ("unary echo", "rust tonic");
+const SDK_SERVER: (&str, &str) = (
+    "ExecuteCallback no-op, called directly",
+    "python SDK server",
+);
 const CALLBACK: (&str, &str) = (
     "callback round trip (InvokeCallback, Python no-op)",
     "engine",
@@ -61,12 +65,17 @@ pub(crate) fn run() -> Result<()> {
             ),
             "SESSION ",
         )?;
+        let (session_id, sdk_server) = callbacks
+            .said
+            .split_once(' ')
+            .ok_or_else(|| anyhow!("expected `SESSION <id> <endpoint>`, got {}", callbacks.said))?;
         let out = run::output(&mut run::cmd(
             &driver,
             &[
                 "measure",
                 &engine.address,
-                &callbacks.said,
+                session_id,
+                sdk_server,
                 &format!("127.0.0.1:{}", python_echo.said),
                 &format!("127.0.0.1:{}", rust_echo.said),
             ],
@@ -231,13 +240,13 @@ fn find<'a>(rows: &'a [Row], (name, server): (&str, &str)) -> Option<&'a Row> {
 fn print_round_trips(rows: &[Row]) {
     let floor = find(rows, FLOOR).map(|r| r.p50_us);
     println!(
-        "\n{:<52} {:<14} {:>9} {:>9} {:>10} {:>8}",
+        "\n{:<52} {:<18} {:>9} {:>9} {:>10} {:>9}",
         "round trip (Rust client)", "server", "p50 µs", "p99 µs", "ops/s", "p50/floor"
     );
     for row in rows {
         let ratio = floor.map_or("-".to_owned(), |f| format!("{:.2}x", row.p50_us / f));
         println!(
-            "{:<52} {:<14} {:>9.1} {:>9.1} {:>10.0} {:>8}",
+            "{:<52} {:<18} {:>9.1} {:>9.1} {:>10.0} {:>9}",
             row.name, row.server, row.p50_us, row.p99_us, row.ops_per_sec, ratio
         );
     }
@@ -338,10 +347,13 @@ fn print_goals(rows: &[Row], (engine, optuna): &(Result<Summary, String>, Summar
         p50(FLOOR),
         1.5,
     );
-    if let (Some(callback), Some(floor), Some(tonic)) = (p50(CALLBACK), p50(FLOOR), p50(TONIC)) {
+    if let (Some(callback), Some(floor), Some(sdk), Some(tonic)) =
+        (p50(CALLBACK), p50(FLOOR), p50(SDK_SERVER), p50(TONIC))
+    {
         println!(
-            "    of the callback's {callback:.0} µs: {floor:.0} µs is the Python echo floor, {tonic:.0} µs a Rust tonic echo (the Rust client -> engine hop), {:.0} µs the rest (engine work)",
-            callback - floor - tonic
+            "    p50 split of the callback's {callback:.0} µs: {floor:.0} grpcio floor + {:.0} SDK callback server work + {tonic:.0} Rust client -> engine hop (tonic echo) + {:.0} the engine's own work",
+            sdk - floor,
+            callback - sdk - tonic
         );
     }
     match engine {
