@@ -373,6 +373,18 @@ fn op_index(ops: &[WriteOp], index: usize) -> String {
     format!("{index} ({})", ops.get(index).map_or("", WriteOp::name))
 }
 
+/// The position of the write that failed an atomic batch, from the error's
+/// `batch_failed_at` context (see `op_index`); `None` for a batch of one write.
+pub fn failed_index(error: &BridgeError) -> Option<usize> {
+    error
+        .context
+        .get("batch_failed_at")?
+        .split_once(' ')?
+        .0
+        .parse()
+        .ok()
+}
+
 /// Changes staged over the committed variables, read through by later ops of a batch.
 struct Staged<'a> {
     base: &'a HashMap<String, VariableState>,
