@@ -44,6 +44,7 @@ __all__ = [
     "Unavailable",
     "UnknownError",
     "VariableAlreadyExists",
+    "VariableInUse",
     "VariableLocked",
     "VariableNotFound",
     "VariableType",
@@ -90,6 +91,7 @@ class ErrorKind(enum.IntEnum):
     ALREADY_EXISTS = 26
     LOCK_NOT_HELD = 27
     CALLBACK_UNAVAILABLE = 28
+    VARIABLE_IN_USE = 29
 
     @classmethod
     def from_proto(cls, value: int) -> ErrorKind:
@@ -381,6 +383,14 @@ class CallbackUnavailable(BridgeError):
     default_kind = ErrorKind.CALLBACK_UNAVAILABLE
 
 
+class VariableInUse(BridgeError):
+    """The variable cannot be deleted while others depend on it (the context
+    names them in `dependents`).
+    """
+
+    default_kind = ErrorKind.VARIABLE_IN_USE
+
+
 ERROR_KIND_CLASSES: Final[Mapping[ErrorKind, type[BridgeError]]] = MappingProxyType(
     {
         ErrorKind.UNSPECIFIED: UnknownError,
@@ -412,6 +422,7 @@ ERROR_KIND_CLASSES: Final[Mapping[ErrorKind, type[BridgeError]]] = MappingProxyT
         ErrorKind.ALREADY_EXISTS: AlreadyExists,
         ErrorKind.LOCK_NOT_HELD: LockNotHeld,
         ErrorKind.CALLBACK_UNAVAILABLE: CallbackUnavailable,
+        ErrorKind.VARIABLE_IN_USE: VariableInUse,
     }
 )
 """The exception class for each `ErrorKind`."""
@@ -447,6 +458,7 @@ ERROR_KIND_GRPC_CODES: Final[Mapping[ErrorKind, grpc.StatusCode]] = MappingProxy
         ErrorKind.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
         ErrorKind.LOCK_NOT_HELD: grpc.StatusCode.FAILED_PRECONDITION,
         ErrorKind.CALLBACK_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+        ErrorKind.VARIABLE_IN_USE: grpc.StatusCode.FAILED_PRECONDITION,
     }
 )
 """The gRPC status code that carries each `ErrorKind`."""

@@ -306,6 +306,10 @@ class _ErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorKind.V
     before it answered (the client that registered it stopped or died); the
     call's side effects are unknown. Context has "callback" and "endpoint".
     """
+    ERROR_KIND_VARIABLE_IN_USE: _ErrorKind.ValueType  # 29
+    """The variable cannot be deleted while others depend on it (the context
+    names them in `dependents`).
+    """
 
 class ErrorKind(_ErrorKind, metaclass=_ErrorKindEnumTypeWrapper):
     """The category of a failure. Each kind maps to one gRPC status code, used for
@@ -412,6 +416,10 @@ ERROR_KIND_CALLBACK_UNAVAILABLE: ErrorKind.ValueType  # 28
 """A callback's endpoint could not be reached, or its connection broke
 before it answered (the client that registered it stopped or died); the
 call's side effects are unknown. Context has "callback" and "endpoint".
+"""
+ERROR_KIND_VARIABLE_IN_USE: ErrorKind.ValueType  # 29
+"""The variable cannot be deleted while others depend on it (the context
+names them in `dependents`).
 """
 _Global_ErrorKind: _typing_extensions.TypeAlias = ErrorKind
 
@@ -1511,6 +1519,8 @@ class Variable(_message.Message):
     OPTIMIZING_FIELD_NUMBER: _builtins.int
     OPTIMIZER_ID_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    DERIVED_BY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The variable's name, unique within its session."""
     type: _Global_VariableType.ValueType
@@ -1542,6 +1552,18 @@ class Variable(_message.Message):
     """The optimizer holding the lock; empty when `optimizing` is false."""
     source: _builtins.str
     """The `source` given with the write that produced the current version."""
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The variables this one depends on, fixed at registration. A variable that
+        others depend on cannot be deleted (VARIABLE_IN_USE).
+        """
+    derived_by: _builtins.str
+    """For a derived variable: the host tool that computes its value from
+    `depends_on` (called with one argument per dependency, by name). The
+    engine recomputes it whenever a dependency changes, in the same atomic
+    step as that change, so a reader never sees a derived value that
+    disagrees with its inputs. Clients cannot write it. Empty otherwise.
+    """
     def __init__(
         self,
         *,
@@ -1557,9 +1579,11 @@ class Variable(_message.Message):
         optimizing: _builtins.bool = ...,
         optimizer_id: _builtins.str = ...,
         source: _builtins.str = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        derived_by: _builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: _typing.Literal["constraints", b"constraints", "created_at", b"created_at", "updated_at", b"updated_at", "value", b"value"]) -> _builtins.bool: ...
-    def ClearField(self, field_name: _typing.Literal["constraints", b"constraints", "created_at", b"created_at", "description", b"description", "metadata", b"metadata", "name", b"name", "optimizer_id", b"optimizer_id", "optimizing", b"optimizing", "source", b"source", "type", b"type", "updated_at", b"updated_at", "value", b"value", "version", b"version"]) -> None: ...
+    def ClearField(self, field_name: _typing.Literal["constraints", b"constraints", "created_at", b"created_at", "depends_on", b"depends_on", "derived_by", b"derived_by", "description", b"description", "metadata", b"metadata", "name", b"name", "optimizer_id", b"optimizer_id", "optimizing", b"optimizing", "source", b"source", "type", b"type", "updated_at", b"updated_at", "value", b"value", "version", b"version"]) -> None: ...
     def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
 
 _Global_Variable: _typing_extensions.TypeAlias = Variable
@@ -1596,6 +1620,8 @@ class RegisterVariableRequest(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    DERIVED_BY_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The owning session."""
     name: _builtins.str
@@ -1617,6 +1643,17 @@ class RegisterVariableRequest(_message.Message):
     """Who is registering, e.g. "python:client-7" or "rust:app". Empty is
     recorded as "unknown".
     """
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The variables this one depends on; each must exist (so dependencies
+        never form a cycle; naming the variable itself is refused as one). At
+        most 64, distinct.
+        """
+    derived_by: _builtins.str
+    """Makes the variable derived: the name of an engine host tool that
+    computes its value from `depends_on` (one argument per dependency, by
+    name). `initial_value` is then ignored: the engine computes it.
+    """
     def __init__(
         self,
         *,
@@ -1628,9 +1665,11 @@ class RegisterVariableRequest(_message.Message):
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         description: _builtins.str = ...,
         source: _builtins.str = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        derived_by: _builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: _typing.Literal["constraints", b"constraints", "initial_value", b"initial_value"]) -> _builtins.bool: ...
-    def ClearField(self, field_name: _typing.Literal["constraints", b"constraints", "description", b"description", "initial_value", b"initial_value", "metadata", b"metadata", "name", b"name", "session_id", b"session_id", "source", b"source", "type", b"type"]) -> None: ...
+    def ClearField(self, field_name: _typing.Literal["constraints", b"constraints", "depends_on", b"depends_on", "derived_by", b"derived_by", "description", b"description", "initial_value", b"initial_value", "metadata", b"metadata", "name", b"name", "session_id", b"session_id", "source", b"source", "type", b"type"]) -> None: ...
     def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
 
 _Global_RegisterVariableRequest: _typing_extensions.TypeAlias = RegisterVariableRequest

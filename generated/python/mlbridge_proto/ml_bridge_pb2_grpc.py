@@ -225,9 +225,10 @@ class MLBridgeServicer(object):
     def RegisterVariable(self, request, context):
         """Registers a new variable at version 1 and emits a REGISTERED update.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
-        UNSPECIFIED type, constraints not applicable to the type),
-        VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-        PAYLOAD_TOO_LARGE.
+        UNSPECIFIED type, constraints not applicable to the type, a dependency
+        cycle), VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
+        PAYLOAD_TOO_LARGE, VARIABLE_NOT_FOUND (a dependency), TOOL_NOT_FOUND and
+        the tool's errors (a derived variable).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -257,7 +258,7 @@ class MLBridgeServicer(object):
         """Deletes a variable and its history and emits a DELETED update. A later
         RegisterVariable with the same name starts again at version 1.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
-        VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+        VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, VARIABLE_IN_USE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -55,9 +55,10 @@ class MLBridgeStub:
     RegisterVariable: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.RegisterVariableRequest, mlbridge__proto_dot_ml__bridge__pb2.RegisterVariableResponse]
     """Registers a new variable at version 1 and emits a REGISTERED update.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
-    UNSPECIFIED type, constraints not applicable to the type),
-    VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-    PAYLOAD_TOO_LARGE.
+    UNSPECIFIED type, constraints not applicable to the type, a dependency
+    cycle), VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
+    PAYLOAD_TOO_LARGE, VARIABLE_NOT_FOUND (a dependency), TOOL_NOT_FOUND and
+    the tool's errors (a derived variable).
     """
     GetVariable: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.GetVariableRequest, mlbridge__proto_dot_ml__bridge__pb2.GetVariableResponse]
     """Reads one variable.
@@ -75,7 +76,7 @@ class MLBridgeStub:
     """Deletes a variable and its history and emits a DELETED update. A later
     RegisterVariable with the same name starts again at version 1.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
-    VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+    VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, VARIABLE_IN_USE.
     """
     ListVariables: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.ListVariablesRequest, mlbridge__proto_dot_ml__bridge__pb2.ListVariablesResponse]
     """Lists the variables whose names match a glob pattern, sorted by name.
@@ -245,9 +246,10 @@ class MLBridgeAsyncStub(MLBridgeStub):
     RegisterVariable: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.RegisterVariableRequest, mlbridge__proto_dot_ml__bridge__pb2.RegisterVariableResponse]  # type: ignore[assignment]
     """Registers a new variable at version 1 and emits a REGISTERED update.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
-    UNSPECIFIED type, constraints not applicable to the type),
-    VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-    PAYLOAD_TOO_LARGE.
+    UNSPECIFIED type, constraints not applicable to the type, a dependency
+    cycle), VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
+    PAYLOAD_TOO_LARGE, VARIABLE_NOT_FOUND (a dependency), TOOL_NOT_FOUND and
+    the tool's errors (a derived variable).
     """
     GetVariable: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.GetVariableRequest, mlbridge__proto_dot_ml__bridge__pb2.GetVariableResponse]  # type: ignore[assignment]
     """Reads one variable.
@@ -265,7 +267,7 @@ class MLBridgeAsyncStub(MLBridgeStub):
     """Deletes a variable and its history and emits a DELETED update. A later
     RegisterVariable with the same name starts again at version 1.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
-    VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+    VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, VARIABLE_IN_USE.
     """
     ListVariables: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.ListVariablesRequest, mlbridge__proto_dot_ml__bridge__pb2.ListVariablesResponse]  # type: ignore[assignment]
     """Lists the variables whose names match a glob pattern, sorted by name.
@@ -472,9 +474,10 @@ class MLBridgeServicer(metaclass=_ABCMeta):
     ) -> mlbridge__proto_dot_ml__bridge__pb2.RegisterVariableResponse | _abc.Awaitable[mlbridge__proto_dot_ml__bridge__pb2.RegisterVariableResponse]:
         """Registers a new variable at version 1 and emits a REGISTERED update.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
-        UNSPECIFIED type, constraints not applicable to the type),
-        VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-        PAYLOAD_TOO_LARGE.
+        UNSPECIFIED type, constraints not applicable to the type, a dependency
+        cycle), VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
+        PAYLOAD_TOO_LARGE, VARIABLE_NOT_FOUND (a dependency), TOOL_NOT_FOUND and
+        the tool's errors (a derived variable).
         """
 
     @_abstractmethod
@@ -510,7 +513,7 @@ class MLBridgeServicer(metaclass=_ABCMeta):
         """Deletes a variable and its history and emits a DELETED update. A later
         RegisterVariable with the same name starts again at version 1.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
-        VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+        VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, VARIABLE_IN_USE.
         """
 
     @_abstractmethod

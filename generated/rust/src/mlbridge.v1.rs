@@ -461,6 +461,17 @@ pub struct Variable {
     /// The `source` given with the write that produced the current version.
     #[prost(string, tag = "12")]
     pub source: ::prost::alloc::string::String,
+    /// The variables this one depends on, fixed at registration. A variable that
+    /// others depend on cannot be deleted (VARIABLE_IN_USE).
+    #[prost(string, repeated, tag = "13")]
+    pub depends_on: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// For a derived variable: the host tool that computes its value from
+    /// `depends_on` (called with one argument per dependency, by name). The
+    /// engine recomputes it whenever a dependency changes, in the same atomic
+    /// step as that change, so a reader never sees a derived value that
+    /// disagrees with its inputs. Clients cannot write it. Empty otherwise.
+    #[prost(string, tag = "14")]
+    pub derived_by: ::prost::alloc::string::String,
 }
 /// Request of RegisterVariable.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -493,6 +504,16 @@ pub struct RegisterVariableRequest {
     /// recorded as "unknown".
     #[prost(string, tag = "8")]
     pub source: ::prost::alloc::string::String,
+    /// The variables this one depends on; each must exist (so dependencies
+    /// never form a cycle; naming the variable itself is refused as one). At
+    /// most 64, distinct.
+    #[prost(string, repeated, tag = "9")]
+    pub depends_on: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Makes the variable derived: the name of an engine host tool that
+    /// computes its value from `depends_on` (one argument per dependency, by
+    /// name). `initial_value` is then ignored: the engine computes it.
+    #[prost(string, tag = "10")]
+    pub derived_by: ::prost::alloc::string::String,
 }
 /// Response of RegisterVariable.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -2031,6 +2052,9 @@ pub enum ErrorKind {
     /// before it answered (the client that registered it stopped or died); the
     /// call's side effects are unknown. Context has "callback" and "endpoint".
     CallbackUnavailable = 28,
+    /// The variable cannot be deleted while others depend on it (the context
+    /// names them in `dependents`).
+    VariableInUse = 29,
 }
 impl ErrorKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -2068,6 +2092,7 @@ impl ErrorKind {
             Self::AlreadyExists => "ERROR_KIND_ALREADY_EXISTS",
             Self::LockNotHeld => "ERROR_KIND_LOCK_NOT_HELD",
             Self::CallbackUnavailable => "ERROR_KIND_CALLBACK_UNAVAILABLE",
+            Self::VariableInUse => "ERROR_KIND_VARIABLE_IN_USE",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -2102,6 +2127,7 @@ impl ErrorKind {
             "ERROR_KIND_ALREADY_EXISTS" => Some(Self::AlreadyExists),
             "ERROR_KIND_LOCK_NOT_HELD" => Some(Self::LockNotHeld),
             "ERROR_KIND_CALLBACK_UNAVAILABLE" => Some(Self::CallbackUnavailable),
+            "ERROR_KIND_VARIABLE_IN_USE" => Some(Self::VariableInUse),
             _ => None,
         }
     }
@@ -2504,9 +2530,10 @@ pub mod ml_bridge_client {
         }
         /// Registers a new variable at version 1 and emits a REGISTERED update.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
-        /// UNSPECIFIED type, constraints not applicable to the type),
-        /// VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-        /// PAYLOAD_TOO_LARGE.
+        /// UNSPECIFIED type, constraints not applicable to the type, a dependency
+        /// cycle), VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
+        /// PAYLOAD_TOO_LARGE, VARIABLE_NOT_FOUND (a dependency), TOOL_NOT_FOUND and
+        /// the tool's errors (a derived variable).
         pub async fn register_variable(
             &mut self,
             request: impl tonic::IntoRequest<super::RegisterVariableRequest>,
@@ -2590,7 +2617,7 @@ pub mod ml_bridge_client {
         /// Deletes a variable and its history and emits a DELETED update. A later
         /// RegisterVariable with the same name starts again at version 1.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
-        /// VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+        /// VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, VARIABLE_IN_USE.
         pub async fn delete_variable(
             &mut self,
             request: impl tonic::IntoRequest<super::DeleteVariableRequest>,
@@ -3287,9 +3314,10 @@ pub mod ml_bridge_server {
         }
         /// Registers a new variable at version 1 and emits a REGISTERED update.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
-        /// UNSPECIFIED type, constraints not applicable to the type),
-        /// VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-        /// PAYLOAD_TOO_LARGE.
+        /// UNSPECIFIED type, constraints not applicable to the type, a dependency
+        /// cycle), VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
+        /// PAYLOAD_TOO_LARGE, VARIABLE_NOT_FOUND (a dependency), TOOL_NOT_FOUND and
+        /// the tool's errors (a derived variable).
         async fn register_variable(
             &self,
             request: tonic::Request<super::RegisterVariableRequest>,
@@ -3328,7 +3356,7 @@ pub mod ml_bridge_server {
         /// Deletes a variable and its history and emits a DELETED update. A later
         /// RegisterVariable with the same name starts again at version 1.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
-        /// VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+        /// VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, VARIABLE_IN_USE.
         async fn delete_variable(
             &self,
             request: tonic::Request<super::DeleteVariableRequest>,
@@ -6235,6 +6263,7 @@ impl ErrorKind {
             Self::AlreadyExists => tonic::Code::AlreadyExists,
             Self::LockNotHeld => tonic::Code::FailedPrecondition,
             Self::CallbackUnavailable => tonic::Code::Unavailable,
+            Self::VariableInUse => tonic::Code::FailedPrecondition,
         }
     }
     /// Whether a call that failed with this kind may be retried as it is

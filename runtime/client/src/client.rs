@@ -326,6 +326,59 @@ impl Session {
         variable(self.client.register_variable(request).await?.variable)
     }
 
+    /// Registers a variable that depends on existing variables `depends_on`: they cannot
+    /// be deleted while it exists.
+    pub async fn register_dependent(
+        &self,
+        name: &str,
+        ty: pb::VariableType,
+        value: impl WireValue,
+        constraints: pb::Constraints,
+        depends_on: &[&str],
+    ) -> Result<pb::Variable> {
+        let request = pb::RegisterVariableRequest {
+            session_id: self.id.clone(),
+            name: name.to_owned(),
+            r#type: ty as i32,
+            initial_value: Some(value.into_value()),
+            constraints: Some(constraints),
+            source: self.source(),
+            depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+            ..Default::default()
+        };
+        variable(self.client.register_variable(request).await?.variable)
+    }
+
+    /// Registers a derived variable: engine host tool `tool` computes its value from the
+    /// variables `depends_on` (one argument per variable, by name), now and in the same
+    /// atomic step as every change of one of them. Clients cannot write it.
+    ///
+    /// # Errors
+    ///
+    /// `VARIABLE_NOT_FOUND` for a missing input, `INVALID_ARGUMENT` for a dependency cycle,
+    /// `TOOL_NOT_FOUND`, the tool's own errors, and the value's `TYPE_MISMATCH` /
+    /// `CONSTRAINT_VIOLATION`.
+    pub async fn register_derived(
+        &self,
+        name: &str,
+        ty: pb::VariableType,
+        tool: &str,
+        depends_on: &[&str],
+        constraints: pb::Constraints,
+    ) -> Result<pb::Variable> {
+        let request = pb::RegisterVariableRequest {
+            session_id: self.id.clone(),
+            name: name.to_owned(),
+            r#type: ty as i32,
+            constraints: Some(constraints),
+            source: self.source(),
+            depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+            derived_by: tool.to_owned(),
+            ..Default::default()
+        };
+        variable(self.client.register_variable(request).await?.variable)
+    }
+
     /// A variable with its type, constraints and version.
     pub async fn get(&self, name: &str) -> Result<pb::Variable> {
         let request = pb::GetVariableRequest {

@@ -119,7 +119,10 @@ class VariableCache:
         self._seen[name] = sequence
         self._schemas[name] = Schema(variable.type, variable.constraints)
         if self.enabled:
+            previous = self._entries.get(name)
             self._entries[name] = _Entry(variable, sequence, self._clock())
+            if previous is None or previous.variable.version != variable.version:
+                self._drop_dependents(name)
 
     def forget(self, name: str, sequence: int | None = None) -> None:
         """Drops `name` (deleted at `sequence`, or just unknown now)."""
@@ -135,12 +138,26 @@ class VariableCache:
         self._schemas.pop(name, None)
 
     def invalidate(self, name: str, sequence: int) -> None:
-        """Drops the value of `name`, which changed at `sequence` (its schema stays)."""
+        """Drops the value of `name`, which changed at `sequence` (its schema stays), and of
+        the cached variables that depend on it: the engine recomputed the derived ones in
+        the same step."""
         with self._lock:
             if sequence < self._seen.get(name, 0):
                 return
             self._seen[name] = sequence
             self._entries.pop(name, None)
+            self._drop_dependents(name)
+
+    def _drop_dependents(self, name: str) -> None:
+        """Drops the cached variables that depend on `name`, directly or not: a change of
+        `name` recomputed the derived ones in the same step."""
+        changed = [name]
+        while changed:
+            input_name = changed.pop()
+            for other, entry in list(self._entries.items()):
+                if input_name in entry.variable.depends_on:
+                    del self._entries[other]
+                    changed.append(other)
 
     def drop_value(self, name: str) -> None:
         """Drops the cached state of `name` without a sequence: its optimization lock was

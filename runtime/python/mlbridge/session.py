@@ -361,17 +361,50 @@ class SessionContext:
         *,
         description: str = "",
         metadata: Mapping[str, str] | None = None,
+        depends_on: Iterable[str] = (),
         **rules: Any,
     ) -> Variable:
         """Registers a new variable at version 1 and returns it.
 
         `constraints` is a `Constraints`, a plain dict of its fields or None; keyword
         arguments add rules (``register_variable("t", "float", 0.7, min=0.0, max=2.0)``).
+        `depends_on` names existing variables it depends on: they cannot be deleted while it
+        exists (see `register_derived` for a value computed from them).
 
         Raises `VariableAlreadyExists`, `TypeMismatch`, `ConstraintViolation`,
-        `InvalidArgument` (bad name or constraints), `PayloadTooLarge`.
+        `InvalidArgument` (bad name or constraints, a dependency cycle), `PayloadTooLarge`,
+        `VariableNotFound` (a dependency).
         """
-        request = self._core.register_request(name, type, value, constraints_from(constraints, rules), description, metadata)
+        request = self._core.register_request(
+            name, type, value, constraints_from(constraints, rules), description, metadata, depends_on
+        )
+        response = self._invoke(self._open_stub().RegisterVariable, request)
+        self._core.cache.store(response.variable, response.sequence)
+        return self._core.variable(response.variable)
+
+    def register_derived(
+        self,
+        name: str,
+        type: VariableType | str,
+        derived_by: str,
+        depends_on: Iterable[str],
+        constraints: Constraints | Mapping[str, Any] | None = None,
+        *,
+        description: str = "",
+        metadata: Mapping[str, str] | None = None,
+        **rules: Any,
+    ) -> Variable:
+        """Registers a derived variable: the engine's host tool `derived_by` computes its
+        value from the variables `depends_on` (one argument per variable, by name), now and
+        in the same atomic step as every change of one of them, so a reader never sees it
+        disagree with its inputs. It cannot be written; watchers see its changes.
+
+        Raises `VariableNotFound` (an input), `ToolNotFound`, `InvalidArgument` (a cycle),
+        the tool's errors (`ToolError`), `TypeMismatch` / `ConstraintViolation` (its value).
+        """
+        request = self._core.register_request(
+            name, type, None, constraints_from(constraints, rules), description, metadata, depends_on, derived_by
+        )
         response = self._invoke(self._open_stub().RegisterVariable, request)
         self._core.cache.store(response.variable, response.sequence)
         return self._core.variable(response.variable)

@@ -197,22 +197,28 @@ class SessionCore:
         constraints: Constraints | None,
         description: str,
         metadata: Mapping[str, str] | None,
+        depends_on: Iterable[str] = (),
+        derived_by: str = "",
     ) -> pb.RegisterVariableRequest:
-        """A RegisterVariable request."""
+        """A RegisterVariable request (a derived variable sends no initial value: the
+        engine computes it)."""
         declared = parse_variable_type(type)
         wire_constraints = (constraints or Constraints()).to_proto()
         wire_type = declared.to_proto()
-        wire_value = self.converted(name, Schema(wire_type, wire_constraints), value)
-        return pb.RegisterVariableRequest(
+        request = pb.RegisterVariableRequest(
             session_id=self.session_id,
             name=name,
             type=wire_type,
-            initial_value=wire_value,
             constraints=wire_constraints,
             metadata=metadata or {},
             description=description,
             source=self.options.source,
+            depends_on=[depends_on] if isinstance(depends_on, str) else list(depends_on),
+            derived_by=derived_by,
         )
+        if not derived_by:
+            request.initial_value.CopyFrom(self.converted(name, Schema(wire_type, wire_constraints), value))
+        return request
 
     def set_request(
         self, name: str, value: pb.Value, expected_version: int | None, metadata: Mapping[str, str] | None

@@ -152,6 +152,10 @@ class Variable:
     optimizing: bool = False
     optimizer_id: str = ""
     source: str = ""
+    depends_on: tuple[str, ...] = ()
+    """The variables this one depends on."""
+    derived_by: str = ""
+    """For a derived variable, the engine tool that computes it from `depends_on`."""
 
     @classmethod
     def from_proto(cls, message: pb.Variable, *, numpy: bool = False) -> Variable:
@@ -169,6 +173,8 @@ class Variable:
             optimizing=message.optimizing,
             optimizer_id=message.optimizer_id,
             source=message.source,
+            depends_on=tuple(message.depends_on),
+            derived_by=message.derived_by,
         )
 
 

@@ -37,6 +37,45 @@ pub(super) async fn stop_optimization(
 ) -> Result<pb::StopOptimizationResponse> {
     let session = required("session_id", &r.session_id)?;
     let token = required("lock_token", &r.lock_token)?;
+    let derived = if r.final_values.is_empty() {
+        Vec::new()
+    } else {
+        engine.state.derived(session).await?
+    };
+    if derived
+        .iter()
+        .any(|d| d.depends_on.iter().any(|i| r.final_values.contains_key(i)))
+    {
+        // Final values that derived variables depend on are written first, with their
+        // derived variables, through the lock; then the lock is released.
+        let ops = r
+            .final_values
+            .into_iter()
+            .map(|(name, value)| WriteOp::Set {
+                name,
+                value,
+                expected_version: None,
+            })
+            .collect();
+        let write = locked_context(r.source.clone(), r.metadata.clone(), token.to_owned());
+        let mut variables = Vec::new();
+        for outcome in engine.write(session, ops, true, write).await? {
+            variables.push(outcome?.0);
+        }
+        engine
+            .state
+            .stop_optimization(
+                session,
+                token,
+                HashMap::new(),
+                context(r.source, r.metadata),
+            )
+            .await?;
+        return Ok(pb::StopOptimizationResponse {
+            released: true,
+            variables,
+        });
+    }
     let variables = engine
         .state
         .stop_optimization(

@@ -10,7 +10,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::callbacks::{CallbackLimits, CallbackRegistry};
-use crate::error::{BridgeError, Result};
+use crate::error::{BridgeError, ErrorKind, Result};
 use crate::glob::Glob;
 use crate::operations;
 use crate::resources::{NativeResource, ResourceRegistry};
@@ -21,6 +21,7 @@ use crate::tools::{Handler, ToolDef, ToolRegistry};
 use crate::workers::WorkerPool;
 
 mod callbacks;
+mod derive;
 mod locks;
 mod resources;
 mod sessions;
@@ -278,7 +279,7 @@ impl Engine {
         op: WriteOp,
         context: WriteContext,
     ) -> Result<(pb::Variable, u64)> {
-        let mut outcomes = self.state.write(session, vec![op], true, context).await?;
+        let mut outcomes = self.write(session, vec![op], true, context).await?;
         outcomes
             .pop()
             .unwrap_or_else(|| Err(BridgeError::internal("a write returned no outcome")))

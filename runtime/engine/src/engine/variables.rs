@@ -8,25 +8,72 @@ pub(super) async fn register_variable(
     engine: &Engine,
     r: pb::RegisterVariableRequest,
 ) -> Result<pb::RegisterVariableResponse> {
-    let op = WriteOp::Register {
-        name: r.name,
-        ty: variable_type(r.r#type)?,
-        value: value_arg("initial_value", r.initial_value)?,
-        constraints: r.constraints.unwrap_or_default(),
-        description: r.description,
-        metadata: r.metadata,
-    };
-    let (variable, sequence) = engine
-        .write_one(
-            required("session_id", &r.session_id)?,
-            op,
-            context(r.source, HashMap::new()),
-        )
-        .await?;
-    Ok(pb::RegisterVariableResponse {
-        variable: Some(variable),
-        sequence,
-    })
+    let session = required("session_id", &r.session_id)?;
+    let ty = variable_type(r.r#type)?;
+    if r.derived_by.is_empty() {
+        let op = WriteOp::Register {
+            name: r.name,
+            ty,
+            value: value_arg("initial_value", r.initial_value)?,
+            constraints: r.constraints.unwrap_or_default(),
+            description: r.description,
+            metadata: r.metadata,
+            depends_on: r.depends_on,
+            derived_by: String::new(),
+            guards: Vec::new(),
+        };
+        let (variable, sequence) = engine
+            .write_one(session, op, context(r.source, HashMap::new()))
+            .await?;
+        return Ok(pb::RegisterVariableResponse {
+            variable: Some(variable),
+            sequence,
+        });
+    }
+    // A derived variable: its tool computes the initial value from the inputs, guarded by
+    // the inputs' versions like every recomputation.
+    for attempt in 1.. {
+        let (found, _) = engine.state.get(session, &r.depends_on).await?;
+        let mut arguments = HashMap::new();
+        let mut guards = Vec::new();
+        for variable in found.into_iter().flatten() {
+            guards.push((variable.name.clone(), variable.version));
+            arguments.insert(variable.name, variable.value.unwrap_or_default());
+        }
+        // A missing input is reported by the registration itself; compute only when all exist.
+        let value = if guards.len() == r.depends_on.len() && !r.depends_on.is_empty() {
+            engine
+                .compute(session, &r.name, &r.derived_by, arguments)
+                .await?
+        } else {
+            pb::Value::default()
+        };
+        let op = WriteOp::Register {
+            name: r.name.clone(),
+            ty,
+            value,
+            constraints: r.constraints.clone().unwrap_or_default(),
+            description: r.description.clone(),
+            metadata: r.metadata.clone(),
+            depends_on: r.depends_on.clone(),
+            derived_by: r.derived_by.clone(),
+            guards,
+        };
+        match engine
+            .write_one(session, op, context(r.source.clone(), HashMap::new()))
+            .await
+        {
+            Err(e) if e.kind == ErrorKind::VersionConflict && attempt < 8 => continue,
+            outcome => {
+                let (variable, sequence) = outcome?;
+                return Ok(pb::RegisterVariableResponse {
+                    variable: Some(variable),
+                    sequence,
+                });
+            }
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 pub(super) async fn get_variable(
@@ -174,7 +221,6 @@ pub(super) async fn set_variables(
     }
     let names: Vec<String> = ops.iter().map(|op| op.name().to_owned()).collect();
     let outcomes = engine
-        .state
         .write(
             session,
             ops,

@@ -146,6 +146,15 @@ pub trait StateBackend: Send + Sync + 'static {
     ) -> Result<(Vec<Option<pb::Variable>>, u64)>;
     /// Variables whose names match `pattern`, sorted by name.
     async fn list(&self, session: &str, pattern: &Glob) -> Result<(Vec<pb::Variable>, u64)>;
+    /// The session's derived variables (`derived_by` set), for the engine to recompute
+    /// them when their dependencies change.
+    async fn derived(&self, session: &str) -> Result<Vec<pb::Variable>> {
+        let (all, _) = self.list(session, &Glob::new("*")?).await?;
+        Ok(all
+            .into_iter()
+            .filter(|v| !v.derived_by.is_empty())
+            .collect())
+    }
     /// Applies writes. With `atomic`, all succeed or none is applied (and every outcome is
     /// the failure that stopped them); otherwise each stands alone.
     async fn write(

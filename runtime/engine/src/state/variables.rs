@@ -17,6 +17,8 @@ use crate::value;
 
 /// Longest variable name accepted, in characters (names are ASCII).
 pub const MAX_NAME_BYTES: usize = 255;
+/// Dependencies a variable declares at most.
+pub const MAX_DEPENDENCIES: usize = 64;
 
 /// One change to apply.
 // Ops live for one request; boxing the large Register variant would buy nothing.
@@ -37,6 +39,23 @@ pub enum WriteOp {
         description: String,
         /// Free-form labels stored on the variable.
         metadata: HashMap<String, String>,
+        /// The variables it depends on (each must exist).
+        depends_on: Vec<String>,
+        /// For a derived variable, the host tool that computed `value`; empty otherwise.
+        derived_by: String,
+        /// Versions the dependencies must be at (those `value` was computed from).
+        guards: Vec<(String, u64)>,
+    },
+    /// Store a derived variable's recomputed value, as a new version, provided that its
+    /// dependencies are at the versions it was computed from (`guards`, as staged by the
+    /// earlier ops of the batch), else `VERSION_CONFLICT`.
+    Derive {
+        /// The derived variable.
+        name: String,
+        /// Its new value.
+        value: Value,
+        /// Dependency → the version `value` was computed from.
+        guards: Vec<(String, u64)>,
     },
     /// Replace the value, as a new version.
     Set {
@@ -70,6 +89,7 @@ impl WriteOp {
     pub fn name(&self) -> &str {
         match self {
             WriteOp::Register { name, .. }
+            | WriteOp::Derive { name, .. }
             | WriteOp::Set { name, .. }
             | WriteOp::Delete { name, .. }
             | WriteOp::Rollback { name, .. } => name,
@@ -104,6 +124,8 @@ pub struct Variables {
     vars: HashMap<String, VariableState>,
     sequence: u64,
     locks: Locks,
+    /// Names of the derived variables, so that a write finds them without a scan.
+    derived: std::collections::BTreeSet<String>,
 }
 
 /// The outcome of one op: the variable after it (before, for a delete) and the update.
@@ -133,6 +155,11 @@ impl Variables {
     /// Every variable, unordered.
     pub fn iter(&self) -> impl Iterator<Item = &VariableState> {
         self.vars.values()
+    }
+
+    /// The derived variables, by name.
+    pub fn derived(&self) -> impl Iterator<Item = &VariableState> {
+        self.derived.iter().filter_map(|name| self.vars.get(name))
     }
 
     /// The optimization locks.
@@ -348,9 +375,15 @@ impl Variables {
         for (name, state) in overlay {
             match state {
                 Some(state) => {
+                    if state.variable.derived_by.is_empty() {
+                        self.derived.remove(&name);
+                    } else {
+                        self.derived.insert(name.clone());
+                    }
                     self.vars.insert(name, state);
                 }
                 None => {
+                    self.derived.remove(&name);
                     self.vars.remove(&name);
                     // Deleting a variable frees it from its lock.
                     self.locks.forget_variable(&name);
@@ -444,6 +477,105 @@ impl Staged<'_> {
         Ok(state.clone())
     }
 
+    /// `VERSION_CONFLICT` unless every dependency is at the version a derived value was
+    /// computed from.
+    fn check_guards(
+        &self,
+        session_id: &str,
+        derived: &str,
+        guards: &[(String, u64)],
+    ) -> Result<()> {
+        for (input, version) in guards {
+            let current = self
+                .current(input)
+                .ok_or_else(|| BridgeError::variable_not_found(session_id, input))?;
+            if current.variable.version != *version {
+                return Err(BridgeError::new(
+                    ErrorKind::VersionConflict,
+                    format!(
+                        "input `{input}` of derived variable `{derived}` changed while it was \
+                         computed (version {}, computed from {version})",
+                        current.variable.version
+                    ),
+                )
+                .with("variable", derived)
+                .with("guard", input)
+                .with("expected_version", version)
+                .with("current_version", current.variable.version));
+            }
+        }
+        Ok(())
+    }
+
+    /// The variables that depend on `name`, sorted.
+    fn dependents(&self, name: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .base
+            .keys()
+            .chain(self.overlay.keys())
+            .filter(|other| other.as_str() != name)
+            .filter(|other| {
+                self.current(other)
+                    .is_some_and(|s| s.variable.depends_on.iter().any(|d| d == name))
+            })
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Checks the dependencies a new variable declares.
+    fn check_dependencies(
+        &self,
+        session_id: &str,
+        name: &str,
+        depends_on: &[String],
+    ) -> Result<()> {
+        if depends_on.len() > MAX_DEPENDENCIES {
+            return Err(BridgeError::invalid_argument(
+                "depends_on",
+                format!(
+                    "variable `{name}` declares {} dependencies, over the limit of {MAX_DEPENDENCIES}",
+                    depends_on.len()
+                ),
+            )
+            .with("variable", name));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for input in depends_on {
+            if input == name {
+                return Err(BridgeError::invalid_argument(
+                    "depends_on",
+                    format!(
+                        "dependency cycle: `{name}` → `{name}` (a variable cannot depend on itself)"
+                    ),
+                )
+                .with("variable", name)
+                .with("cycle", format!("{name} -> {name}")));
+            }
+            if !seen.insert(input.as_str()) {
+                return Err(BridgeError::invalid_argument(
+                    "depends_on",
+                    format!("variable `{name}` names dependency `{input}` twice"),
+                )
+                .with("variable", name));
+            }
+            if self.current(input).is_none() {
+                return Err(BridgeError::new(
+                    ErrorKind::VariableNotFound,
+                    format!(
+                        "variable `{name}` depends on `{input}`, which does not exist in session \
+                         `{session_id}`; register it first (so dependencies never form a cycle)"
+                    ),
+                )
+                .with("variable", name)
+                .with("dependency", input));
+            }
+        }
+        Ok(())
+    }
+
     fn apply(
         &mut self,
         session_id: &str,
@@ -484,6 +616,9 @@ impl Staged<'_> {
                 constraints,
                 description,
                 metadata,
+                depends_on,
+                derived_by,
+                guards,
             } => {
                 check_name(&name)?;
                 if self.current(&name).is_some() {
@@ -504,6 +639,17 @@ impl Staged<'_> {
                     .with("limit", limits.max_variables_per_session));
                 }
                 value::check_definition(&name, ty, &constraints)?;
+                self.check_dependencies(session_id, &name, &depends_on)?;
+                if !derived_by.is_empty() && depends_on.is_empty() {
+                    return Err(BridgeError::invalid_argument(
+                        "depends_on",
+                        format!(
+                            "derived variable `{name}` needs the variables it is computed from"
+                        ),
+                    )
+                    .with("variable", &name));
+                }
+                self.check_guards(session_id, &name, &guards)?;
                 let value = checked(&name, ty, &constraints, value, limits)?;
                 let variable = pb::Variable {
                     name: name.clone(),
@@ -518,6 +664,8 @@ impl Staged<'_> {
                     optimizing: false,
                     optimizer_id: String::new(),
                     source: context.source.clone(),
+                    depends_on,
+                    derived_by,
                 };
                 let history = VecDeque::from([entry(VariableUpdateKind::Registered, 1, &value, 0)]);
                 let published = update(VariableUpdateKind::Registered, &variable, None);
@@ -541,6 +689,7 @@ impl Staged<'_> {
                     expected_version,
                     (&context.lock_token, now),
                 )?;
+                refuse_derived(&state.variable)?;
                 let ty = VariableType::try_from(state.variable.r#type).unwrap_or(VariableType::Any);
                 let constraints = state.variable.constraints.clone().unwrap_or_default();
                 let value = checked(&name, ty, &constraints, value, limits)?;
@@ -559,6 +708,34 @@ impl Staged<'_> {
                 self.overlay.insert(name, Some(state));
                 Ok((variable, published))
             }
+            WriteOp::Derive {
+                name,
+                value,
+                guards,
+            } => {
+                let mut state = self
+                    .current(&name)
+                    .cloned()
+                    .ok_or_else(|| BridgeError::variable_not_found(session_id, &name))?;
+                self.check_guards(session_id, &name, &guards)?;
+                let ty = VariableType::try_from(state.variable.r#type).unwrap_or(VariableType::Any);
+                let constraints = state.variable.constraints.clone().unwrap_or_default();
+                let value = checked(&name, ty, &constraints, value, limits)?;
+                let old = state.variable.value.replace(value.clone());
+                state.variable.version += 1;
+                state.variable.updated_at = timestamp;
+                let source = format!("derived:{}", state.variable.derived_by);
+                state.variable.source.clone_from(&source);
+                let version = state.variable.version;
+                let mut derived = entry(VariableUpdateKind::Set, version, &value, 0);
+                derived.source.clone_from(&source);
+                push_history(&mut state, derived, limits);
+                let mut published = update(VariableUpdateKind::Set, &state.variable, old);
+                published.source = source;
+                let variable = state.variable.clone();
+                self.overlay.insert(name, Some(state));
+                Ok((variable, published))
+            }
             WriteOp::Delete {
                 name,
                 expected_version,
@@ -569,6 +746,20 @@ impl Staged<'_> {
                     expected_version,
                     (&context.lock_token, now),
                 )?;
+                let dependents = self.dependents(&name);
+                if !dependents.is_empty() {
+                    return Err(BridgeError::new(
+                        ErrorKind::VariableInUse,
+                        format!(
+                            "variable `{name}` cannot be deleted: {} depend{} on it; delete {} first",
+                            dependents.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", "),
+                            if dependents.len() == 1 { "s" } else { "" },
+                            if dependents.len() == 1 { "it" } else { "them" },
+                        ),
+                    )
+                    .with("variable", &name)
+                    .with("dependents", dependents.join(",")));
+                }
                 let published = update(
                     VariableUpdateKind::Deleted,
                     &state.variable,
@@ -588,6 +779,7 @@ impl Staged<'_> {
                     expected_version,
                     (&context.lock_token, now),
                 )?;
+                refuse_derived(&state.variable)?;
                 let Some(target) = state
                     .history
                     .iter()
@@ -624,6 +816,29 @@ impl Staged<'_> {
             }
         }
     }
+}
+
+/// `INVALID_ARGUMENT` for a client write to a derived variable.
+fn refuse_derived(variable: &pb::Variable) -> Result<()> {
+    if variable.derived_by.is_empty() {
+        return Ok(());
+    }
+    Err(BridgeError::invalid_argument(
+        "name",
+        format!(
+            "variable `{}` is derived: tool `{}` computes it from {}; write those instead",
+            variable.name,
+            variable.derived_by,
+            variable
+                .depends_on
+                .iter()
+                .map(|d| format!("`{d}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
+    .with("variable", &variable.name)
+    .with("derived_by", &variable.derived_by))
 }
 
 fn push_history(state: &mut VariableState, entry: pb::VariableVersion, limits: &Limits) {
@@ -705,6 +920,9 @@ mod tests {
             },
             description: String::new(),
             metadata: HashMap::new(),
+            depends_on: Vec::new(),
+            derived_by: String::new(),
+            guards: Vec::new(),
         }
     }
 

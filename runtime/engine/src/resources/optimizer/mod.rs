@@ -1,5 +1,13 @@
-//! The `optimizer` resources (`tpe`, `random`, `grid`): not built yet; creating one answers
-//! INVALID_ARGUMENT until they are.
+//! The `optimizer` resources (`tpe`, `random`, `grid`): search over session variables whose
+//! types and constraints give the space ([`space`]), candidates drawn by a [`sampler`]
+//! deterministically per trial ([`trials`]), each written through an optimization lock and
+//! scored by a client's metric callback ([`resource`]).
+
+pub mod config;
+pub mod resource;
+pub mod sampler;
+pub mod space;
+pub mod trials;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,16 +18,35 @@ use super::NativeResource;
 use crate::engine::Engine;
 use crate::error::{BridgeError, Result};
 
+/// The sampler names.
+pub const NAMES: &[&str] = &["grid", "random", "tpe"];
+
 /// Creates the optimizer `name` over the variables its `config` names.
+///
+/// # Errors
+///
+/// `INVALID_ARGUMENT` for an unknown name or a bad configuration (naming the key or the
+/// variable), `VARIABLE_NOT_FOUND`, `CALLBACK_NOT_FOUND` for an unregistered metric,
+/// `RESOURCE_NOT_FOUND` for an unknown module.
 pub async fn create(
-    _engine: &Engine,
-    _session_id: &str,
-    _resource_id: &str,
+    engine: &Engine,
+    session_id: &str,
+    resource_id: &str,
     name: &str,
-    _config: HashMap<String, pb::Value>,
+    config: HashMap<String, pb::Value>,
 ) -> Result<Arc<dyn NativeResource>> {
-    Err(BridgeError::invalid_argument(
-        "name",
-        format!("optimizer `{name}`: optimizers are not built yet"),
-    ))
+    if !NAMES.contains(&name) {
+        return Err(BridgeError::invalid_argument(
+            "name",
+            format!(
+                "unknown optimizer `{name}`; the engine has: {}",
+                NAMES.join(", ")
+            ),
+        )
+        .with("name", name));
+    }
+    let config = config::Config::parse(config)?;
+    let optimizer =
+        resource::Optimizer::create(engine, session_id, resource_id, name, config).await?;
+    Ok(Arc::new(optimizer))
 }

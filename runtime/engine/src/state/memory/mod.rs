@@ -345,6 +345,16 @@ impl StateBackend for MemoryBackend {
         Ok((found, state.variables.sequence()))
     }
 
+    async fn derived(&self, session: &str) -> Result<Vec<pb::Variable>> {
+        let slot = self.slot(session)?;
+        let state = slot.state.lock().expect("session lock");
+        Ok(state
+            .variables
+            .derived()
+            .map(|s| s.variable.clone())
+            .collect())
+    }
+
     async fn list(&self, session: &str, pattern: &Glob) -> Result<(Vec<pb::Variable>, u64)> {
         let slot = self.slot(session)?;
         let state = slot.state.lock().expect("session lock");

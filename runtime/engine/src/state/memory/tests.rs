@@ -19,6 +19,9 @@ async fn session_with_counter(backend: &MemoryBackend) -> String {
         constraints: Constraints::default(),
         description: String::new(),
         metadata: HashMap::new(),
+        depends_on: Vec::new(),
+        derived_by: String::new(),
+        guards: Vec::new(),
     };
     backend
         .write(
