@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 
 use crate::{python, run, step};
 
-const ALL: &[&str] = &["codegen", "engine", "adapters"];
+const ALL: &[&str] = &["codegen", "engine", "adapters", "control-plane"];
 
 pub(crate) fn run(names: &[String]) -> Result<()> {
     let names: Vec<&str> = if names.is_empty() {
@@ -21,6 +21,7 @@ pub(crate) fn run(names: &[String]) -> Result<()> {
             "codegen" => codegen()?,
             "engine" => engine()?,
             "adapters" => adapters()?,
+            "control-plane" => crate::bench_control_plane::run()?,
             other => bail!("unknown benchmark `{other}` (known: {})", ALL.join(", ")),
         }
     }
@@ -152,16 +153,16 @@ fn ensure_same_files(ours: &Path, theirs: &Path) -> Result<()> {
 
 /// One measured row, as the bench drivers print it (one JSON object per line).
 #[derive(Debug, Clone)]
-struct Row {
-    name: String,
-    server: String,
-    p50_us: f64,
-    p99_us: f64,
-    ops_per_sec: f64,
+pub(crate) struct Row {
+    pub(crate) name: String,
+    pub(crate) server: String,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) ops_per_sec: f64,
 }
 
 /// Parses the drivers' flat JSON lines without a JSON dependency.
-fn parse_rows(text: &str) -> Result<Vec<Row>> {
+pub(crate) fn parse_rows(text: &str) -> Result<Vec<Row>> {
     let field = |line: &str, key: &str| -> Result<String> {
         let start = line
             .find(&format!("\"{key}\":"))
@@ -403,4 +404,36 @@ fn adapters() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints a goal on a ratio of two figures measured in the same run: `value / floor`
+/// against `limit` (lower is better), with both figures shown.
+pub(crate) fn goal_ratio(label: &str, value: Option<f64>, floor: Option<f64>, limit: f64) {
+    match (value, floor) {
+        (Some(v), Some(f)) if f > 0.0 => {
+            let ratio = v / f;
+            println!(
+                "  {label}: {ratio:.2}x ({} / {}; goal <= {limit}x) {}",
+                figure(v),
+                figure(f),
+                if ratio <= limit { "met" } else { "NOT met" }
+            );
+        }
+        (Some(v), Some(f)) => println!(
+            "  {label}: {} vs {} (no ratio to a floor of 0; goal: at most {limit}x) {}",
+            figure(v),
+            figure(f),
+            if v <= f * limit { "met" } else { "NOT met" }
+        ),
+        _ => println!("  {label}: not measured"),
+    }
+}
+
+/// A measured figure with as many decimals as its size deserves.
+fn figure(value: f64) -> String {
+    match value.abs() {
+        v if v >= 100.0 => format!("{value:.0}"),
+        v if v >= 1.0 => format!("{value:.2}"),
+        _ => format!("{value:.4}"),
+    }
 }

@@ -4,9 +4,11 @@
 //!   blocking twins of async Python code (`unasync`).
 //! * `cargo xtask test` runs everything, Rust and Python, from nothing.
 //! * `cargo xtask demo` builds everything and runs the main job end to end.
-//! * `cargo xtask bench [codegen]` measures against the reference implementations.
+//! * `cargo xtask bench [NAME...]` measures against the reference implementations
+//!   (`codegen`, `engine`, `adapters`, `control-plane`).
 
 mod bench;
+mod bench_control_plane;
 mod codegen;
 mod demo;
 mod python;
@@ -29,7 +31,8 @@ commands:
   codegen [--check]   regenerate generated/ (with --check: fail if it is stale)
   test                run every check and test, Rust and Python
   demo                build everything and run the main job end to end
-  bench [NAME...]     run benchmarks (codegen); all when no name is given";
+  bench [NAME...]     run benchmarks (codegen, engine, adapters, control-plane); all when
+                      no name is given";
 
 fn main() {
     if let Err(err) = dispatch() {

@@ -1,0 +1,243 @@
+//! Control-plane benchmark driver (run by `cargo xtask bench control-plane`): unary echo
+//! round trips to a Python grpcio server (the floor) and to a Rust tonic server, the SDK's
+//! callback server called directly (`ExecuteCallback` of the no-op, as the engine calls
+//! it), the callback round trip Rust client -> engine -> Python no-op callback -> engine ->
+//! client (`InvokeCallback`), and an optimization lock's acquire + release. All are
+//! measured in alternating rounds, so that machine noise hits them alike. Prints one JSON
+//! object per measurement on stdout.
+//!
+//! Usage:
+//!   bench_control_plane echo-server
+//!     serves the `Callback` service as a minimal echo (the response carries the request's
+//!     metadata back) on 127.0.0.1:0; prints `PORT <n>`, stops when stdin closes.
+//!   bench_control_plane measure ENGINE_ADDR SESSION_ID SDK_CALLBACK_ADDR PYTHON_ECHO_ADDR
+//!       RUST_ECHO_ADDR
+//!     SESSION_ID is a session of the engine in which a Python program registered the
+//!     no-op callback `noop`, served by its SDK callback server at SDK_CALLBACK_ADDR.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use mlbridge::Client;
+use mlbridge_proto::mlbridge::v1::callback_client::CallbackClient;
+use mlbridge_proto::mlbridge::v1::callback_server::{Callback, CallbackServer};
+use mlbridge_proto::mlbridge::v1::{self as pb, Constraints, VariableType};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+/// Samples per measurement, taken in `ROUNDS` alternating rounds.
+const SAMPLES: usize = 3000;
+const ROUNDS: usize = 10;
+const WARMUP: usize = 200;
+/// The deadline the engine puts on each callback call (its default), sent on the echo
+/// calls too so that both legs carry the same headers.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn report(name: &str, server: &str, samples: &mut [Duration]) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
+    let ops = samples.len() as f64 / samples.iter().map(Duration::as_secs_f64).sum::<f64>();
+    println!(
+        "{{\"name\":\"{name}\",\"server\":\"{server}\",\"p50_us\":{:.1},\"p99_us\":{:.1},\"ops_per_sec\":{ops:.0}}}",
+        at(0.5),
+        at(0.99),
+    );
+}
+
+/// The tonic echo: the least a Rust gRPC server can do for a unary call.
+struct Echo;
+
+#[tonic::async_trait]
+impl Callback for Echo {
+    async fn execute_callback(
+        &self,
+        request: tonic::Request<pb::ExecuteCallbackRequest>,
+    ) -> Result<tonic::Response<pb::ExecuteCallbackResponse>, tonic::Status> {
+        let request = request.into_inner();
+        Ok(tonic::Response::new(pb::ExecuteCallbackResponse {
+            result: None,
+            metadata: request.metadata,
+        }))
+    }
+}
+
+async fn echo_server() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    println!("PORT {}", listener.local_addr().expect("address").port());
+    // Served like the engine serves: TCP_NODELAY on every accepted connection.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(stream)
+    });
+    let stdin_closed = async {
+        let _ = tokio::task::spawn_blocking(|| {
+            use std::io::Read;
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        })
+        .await;
+    };
+    tonic::transport::Server::builder()
+        .add_service(CallbackServer::new(Echo))
+        .serve_with_incoming_shutdown(incoming, stdin_closed)
+        .await
+        .expect("serve");
+}
+
+/// A `Callback` client dialled as the engine dials callback servers.
+async fn callback_client(address: &str) -> CallbackClient<Channel> {
+    let channel = mlbridge::dial::channel(address).await.expect("dial echo");
+    CallbackClient::new(channel)
+}
+
+/// One `ExecuteCallback` of `noop`, as the engine sends it: to an echo server, or to the
+/// SDK's callback server, which runs the no-op.
+async fn echo(client: &CallbackClient<Channel>, session_id: &str) {
+    // The request the engine would send for a no-argument callback.
+    let mut request = tonic::Request::new(pb::ExecuteCallbackRequest {
+        callback_id: "bench".into(),
+        callback_name: "noop".into(),
+        session_id: session_id.to_owned(),
+        arguments: HashMap::new(),
+        metadata: HashMap::new(),
+        caller: String::new(),
+    });
+    request.set_timeout(CALL_TIMEOUT);
+    client
+        .clone()
+        .execute_callback(request)
+        .await
+        .expect("echo call");
+}
+
+async fn measure(
+    engine: &str,
+    session_id: &str,
+    sdk_server: &str,
+    python_echo: &str,
+    rust_echo: &str,
+) {
+    let client = Client::connect(engine).await.expect("connect");
+    let session = client
+        .open(mlbridge::SessionOptions {
+            id: Some(session_id.to_owned()),
+            ..Default::default()
+        })
+        .await
+        .expect("join the session");
+    assert_eq!(session.id(), session_id, "joined another session");
+    let python = callback_client(python_echo).await;
+    let rust = callback_client(rust_echo).await;
+    let sdk = callback_client(sdk_server).await;
+
+    // The callback round trip: InvokeCallback on the engine, which calls the Python
+    // program's no-op over its own connection and answers.
+    let callback = || async {
+        let result = session
+            .call_callback("noop", HashMap::new())
+            .await
+            .expect("InvokeCallback noop");
+        assert!(result.is_none(), "noop returned {result:?}");
+    };
+    session
+        .register(
+            "x",
+            VariableType::Float,
+            0.5,
+            Constraints {
+                min: Some(0.0),
+                max: Some(1.0),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("register x");
+    let lock = || async {
+        let held = session
+            .optimization(&["x"], "bench", None)
+            .await
+            .expect("StartOptimization");
+        held.stop(HashMap::new()).await.expect("StopOptimization");
+    };
+
+    for _ in 0..WARMUP {
+        echo(&python, session_id).await;
+        echo(&rust, session_id).await;
+        echo(&sdk, session_id).await;
+        callback().await;
+        lock().await;
+    }
+    const KINDS: usize = 5;
+    let per_round = SAMPLES / ROUNDS;
+    let mut samples: [Vec<Duration>; KINDS] = Default::default();
+    for round in 0..ROUNDS {
+        // Rotate which measurement goes first.
+        for k in 0..KINDS {
+            let which = (round + k) % KINDS;
+            for _ in 0..per_round {
+                let start = Instant::now();
+                match which {
+                    0 => echo(&python, session_id).await,
+                    1 => echo(&rust, session_id).await,
+                    2 => echo(&sdk, session_id).await,
+                    3 => callback().await,
+                    _ => lock().await,
+                }
+                samples[which].push(start.elapsed());
+            }
+        }
+    }
+    let [
+        python_samples,
+        rust_samples,
+        sdk_samples,
+        callback_samples,
+        lock_samples,
+    ] = &mut samples;
+    report("unary echo (floor)", "python grpcio", python_samples);
+    report("unary echo", "rust tonic", rust_samples);
+    report(
+        "ExecuteCallback no-op, called directly",
+        "python SDK server",
+        sdk_samples,
+    );
+    report(
+        "callback round trip (InvokeCallback, Python no-op)",
+        "engine",
+        callback_samples,
+    );
+    report(
+        "lock acquire + release (Start/StopOptimization)",
+        "engine",
+        lock_samples,
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["echo-server"] => echo_server().await,
+        [
+            "measure",
+            engine,
+            session_id,
+            sdk_server,
+            python_echo,
+            rust_echo,
+        ] => measure(engine, session_id, sdk_server, python_echo, rust_echo).await,
+        _ => {
+            eprintln!(
+                "usage: bench_control_plane echo-server\n       bench_control_plane measure ENGINE_ADDR SESSION_ID SDK_CALLBACK_ADDR PYTHON_ECHO_ADDR RUST_ECHO_ADDR"
+            );
+            std::process::exit(2);
+        }
+    }
+}

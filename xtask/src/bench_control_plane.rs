@@ -1,0 +1,383 @@
+//! `cargo xtask bench control-plane`: the Python control plane against its floors, in one
+//! run. Round trips (Rust client, alternating rounds): a minimal Python grpcio unary echo
+//! (the floor: the callback server's stack with nothing behind it), a minimal Rust tonic
+//! echo (what a Rust client -> engine hop costs), the SDK's callback server called directly
+//! (what the SDK adds to the floor), the callback round trip through a real engine to a
+//! Python no-op registered with the SDK, and an optimization lock's acquire + release. Then the engine's TPE optimizer, with the objective as a Python callback,
+//! against Optuna's TPE in-process: same objective, budget and seeds.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::bench::{Row, goal_ratio, parse_rows};
+use crate::{python, run, step};
+
+const TRIALS: usize = 50;
+const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
+
+const FLOOR: (&str, &str) = ("unary echo (floor)", "python grpcio");
+const TONIC: (&str, &str) = ("unary echo", "rust tonic");
+const SDK_SERVER: (&str, &str) = (
+    "ExecuteCallback no-op, called directly",
+    "python SDK server",
+);
+const CALLBACK: (&str, &str) = (
+    "callback round trip (InvokeCallback, Python no-op)",
+    "engine",
+);
+
+pub(crate) fn run() -> Result<()> {
+    let root = crate::root();
+    step("bench control-plane: building release binaries");
+    run::status(&mut run::cmd(
+        run::cargo(),
+        &[
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "mlbridge",
+            "--bin",
+            "mlbridge",
+            "--example",
+            "bench_control_plane",
+        ],
+        &root,
+    ))?;
+    let venv = python::ensure()?;
+    let driver = root.join("target/release/examples/bench_control_plane");
+    let engine = run::EngineProcess::start(&root.join("target/release/mlbridge"))?;
+
+    step("bench control-plane: round trips (Rust client)");
+    let rows = {
+        let python_echo = Served::start(
+            venv.command(&["tests/bench/echo_server.py"], &root),
+            "PORT ",
+        )?;
+        let rust_echo = Served::start(run::cmd(&driver, &["echo-server"], &root), "PORT ")?;
+        let callbacks = Served::start(
+            venv.command(
+                &["tests/bench/control_plane.py", "serve", &engine.address],
+                &root,
+            ),
+            "SESSION ",
+        )?;
+        let (session_id, sdk_server) = callbacks
+            .said
+            .split_once(' ')
+            .ok_or_else(|| anyhow!("expected `SESSION <id> <endpoint>`, got {}", callbacks.said))?;
+        let out = run::output(&mut run::cmd(
+            &driver,
+            &[
+                "measure",
+                &engine.address,
+                session_id,
+                sdk_server,
+                &format!("127.0.0.1:{}", python_echo.said),
+                &format!("127.0.0.1:{}", rust_echo.said),
+            ],
+            &root,
+        ))?;
+        for served in [python_echo, rust_echo, callbacks] {
+            served.stop()?;
+        }
+        parse_rows(&String::from_utf8_lossy(&out.stdout))?
+    };
+
+    step(&format!(
+        "bench control-plane: engine TPE vs Optuna TPE ({TRIALS} trials, {} seeds)",
+        SEEDS.len()
+    ));
+    let mut args = vec![
+        "tests/bench/control_plane.py".to_owned(),
+        "tpe".to_owned(),
+        engine.address.clone(),
+        TRIALS.to_string(),
+    ];
+    args.extend(SEEDS.iter().map(u64::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run::output(&mut venv.command(&args, &root))?;
+    drop(engine);
+    let runs = parse_runs(&String::from_utf8_lossy(&out.stdout))?;
+
+    print_round_trips(&rows);
+    let tpe = print_tpe(&runs)?;
+    print_goals(&rows, &tpe);
+    Ok(())
+}
+
+/// A helper process that prints `<prefix><value>` once ready and stops when its stdin
+/// closes (killed if it does not).
+struct Served {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// What followed the prefix on its first line.
+    said: String,
+}
+
+impl Served {
+    fn start(mut command: Command, prefix: &str) -> Result<Self> {
+        let shown = format!("{command:?}");
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not start {shown}"))?;
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        let read = BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line);
+        let mut served = Served {
+            child,
+            stdin,
+            said: String::new(),
+        };
+        read.with_context(|| format!("reading the first line of {shown}"))?;
+        served.said = line
+            .trim()
+            .strip_prefix(prefix)
+            .ok_or_else(|| anyhow!("{shown} printed {line:?}, not `{prefix}...`"))?
+            .to_owned();
+        Ok(served)
+    }
+
+    /// Closes its stdin and waits for it to end.
+    fn stop(mut self) -> Result<()> {
+        drop(self.stdin.take());
+        let status = wait_for(&mut self.child, Duration::from_secs(10))?;
+        if !status.success() {
+            bail!("a bench helper process ended with {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if wait_for(&mut self.child, Duration::from_secs(5)).is_err() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_for(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= until {
+            bail!("process {} did not stop within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One optimizer run as `control_plane.py tpe` prints it.
+#[derive(Debug)]
+struct OptimizerRun {
+    seed: u64,
+    trials: u64,
+    best: Option<f64>,
+    wall_s: f64,
+    metric_s: f64,
+}
+
+/// What the TPE part found: per runner, runs or the reason there are none.
+struct Tpe {
+    engine: Result<Vec<OptimizerRun>, String>,
+    optuna: Vec<OptimizerRun>,
+    /// The engine's random search on the same objective and seeds, for context.
+    random: Vec<OptimizerRun>,
+}
+
+fn parse_runs(text: &str) -> Result<Tpe> {
+    let mut engine = Ok(Vec::new());
+    let mut optuna = Vec::new();
+    let mut random = Vec::new();
+    for line in text.lines().filter(|l| l.trim_start().starts_with('{')) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("parsing {line}"))?;
+        let runner = value["runner"].as_str().unwrap_or_default().to_owned();
+        if let Some(reason) = value["unavailable"].as_str() {
+            engine = Err(reason.to_owned());
+            continue;
+        }
+        let number = |key: &str| {
+            value[key]
+                .as_f64()
+                .ok_or_else(|| anyhow!("no number `{key}` in {line}"))
+        };
+        let run = OptimizerRun {
+            seed: number("seed")? as u64,
+            trials: number("trials")? as u64,
+            best: value["best"].as_f64(),
+            wall_s: number("wall_s")?,
+            metric_s: number("metric_s")?,
+        };
+        match (runner.as_str(), &mut engine) {
+            ("engine", Ok(runs)) => runs.push(run),
+            ("optuna", _) => optuna.push(run),
+            ("engine-random", _) => random.push(run),
+            _ => bail!("unexpected line {line}"),
+        }
+    }
+    Ok(Tpe {
+        engine,
+        optuna,
+        random,
+    })
+}
+
+fn find<'a>(rows: &'a [Row], (name, server): (&str, &str)) -> Option<&'a Row> {
+    rows.iter().find(|r| r.name == name && r.server == server)
+}
+
+fn print_round_trips(rows: &[Row]) {
+    let floor = find(rows, FLOOR).map(|r| r.p50_us);
+    println!(
+        "\n{:<52} {:<18} {:>9} {:>9} {:>10} {:>9}",
+        "round trip (Rust client)", "server", "p50 µs", "p99 µs", "ops/s", "p50/floor"
+    );
+    for row in rows {
+        let ratio = floor.map_or("-".to_owned(), |f| format!("{:.2}x", row.p50_us / f));
+        println!(
+            "{:<52} {:<18} {:>9.1} {:>9.1} {:>10.0} {:>9}",
+            row.name, row.server, row.p50_us, row.p99_us, row.ops_per_sec, ratio
+        );
+    }
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+/// Per runner: median best value and median per-trial overhead (µs).
+struct Summary {
+    best: Option<f64>,
+    overhead_us: Option<f64>,
+}
+
+fn summarize(runs: &[OptimizerRun]) -> Summary {
+    Summary {
+        best: median(runs.iter().filter_map(|r| r.best).collect()),
+        overhead_us: median(
+            runs.iter()
+                .filter(|r| r.trials > 0)
+                .map(|r| (r.wall_s - r.metric_s) / r.trials as f64 * 1e6)
+                .collect(),
+        ),
+    }
+}
+
+fn print_tpe(tpe: &Tpe) -> Result<(Result<Summary, String>, Summary)> {
+    println!(
+        "\nTPE, {TRIALS} trials, seeds {SEEDS:?}, on Branin shifted to a minimum of 0 (best = regret; lower is better)"
+    );
+    println!(
+        "{:<42} {:>12} {:>22}   best per seed",
+        "runner", "median best", "per-trial overhead µs"
+    );
+    let line = |label: &str, runs: &[OptimizerRun]| {
+        let summary = summarize(runs);
+        let per_seed: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}:{}",
+                    r.seed,
+                    r.best.map_or("none".to_owned(), |b| format!("{b:.4}"))
+                )
+            })
+            .collect();
+        println!(
+            "{:<42} {:>12} {:>22}   {}",
+            label,
+            summary.best.map_or("-".to_owned(), |b| format!("{b:.4}")),
+            summary
+                .overhead_us
+                .map_or("-".to_owned(), |o| format!("{o:.0}")),
+            per_seed.join(" ")
+        );
+        summary
+    };
+    let engine = match &tpe.engine {
+        Ok(runs) if runs.is_empty() => bail!("the TPE part printed no engine run"),
+        Ok(runs) => Ok(line("engine tpe (metric = Python callback)", runs)),
+        Err(reason) => {
+            println!(
+                "{:<42} not available: {reason}",
+                "engine tpe (metric = Python callback)"
+            );
+            Err(reason.clone())
+        }
+    };
+    if tpe.optuna.is_empty() {
+        bail!("the TPE part printed no Optuna run");
+    }
+    let optuna = line("optuna TPESampler (in-process)", &tpe.optuna);
+    if !tpe.random.is_empty() {
+        line("engine random (context: no model)", &tpe.random);
+    }
+    println!(
+        "(per-trial overhead = (wall time of the run - time inside the objective) / trials, median over seeds)"
+    );
+    Ok((engine, optuna))
+}
+
+fn print_goals(rows: &[Row], (engine, optuna): &(Result<Summary, String>, Summary)) {
+    println!("\ngoals:");
+    let p50 = |key| find(rows, key).map(|r| r.p50_us);
+    goal_ratio(
+        "callback round trip p50 / Python grpcio echo p50",
+        p50(CALLBACK),
+        p50(FLOOR),
+        1.5,
+    );
+    if let (Some(callback), Some(floor), Some(sdk), Some(tonic)) =
+        (p50(CALLBACK), p50(FLOOR), p50(SDK_SERVER), p50(TONIC))
+    {
+        println!(
+            "    p50 split of the callback's {callback:.0} µs: {floor:.0} grpcio floor + {:.0} SDK callback server work + {tonic:.0} Rust client -> engine hop (tonic echo) + {:.0} the engine's own work",
+            sdk - floor,
+            callback - sdk - tonic
+        );
+    }
+    match engine {
+        Ok(engine) => {
+            goal_ratio(
+                "engine TPE per-trial overhead / Optuna's (callback included)",
+                engine.overhead_us,
+                optuna.overhead_us,
+                1.0,
+            );
+            goal_ratio(
+                "engine TPE median best / Optuna's (minimizing: lower is better)",
+                engine.best,
+                optuna.best,
+                1.0,
+            );
+        }
+        Err(_) => {
+            println!(
+                "  engine TPE per-trial overhead / Optuna's: not available: engine optimizers missing"
+            );
+            println!(
+                "  engine TPE median best / Optuna's: not available: engine optimizers missing"
+            );
+        }
+    }
+}
