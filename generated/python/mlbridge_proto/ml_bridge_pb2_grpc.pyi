@@ -57,7 +57,7 @@ class MLBridgeStub:
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
     UNSPECIFIED type, constraints not applicable to the type),
     VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-    PAYLOAD_TOO_LARGE.
+    PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED.
     """
     GetVariable: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.GetVariableRequest, mlbridge__proto_dot_ml__bridge__pb2.GetVariableResponse]
     """Reads one variable.
@@ -69,7 +69,9 @@ class MLBridgeStub:
     version by 1, appends a history entry and emits a SET update.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
     TYPE_MISMATCH, CONSTRAINT_VIOLATION, VERSION_CONFLICT, VARIABLE_LOCKED,
-    LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+    LOCK_NOT_HELD, PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED (the session's
+    or engine's byte budget cannot hold the value even after the oldest
+    history and change-ring entries were dropped).
     """
     DeleteVariable: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.DeleteVariableRequest, mlbridge__proto_dot_ml__bridge__pb2.DeleteVariableResponse]
     """Deletes a variable and its history and emits a DELETED update. A later
@@ -91,7 +93,8 @@ class MLBridgeStub:
     applied or none is. Per-write failures are reported in-band in the
     response; the RPC itself fails only for request-level problems.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (duplicate
-    names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+    names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE; in-band also
+    MEMORY_BUDGET_EXCEEDED.
     """
     GetVariableHistory: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.GetVariableHistoryRequest, mlbridge__proto_dot_ml__bridge__pb2.GetVariableHistoryResponse]
     """Returns retained history entries of one variable, newest first.
@@ -102,7 +105,7 @@ class MLBridgeStub:
     never rewritten) and emits a ROLLED_BACK update.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
     INVALID_ARGUMENT (target version unknown or no longer retained),
-    VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+    VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, MEMORY_BUDGET_EXCEEDED.
     """
     WatchVariables: _grpc.UnaryStreamMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.WatchVariablesRequest, mlbridge__proto_dot_ml__bridge__pb2.VariableUpdate]
     """Streams changes to variables of one session, in sequence order. See
@@ -247,7 +250,7 @@ class MLBridgeAsyncStub(MLBridgeStub):
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
     UNSPECIFIED type, constraints not applicable to the type),
     VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-    PAYLOAD_TOO_LARGE.
+    PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED.
     """
     GetVariable: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.GetVariableRequest, mlbridge__proto_dot_ml__bridge__pb2.GetVariableResponse]  # type: ignore[assignment]
     """Reads one variable.
@@ -259,7 +262,9 @@ class MLBridgeAsyncStub(MLBridgeStub):
     version by 1, appends a history entry and emits a SET update.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
     TYPE_MISMATCH, CONSTRAINT_VIOLATION, VERSION_CONFLICT, VARIABLE_LOCKED,
-    LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+    LOCK_NOT_HELD, PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED (the session's
+    or engine's byte budget cannot hold the value even after the oldest
+    history and change-ring entries were dropped).
     """
     DeleteVariable: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.DeleteVariableRequest, mlbridge__proto_dot_ml__bridge__pb2.DeleteVariableResponse]  # type: ignore[assignment]
     """Deletes a variable and its history and emits a DELETED update. A later
@@ -281,7 +286,8 @@ class MLBridgeAsyncStub(MLBridgeStub):
     applied or none is. Per-write failures are reported in-band in the
     response; the RPC itself fails only for request-level problems.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (duplicate
-    names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+    names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE; in-band also
+    MEMORY_BUDGET_EXCEEDED.
     """
     GetVariableHistory: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.GetVariableHistoryRequest, mlbridge__proto_dot_ml__bridge__pb2.GetVariableHistoryResponse]  # type: ignore[assignment]
     """Returns retained history entries of one variable, newest first.
@@ -292,7 +298,7 @@ class MLBridgeAsyncStub(MLBridgeStub):
     never rewritten) and emits a ROLLED_BACK update.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
     INVALID_ARGUMENT (target version unknown or no longer retained),
-    VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+    VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, MEMORY_BUDGET_EXCEEDED.
     """
     WatchVariables: _aio.UnaryStreamMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.WatchVariablesRequest, mlbridge__proto_dot_ml__bridge__pb2.VariableUpdate]  # type: ignore[assignment]
     """Streams changes to variables of one session, in sequence order. See
@@ -474,7 +480,7 @@ class MLBridgeServicer(metaclass=_ABCMeta):
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
         UNSPECIFIED type, constraints not applicable to the type),
         VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-        PAYLOAD_TOO_LARGE.
+        PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED.
         """
 
     @_abstractmethod
@@ -498,7 +504,9 @@ class MLBridgeServicer(metaclass=_ABCMeta):
         version by 1, appends a history entry and emits a SET update.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         TYPE_MISMATCH, CONSTRAINT_VIOLATION, VERSION_CONFLICT, VARIABLE_LOCKED,
-        LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        LOCK_NOT_HELD, PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED (the session's
+        or engine's byte budget cannot hold the value even after the oldest
+        history and change-ring entries were dropped).
         """
 
     @_abstractmethod
@@ -544,7 +552,8 @@ class MLBridgeServicer(metaclass=_ABCMeta):
         applied or none is. Per-write failures are reported in-band in the
         response; the RPC itself fails only for request-level problems.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (duplicate
-        names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE; in-band also
+        MEMORY_BUDGET_EXCEEDED.
         """
 
     @_abstractmethod
@@ -567,7 +576,7 @@ class MLBridgeServicer(metaclass=_ABCMeta):
         never rewritten) and emits a ROLLED_BACK update.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         INVALID_ARGUMENT (target version unknown or no longer retained),
-        VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+        VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, MEMORY_BUDGET_EXCEEDED.
         """
 
     @_abstractmethod

@@ -841,8 +841,9 @@ pub struct RollbackVariableResponse {
 /// 1. live updates, each with a sequence strictly greater than SYNCED's.
 ///
 /// To resume after a dropped stream, pass the highest sequence fully
-/// processed. The engine retains the last 1024 changes per session by
-/// default; if the changes after N are no longer all retained the stream
+/// processed. The engine retains the last 4096 changes per session by
+/// default, fewer when the session's memory budget needs their bytes (the
+/// oldest go first); if the changes after N are no longer all retained the stream
 /// fails at once with WATCH_LAGGED and the client must re-subscribe with
 /// `include_initial_values` (and discard its cached values for the watched
 /// names). N greater than the session's current sequence is
@@ -2027,6 +2028,11 @@ pub enum ErrorKind {
     /// before it answered (the client that registered it stopped or died); the
     /// call's side effects are unknown. Context has "callback" and "endpoint".
     CallbackUnavailable = 28,
+    /// A write does not fit in a memory budget, the session's or the engine's,
+    /// even after the oldest history and change-ring entries were dropped. Context
+    /// has "budget" ("session" or "engine"), "limit_bytes", "requested_bytes" and
+    /// "retained_bytes".
+    MemoryBudgetExceeded = 29,
 }
 impl ErrorKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -2064,6 +2070,7 @@ impl ErrorKind {
             Self::AlreadyExists => "ERROR_KIND_ALREADY_EXISTS",
             Self::LockNotHeld => "ERROR_KIND_LOCK_NOT_HELD",
             Self::CallbackUnavailable => "ERROR_KIND_CALLBACK_UNAVAILABLE",
+            Self::MemoryBudgetExceeded => "ERROR_KIND_MEMORY_BUDGET_EXCEEDED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -2098,6 +2105,7 @@ impl ErrorKind {
             "ERROR_KIND_ALREADY_EXISTS" => Some(Self::AlreadyExists),
             "ERROR_KIND_LOCK_NOT_HELD" => Some(Self::LockNotHeld),
             "ERROR_KIND_CALLBACK_UNAVAILABLE" => Some(Self::CallbackUnavailable),
+            "ERROR_KIND_MEMORY_BUDGET_EXCEEDED" => Some(Self::MemoryBudgetExceeded),
             _ => None,
         }
     }
@@ -2458,7 +2466,7 @@ pub mod ml_bridge_client {
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
         /// UNSPECIFIED type, constraints not applicable to the type),
         /// VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-        /// PAYLOAD_TOO_LARGE.
+        /// PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED.
         pub async fn register_variable(
             &mut self,
             request: impl tonic::IntoRequest<super::RegisterVariableRequest>,
@@ -2514,7 +2522,9 @@ pub mod ml_bridge_client {
         /// version by 1, appends a history entry and emits a SET update.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         /// TYPE_MISMATCH, CONSTRAINT_VIOLATION, VERSION_CONFLICT, VARIABLE_LOCKED,
-        /// LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        /// LOCK_NOT_HELD, PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED (the session's
+        /// or engine's byte budget cannot hold the value even after the oldest
+        /// history and change-ring entries were dropped).
         pub async fn set_variable(
             &mut self,
             request: impl tonic::IntoRequest<super::SetVariableRequest>,
@@ -2624,7 +2634,8 @@ pub mod ml_bridge_client {
         /// applied or none is. Per-write failures are reported in-band in the
         /// response; the RPC itself fails only for request-level problems.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (duplicate
-        /// names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        /// names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE; in-band also
+        /// MEMORY_BUDGET_EXCEEDED.
         pub async fn set_variables(
             &mut self,
             request: impl tonic::IntoRequest<super::SetVariablesRequest>,
@@ -2679,7 +2690,7 @@ pub mod ml_bridge_client {
         /// never rewritten) and emits a ROLLED_BACK update.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         /// INVALID_ARGUMENT (target version unknown or no longer retained),
-        /// VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+        /// VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, MEMORY_BUDGET_EXCEEDED.
         pub async fn rollback_variable(
             &mut self,
             request: impl tonic::IntoRequest<super::RollbackVariableRequest>,
@@ -3241,7 +3252,7 @@ pub mod ml_bridge_server {
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
         /// UNSPECIFIED type, constraints not applicable to the type),
         /// VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-        /// PAYLOAD_TOO_LARGE.
+        /// PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED.
         async fn register_variable(
             &self,
             request: tonic::Request<super::RegisterVariableRequest>,
@@ -3267,7 +3278,9 @@ pub mod ml_bridge_server {
         /// version by 1, appends a history entry and emits a SET update.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         /// TYPE_MISMATCH, CONSTRAINT_VIOLATION, VERSION_CONFLICT, VARIABLE_LOCKED,
-        /// LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        /// LOCK_NOT_HELD, PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED (the session's
+        /// or engine's byte budget cannot hold the value even after the oldest
+        /// history and change-ring entries were dropped).
         async fn set_variable(
             &self,
             request: tonic::Request<super::SetVariableRequest>,
@@ -3317,7 +3330,8 @@ pub mod ml_bridge_server {
         /// applied or none is. Per-write failures are reported in-band in the
         /// response; the RPC itself fails only for request-level problems.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (duplicate
-        /// names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        /// names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE; in-band also
+        /// MEMORY_BUDGET_EXCEEDED.
         async fn set_variables(
             &self,
             request: tonic::Request<super::SetVariablesRequest>,
@@ -3342,7 +3356,7 @@ pub mod ml_bridge_server {
         /// never rewritten) and emits a ROLLED_BACK update.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         /// INVALID_ARGUMENT (target version unknown or no longer retained),
-        /// VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+        /// VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, MEMORY_BUDGET_EXCEEDED.
         async fn rollback_variable(
             &self,
             request: tonic::Request<super::RollbackVariableRequest>,
@@ -6187,6 +6201,7 @@ impl ErrorKind {
             Self::AlreadyExists => tonic::Code::AlreadyExists,
             Self::LockNotHeld => tonic::Code::FailedPrecondition,
             Self::CallbackUnavailable => tonic::Code::Unavailable,
+            Self::MemoryBudgetExceeded => tonic::Code::ResourceExhausted,
         }
     }
     /// Whether a call that failed with this kind may be retried as it is
