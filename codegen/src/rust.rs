@@ -44,6 +44,10 @@ pub(crate) fn generate(
         .service_generator();
     let mut config = prost_build::Config::new();
     config.service_generator(service_generator);
+    // mlbridge's own binary fields (bytes values, tensor data) are `bytes::Bytes`: a value
+    // decoded from a request shares the request's buffer, and the engine's state, history,
+    // replies and watch updates share one allocation instead of copying it.
+    config.bytes([".mlbridge"]);
     let modules = config
         .generate(requests)
         .map_err(|err| Error::Rust(err.to_string()))?;

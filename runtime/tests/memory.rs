@@ -68,8 +68,16 @@ struct Seen {
 
 #[tokio::test]
 async fn forty_writes_of_16_mib_keep_the_engine_at_a_few_values() {
-    // A session budget of four values: the current one and about three older versions.
-    let engine = Engine::start(&["--session-memory", "64MiB"]);
+    // A session budget of four values: the current one, the one it replaced (which the
+    // last update carries) and older versions as far as they fit.
+    //
+    // glibc's malloc keeps freed buffers of this size in its per-thread arenas (its mmap
+    // threshold grows to 32 MiB), which would show up as resident memory the engine no
+    // longer holds; a fixed threshold, as recommended in the README for large values, lets
+    // VmRSS show what the engine holds. Other allocators ignore the variable.
+    let mut command = Engine::command(&["--session-memory", "64MiB"]);
+    command.env("MALLOC_MMAP_THRESHOLD_", "1048576");
+    let engine = Engine::spawn(command);
     let pid = engine.child.id();
     let session = engine.client().await.session().await.unwrap();
     session
@@ -128,6 +136,7 @@ async fn forty_writes_of_16_mib_keep_the_engine_at_a_few_values() {
     }
     let seen = watcher.await.unwrap();
     let (after, high_water) = resident(pid);
+
     eprintln!(
         "engine VmRSS: {} MiB before the writes, {} MiB after, {} MiB at most between writes; \
          VmHWM {} MiB; one value is {} MiB",
@@ -171,8 +180,10 @@ async fn forty_writes_of_16_mib_keep_the_engine_at_a_few_values() {
         Some(error) => assert_eq!(error.kind, ErrorKind::WatchLagged, "{error}"),
     }
 
-    // Resident memory stays at a few values, not the 40 written.
-    let bound = 6 * VALUE_BYTES;
+    // Resident memory stays at a few values, not the 40 written: the budget holds four,
+    // and a write in flight adds its request, its reply and the watcher's update (which
+    // carries the new and the old value).
+    let bound = 10 * VALUE_BYTES;
     assert!(
         after < bound && peak_rss < bound,
         "engine VmRSS {} MiB after, {} MiB at most, over {} MiB",

@@ -35,7 +35,7 @@ pub mod value {
         StringValue(::prost::alloc::string::String),
         /// Opaque bytes. Matches VARIABLE_TYPE_BYTES.
         #[prost(bytes, tag = "6")]
-        BytesValue(::prost::alloc::vec::Vec<u8>),
+        BytesValue(::prost::bytes::Bytes),
         /// One option out of a fixed set. Matches VARIABLE_TYPE_CHOICE.
         #[prost(message, tag = "7")]
         ChoiceValue(super::Choice),
@@ -106,8 +106,8 @@ pub struct Tensor {
     /// Elements in row-major (C) order, little-endian, densely packed. Length
     /// in bytes must equal product(shape) * element size of `dtype`, otherwise
     /// the value is rejected with INVALID_ARGUMENT.
-    #[prost(bytes = "vec", tag = "3")]
-    pub data: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub data: ::prost::bytes::Bytes,
 }
 /// An ordered list of values.
 #[derive(Clone, PartialEq, ::prost::Message)]

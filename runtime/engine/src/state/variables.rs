@@ -1152,7 +1152,28 @@ fn checked(
         .with("variable", name)
         .with("limit_bytes", limits.max_value_bytes));
     }
-    value::validate(value::Subject::Variable(name), ty, constraints, value)
+    let mut value = value::validate(value::Subject::Variable(name), ty, constraints, value)?;
+    own_buffers(&mut value);
+    Ok(value)
+}
+
+/// Gives every binary field of a value to be stored an allocation of its own. A value
+/// decoded from a request shares the request's whole receive buffer, which may be far
+/// larger than the field (a batch, or a buffer grown by doubling); stored as it is, a small
+/// slice would keep the whole buffer alive for as long as the version is retained, out of
+/// the budgets' sight.
+fn own_buffers(value: &mut Value) {
+    use pb::value::Kind;
+    match &mut value.kind {
+        Some(Kind::BytesValue(bytes)) => *bytes = prost::bytes::Bytes::copy_from_slice(bytes),
+        Some(Kind::TensorValue(tensor)) => {
+            tensor.data = prost::bytes::Bytes::copy_from_slice(&tensor.data);
+        }
+        Some(Kind::ListValue(list)) => list.values.iter_mut().for_each(own_buffers),
+        Some(Kind::MapValue(map)) => map.entries.values_mut().for_each(own_buffers),
+        Some(Kind::ModuleValue(module)) => module.config.values_mut().for_each(own_buffers),
+        _ => {}
+    }
 }
 
 /// Variable names, as `ml_bridge.proto` defines them: `[A-Za-z_][A-Za-z0-9_.:/-]{0,254}`,

@@ -25,10 +25,12 @@ use crate::glob::Glob;
 /// Session events buffered per subscriber before it lags.
 const SESSION_EVENT_BUFFER: usize = 1024;
 /// Updates queued between a watcher's feeder and its stream. They share the ring's
-/// versions, so this bounds what a watcher keeps alive after the ring has let go.
-const WATCH_QUEUE: usize = 2;
-/// Changes a watcher's feeder takes from the ring per look.
-const WATCH_BATCH: usize = 16;
+/// versions, so this (with the one change the feeder is sending) bounds what a slow watcher
+/// keeps alive after the ring has let go of it: two changes, at most four versions.
+const WATCH_QUEUE: usize = 1;
+/// Changes a watcher's feeder takes from the ring per look: one, so that it never holds
+/// changes the budget has dropped while it waits for a slow client.
+const WATCH_BATCH: usize = 1;
 
 /// Sessions held in this process's memory.
 #[derive(Debug)]
