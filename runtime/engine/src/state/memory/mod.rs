@@ -568,7 +568,7 @@ impl StateBackend for MemoryBackend {
         Ok(Box::pin(ReceiverStream::new(stream).map(|item| {
             item.map(|outgoing| match outgoing {
                 Outgoing::Change(change) => change.update(),
-                Outgoing::Synced(update) => update,
+                Outgoing::Synced(update) => *update,
             })
         })))
     }
@@ -586,7 +586,7 @@ enum Outgoing {
     /// A change, shared with the ring.
     Change(Arc<Change>),
     /// The `SYNCED` marker.
-    Synced(pb::VariableUpdate),
+    Synced(Box<pb::VariableUpdate>),
 }
 
 /// Feeds one watcher: prelude, `SYNCED`, then every later change read from the ring, until
@@ -615,7 +615,7 @@ async fn forward(
         let prelude = prelude
             .into_iter()
             .map(Outgoing::Change)
-            .chain([Outgoing::Synced(synced)]);
+            .chain([Outgoing::Synced(Box::new(synced))]);
         for outgoing in prelude {
             if sender.send(Ok(outgoing)).await.is_err() {
                 break 'feed;
