@@ -180,6 +180,21 @@ async fn forty_writes_of_16_mib_keep_the_engine_at_a_few_values() {
         Some(error) => assert_eq!(error.kind, ErrorKind::WatchLagged, "{error}"),
     }
 
+    // A value that cannot fit beside the current one (which its update would carry as the
+    // old value) is refused over the wire with the budget's own kind, and changes nothing.
+    let too_large = pb::Value {
+        kind: Some(Kind::BytesValue(vec![0u8; 48 * MIB].into())),
+    };
+    let error = session.set("blob", too_large).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::MemoryBudgetExceeded, "{error}");
+    assert_eq!(error.context["budget"], "session");
+    assert!(error.message.contains("--session-memory"), "{error}");
+    assert_eq!(session.get("blob").await.unwrap().version, WRITES + 1);
+    assert_eq!(
+        session.history("blob", 0).await.unwrap().len(),
+        history.len()
+    );
+
     // Resident memory stays at a few values, not the 40 written: the budget holds four,
     // and a write in flight adds its request, its reply and the watcher's update (which
     // carries the new and the old value).
