@@ -106,6 +106,9 @@ struct LimitArgs {
     /// Changes a watcher may fall behind before it is cut off with WATCH_LAGGED.
     #[arg(long, default_value_t = Limits::default().watch_buffer)]
     watch_buffer: usize,
+    /// Open watch streams per session at most.
+    #[arg(long, default_value_t = Limits::default().max_watchers_per_session)]
+    max_watchers: usize,
     /// Writes per SetVariables call at most.
     #[arg(long, default_value_t = Limits::default().max_writes_per_batch)]
     max_writes_per_batch: usize,
@@ -129,6 +132,7 @@ impl LimitArgs {
             history_per_variable: self.history,
             retained_changes: self.retained_changes,
             watch_buffer: self.watch_buffer,
+            max_watchers_per_session: self.max_watchers,
             max_writes_per_batch: self.max_writes_per_batch,
             default_ttl: Duration::from_secs(self.default_ttl_secs),
             ..Limits::default()

@@ -264,15 +264,40 @@ async fn atomic_batches_apply_all_or_nothing() {
         .register("b", T::Integer, 1i64, small)
         .await
         .unwrap();
-    let outcomes = session
+    let error = session
         .set_many(vec![Write::new("a", 5i64), Write::new("b", 50i64)], true)
         .await
-        .unwrap();
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| o.as_ref().unwrap_err().kind == ErrorKind::ConstraintViolation)
-    );
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::ConstraintViolation);
+    assert_eq!(error.context["batch_failed_at"], "1 (b)");
+    // On the wire only the failing write carries the error; `a` has no outcome.
+    let mut stub = mlbridge_proto::mlbridge::v1::ml_bridge_client::MlBridgeClient::connect(
+        format!("http://{}", engine.address),
+    )
+    .await
+    .unwrap();
+    let write = |name: &str, v: i64| mlbridge_proto::mlbridge::v1::VariableWrite {
+        name: name.to_owned(),
+        value: Some(mlbridge::WireValue::into_value(v)),
+        expected_version: None,
+    };
+    let response = stub
+        .set_variables(mlbridge_proto::mlbridge::v1::SetVariablesRequest {
+            session_id: session.id().to_owned(),
+            writes: vec![write("a", 5), write("b", 50), write("a2", 1)],
+            atomic: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!response.all_applied);
+    let outcomes: Vec<_> = response
+        .results
+        .iter()
+        .map(|r| r.outcome.is_some())
+        .collect();
+    assert_eq!(outcomes, [false, true, false]);
     assert_eq!(session.value::<i64>("a").await.unwrap(), 1);
     let outcomes = session
         .set_many(vec![Write::new("a", 5i64), Write::new("b", 50i64)], false)

@@ -154,6 +154,7 @@ async fn list_tools_reports_specs_derived_from_signatures() {
             "count",
             "echo",
             "fail",
+            "map_callback",
             "mean",
             "scale_embedding",
             "sleep",
@@ -190,7 +191,7 @@ async fn list_tools_reports_specs_derived_from_signatures() {
     let delay = &count.parameters[1];
     assert_eq!((delay.name.as_str(), delay.required), ("delay_ms", false));
 
-    let mean = &specs[4];
+    let mean = &specs[5];
     let element = mean.parameters[0]
         .constraints
         .as_ref()
@@ -391,7 +392,7 @@ async fn unknown_tools_and_bad_arguments_are_refused_before_running() {
 
 #[tokio::test]
 async fn the_binary_serves_builtin_tools_unless_told_not_to() {
-    for (flags, expected) in [(&[][..], 8), (&["--no-builtin-tools"][..], 0)] {
+    for (flags, expected) in [(&[][..], 9), (&["--no-builtin-tools"][..], 0)] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mlbridge"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(flags)

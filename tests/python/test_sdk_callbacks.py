@@ -216,3 +216,29 @@ def test_python_functions_as_tools_of_the_session(pair: tuple[SessionContext, Se
     assert owner.unregister_callback("shout") is True
     other.tools.refresh()
     assert "shout" not in other.tools
+
+
+def test_a_rust_host_tool_takes_a_callback_parameter(pair: tuple[SessionContext, SessionContext]) -> None:
+    owner, other = pair
+
+    @owner.register_callback
+    def square(x: int) -> int:
+        return x * x
+
+    @owner.register_callback
+    def picky(x: int) -> int:
+        if x == 2:
+            raise ValueError("two is not allowed")
+        return x
+
+    # `map_callback` is an engine tool written in Rust: its `callback` parameter is a
+    # `mlbridge::tools::Callback`, which it calls through the engine for every entry.
+    calls = [{"x": n} for n in range(1, 6)]
+    assert other.tools.map_callback(callback="square", calls=calls, concurrency=2) == [1, 4, 9, 16, 25]
+    with pytest.raises(CallbackError) as raised:
+        other.tools.map_callback(callback="picky", calls=calls)
+    assert raised.value.remote_type == "ValueError"
+    assert "two is not allowed" in raised.value.remote_traceback
+    assert raised.value.context["tool"] == "map_callback"
+    with pytest.raises(CallbackNotFound, match="nope"):
+        other.tools.map_callback(callback="nope", calls=calls)

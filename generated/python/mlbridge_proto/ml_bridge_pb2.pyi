@@ -427,6 +427,42 @@ has "budget" ("session" or "engine"), "limit_bytes", "requested_bytes" and
 """
 _Global_ErrorKind: _typing_extensions.TypeAlias = ErrorKind
 
+class _ErrorTextLimit:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _typing_extensions.TypeAlias = ValueType
+
+class _ErrorTextLimitEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorTextLimit.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_TEXT_LIMIT_UNSPECIFIED: _ErrorTextLimit.ValueType  # 0
+    """Not a limit."""
+    ERROR_TEXT_LIMIT_QUOTE: _ErrorTextLimit.ValueType  # 100
+    """Client text (a value, a name, a pattern) quoted in a message."""
+    ERROR_TEXT_LIMIT_CONTEXT: _ErrorTextLimit.ValueType  # 256
+    """A context key or value, `remote_type` or `origin`; every valid name fits."""
+    ERROR_TEXT_LIMIT_MESSAGE: _ErrorTextLimit.ValueType  # 1024
+    """`message`, whatever it quotes."""
+    ERROR_TEXT_LIMIT_TRACEBACK: _ErrorTextLimit.ValueType  # 1536
+    """`remote_traceback` (its last characters are kept)."""
+
+class ErrorTextLimit(_ErrorTextLimit, metaclass=_ErrorTextLimitEnumTypeWrapper):
+    """Bounds, in characters, on the text of a BridgeError; each value is the
+    bound itself. Longer text is clipped with a marker saying how many
+    characters were left out ("…[N more characters]"); a traceback keeps its
+    end ("[N characters left out]…"). A cause keeps no cause of its own.
+    """
+
+ERROR_TEXT_LIMIT_UNSPECIFIED: ErrorTextLimit.ValueType  # 0
+"""Not a limit."""
+ERROR_TEXT_LIMIT_QUOTE: ErrorTextLimit.ValueType  # 100
+"""Client text (a value, a name, a pattern) quoted in a message."""
+ERROR_TEXT_LIMIT_CONTEXT: ErrorTextLimit.ValueType  # 256
+"""A context key or value, `remote_type` or `origin`; every valid name fits."""
+ERROR_TEXT_LIMIT_MESSAGE: ErrorTextLimit.ValueType  # 1024
+"""`message`, whatever it quotes."""
+ERROR_TEXT_LIMIT_TRACEBACK: ErrorTextLimit.ValueType  # 1536
+"""`remote_traceback` (its last characters are kept)."""
+_Global_ErrorTextLimit: _typing_extensions.TypeAlias = ErrorTextLimit
+
 class _VariableUpdateKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _typing_extensions.TypeAlias = ValueType
@@ -967,6 +1003,10 @@ class BridgeError(_message.Message):
 
     In-band: SetVariables reports per-write failures as BridgeError values
     inside a successful response.
+
+    Size: every sender bounds the text it puts in a BridgeError by
+    ErrorTextLimit, so that a status with its details always fits in gRPC's
+    metadata whatever a client sent (a 40 kB value, a 10 kB name).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

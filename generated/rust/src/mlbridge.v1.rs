@@ -207,6 +207,10 @@ pub struct Constraints {
 ///
 /// In-band: SetVariables reports per-write failures as BridgeError values
 /// inside a successful response.
+///
+/// Size: every sender bounds the text it puts in a BridgeError by
+/// ErrorTextLimit, so that a status with its details always fits in gRPC's
+/// metadata whatever a client sent (a 40 kB value, a 10 kB name).
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct BridgeError {
     /// The error category. Decides the gRPC status code and the exception class.
@@ -2106,6 +2110,50 @@ impl ErrorKind {
             "ERROR_KIND_LOCK_NOT_HELD" => Some(Self::LockNotHeld),
             "ERROR_KIND_CALLBACK_UNAVAILABLE" => Some(Self::CallbackUnavailable),
             "ERROR_KIND_MEMORY_BUDGET_EXCEEDED" => Some(Self::MemoryBudgetExceeded),
+            _ => None,
+        }
+    }
+}
+/// Bounds, in characters, on the text of a BridgeError; each value is the
+/// bound itself. Longer text is clipped with a marker saying how many
+/// characters were left out ("…\[N more characters\]"); a traceback keeps its
+/// end ("\[N characters left out\]…"). A cause keeps no cause of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ErrorTextLimit {
+    /// Not a limit.
+    Unspecified = 0,
+    /// Client text (a value, a name, a pattern) quoted in a message.
+    Quote = 100,
+    /// A context key or value, `remote_type` or `origin`; every valid name fits.
+    Context = 256,
+    /// `message`, whatever it quotes.
+    Message = 1024,
+    /// `remote_traceback` (its last characters are kept).
+    Traceback = 1536,
+}
+impl ErrorTextLimit {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "ERROR_TEXT_LIMIT_UNSPECIFIED",
+            Self::Quote => "ERROR_TEXT_LIMIT_QUOTE",
+            Self::Context => "ERROR_TEXT_LIMIT_CONTEXT",
+            Self::Message => "ERROR_TEXT_LIMIT_MESSAGE",
+            Self::Traceback => "ERROR_TEXT_LIMIT_TRACEBACK",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "ERROR_TEXT_LIMIT_UNSPECIFIED" => Some(Self::Unspecified),
+            "ERROR_TEXT_LIMIT_QUOTE" => Some(Self::Quote),
+            "ERROR_TEXT_LIMIT_CONTEXT" => Some(Self::Context),
+            "ERROR_TEXT_LIMIT_MESSAGE" => Some(Self::Message),
+            "ERROR_TEXT_LIMIT_TRACEBACK" => Some(Self::Traceback),
             _ => None,
         }
     }

@@ -428,8 +428,9 @@ impl Session {
         Ok(self.client.get_variables(request).await?.variables)
     }
 
-    /// Several writes; with `atomic`, all or none apply. Per-write outcomes come back in
-    /// order: the new version, or the error.
+    /// Several writes; per-write outcomes come back in order: the new version, or the error.
+    /// With `atomic`, all or none apply, and a failed batch is the error of the write that
+    /// failed (its context has `batch_failed_at`).
     pub async fn set_many(&self, writes: Vec<Write>, atomic: bool) -> Result<Vec<Result<u64>>> {
         self.set_many_with_token(writes, atomic, &self.source(), "")
             .await
@@ -458,13 +459,29 @@ impl Session {
             ..Default::default()
         };
         let response = self.client.set_variables(request).await?;
+        if atomic && !response.all_applied {
+            // The one write that failed carries the error; the others were not applied.
+            return Err(response
+                .results
+                .into_iter()
+                .find_map(|result| match result.outcome {
+                    Some(pb::variable_write_result::Outcome::Error(error)) => Some(error.into()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| {
+                    BridgeError::internal("an atomic batch failed without an error")
+                }));
+        }
         Ok(response
             .results
             .into_iter()
             .map(|result| match result.outcome {
                 Some(pb::variable_write_result::Outcome::NewVersion(version)) => Ok(version),
                 Some(pb::variable_write_result::Outcome::Error(error)) => Err(error.into()),
-                None => Err(BridgeError::internal("a write result has no outcome")),
+                None => Err(BridgeError::internal(format!(
+                    "write of `{}` was not applied, but no write of the batch failed",
+                    result.name
+                ))),
             })
             .collect())
     }

@@ -2,6 +2,7 @@
 //! a message naming what is wrong, and context; on the wire it travels as a serialized
 //! `mlbridge.v1.BridgeError` in the gRPC status details.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -10,6 +11,56 @@ use prost::Message;
 use tonic::{Code, Status};
 
 pub use pb::ErrorKind;
+
+/// Characters of client text (a value, a name, a pattern) an error message quotes at most.
+pub const QUOTE_CHARS: usize = pb::ErrorTextLimit::Quote as usize;
+/// Characters of a context value kept at most (every valid name fits).
+pub const CONTEXT_CHARS: usize = pb::ErrorTextLimit::Context as usize;
+/// Characters of a message kept at most, whatever it quotes.
+pub const MESSAGE_CHARS: usize = pb::ErrorTextLimit::Message as usize;
+/// Characters of a remote traceback kept at most (its end, where the failure is).
+pub const TRACEBACK_CHARS: usize = pb::ErrorTextLimit::Traceback as usize;
+
+/// `text` as an error message quotes it: whole up to [`QUOTE_CHARS`] characters, else its
+/// start and a marker saying how much was left out, so that no error carrying client text
+/// can outgrow gRPC's metadata limit.
+pub fn clip(text: &str) -> Cow<'_, str> {
+    clip_to(text, QUOTE_CHARS)
+}
+
+/// `text` cut to its first characters plus a marker, `limit` characters all told, if it is
+/// longer (so clipping twice changes nothing).
+pub fn clip_to(text: &str, limit: usize) -> Cow<'_, str> {
+    let count = text.chars().count();
+    if count <= limit {
+        return Cow::Borrowed(text);
+    }
+    let kept = limit.saturating_sub(format!("…[{count} more characters]").chars().count());
+    let end = text.char_indices().nth(kept).map_or(text.len(), |(i, _)| i);
+    Cow::Owned(format!(
+        "{}…[{} more characters]",
+        &text[..end],
+        count - kept
+    ))
+}
+
+/// The end of `text` after a marker, `limit` characters all told, if it is longer.
+fn clip_start(text: &str, limit: usize) -> Cow<'_, str> {
+    let count = text.chars().count();
+    if count <= limit {
+        return Cow::Borrowed(text);
+    }
+    let kept = limit.saturating_sub(format!("[{count} characters left out]…").chars().count());
+    let start = text
+        .char_indices()
+        .nth(count - kept)
+        .map_or(text.len(), |(i, _)| i);
+    Cow::Owned(format!(
+        "[{} characters left out]…{}",
+        count - kept,
+        &text[start..]
+    ))
+}
 
 /// Result alias for engine and client operations.
 pub type Result<T, E = BridgeError> = std::result::Result<T, E>;
@@ -49,7 +100,12 @@ impl BridgeError {
 
     /// Adds a context entry.
     pub fn with(mut self, key: &str, value: impl ToString) -> Self {
-        self.context.insert(key.to_owned(), value.to_string());
+        let value = value.to_string();
+        let value = match clip_to(&value, CONTEXT_CHARS) {
+            Cow::Borrowed(_) => value,
+            Cow::Owned(clipped) => clipped,
+        };
+        self.context.insert(key.to_owned(), value);
         self
     }
 
@@ -62,7 +118,7 @@ impl BridgeError {
     pub fn session_not_found(session_id: &str) -> Self {
         BridgeError::new(
             ErrorKind::SessionNotFound,
-            format!("session `{session_id}` not found"),
+            format!("session `{}` not found", clip(session_id)),
         )
         .with("session_id", session_id)
     }
@@ -71,7 +127,11 @@ impl BridgeError {
     pub fn variable_not_found(session_id: &str, name: &str) -> Self {
         BridgeError::new(
             ErrorKind::VariableNotFound,
-            format!("variable `{name}` not found in session `{session_id}`"),
+            format!(
+                "variable `{}` not found in session `{}`",
+                clip(name),
+                clip(session_id)
+            ),
         )
         .with("session_id", session_id)
         .with("variable", name)
@@ -125,15 +185,29 @@ impl std::error::Error for BridgeError {
 }
 
 impl From<BridgeError> for pb::BridgeError {
+    /// The wire form, bounded whatever the error carries: the message, context values and
+    /// the remote type are clipped, the traceback keeps its end, and one cause at most is
+    /// kept, so that the status always fits in gRPC's metadata.
     fn from(error: BridgeError) -> Self {
         pb::BridgeError {
             kind: error.kind as i32,
-            message: error.message,
-            context: error.context.into_iter().collect(),
-            remote_type: error.remote_type,
-            remote_traceback: error.remote_traceback,
-            origin: error.origin,
-            cause: error.cause.map(|c| Box::new((*c).into())),
+            message: clip_to(&error.message, MESSAGE_CHARS).into_owned(),
+            context: error
+                .context
+                .iter()
+                .map(|(k, v)| {
+                    let value = clip_to(v, CONTEXT_CHARS).into_owned();
+                    (clip_to(k, CONTEXT_CHARS).into_owned(), value)
+                })
+                .collect(),
+            remote_type: clip_to(&error.remote_type, CONTEXT_CHARS).into_owned(),
+            remote_traceback: clip_start(&error.remote_traceback, TRACEBACK_CHARS).into_owned(),
+            origin: clip_to(&error.origin, CONTEXT_CHARS).into_owned(),
+            cause: error.cause.map(|c| {
+                let mut cause: pb::BridgeError = (*c).into();
+                cause.cause = None;
+                Box::new(cause)
+            }),
         }
     }
 }
@@ -155,9 +229,9 @@ impl From<pb::BridgeError> for BridgeError {
 impl From<BridgeError> for Status {
     fn from(error: BridgeError) -> Self {
         let code = error.code();
-        let message = error.message.clone();
-        let details = pb::BridgeError::from(error).encode_to_vec();
-        Status::with_details(code, message, details.into())
+        let error = pb::BridgeError::from(error);
+        let details = error.encode_to_vec();
+        Status::with_details(code, error.message, details.into())
     }
 }
 
@@ -181,6 +255,38 @@ mod tests {
             "variable `temperature` not found in session `s1`"
         );
         assert_eq!(BridgeError::from_status(&status), error);
+    }
+
+    #[test]
+    fn text_is_clipped_within_its_limit_and_clipping_twice_changes_nothing() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(250);
+        let clipped = clip(&long);
+        assert_eq!(clipped.chars().count(), QUOTE_CHARS);
+        assert!(clipped.ends_with("…[172 more characters]"), "{clipped}");
+        assert_eq!(clip(&clipped), clipped);
+        let traceback = format!("{}END", "t".repeat(5000));
+        let tail = clip_start(&traceback, 100);
+        assert_eq!(tail.chars().count(), 100);
+        assert!(tail.starts_with("[") && tail.ends_with("tEND"), "{tail}");
+        assert_eq!(clip_start(&tail, 100), tail);
+    }
+
+    #[test]
+    fn the_wire_form_is_bounded_whatever_the_error_carries() {
+        let mut error = BridgeError::new(ErrorKind::InvalidArgument, "m".repeat(50_000))
+            .with(&"k".repeat(1000), "v".repeat(50_000));
+        error.remote_traceback = "t".repeat(50_000);
+        let inner = BridgeError::new(ErrorKind::Internal, "dropped");
+        let mut cause = BridgeError::new(ErrorKind::Internal, "cause");
+        cause.cause = Some(Box::new(inner));
+        error.cause = Some(Box::new(cause));
+        let status = Status::from(error);
+        assert!(status.details().len() < 4096, "{}", status.details().len());
+        assert_eq!(status.message().chars().count(), MESSAGE_CHARS);
+        let back = BridgeError::from_status(&status);
+        assert_eq!(back.remote_traceback.chars().count(), TRACEBACK_CHARS);
+        assert!(back.cause.as_ref().is_some_and(|c| c.cause.is_none()));
     }
 
     #[test]

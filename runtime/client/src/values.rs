@@ -245,10 +245,17 @@ impl<T: WireValue> ToolOutput for T {
     }
 }
 
-impl<T: WireValue, E: std::fmt::Display> ToolOutput for std::result::Result<T, E> {
+impl<T: WireValue, E: std::fmt::Display + 'static> ToolOutput for std::result::Result<T, E> {
     type Output = T;
     fn into_tool_result(self, tool: &str) -> Result<Value> {
-        self.map(T::into_value).map_err(|e| tool_error(tool, e))
+        self.map(T::into_value).map_err(|e| {
+            // A `BridgeError` (say, from a callback the tool called) keeps its kind, remote
+            // type and traceback; anything else becomes a `TOOL_ERROR`.
+            match (&e as &dyn std::any::Any).downcast_ref::<BridgeError>() {
+                Some(error) => error.clone().with("tool", tool),
+                None => tool_error(tool, e),
+            }
+        })
     }
 }
 

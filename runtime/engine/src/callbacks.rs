@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::error::{BridgeError, ErrorKind, Result};
+use crate::error::{BridgeError, ErrorKind, Result, clip};
 use crate::params::Callee;
 use crate::state::{SessionEvent, SessionEvents};
 
@@ -295,7 +295,11 @@ impl CallbackRegistry {
             .ok_or_else(|| {
                 BridgeError::new(
                     ErrorKind::CallbackNotFound,
-                    format!("no callback named `{name}` in session `{session_id}`"),
+                    format!(
+                        "no callback named `{}` in session `{}`",
+                        clip(name),
+                        clip(session_id)
+                    ),
                 )
                 .with("callback", name)
                 .with("session_id", session_id)

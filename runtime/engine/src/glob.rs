@@ -1,7 +1,7 @@
 //! Glob patterns for `ListVariables`: `*` (any run), `?` (one character), `[abc]`, `[a-z]`
 //! and `[!abc]` classes, and `\` to escape. Malformed patterns are rejected up front.
 
-use crate::error::{BridgeError, Result};
+use crate::error::{BridgeError, Result, clip};
 
 /// A parsed glob pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +26,7 @@ impl Glob {
         let bad = |detail: &str| {
             BridgeError::invalid_argument(
                 "pattern",
-                format!("malformed pattern `{pattern}`: {detail}"),
+                format!("malformed pattern `{}`: {detail}", clip(pattern)),
             )
         };
         let mut tokens = Vec::new();

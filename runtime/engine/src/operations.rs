@@ -10,7 +10,7 @@ use std::time::Instant;
 use mlbridge_proto::mlbridge::v1::{self as pb, parameter_value::Kind};
 use prost::Message;
 
-use crate::error::{BridgeError, ErrorKind, Result};
+use crate::error::{BridgeError, ErrorKind, Result, clip};
 use crate::params::Callee;
 use crate::state::StateBackend;
 use crate::workers::{ToolChunkStream, WorkerPool};
@@ -262,8 +262,11 @@ fn tool_arguments<'a>(
     max_payload_bytes: usize,
 ) -> Result<(&'a pb::ToolSpec, HashMap<String, pb::Value>)> {
     let spec = pool.tool(name).ok_or_else(|| {
-        BridgeError::new(ErrorKind::ToolNotFound, format!("no tool named `{name}`"))
-            .with("tool", name)
+        BridgeError::new(
+            ErrorKind::ToolNotFound,
+            format!("no tool named `{}`", clip(name)),
+        )
+        .with("tool", name)
     })?;
     let callee = Callee::Tool(name);
     let mut checked = HashMap::with_capacity(arguments.len());

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use mlbridge_proto::mlbridge::v1::{self as pb, VariableType};
 
-use crate::error::{BridgeError, Result};
+use crate::error::{BridgeError, Result, clip};
 use crate::value::{self, Subject};
 
 pub(crate) fn spec_type(spec: &pb::ParameterSpec) -> VariableType {
@@ -157,10 +157,11 @@ impl<'a> Callee<'a> {
             BridgeError::invalid_argument(
                 field,
                 format!(
-                    "{} `{}` has no {} `{name}` (it takes: {takes})",
+                    "{} `{}` has no {} `{}` (it takes: {takes})",
                     self.kind(),
                     self.name(),
-                    self.noun()
+                    self.noun(),
+                    clip(name)
                 ),
             ),
             name,

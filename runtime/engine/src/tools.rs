@@ -13,7 +13,7 @@ use std::sync::Arc;
 use mlbridge_proto::mlbridge::v1::{self as pb, Value};
 use tokio_stream::Stream;
 
-use crate::error::{BridgeError, ErrorKind, Result};
+use crate::error::{BridgeError, ErrorKind, Result, clip};
 use crate::params::Callee;
 pub use mlbridge_client::values::{Bytes, ToolOutput, WireValue, tool_error};
 
@@ -47,6 +47,118 @@ pub fn tool_spec(
         description: description.to_owned(),
         parameters,
         ..Default::default()
+    }
+}
+
+tokio::task_local! {
+    /// The engine and session of the tool call running on this task, for [`Callback::call`].
+    static CALL: Arc<ToolCall>;
+}
+
+/// Who runs a tool: the engine and the calling session.
+pub(crate) struct ToolCall {
+    pub(crate) engine: crate::Engine,
+    pub(crate) session_id: String,
+    pub(crate) tool: String,
+}
+
+impl ToolCall {
+    /// Runs `future` (a tool's handler) with this call's context, so that the tool can reach
+    /// the session's callbacks.
+    pub(crate) fn scope<F: Future>(self: Arc<Self>, future: F) -> impl Future<Output = F::Output> {
+        CALL.scope(self, future)
+    }
+
+    /// `stream` (a streaming tool's chunks), polled with this call's context.
+    pub(crate) fn scope_stream(self: Arc<Self>, stream: ToolStream) -> ToolStream {
+        Box::pin(Scoped { call: self, stream })
+    }
+}
+
+struct Scoped {
+    call: Arc<ToolCall>,
+    stream: ToolStream,
+}
+
+impl Stream for Scoped {
+    type Item = Result<Value>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        CALL.sync_scope(Arc::clone(&this.call), || {
+            this.stream.as_mut().poll_next(cx)
+        })
+    }
+}
+
+/// A tool parameter naming one of the calling session's client callbacks (e.g. a Python
+/// scoring function registered with `ctx.register_callback`). On the wire it is the
+/// callback's name, a string; inside the tool, [`Callback::call`] runs it through the engine
+/// under the callback's deadline, exactly as `InvokeCallback` does.
+///
+/// ```ignore
+/// #[mlbridge::tool(params(score = "a callback taking `x`", xs = "the points"))]
+/// async fn best_point(score: Callback, xs: Vec<f64>) -> mlbridge::Result<f64> { ... }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    name: String,
+}
+
+impl Callback {
+    /// The callback's registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Calls the callback with named arguments; answers its result (`None` if it returned
+    /// nothing).
+    ///
+    /// # Errors
+    ///
+    /// `CALLBACK_NOT_FOUND`, argument errors, `CALLBACK_ERROR` (with the callback's exception
+    /// type and traceback), `TIMEOUT`, `CALLBACK_UNAVAILABLE`; `INTERNAL` if called outside
+    /// the tool call (e.g. from a task the tool spawned).
+    pub async fn call(&self, arguments: HashMap<String, Value>) -> Result<Option<Value>> {
+        let call = CALL.try_with(Arc::clone).map_err(|_| {
+            BridgeError::internal(format!(
+                "callback `{}` was called outside its tool call (a task spawned by the tool \
+                 does not carry the call's session)",
+                self.name
+            ))
+        })?;
+        let caller = format!("tool:{}", call.tool);
+        let answer = call
+            .engine
+            .call_callback(
+                &call.session_id,
+                &self.name,
+                arguments,
+                HashMap::new(),
+                &caller,
+            )
+            .await?;
+        Ok(answer.result)
+    }
+}
+
+impl WireValue for Callback {
+    fn variable_type() -> pb::VariableType {
+        pb::VariableType::String
+    }
+
+    fn from_value(value: Value) -> std::result::Result<Self, String> {
+        match String::from_value(value)? {
+            name if name.is_empty() => Err("a callback name must not be empty".to_owned()),
+            name => Ok(Callback { name }),
+        }
+    }
+
+    fn into_value(self) -> Value {
+        self.name.into_value()
     }
 }
 
@@ -231,8 +343,11 @@ impl ToolRegistry {
         arguments: HashMap<String, Value>,
     ) -> Result<(Handler, ToolArgs)> {
         let tool = self.tools.get(name).ok_or_else(|| {
-            BridgeError::new(ErrorKind::ToolNotFound, format!("no tool named `{name}`"))
-                .with("tool", name)
+            BridgeError::new(
+                ErrorKind::ToolNotFound,
+                format!("no tool named `{}`", clip(name)),
+            )
+            .with("tool", name)
         })?;
         let callee = Callee::Tool(name);
         let mut arguments = arguments;

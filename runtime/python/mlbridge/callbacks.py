@@ -26,7 +26,7 @@ from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
 from .dispatch import _remote
-from .errors import DETAILS_TRAILER, ERROR_KIND_GRPC_CODES, BridgeError, CallbackError, CallbackNotFound, error_to_proto
+from .errors import BridgeError, CallbackError, CallbackNotFound, clip, send_error
 from .tools import specs_from_signature
 from .value_types import VariableType
 from .values import from_value, to_value
@@ -118,9 +118,7 @@ class _Service(pb_grpc.CallbackServicer):
             if not bridge.origin:
                 bridge.origin = f"callback:{request.callback_name}"
             bridge.context.setdefault("callback", request.callback_name)
-            context.set_trailing_metadata(((DETAILS_TRAILER, error_to_proto(bridge).SerializeToString()),))
-            context.set_code(ERROR_KIND_GRPC_CODES[bridge.kind])
-            context.set_details(bridge.message)
+            send_error(context, bridge)
             return pb.ExecuteCallbackResponse()
 
     @staticmethod
@@ -176,7 +174,7 @@ class CallbackServer:
         with self._lock:
             registered = self._callbacks.get(name)
         if registered is None:
-            raise CallbackNotFound(f"no callback named {name!r} is served here", context={"callback": name})
+            raise CallbackNotFound(f"no callback named {clip(name)!r} is served here", context={"callback": name})
         return registered
 
     def stop(self, grace: float | None = None) -> None:

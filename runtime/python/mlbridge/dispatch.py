@@ -31,6 +31,7 @@ from .errors import (
     OperationNotFound,
     ToolError,
     ToolNotFound,
+    clip,
 )
 from .value_types import Constraints, VariableType
 from .values import from_value, to_value
@@ -243,7 +244,7 @@ class Adapter:
             return self.operations[name]
         except KeyError:
             raise OperationNotFound(
-                f"framework {self.framework!r} has no operation {name!r}; "
+                f"framework {self.framework!r} has no operation {clip(name)!r}; "
                 f"it has {', '.join(sorted(self.operations)) or 'none'}",
                 context={"framework": self.framework, "operation": name},
             ) from None
@@ -253,7 +254,7 @@ class Adapter:
             return self.tools[name]
         except KeyError:
             raise ToolNotFound(
-                f"framework {self.framework!r} has no tool {name!r}", context={"tool": name}
+                f"framework {self.framework!r} has no tool {clip(name)!r}", context={"tool": name}
             ) from None
 
     def execute(self, operation: str, parameters: Mapping[str, pb.Value], call: Call) -> dict[str, pb.Value]:

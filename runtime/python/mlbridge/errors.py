@@ -21,17 +21,43 @@ from mlbridge_proto.ml_bridge_facts import *  # noqa: F403 (ErrorKind, BridgeErr
 
 __all__ = [
     "UnconvertibleValue",
+    "clip",
     "error_class",
     "error_for",
     "error_from_proto",
     "error_from_rpc",
     "error_to_proto",
+    "send_error",
 ]
 # Every generated name (the kinds, their classes and the kind maps): a kind added to the
 # proto is exported here, and from `mlbridge`, with no edit.
 __all__ += _facts.__all__
 
 DETAILS_TRAILER = "grpc-status-details-bin"
+
+# Bounds on error text, from the schema (`ErrorTextLimit` in ml_bridge.proto).
+QUOTE_CHARS = pb.ERROR_TEXT_LIMIT_QUOTE
+CONTEXT_CHARS = pb.ERROR_TEXT_LIMIT_CONTEXT
+MESSAGE_CHARS = pb.ERROR_TEXT_LIMIT_MESSAGE
+TRACEBACK_CHARS = pb.ERROR_TEXT_LIMIT_TRACEBACK
+
+
+def clip(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text` as an error message quotes it: whole up to `limit` characters (by default the
+    schema's quote limit), else its start and a marker saying how much was left out, in
+    `limit` characters all told (so clipping twice changes nothing)."""
+    if len(text) <= limit:
+        return text
+    kept = limit - len(f"…[{len(text)} more characters]")
+    return f"{text[:kept]}…[{len(text) - kept} more characters]"
+
+
+def _clip_start(text: str, limit: int) -> str:
+    """The end of `text` after a marker, in `limit` characters all told, if it is longer."""
+    if len(text) <= limit:
+        return text
+    kept = limit - len(f"[{len(text)} characters left out]…")
+    return f"[{len(text) - kept} characters left out]…{text[len(text) - kept:]}"
 
 
 class UnconvertibleValue(InvalidArgument, TypeError):
@@ -49,19 +75,30 @@ def error_for(kind: ErrorKind, message: str, **context: Any) -> BridgeError:
     return ERROR_KIND_CLASSES[kind](message, context={key: str(value) for key, value in context.items()})
 
 
-def error_to_proto(error: BridgeError) -> pb.BridgeError:
-    """`error` as the wire message (its cause chain included)."""
+def error_to_proto(error: BridgeError, *, with_cause: bool = True) -> pb.BridgeError:
+    """`error` as the wire message, its text bounded as the schema says (`ErrorTextLimit`):
+    message, context, type and origin clipped, the traceback's end kept, one cause at most."""
     message = pb.BridgeError(
         kind=error.kind.to_proto(),
-        message=error.message,
-        context=error.context,
-        remote_type=error.remote_type,
-        remote_traceback=error.remote_traceback,
-        origin=error.origin,
+        message=clip(error.message, MESSAGE_CHARS),
+        context={clip(key, CONTEXT_CHARS): clip(value, CONTEXT_CHARS) for key, value in error.context.items()},
+        remote_type=clip(error.remote_type, CONTEXT_CHARS),
+        remote_traceback=_clip_start(error.remote_traceback, TRACEBACK_CHARS),
+        origin=clip(error.origin, CONTEXT_CHARS),
     )
-    if error.cause is not None:
-        message.cause.CopyFrom(error_to_proto(error.cause))
+    if with_cause and error.cause is not None:
+        message.cause.CopyFrom(error_to_proto(error.cause, with_cause=False))
     return message
+
+
+def send_error(context: grpc.ServicerContext, error: BridgeError) -> None:
+    """Ends a call served by this process (a worker, a callback server) with `error`: its
+    kind's status code, its bounded message, and the serialized `BridgeError` in the
+    ``grpc-status-details-bin`` trailer."""
+    wire = error_to_proto(error)
+    context.set_trailing_metadata(((DETAILS_TRAILER, wire.SerializeToString()),))
+    context.set_code(ERROR_KIND_GRPC_CODES[error.kind])
+    context.set_details(wire.message)
 
 
 def error_from_proto(error: pb.BridgeError, grpc_code: grpc.StatusCode | None = None) -> BridgeError:

@@ -17,7 +17,7 @@ from google.protobuf import duration_pb2
 from mlbridge_proto import ml_bridge_pb2 as pb
 
 from .cache import Schema, VariableCache
-from .errors import BridgeError, ErrorKind, error_for
+from .errors import BridgeError, ErrorKind, clip, error_for
 from .snapshots import Binding, HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult
 from .value_types import Constraints, VariableType, parse_variable_type
 from .values import from_value, to_value
@@ -151,7 +151,7 @@ class SessionCore:
         if size > limit:
             raise error_for(
                 ErrorKind.PAYLOAD_TOO_LARGE,
-                f"value of variable `{name}` is {size} bytes, over the limit of {limit} bytes",
+                f"value of variable `{clip(name)}` is {size} bytes, over the limit of {limit} bytes",
                 variable=name,
                 limit_bytes=limit,
             )

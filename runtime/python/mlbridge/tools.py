@@ -15,7 +15,7 @@ from typing import Any, Generic, Optional, TypeVar
 
 from mlbridge_proto import ml_bridge_pb2 as pb
 
-from .errors import ToolNotFound
+from .errors import ToolNotFound, clip
 from .value_types import Embedding, ModuleRef, Tensor, VariableType
 from .values import from_value, to_value
 
@@ -162,7 +162,7 @@ class _Namespace(Generic[_ToolT]):
     def __getitem__(self, name: str) -> _ToolT:
         tool = self._tools.get(name)
         if tool is None:
-            raise UnknownTool(f"no tool named `{name}`", context={"tool": name})
+            raise UnknownTool(f"no tool named `{clip(name)}`", context={"tool": name})
         return tool
 
     def __contains__(self, name: object) -> bool:

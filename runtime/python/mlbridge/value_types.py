@@ -19,7 +19,7 @@ from typing import Any, overload
 from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto.ml_bridge_facts import Dtype, VariableType
 
-from .errors import ErrorKind, error_for
+from .errors import ErrorKind, clip, error_for
 
 __all__ = [
     "Choice",
@@ -57,7 +57,7 @@ def parse_variable_type(value: VariableType | str) -> VariableType:
     except ValueError:
         names = ", ".join(member.value for member in VariableType)
         raise error_for(
-            ErrorKind.INVALID_ARGUMENT, f"unknown variable type {value!r} (known: {names})", field="type"
+            ErrorKind.INVALID_ARGUMENT, f"unknown variable type {clip(repr(value))} (known: {names})", field="type"
         ) from None
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from mlbridge_proto import ml_bridge_pb2 as pb
 
-from .errors import UnconvertibleValue
+from .errors import UnconvertibleValue, clip
 from .value_types import Choice, Dtype, Embedding, ModuleRef, Tensor, VariableType, import_numpy, is_numpy_object
 
 __all__ = ["from_value", "to_value"]
@@ -109,7 +109,7 @@ def _fill(target: pb.Value, obj: object, hint: VariableType | None, path: str) -
 def _key(key: object, path: str) -> str:
     if not isinstance(key, str):
         raise UnconvertibleValue(
-            f"{path}: map keys must be strings, got {type(key).__qualname__} {key!r}", context={"field": "value"}
+            f"{path}: map keys must be strings, got {type(key).__qualname__} {clip(repr(key))}", context={"field": "value"}
         )
     return key
 

@@ -40,7 +40,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Generic, TypeVar, Union, cast
 
 from .aio import AsyncSessionContext
-from .errors import InvalidArgument, VariableNotFound
+from .errors import InvalidArgument, VariableNotFound, clip
 from .session import SessionContext
 from .value_types import Choice
 
@@ -88,7 +88,7 @@ class BoundVariable:
 def _check_variable(owner: str, parameter: str, variable: object) -> str:
     if not isinstance(variable, str) or not variable:
         raise InvalidArgument(
-            f"{owner}: parameter `{parameter}` must be bound to a variable name, got {variable!r}",
+            f"{owner}: parameter `{parameter}` must be bound to a variable name, got {clip(repr(variable))}",
             context={"parameter": parameter},
         )
     return variable

@@ -9,9 +9,10 @@ yielded; it sets `Watch.synced` (and `Watch.synced_sequence`) instead.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections import deque
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
@@ -26,6 +27,7 @@ from .errors import (
     BridgeError,
     InvalidArgument,
     SessionExpired,
+    SessionLimitExceeded,
     SessionNotFound,
     Unavailable,
     WatchLagged,
@@ -36,6 +38,7 @@ from .snapshots import VariableUpdate
 __all__ = ["AsyncWatch", "Watch"]
 
 _SYNCED = pb.VARIABLE_UPDATE_KIND_SYNCED
+_log = logging.getLogger("mlbridge.watch")
 
 
 class _Position:
@@ -310,8 +313,9 @@ class AsyncWatch(AsyncIterator[VariableUpdate]):
 
 
 def _fatal(error: BridgeError) -> bool:
-    """Whether the background watch should stop for good (the session is gone)."""
-    return isinstance(error, (SessionNotFound, SessionExpired))
+    """Whether the background watch should stop for good: the session is gone, or the engine
+    refuses another watcher (retrying would only hold a slot other clients need)."""
+    return isinstance(error, (SessionNotFound, SessionExpired, SessionLimitExceeded))
 
 
 def _restart(error: BridgeError) -> bool:
@@ -348,6 +352,8 @@ class _CacheFeed:
         """Handles the end of a stream; the delay before the next attempt, or None to stop."""
         self.cache.watch_lost()
         if error is not None and _fatal(error):
+            if isinstance(error, SessionLimitExceeded):
+                _log.warning("the variable cache stops watching, reads go to the engine: %s", error.message)
             return None
         if error is not None and _restart(error):
             self.cache.clear()

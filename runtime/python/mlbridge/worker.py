@@ -39,13 +39,12 @@ from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 from . import __version__
 from .dispatch import Adapter, Call, elapsed_us
 from .errors import (
-    DETAILS_TRAILER,
-    ERROR_KIND_GRPC_CODES,
     BridgeError,
     InternalError,
     OperationNotFound,
     ToolNotFound,
-    error_to_proto,
+    clip,
+    send_error,
 )
 
 __all__ = ["READY_PREFIX", "WorkerService", "discover_adapters", "load_adapter", "main", "serve"]
@@ -184,16 +183,14 @@ class WorkerService(pb_grpc.WorkerServicer):
         bridge = self._error(error)
         if not isinstance(error, BridgeError):
             _log.error("unexpected failure: %s", bridge.remote_traceback.rstrip())
-        context.set_trailing_metadata(((DETAILS_TRAILER, error_to_proto(bridge).SerializeToString()),))
-        context.set_code(ERROR_KIND_GRPC_CODES[bridge.kind])
-        context.set_details(bridge.message)
+        send_error(context, bridge)
 
     def _adapter(self, framework: str, operation: str) -> Adapter:
         try:
             return self.adapters[framework]
         except KeyError:
             raise OperationNotFound(
-                f"worker {self.worker_id} has no framework {framework!r}; "
+                f"worker {self.worker_id} has no framework {clip(framework)!r}; "
                 f"it has {', '.join(sorted(self.adapters)) or 'none'}",
                 context={"framework": framework, "operation": operation},
             ) from None
@@ -203,7 +200,7 @@ class WorkerService(pb_grpc.WorkerServicer):
             return self.tools[name]
         except KeyError:
             raise ToolNotFound(
-                f"worker {self.worker_id} has no tool {name!r}; it has {', '.join(sorted(self.tools)) or 'none'}",
+                f"worker {self.worker_id} has no tool {clip(name)!r}; it has {', '.join(sorted(self.tools)) or 'none'}",
                 context={"tool": name},
             ) from None
 

@@ -1,13 +1,15 @@
 //! Built-in host tools the `mlbridge` binary registers: small, dependable functions for
 //! tests, demos and smoke checks, declared with `#[mlbridge::tool]` like any user tool.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use mlbridge_proto::mlbridge::v1::{Embedding, Value};
 use tokio_stream::{Stream, StreamExt};
 
 use crate::tool;
-use crate::tools::ToolDef;
+use crate::tools::{Callback, ToolDef};
+use crate::{BridgeError, Result};
 
 /// Every built-in tool, ready for `Engine::builder().tool(...)`.
 pub fn builtin_tools() -> Vec<ToolDef> {
@@ -16,6 +18,7 @@ pub fn builtin_tools() -> Vec<ToolDef> {
         count_tool(),
         echo_tool(),
         fail_tool(),
+        map_callback_tool(),
         mean_tool(),
         scale_embedding_tool(),
         sleep_tool(),
@@ -64,6 +67,39 @@ pub fn scale_embedding(embedding: Embedding, factor: f64) -> Embedding {
 #[tool(params(message = "the error message"))]
 pub fn fail(message: String) -> Result<(), String> {
     Err(message)
+}
+
+/// Calls a client callback once per entry of `calls` (each a map of that call's arguments),
+/// at most `concurrency` calls at a time (default 8, at most 64), and returns the results in
+/// order: e.g. a Python scoring function applied to a batch from Rust. Fails with the first
+/// failing call's own error (`CALLBACK_ERROR` with the Python type and traceback, `TIMEOUT`).
+#[tool(params(
+    callback = "the name of a callback registered in the session",
+    calls = "the arguments of each call",
+    concurrency = "calls in flight at most (default 8, at most 64)"
+))]
+pub async fn map_callback(
+    callback: Callback,
+    calls: Vec<HashMap<String, Value>>,
+    concurrency: Option<i64>,
+) -> Result<Vec<Value>> {
+    let concurrency = match concurrency.unwrap_or(8) {
+        n @ 1..=64 => n as usize,
+        n => {
+            return Err(BridgeError::invalid_argument(
+                "concurrency",
+                format!("`concurrency` must be between 1 and 64, got {n}"),
+            ));
+        }
+    };
+    use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
+    let callback = &callback;
+    stream::iter(calls.into_iter().map(|arguments| async move {
+        Ok::<_, BridgeError>(callback.call(arguments).await?.unwrap_or_default())
+    }))
+    .buffered(concurrency)
+    .try_collect()
+    .await
 }
 
 /// Waits `ms` milliseconds, then returns `ms`.

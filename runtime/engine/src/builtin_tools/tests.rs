@@ -109,10 +109,27 @@ fn builtin_specs_come_from_the_signatures() {
             "count",
             "echo",
             "fail",
+            "map_callback",
             "mean",
             "scale_embedding",
             "sleep",
             "word_count"
+        ]
+    );
+
+    // A callback parameter is the callback's name on the wire.
+    let map_callback = spec(&registry, "map_callback");
+    assert_eq!(map_callback.return_type, VariableType::List as i32);
+    let kinds: Vec<(&str, VariableType, bool)> = params(&map_callback)
+        .into_iter()
+        .map(|(name, ty, required, _, _)| (name, ty, required))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("callback", VariableType::String, true),
+            ("calls", VariableType::List, true),
+            ("concurrency", VariableType::Integer, false)
         ]
     );
 

@@ -208,6 +208,15 @@ impl Engine {
         Ok(self.resources.get(session_id, resource_id)?.native)
     }
 
+    /// The context of a call of engine tool `tool` by a session.
+    fn tool_call(&self, session_id: &str, tool: &str) -> Arc<crate::tools::ToolCall> {
+        Arc::new(crate::tools::ToolCall {
+            engine: self.clone(),
+            session_id: session_id.to_owned(),
+            tool: tool.to_owned(),
+        })
+    }
+
     /// The worker pool, or `WORKER_UNAVAILABLE` saying that `what` needs one.
     pub(crate) fn worker_pool_for(&self, what: &str) -> Result<&WorkerPool> {
         self.worker_pool(what)
@@ -521,7 +530,7 @@ impl MlBridge for Engine {
             let (handler, args) =
                 self.tools
                     .prepare(session, required("tool_name", &r.tool_name)?, r.arguments)?;
-            Ok(match handler {
+            let chunks = match handler {
                 Handler::Streaming(run) => run(args),
                 // A unary tool streams as a single chunk.
                 Handler::Unary(run) => {
@@ -530,7 +539,8 @@ impl MlBridge for Engine {
                         tokio_stream::once(()).then(move |()| call.take().expect("polled once")),
                     ) as _
                 }
-            })
+            };
+            Ok(self.tool_call(session, &r.tool_name).scope_stream(chunks))
         }
         .await
         .map_err(|e: BridgeError| Status::from(e))?;

@@ -57,10 +57,12 @@ pub(super) async fn cleanup_session(
     r: pb::CleanupSessionRequest,
 ) -> Result<pb::CleanupSessionResponse> {
     let session = required("session_id", &r.session_id)?;
+    // Counted first: the backend's session event may release them before this task does.
+    let held = engine.resources.count(session);
     let removed = engine.state.remove_session(session).await?;
     // Also done on the backend's session event; here so that it holds once this returns.
     engine.callbacks.forget_session(session);
-    let released = engine.resources.forget_session(session);
+    let released = held.max(engine.resources.forget_session(session));
     Ok(removed
         .map(|r| pb::CleanupSessionResponse {
             resources_released: r.resources_released + released as u32,

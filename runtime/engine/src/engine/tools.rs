@@ -9,8 +9,11 @@ pub(super) async fn list_tools(
     engine: &Engine,
     r: pb::ListToolsRequest,
 ) -> Result<pb::ListToolsResponse> {
-    let session = required("session_id", &r.session_id)?;
-    engine.state.session(session).await?;
+    // An empty session lists the global tools only (engine and worker tools).
+    let session = r.session_id.as_str();
+    if !session.is_empty() {
+        engine.state.session(session).await?;
+    }
     let pattern = Glob::new(&r.pattern)?;
     let mut tools: Vec<pb::ToolInfo> = engine
         .tools
@@ -99,7 +102,10 @@ pub(super) async fn execute_tool(
         ));
     };
     let started = Instant::now();
-    let result = run(args).await?;
+    let result = engine
+        .tool_call(session, &r.tool_name)
+        .scope(run(args))
+        .await?;
     Ok(pb::ExecuteToolResponse {
         result: Some(result),
         metadata: HashMap::new(),

@@ -183,10 +183,25 @@ pub(super) async fn set_variables(
         )
         .await?;
     let all_applied = outcomes.iter().all(Result::is_ok);
+    // A failed atomic batch: only the write that failed carries the error; the others were
+    // valid but not applied, and carry no outcome (as the proto says).
+    let failed_at = (r.atomic && !all_applied).then(|| {
+        outcomes
+            .iter()
+            .find_map(|o| o.as_ref().err())
+            .and_then(crate::state::variables::failed_index)
+            .unwrap_or(0)
+    });
     let results = names
         .into_iter()
         .zip(outcomes)
-        .map(|(name, outcome)| match outcome {
+        .enumerate()
+        .map(|(i, (name, outcome))| match outcome {
+            Err(_) if failed_at.is_some_and(|at| at != i) => pb::VariableWriteResult {
+                name,
+                outcome: None,
+                sequence: 0,
+            },
             Ok((variable, sequence)) => pb::VariableWriteResult {
                 name,
                 outcome: Some(pb::variable_write_result::Outcome::NewVersion(

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use mlbridge_proto::mlbridge::v1 as pb;
 
 use crate::engine::Engine;
-use crate::error::{BridgeError, ErrorKind, Result};
+use crate::error::{BridgeError, ErrorKind, Result, clip};
 use crate::state::{SessionEvent, SessionEvents};
 
 /// One call of a resource method.
@@ -232,7 +232,11 @@ impl ResourceRegistry {
 pub fn not_found(session_id: &str, id: &str) -> BridgeError {
     BridgeError::new(
         ErrorKind::ResourceNotFound,
-        format!("session `{session_id}` has no resource `{id}`"),
+        format!(
+            "session `{}` has no resource `{}`",
+            clip(session_id),
+            clip(id)
+        ),
     )
     .with("session_id", session_id)
     .with("resource_id", id)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::shared::Version;
-use crate::error::{BridgeError, ErrorKind};
+use crate::error::{BridgeError, ErrorKind, clip};
 
 /// The bytes held by every session of one engine (one backend), shared by them.
 #[derive(Debug, Default)]
@@ -100,7 +100,7 @@ pub fn exceeded(
 ) -> BridgeError {
     let (whose, holder) = match budget {
         Budget::Session => (
-            format!("the memory budget of session `{session_id}`"),
+            format!("the memory budget of session `{}`", clip(session_id)),
             "the session",
         ),
         Budget::Engine => ("the engine's memory budget".to_owned(), "the engine"),

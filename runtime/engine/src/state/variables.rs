@@ -515,11 +515,8 @@ impl Variables {
             let names: Vec<String> = ops.iter().map(|p| p.op.name().to_owned()).collect();
             let blame = |err: BridgeError, index: usize| {
                 if count > 1 {
-                    let at = match names.get(index) {
-                        Some(name) => format!("{index} ({name})"),
-                        None => format!("{count} writes"),
-                    };
-                    err.with("batch_failed_at", at)
+                    let name = names.get(index).map_or("", String::as_str);
+                    err.with("batch_failed_at", format!("{index} ({name})"))
                 } else {
                     err
                 }
@@ -540,7 +537,9 @@ impl Variables {
             match self.commit(session_id, overlay, changes, limits, now, show_locks) {
                 Ok(done) => done,
                 Err(err) => {
-                    let err = blame(err, count);
+                    // A batch that does not fit as a whole: its last write is the one that
+                    // would have gone over.
+                    let err = blame(err, count.saturating_sub(1));
                     ((0..count).map(|_| Err(err.clone())).collect(), Vec::new())
                 }
             }
@@ -865,9 +864,24 @@ fn definition_delta(old: Option<&VariableState>, new: Option<&VariableState>) ->
 /// What a refused change was, for its error message.
 fn describe(changes: &[Change]) -> String {
     match changes {
-        [change] => format!("the new version of variable `{}`", change.definition.name),
+        [change] => format!(
+            "the new version of variable `{}`",
+            crate::error::clip(&change.definition.name)
+        ),
         _ => format!("a batch of {} writes", changes.len()),
     }
+}
+
+/// The position of the write that failed an atomic batch, from the error's
+/// `batch_failed_at` context (`"{index} ({name})"`); `None` for a batch of one write.
+pub fn failed_index(error: &BridgeError) -> Option<usize> {
+    error
+        .context
+        .get("batch_failed_at")?
+        .split_once(' ')?
+        .0
+        .parse()
+        .ok()
 }
 
 /// Changes staged over the committed variables, read through by later ops of a batch.

@@ -6,7 +6,7 @@ use mlbridge_proto::mlbridge::v1::{
     self as pb, Constraints, Dtype, Value, VariableType, value::Kind,
 };
 
-use crate::error::{BridgeError, ErrorKind, Result};
+use crate::error::{BridgeError, ErrorKind, Result, clip};
 pub use mlbridge_client::values::kind_name;
 
 /// Formats a number as both languages print it: integral values without a fraction.
@@ -151,12 +151,14 @@ fn invalid_value(at: &Target<'_>, detail: String) -> BridgeError {
     .with("field", "value")
 }
 
+/// The items, comma-separated, clipped like any client text.
 fn join<T: ToString>(items: &[T]) -> String {
-    items
+    let joined = items
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    clip(&joined).into_owned()
 }
 
 fn shape_text(shape: &[u64]) -> String {
@@ -203,7 +205,12 @@ fn convert_elements(at: &Target<'_>, c: &Constraints, value: Value) -> Result<Va
                 .entries
                 .into_iter()
                 .map(|(key, item)| {
-                    let item = check_type(&at.element(format!("[{key:?}]")), element, false, item)?;
+                    let item = check_type(
+                        &at.element(format!("[{:?}]", clip(&key))),
+                        element,
+                        false,
+                        item,
+                    )?;
                     Ok((key, item))
                 })
                 .collect::<Result<_>>()?;
@@ -280,7 +287,7 @@ fn check_constraints(at: &Target<'_>, c: &Constraints, value: &Value) -> Result<
                     at,
                     "choices",
                     join(&c.choices),
-                    format!("`{s}` is not one of: {}", join(&c.choices)),
+                    format!("`{}` is not one of: {}", clip(s), join(&c.choices)),
                 ));
             }
             check_length(at, c, s.chars().count() as u64)?;
@@ -291,7 +298,11 @@ fn check_constraints(at: &Target<'_>, c: &Constraints, value: &Value) -> Result<
                         at,
                         "pattern",
                         pattern,
-                        format!("`{s}` does not match the pattern `{pattern}`"),
+                        format!(
+                            "`{}` does not match the pattern `{}`",
+                            clip(s),
+                            clip(pattern)
+                        ),
                     ));
                 }
             }
@@ -305,7 +316,11 @@ fn check_constraints(at: &Target<'_>, c: &Constraints, value: &Value) -> Result<
                     at,
                     "choices",
                     join(&c.choices),
-                    format!("`{}` is not one of: {}", choice.value, join(&c.choices)),
+                    format!(
+                        "`{}` is not one of: {}",
+                        clip(&choice.value),
+                        join(&c.choices)
+                    ),
                 ));
             }
             Ok(())
@@ -318,7 +333,7 @@ fn check_constraints(at: &Target<'_>, c: &Constraints, value: &Value) -> Result<
                     join(&c.allowed_modules),
                     format!(
                         "module `{}` is not one of the allowed modules: {}",
-                        module.name,
+                        clip(&module.name),
                         join(&c.allowed_modules)
                     ),
                 ));
@@ -359,7 +374,7 @@ fn check_constraints(at: &Target<'_>, c: &Constraints, value: &Value) -> Result<
                 keys.sort();
                 for key in keys {
                     check_type(
-                        &at.element(format!("[{key:?}]")),
+                        &at.element(format!("[{:?}]", clip(key))),
                         element,
                         false,
                         map.entries[key].clone(),
@@ -516,8 +531,10 @@ fn compile_pattern(at: &Target<'_>, pattern: &str) -> Result<regex::Regex> {
             at.tag(BridgeError::invalid_argument(
                 "constraints.pattern",
                 format!(
-                    "constraints of {}: invalid pattern `{pattern}`: {err}",
-                    at.owner()
+                    "constraints of {}: invalid pattern `{}`: {}",
+                    at.owner(),
+                    clip(pattern),
+                    clip(&err.to_string())
                 ),
             ))
         })

@@ -509,13 +509,16 @@ impl StateBackend for MemoryBackend {
         let (prelude, synced_at) = {
             let mut state = slot.state.lock().expect("session lock");
             if state.watchers >= self.limits.max_watchers_per_session {
-                return Err(BridgeError::invalid_argument(
-                    "session_id",
+                return Err(BridgeError::new(
+                    ErrorKind::SessionLimitExceeded,
                     format!(
-                        "session `{session}` already has the maximum of {} watchers",
+                        "session `{session}` already has the maximum of {} watchers; close one \
+                         first",
                         self.limits.max_watchers_per_session
                     ),
-                ));
+                )
+                .with("session_id", session)
+                .with("limit", self.limits.max_watchers_per_session));
             }
             let current = state.variables.sequence();
             let prelude: Vec<Arc<Change>> = match start {
