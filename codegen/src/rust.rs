@@ -46,6 +46,10 @@ pub(crate) fn generate(
     check_rust_names(set.pool())?;
     let mut config = prost_build::Config::new();
     config.service_generator(service_generator);
+    // mlbridge's own binary fields (bytes values, tensor data) are `bytes::Bytes`: a value
+    // decoded from a request shares the request's buffer, and the engine's state, history,
+    // replies and watch updates share one allocation instead of copying it.
+    config.bytes([".mlbridge"]);
     // prost-build panics on some inputs instead of returning an error; the names it is known
     // to panic on are checked above, and any other panic still becomes an error here.
     let modules =

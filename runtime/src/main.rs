@@ -74,6 +74,20 @@ impl WorkerArgs {
 /// Limits that bound the engine's memory whatever clients send.
 #[derive(Debug, Args)]
 struct LimitArgs {
+    /// Memory one session's variables, history and change ring may hold, by encoded size
+    /// (e.g. 512MiB, 2GiB, or plain bytes). When a write would go over, the session's
+    /// oldest history and change-ring entries are dropped; a write that still does not fit
+    /// fails with MEMORY_BUDGET_EXCEEDED.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "512MiB")]
+    session_memory: usize,
+    /// Memory all sessions together may hold, counted the same way. Keep it well under the
+    /// machine's memory.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "2GiB")]
+    engine_memory: usize,
+    /// Values at least this large are validated on a blocking thread, away from the
+    /// threads that serve requests.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "256KiB")]
+    blocking_validation: usize,
     /// Live sessions at most.
     #[arg(long, default_value_t = Limits::default().max_sessions)]
     max_sessions: usize,
@@ -89,7 +103,7 @@ struct LimitArgs {
     /// Changes kept per session so that watchers can resume.
     #[arg(long, default_value_t = Limits::default().retained_changes)]
     retained_changes: usize,
-    /// Updates buffered per watcher before it is cut off with WATCH_LAGGED.
+    /// Changes a watcher may fall behind before it is cut off with WATCH_LAGGED.
     #[arg(long, default_value_t = Limits::default().watch_buffer)]
     watch_buffer: usize,
     /// Open watch streams per session at most.
@@ -109,6 +123,9 @@ struct LimitArgs {
 impl LimitArgs {
     fn limits(&self) -> Limits {
         Limits {
+            session_memory_bytes: self.session_memory,
+            engine_memory_bytes: self.engine_memory,
+            blocking_validation_bytes: self.blocking_validation,
             max_sessions: self.max_sessions,
             max_variables_per_session: self.max_variables,
             max_value_bytes: self.max_value_bytes,
@@ -121,6 +138,34 @@ impl LimitArgs {
             ..Limits::default()
         }
     }
+}
+
+/// A size in bytes: a number, optionally followed by a unit (B, KiB, MiB, GiB, TiB, or
+/// K, M, G, T, KB, MB, GB, TB as the same powers of 1024).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size: use e.g. 512MiB, 2GiB or 1048576"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}: use B, KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    number
+        .checked_mul(1usize << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 #[tokio::main]
@@ -205,5 +250,30 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("256k"), Ok(256 << 10));
+        assert_eq!(parse_bytes("64 MB"), Ok(64 << 20));
+        assert!(parse_bytes("MiB").is_err());
+        assert!(
+            parse_bytes("12 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
+        assert!(
+            parse_bytes("99999999999TiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

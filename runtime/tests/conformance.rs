@@ -118,7 +118,7 @@ fn value_from_json(json: &Json) -> pb::Value {
         "int" => Kind::IntValue(item.as_i64().expect("an integer")),
         "float" => Kind::FloatValue(float_of(item)),
         "string" => Kind::StringValue(str_of(item, "string").to_owned()),
-        "bytes" => Kind::BytesValue(hex(str_of(item, "bytes"))),
+        "bytes" => Kind::BytesValue(hex(str_of(item, "bytes")).into()),
         "choice" => Kind::ChoiceValue(pb::Choice {
             value: str_of(item, "choice").to_owned(),
         }),
@@ -144,7 +144,7 @@ fn value_from_json(json: &Json) -> pb::Value {
                 .iter()
                 .map(|d| d.as_u64().expect("a dimension"))
                 .collect(),
-            data: hex(str_of(&item["data"], "data")),
+            data: hex(str_of(&item["data"], "data")).into(),
         }),
         "list" => Kind::ListValue(pb::ValueList {
             values: item

@@ -102,7 +102,11 @@ async fn every_type_round_trips() {
         ("t", T::Tensor, value(Kind::TensorValue(tensor))),
         ("l", T::List, value(Kind::ListValue(nested))),
         ("d", T::Map, value(Kind::MapValue(map))),
-        ("y", T::Bytes, value(Kind::BytesValue(vec![0, 255, 7]))),
+        (
+            "y",
+            T::Bytes,
+            value(Kind::BytesValue(vec![0, 255, 7].into())),
+        ),
         ("n", T::Any, value(Kind::NullValue(0))),
     ];
     for (name, ty, v) in &cases {

@@ -30,6 +30,7 @@ __all__ = [
     "InternalError",
     "InvalidArgument",
     "LockNotHeld",
+    "MemoryBudgetExceeded",
     "OperationNotFound",
     "PayloadTooLarge",
     "PermissionDenied",
@@ -91,7 +92,8 @@ class ErrorKind(enum.IntEnum):
     ALREADY_EXISTS = 26
     LOCK_NOT_HELD = 27
     CALLBACK_UNAVAILABLE = 28
-    VARIABLE_IN_USE = 29
+    MEMORY_BUDGET_EXCEEDED = 29
+    VARIABLE_IN_USE = 30
 
     @classmethod
     def from_proto(cls, value: int) -> ErrorKind:
@@ -383,6 +385,16 @@ class CallbackUnavailable(BridgeError):
     default_kind = ErrorKind.CALLBACK_UNAVAILABLE
 
 
+class MemoryBudgetExceeded(BridgeError):
+    """A write does not fit in a memory budget, the session's or the engine's,
+    even after the oldest history and change-ring entries were dropped. Context
+    has "budget" ("session" or "engine"), "limit_bytes", "requested_bytes" and
+    "retained_bytes".
+    """
+
+    default_kind = ErrorKind.MEMORY_BUDGET_EXCEEDED
+
+
 class VariableInUse(BridgeError):
     """The variable cannot be deleted while others depend on it (the context
     names them in `dependents`).
@@ -422,6 +434,7 @@ ERROR_KIND_CLASSES: Final[Mapping[ErrorKind, type[BridgeError]]] = MappingProxyT
         ErrorKind.ALREADY_EXISTS: AlreadyExists,
         ErrorKind.LOCK_NOT_HELD: LockNotHeld,
         ErrorKind.CALLBACK_UNAVAILABLE: CallbackUnavailable,
+        ErrorKind.MEMORY_BUDGET_EXCEEDED: MemoryBudgetExceeded,
         ErrorKind.VARIABLE_IN_USE: VariableInUse,
     }
 )
@@ -458,6 +471,7 @@ ERROR_KIND_GRPC_CODES: Final[Mapping[ErrorKind, grpc.StatusCode]] = MappingProxy
         ErrorKind.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
         ErrorKind.LOCK_NOT_HELD: grpc.StatusCode.FAILED_PRECONDITION,
         ErrorKind.CALLBACK_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+        ErrorKind.MEMORY_BUDGET_EXCEEDED: grpc.StatusCode.RESOURCE_EXHAUSTED,
         ErrorKind.VARIABLE_IN_USE: grpc.StatusCode.FAILED_PRECONDITION,
     }
 )

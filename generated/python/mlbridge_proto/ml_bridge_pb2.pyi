@@ -306,7 +306,13 @@ class _ErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorKind.V
     before it answered (the client that registered it stopped or died); the
     call's side effects are unknown. Context has "callback" and "endpoint".
     """
-    ERROR_KIND_VARIABLE_IN_USE: _ErrorKind.ValueType  # 29
+    ERROR_KIND_MEMORY_BUDGET_EXCEEDED: _ErrorKind.ValueType  # 29
+    """A write does not fit in a memory budget, the session's or the engine's,
+    even after the oldest history and change-ring entries were dropped. Context
+    has "budget" ("session" or "engine"), "limit_bytes", "requested_bytes" and
+    "retained_bytes".
+    """
+    ERROR_KIND_VARIABLE_IN_USE: _ErrorKind.ValueType  # 30
     """The variable cannot be deleted while others depend on it (the context
     names them in `dependents`).
     """
@@ -417,7 +423,13 @@ ERROR_KIND_CALLBACK_UNAVAILABLE: ErrorKind.ValueType  # 28
 before it answered (the client that registered it stopped or died); the
 call's side effects are unknown. Context has "callback" and "endpoint".
 """
-ERROR_KIND_VARIABLE_IN_USE: ErrorKind.ValueType  # 29
+ERROR_KIND_MEMORY_BUDGET_EXCEEDED: ErrorKind.ValueType  # 29
+"""A write does not fit in a memory budget, the session's or the engine's,
+even after the oldest history and change-ring entries were dropped. Context
+has "budget" ("session" or "engine"), "limit_bytes", "requested_bytes" and
+"retained_bytes".
+"""
+ERROR_KIND_VARIABLE_IN_USE: ErrorKind.ValueType  # 30
 """The variable cannot be deleted while others depend on it (the context
 names them in `dependents`).
 """
@@ -2434,8 +2446,9 @@ class WatchVariablesRequest(_message.Message):
       3. live updates, each with a sequence strictly greater than SYNCED's.
 
     To resume after a dropped stream, pass the highest sequence fully
-    processed. The engine retains the last 1024 changes per session by
-    default; if the changes after N are no longer all retained the stream
+    processed. The engine retains the last 4096 changes per session by
+    default, fewer when the session's memory budget needs their bytes (the
+    oldest go first); if the changes after N are no longer all retained the stream
     fails at once with WATCH_LAGGED and the client must re-subscribe with
     `include_initial_values` (and discard its cached values for the watched
     names). N greater than the session's current sequence is

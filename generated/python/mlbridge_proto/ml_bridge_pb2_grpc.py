@@ -227,8 +227,8 @@ class MLBridgeServicer(object):
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
         UNSPECIFIED type, constraints not applicable to the type, a dependency
         cycle), VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-        PAYLOAD_TOO_LARGE, VARIABLE_NOT_FOUND (a dependency), TOOL_NOT_FOUND and
-        the tool's errors (a derived variable).
+        PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED, VARIABLE_NOT_FOUND (a
+        dependency), TOOL_NOT_FOUND and the tool's errors (a derived variable).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -248,7 +248,9 @@ class MLBridgeServicer(object):
         version by 1, appends a history entry and emits a SET update.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         TYPE_MISMATCH, CONSTRAINT_VIOLATION, VERSION_CONFLICT, VARIABLE_LOCKED,
-        LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        LOCK_NOT_HELD, PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED (the session's
+        or engine's byte budget cannot hold the value even after the oldest
+        history and change-ring entries were dropped).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -286,7 +288,8 @@ class MLBridgeServicer(object):
         applied or none is. Per-write failures are reported in-band in the
         response; the RPC itself fails only for request-level problems.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (duplicate
-        names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE; in-band also
+        MEMORY_BUDGET_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -305,7 +308,7 @@ class MLBridgeServicer(object):
         never rewritten) and emits a ROLLED_BACK update.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         INVALID_ARGUMENT (target version unknown or no longer retained),
-        VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+        VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, MEMORY_BUDGET_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -57,8 +57,8 @@ class MLBridgeStub:
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
     UNSPECIFIED type, constraints not applicable to the type, a dependency
     cycle), VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-    PAYLOAD_TOO_LARGE, VARIABLE_NOT_FOUND (a dependency), TOOL_NOT_FOUND and
-    the tool's errors (a derived variable).
+    PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED, VARIABLE_NOT_FOUND (a
+    dependency), TOOL_NOT_FOUND and the tool's errors (a derived variable).
     """
     GetVariable: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.GetVariableRequest, mlbridge__proto_dot_ml__bridge__pb2.GetVariableResponse]
     """Reads one variable.
@@ -70,7 +70,9 @@ class MLBridgeStub:
     version by 1, appends a history entry and emits a SET update.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
     TYPE_MISMATCH, CONSTRAINT_VIOLATION, VERSION_CONFLICT, VARIABLE_LOCKED,
-    LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+    LOCK_NOT_HELD, PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED (the session's
+    or engine's byte budget cannot hold the value even after the oldest
+    history and change-ring entries were dropped).
     """
     DeleteVariable: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.DeleteVariableRequest, mlbridge__proto_dot_ml__bridge__pb2.DeleteVariableResponse]
     """Deletes a variable and its history and emits a DELETED update. A later
@@ -92,7 +94,8 @@ class MLBridgeStub:
     applied or none is. Per-write failures are reported in-band in the
     response; the RPC itself fails only for request-level problems.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (duplicate
-    names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+    names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE; in-band also
+    MEMORY_BUDGET_EXCEEDED.
     """
     GetVariableHistory: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.GetVariableHistoryRequest, mlbridge__proto_dot_ml__bridge__pb2.GetVariableHistoryResponse]
     """Returns retained history entries of one variable, newest first.
@@ -103,7 +106,7 @@ class MLBridgeStub:
     never rewritten) and emits a ROLLED_BACK update.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
     INVALID_ARGUMENT (target version unknown or no longer retained),
-    VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+    VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, MEMORY_BUDGET_EXCEEDED.
     """
     WatchVariables: _grpc.UnaryStreamMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.WatchVariablesRequest, mlbridge__proto_dot_ml__bridge__pb2.VariableUpdate]
     """Streams changes to variables of one session, in sequence order. See
@@ -248,8 +251,8 @@ class MLBridgeAsyncStub(MLBridgeStub):
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
     UNSPECIFIED type, constraints not applicable to the type, a dependency
     cycle), VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-    PAYLOAD_TOO_LARGE, VARIABLE_NOT_FOUND (a dependency), TOOL_NOT_FOUND and
-    the tool's errors (a derived variable).
+    PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED, VARIABLE_NOT_FOUND (a
+    dependency), TOOL_NOT_FOUND and the tool's errors (a derived variable).
     """
     GetVariable: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.GetVariableRequest, mlbridge__proto_dot_ml__bridge__pb2.GetVariableResponse]  # type: ignore[assignment]
     """Reads one variable.
@@ -261,7 +264,9 @@ class MLBridgeAsyncStub(MLBridgeStub):
     version by 1, appends a history entry and emits a SET update.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
     TYPE_MISMATCH, CONSTRAINT_VIOLATION, VERSION_CONFLICT, VARIABLE_LOCKED,
-    LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+    LOCK_NOT_HELD, PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED (the session's
+    or engine's byte budget cannot hold the value even after the oldest
+    history and change-ring entries were dropped).
     """
     DeleteVariable: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.DeleteVariableRequest, mlbridge__proto_dot_ml__bridge__pb2.DeleteVariableResponse]  # type: ignore[assignment]
     """Deletes a variable and its history and emits a DELETED update. A later
@@ -283,7 +288,8 @@ class MLBridgeAsyncStub(MLBridgeStub):
     applied or none is. Per-write failures are reported in-band in the
     response; the RPC itself fails only for request-level problems.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (duplicate
-    names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+    names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE; in-band also
+    MEMORY_BUDGET_EXCEEDED.
     """
     GetVariableHistory: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.GetVariableHistoryRequest, mlbridge__proto_dot_ml__bridge__pb2.GetVariableHistoryResponse]  # type: ignore[assignment]
     """Returns retained history entries of one variable, newest first.
@@ -294,7 +300,7 @@ class MLBridgeAsyncStub(MLBridgeStub):
     never rewritten) and emits a ROLLED_BACK update.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
     INVALID_ARGUMENT (target version unknown or no longer retained),
-    VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+    VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, MEMORY_BUDGET_EXCEEDED.
     """
     WatchVariables: _aio.UnaryStreamMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.WatchVariablesRequest, mlbridge__proto_dot_ml__bridge__pb2.VariableUpdate]  # type: ignore[assignment]
     """Streams changes to variables of one session, in sequence order. See
@@ -476,8 +482,8 @@ class MLBridgeServicer(metaclass=_ABCMeta):
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
         UNSPECIFIED type, constraints not applicable to the type, a dependency
         cycle), VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-        PAYLOAD_TOO_LARGE, VARIABLE_NOT_FOUND (a dependency), TOOL_NOT_FOUND and
-        the tool's errors (a derived variable).
+        PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED, VARIABLE_NOT_FOUND (a
+        dependency), TOOL_NOT_FOUND and the tool's errors (a derived variable).
         """
 
     @_abstractmethod
@@ -501,7 +507,9 @@ class MLBridgeServicer(metaclass=_ABCMeta):
         version by 1, appends a history entry and emits a SET update.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         TYPE_MISMATCH, CONSTRAINT_VIOLATION, VERSION_CONFLICT, VARIABLE_LOCKED,
-        LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        LOCK_NOT_HELD, PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED (the session's
+        or engine's byte budget cannot hold the value even after the oldest
+        history and change-ring entries were dropped).
         """
 
     @_abstractmethod
@@ -547,7 +555,8 @@ class MLBridgeServicer(metaclass=_ABCMeta):
         applied or none is. Per-write failures are reported in-band in the
         response; the RPC itself fails only for request-level problems.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (duplicate
-        names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE; in-band also
+        MEMORY_BUDGET_EXCEEDED.
         """
 
     @_abstractmethod
@@ -570,7 +579,7 @@ class MLBridgeServicer(metaclass=_ABCMeta):
         never rewritten) and emits a ROLLED_BACK update.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         INVALID_ARGUMENT (target version unknown or no longer retained),
-        VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+        VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, MEMORY_BUDGET_EXCEEDED.
         """
 
     @_abstractmethod

@@ -35,7 +35,7 @@ pub mod value {
         StringValue(::prost::alloc::string::String),
         /// Opaque bytes. Matches VARIABLE_TYPE_BYTES.
         #[prost(bytes, tag = "6")]
-        BytesValue(::prost::alloc::vec::Vec<u8>),
+        BytesValue(::prost::bytes::Bytes),
         /// One option out of a fixed set. Matches VARIABLE_TYPE_CHOICE.
         #[prost(message, tag = "7")]
         ChoiceValue(super::Choice),
@@ -106,8 +106,8 @@ pub struct Tensor {
     /// Elements in row-major (C) order, little-endian, densely packed. Length
     /// in bytes must equal product(shape) * element size of `dtype`, otherwise
     /// the value is rejected with INVALID_ARGUMENT.
-    #[prost(bytes = "vec", tag = "3")]
-    pub data: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub data: ::prost::bytes::Bytes,
 }
 /// An ordered list of values.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -866,8 +866,9 @@ pub struct RollbackVariableResponse {
 /// 1. live updates, each with a sequence strictly greater than SYNCED's.
 ///
 /// To resume after a dropped stream, pass the highest sequence fully
-/// processed. The engine retains the last 1024 changes per session by
-/// default; if the changes after N are no longer all retained the stream
+/// processed. The engine retains the last 4096 changes per session by
+/// default, fewer when the session's memory budget needs their bytes (the
+/// oldest go first); if the changes after N are no longer all retained the stream
 /// fails at once with WATCH_LAGGED and the client must re-subscribe with
 /// `include_initial_values` (and discard its cached values for the watched
 /// names). N greater than the session's current sequence is
@@ -2052,9 +2053,14 @@ pub enum ErrorKind {
     /// before it answered (the client that registered it stopped or died); the
     /// call's side effects are unknown. Context has "callback" and "endpoint".
     CallbackUnavailable = 28,
+    /// A write does not fit in a memory budget, the session's or the engine's,
+    /// even after the oldest history and change-ring entries were dropped. Context
+    /// has "budget" ("session" or "engine"), "limit_bytes", "requested_bytes" and
+    /// "retained_bytes".
+    MemoryBudgetExceeded = 29,
     /// The variable cannot be deleted while others depend on it (the context
     /// names them in `dependents`).
-    VariableInUse = 29,
+    VariableInUse = 30,
 }
 impl ErrorKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -2092,6 +2098,7 @@ impl ErrorKind {
             Self::AlreadyExists => "ERROR_KIND_ALREADY_EXISTS",
             Self::LockNotHeld => "ERROR_KIND_LOCK_NOT_HELD",
             Self::CallbackUnavailable => "ERROR_KIND_CALLBACK_UNAVAILABLE",
+            Self::MemoryBudgetExceeded => "ERROR_KIND_MEMORY_BUDGET_EXCEEDED",
             Self::VariableInUse => "ERROR_KIND_VARIABLE_IN_USE",
         }
     }
@@ -2127,6 +2134,7 @@ impl ErrorKind {
             "ERROR_KIND_ALREADY_EXISTS" => Some(Self::AlreadyExists),
             "ERROR_KIND_LOCK_NOT_HELD" => Some(Self::LockNotHeld),
             "ERROR_KIND_CALLBACK_UNAVAILABLE" => Some(Self::CallbackUnavailable),
+            "ERROR_KIND_MEMORY_BUDGET_EXCEEDED" => Some(Self::MemoryBudgetExceeded),
             "ERROR_KIND_VARIABLE_IN_USE" => Some(Self::VariableInUse),
             _ => None,
         }
@@ -2532,8 +2540,8 @@ pub mod ml_bridge_client {
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
         /// UNSPECIFIED type, constraints not applicable to the type, a dependency
         /// cycle), VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-        /// PAYLOAD_TOO_LARGE, VARIABLE_NOT_FOUND (a dependency), TOOL_NOT_FOUND and
-        /// the tool's errors (a derived variable).
+        /// PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED, VARIABLE_NOT_FOUND (a
+        /// dependency), TOOL_NOT_FOUND and the tool's errors (a derived variable).
         pub async fn register_variable(
             &mut self,
             request: impl tonic::IntoRequest<super::RegisterVariableRequest>,
@@ -2589,7 +2597,9 @@ pub mod ml_bridge_client {
         /// version by 1, appends a history entry and emits a SET update.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         /// TYPE_MISMATCH, CONSTRAINT_VIOLATION, VERSION_CONFLICT, VARIABLE_LOCKED,
-        /// LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        /// LOCK_NOT_HELD, PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED (the session's
+        /// or engine's byte budget cannot hold the value even after the oldest
+        /// history and change-ring entries were dropped).
         pub async fn set_variable(
             &mut self,
             request: impl tonic::IntoRequest<super::SetVariableRequest>,
@@ -2699,7 +2709,8 @@ pub mod ml_bridge_client {
         /// applied or none is. Per-write failures are reported in-band in the
         /// response; the RPC itself fails only for request-level problems.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (duplicate
-        /// names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        /// names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE; in-band also
+        /// MEMORY_BUDGET_EXCEEDED.
         pub async fn set_variables(
             &mut self,
             request: impl tonic::IntoRequest<super::SetVariablesRequest>,
@@ -2754,7 +2765,7 @@ pub mod ml_bridge_client {
         /// never rewritten) and emits a ROLLED_BACK update.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         /// INVALID_ARGUMENT (target version unknown or no longer retained),
-        /// VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+        /// VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, MEMORY_BUDGET_EXCEEDED.
         pub async fn rollback_variable(
             &mut self,
             request: impl tonic::IntoRequest<super::RollbackVariableRequest>,
@@ -3316,8 +3327,8 @@ pub mod ml_bridge_server {
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (bad name,
         /// UNSPECIFIED type, constraints not applicable to the type, a dependency
         /// cycle), VARIABLE_ALREADY_EXISTS, TYPE_MISMATCH, CONSTRAINT_VIOLATION,
-        /// PAYLOAD_TOO_LARGE, VARIABLE_NOT_FOUND (a dependency), TOOL_NOT_FOUND and
-        /// the tool's errors (a derived variable).
+        /// PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED, VARIABLE_NOT_FOUND (a
+        /// dependency), TOOL_NOT_FOUND and the tool's errors (a derived variable).
         async fn register_variable(
             &self,
             request: tonic::Request<super::RegisterVariableRequest>,
@@ -3343,7 +3354,9 @@ pub mod ml_bridge_server {
         /// version by 1, appends a history entry and emits a SET update.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         /// TYPE_MISMATCH, CONSTRAINT_VIOLATION, VERSION_CONFLICT, VARIABLE_LOCKED,
-        /// LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        /// LOCK_NOT_HELD, PAYLOAD_TOO_LARGE, MEMORY_BUDGET_EXCEEDED (the session's
+        /// or engine's byte budget cannot hold the value even after the oldest
+        /// history and change-ring entries were dropped).
         async fn set_variable(
             &self,
             request: tonic::Request<super::SetVariableRequest>,
@@ -3393,7 +3406,8 @@ pub mod ml_bridge_server {
         /// applied or none is. Per-write failures are reported in-band in the
         /// response; the RPC itself fails only for request-level problems.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, INVALID_ARGUMENT (duplicate
-        /// names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE.
+        /// names, empty batch), LOCK_NOT_HELD, PAYLOAD_TOO_LARGE; in-band also
+        /// MEMORY_BUDGET_EXCEEDED.
         async fn set_variables(
             &self,
             request: tonic::Request<super::SetVariablesRequest>,
@@ -3418,7 +3432,7 @@ pub mod ml_bridge_server {
         /// never rewritten) and emits a ROLLED_BACK update.
         /// Errors: SESSION_NOT_FOUND, SESSION_EXPIRED, VARIABLE_NOT_FOUND,
         /// INVALID_ARGUMENT (target version unknown or no longer retained),
-        /// VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD.
+        /// VERSION_CONFLICT, VARIABLE_LOCKED, LOCK_NOT_HELD, MEMORY_BUDGET_EXCEEDED.
         async fn rollback_variable(
             &self,
             request: tonic::Request<super::RollbackVariableRequest>,
@@ -6263,6 +6277,7 @@ impl ErrorKind {
             Self::AlreadyExists => tonic::Code::AlreadyExists,
             Self::LockNotHeld => tonic::Code::FailedPrecondition,
             Self::CallbackUnavailable => tonic::Code::Unavailable,
+            Self::MemoryBudgetExceeded => tonic::Code::ResourceExhausted,
             Self::VariableInUse => tonic::Code::FailedPrecondition,
         }
     }

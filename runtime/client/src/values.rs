@@ -101,7 +101,9 @@ scalar!(
 /// Opaque bytes (`Vec<u8>` would be a list of integers).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Bytes(pub Vec<u8>);
-scalar!(Bytes, Bytes, BytesValue, |v| Ok(Bytes(v)), |s| s.0);
+scalar!(Bytes, Bytes, BytesValue, |v| Ok(Bytes(v.into())), |s| s
+    .0
+    .into());
 
 impl WireValue for Value {
     fn variable_type() -> VariableType {

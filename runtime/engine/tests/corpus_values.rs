@@ -100,7 +100,7 @@ fn value(json: &Json) -> pb::Value {
             let text = v[0].as_str().unwrap();
             Kind::StringValue(text.repeat(v[1].as_u64().unwrap() as usize))
         }
-        "bytes_len" => Kind::BytesValue(vec![7; v.as_u64().unwrap() as usize]),
+        "bytes_len" => Kind::BytesValue(vec![7; v.as_u64().unwrap() as usize].into()),
         "choice" => Kind::ChoiceValue(pb::Choice {
             value: v.as_str().unwrap().to_owned(),
         }),
@@ -125,7 +125,7 @@ fn value(json: &Json) -> pb::Value {
                 .iter()
                 .map(|d| d.as_u64().unwrap())
                 .collect(),
-            data: vec![0; v["data_len"].as_u64().unwrap() as usize],
+            data: vec![0; v["data_len"].as_u64().unwrap() as usize].into(),
         }),
         "list" => Kind::ListValue(pb::ValueList {
             values: v.as_array().unwrap().iter().map(value).collect(),

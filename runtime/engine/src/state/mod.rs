@@ -2,8 +2,10 @@
 //! history, atomic batches) live in [`variables`], shared by every backend; a backend only
 //! stores sessions and delivers change events. [`MemoryBackend`] is the embedded default.
 
+pub mod budget;
 pub mod locks;
 mod memory;
+pub mod shared;
 pub mod variables;
 
 use std::collections::HashMap;
@@ -16,6 +18,7 @@ use tokio_stream::Stream;
 use crate::error::Result;
 use crate::glob::Glob;
 
+pub use budget::EngineMemory;
 pub use locks::LockRequest;
 pub use memory::MemoryBackend;
 pub use variables::{WriteContext, WriteOp};
@@ -51,19 +54,36 @@ pub enum WatchStart {
     Resume(u64),
 }
 
+/// One mebibyte.
+pub const MIB: usize = 1024 * 1024;
+
 /// Limits that keep memory bounded whatever clients send.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Bytes one session's state may hold: its variables' values and definitions, their
+    /// history and its change ring, each version counted once by encoded size however
+    /// many of them share it. When a change would go over, the oldest history and ring
+    /// entries go first; a change that still does not fit is `MEMORY_BUDGET_EXCEEDED`.
+    pub session_memory_bytes: usize,
+    /// Bytes all sessions together may hold, counted the same way. A change that would go
+    /// over drops its own session's oldest entries (never another session's), else is
+    /// `MEMORY_BUDGET_EXCEEDED`.
+    pub engine_memory_bytes: usize,
+    /// Values at least this large (encoded) are validated on a blocking thread, away from
+    /// the async runtime's workers and the session's lock.
+    pub blocking_validation_bytes: usize,
     /// Live sessions at most; more is `SESSION_LIMIT_EXCEEDED`.
     pub max_sessions: usize,
     /// Variables per session at most.
     pub max_variables_per_session: usize,
-    /// History entries kept per variable.
+    /// History entries kept per variable (fewer when the memory budget needs their bytes).
     pub history_per_variable: usize,
-    /// Changes kept per session for watch resumption. Larger than `watch_buffer`, so that a
-    /// watcher cut off for lagging can always resume.
+    /// Changes kept per session for watch resumption (fewer when the memory budget needs
+    /// their bytes). Larger than `watch_buffer`, so that a watcher cut off for lagging can
+    /// resume unless the budget dropped what it missed.
     pub retained_changes: usize,
-    /// Updates buffered per watcher before it is cut off with `WATCH_LAGGED`.
+    /// How far (in changes) a watcher may fall behind the session before it is cut off with
+    /// `WATCH_LAGGED`. Watchers read the change ring and hold no copies.
     pub watch_buffer: usize,
     /// Open watch streams per session at most.
     pub max_watchers_per_session: usize,
@@ -91,6 +111,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            session_memory_bytes: 512 * MIB,
+            engine_memory_bytes: 2048 * MIB,
+            blocking_validation_bytes: 256 * 1024,
             max_sessions: 10_000,
             max_variables_per_session: 10_000,
             history_per_variable: 100,

@@ -120,7 +120,7 @@ mod constraints {
         let tensor = pb::Tensor {
             dtype: Dtype::Float32 as i32,
             shape: vec![2, 2],
-            data: vec![0; 12],
+            data: vec![0; 12].into(),
         };
         let err = validate(
             Subject::Variable("x"),

@@ -69,7 +69,7 @@ pub(crate) fn value() -> impl Strategy<Value = Value> {
         3 => prop_oneof![any::<i64>(), -100i64..100].prop_map(|n| kind(Kind::IntValue(n))),
         3 => float().prop_map(|f| kind(Kind::FloatValue(f))),
         3 => text().prop_map(|s| kind(Kind::StringValue(s))),
-        2 => vec(any::<u8>(), 0..64).prop_map(|b| kind(Kind::BytesValue(b))),
+        2 => vec(any::<u8>(), 0..64).prop_map(|b| kind(Kind::BytesValue(b.into()))),
         2 => text().prop_map(|value| kind(Kind::ChoiceValue(pb::Choice { value }))),
         2 => (text(), option::of(text())).prop_map(|(name, signature)| {
             kind(Kind::ModuleValue(pb::ModuleRef { name, signature, config: HashMap::new() }))
@@ -115,7 +115,7 @@ pub(crate) fn tensor() -> impl Strategy<Value = pb::Tensor> {
             pb::Tensor {
                 dtype,
                 shape,
-                data: vec![0x5a; length.unwrap_or(fitting)],
+                data: vec![0x5a; length.unwrap_or(fitting)].into(),
             }
         })
 }
@@ -260,7 +260,7 @@ pub(crate) fn value_for(ty: VariableType) -> BoxedStrategy<Value> {
             .prop_map(|s| kind(Kind::StringValue(s)))
             .boxed(),
         T::Bytes => vec(any::<u8>(), 0..80)
-            .prop_map(|b| kind(Kind::BytesValue(b)))
+            .prop_map(|b| kind(Kind::BytesValue(b.into())))
             .boxed(),
         T::Embedding => vec(-1f32..1.0, 0..20)
             .prop_map(|values| {

@@ -1,5 +1,7 @@
-//! The embedded in-memory backend: a map of sessions, each behind its own lock, with a
-//! bounded broadcast channel for watchers and a bounded ring of recent changes for resume.
+//! The embedded in-memory backend: a map of sessions, each behind its own lock. Watchers
+//! read the session's ring of recent changes (shared, never copied) as they go, woken by a
+//! sequence number that every write publishes; large values are validated on a blocking
+//! thread before the session's lock is taken.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -7,9 +9,12 @@ use std::time::{Duration, SystemTime};
 
 use mlbridge_proto::mlbridge::v1::{self as pb, VariableUpdateKind};
 use tokio::sync::{broadcast, mpsc};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::variables::{Variables, WriteContext, WriteOp};
+use super::budget::EngineMemory;
+use super::shared::Change;
+use super::variables::{self, Prepared, Variables, WriteContext, WriteOp};
 use super::{
     Limits, LockRequest, NewSession, SessionEvent, SessionEvents, StateBackend, UpdateStream,
     WatchStart,
@@ -19,6 +24,13 @@ use crate::glob::Glob;
 
 /// Session events buffered per subscriber before it lags.
 const SESSION_EVENT_BUFFER: usize = 1024;
+/// Updates queued between a watcher's feeder and its stream. They share the ring's
+/// versions, so this (with the one change the feeder is sending) bounds what a slow watcher
+/// keeps alive after the ring has let go of it: two changes, at most four versions.
+const WATCH_QUEUE: usize = 1;
+/// Changes a watcher's feeder takes from the ring per look: one, so that it never holds
+/// changes the budget has dropped while it waits for a slow client.
+const WATCH_BATCH: usize = 1;
 
 /// Sessions held in this process's memory.
 #[derive(Debug)]
@@ -27,6 +39,7 @@ pub struct MemoryBackend {
     expired: Mutex<Expired>,
     limits: Limits,
     events: broadcast::Sender<SessionEvent>,
+    memory: Arc<EngineMemory>,
 }
 
 /// Ids of recently expired sessions, oldest first, bounded.
@@ -39,7 +52,8 @@ struct Expired {
 #[derive(Debug)]
 struct Slot {
     state: Mutex<SessionState>,
-    updates: broadcast::Sender<Arc<pb::VariableUpdate>>,
+    /// The session's latest sequence, published after every write to wake watchers.
+    latest: tokio::sync::watch::Sender<u64>,
     /// Set when the session is removed, so that watchers end.
     removed: tokio::sync::watch::Sender<bool>,
     /// Whether the removal was an expiry (watchers then end with SESSION_EXPIRED).
@@ -55,7 +69,6 @@ struct SessionState {
     metadata: HashMap<String, String>,
     cache: pb::CacheSettings,
     variables: Variables,
-    recent: VecDeque<Arc<pb::VariableUpdate>>,
     watchers: usize,
 }
 
@@ -90,7 +103,13 @@ impl MemoryBackend {
             expired: Mutex::new(Expired::default()),
             limits,
             events: broadcast::channel(SESSION_EVENT_BUFFER).0,
+            memory: Arc::default(),
         }
+    }
+
+    /// Bytes held by all sessions, as the engine-wide budget counts them.
+    pub fn memory_used(&self) -> usize {
+        self.memory.used()
     }
 
     /// The limits in force.
@@ -98,17 +117,62 @@ impl MemoryBackend {
         &self.limits
     }
 
-    /// Records committed updates for resumption and sends them to watchers, in order.
-    fn publish(&self, slot: &Slot, state: &mut SessionState, updates: Vec<pb::VariableUpdate>) {
-        for update in updates {
-            let update = Arc::new(update);
-            state.recent.push_back(Arc::clone(&update));
-            while state.recent.len() > self.limits.retained_changes {
-                state.recent.pop_front();
-            }
-            // No receivers is fine: nobody is watching.
-            let _ = slot.updates.send(update);
+    /// Wakes the session's watchers after committed changes.
+    fn publish(slot: &Slot, state: &SessionState, changes: &[Arc<Change>]) {
+        if !changes.is_empty() {
+            slot.latest.send_replace(state.variables.sequence());
         }
+    }
+
+    /// Checks the values of `ops` that are at least `blocking_validation_bytes` long on a
+    /// blocking thread, against their variables' current definitions; the write then only
+    /// compares definitions.
+    async fn prepare(&self, slot: &Slot, ops: Vec<WriteOp>) -> Result<Vec<Prepared>> {
+        let threshold = self.limits.blocking_validation_bytes;
+        let large: Vec<bool> = ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Register { value, .. } | WriteOp::Set { value, .. } => {
+                    prost::Message::encoded_len(value) >= threshold
+                }
+                _ => false,
+            })
+            .collect();
+        if !large.contains(&true) {
+            return Ok(ops.into_iter().map(Prepared::from).collect());
+        }
+        let definitions: Vec<_> = {
+            let state = slot.state.lock().expect("session lock");
+            ops.iter()
+                .zip(&large)
+                .map(|(op, large)| {
+                    large
+                        .then(|| state.variables.definition_of(op.name()))
+                        .flatten()
+                })
+                .collect()
+        };
+        let limits = self.limits.clone();
+        tokio::task::spawn_blocking(move || {
+            ops.into_iter()
+                .zip(definitions)
+                .zip(large)
+                .map(|((op, definition), large)| {
+                    if large {
+                        variables::check_in_advance(op, definition, &limits)
+                    } else {
+                        op.into()
+                    }
+                })
+                .collect()
+        })
+        .await
+        .map_err(|err| {
+            BridgeError::new(
+                ErrorKind::Internal,
+                format!("validating a large value failed: {err}"),
+            )
+        })
     }
 
     /// The live session `id`, marking activity; an expired one is removed and reported.
@@ -240,8 +304,7 @@ impl StateBackend for MemoryBackend {
             ttl,
             metadata: new.metadata,
             cache,
-            variables: Variables::default(),
-            recent: VecDeque::new(),
+            variables: Variables::new(Arc::clone(&self.memory)),
             watchers: 0,
         };
         let described = state.describe();
@@ -263,13 +326,13 @@ impl StateBackend for MemoryBackend {
             )
             .with("limit", self.limits.max_sessions));
         }
-        let (updates, _) = broadcast::channel(self.limits.watch_buffer.max(1));
+        let (latest, _) = tokio::sync::watch::channel(0);
         let (removed, _) = tokio::sync::watch::channel(false);
         sessions.insert(
             id.clone(),
             Arc::new(Slot {
                 state: Mutex::new(state),
-                updates,
+                latest,
                 removed,
                 expired: Default::default(),
             }),
@@ -351,7 +414,7 @@ impl StateBackend for MemoryBackend {
         Ok(state
             .variables
             .derived()
-            .map(|s| s.variable.clone())
+            .map(variables::VariableState::variable)
             .collect())
     }
 
@@ -375,15 +438,18 @@ impl StateBackend for MemoryBackend {
         context: WriteContext,
     ) -> Result<Vec<Result<(pb::Variable, u64)>>> {
         let slot = self.slot(session)?;
+        let ops = self.prepare(&slot, ops).await?;
         let mut state = slot.state.lock().expect("session lock");
-        state
-            .variables
-            .check_token(&ops, &context.lock_token, SystemTime::now())?;
-        let (outcomes, updates) =
+        state.variables.check_token(
+            ops.iter().map(|prepared| &prepared.op),
+            &context.lock_token,
+            SystemTime::now(),
+        )?;
+        let (outcomes, changes) =
             state
                 .variables
-                .apply(session, ops, atomic, &context, &self.limits);
-        self.publish(&slot, &mut state, updates);
+                .apply_prepared(session, ops, atomic, &context, &self.limits);
+        MemoryBackend::publish(&slot, &state, &changes);
         Ok(outcomes)
     }
 
@@ -408,14 +474,14 @@ impl StateBackend for MemoryBackend {
     ) -> Result<Vec<pb::Variable>> {
         let slot = self.slot(session)?;
         let mut state = slot.state.lock().expect("session lock");
-        let (variables, updates) = state.variables.stop_optimization(
+        let (variables, changes) = state.variables.stop_optimization(
             session,
             token,
             final_values,
             context,
             &self.limits,
         )?;
-        self.publish(&slot, &mut state, updates);
+        MemoryBackend::publish(&slot, &state, &changes);
         Ok(variables)
     }
 
@@ -432,7 +498,13 @@ impl StateBackend for MemoryBackend {
             .get(name)
             .ok_or_else(|| BridgeError::variable_not_found(session, name))?;
         let take = if limit == 0 { usize::MAX } else { limit };
-        Ok(variable.history.iter().rev().take(take).cloned().collect())
+        Ok(variable
+            .history
+            .iter()
+            .rev()
+            .take(take)
+            .map(|version| version.entry())
+            .collect())
     }
 
     async fn watch(
@@ -444,7 +516,7 @@ impl StateBackend for MemoryBackend {
         let slot = self.slot(session)?;
         let filter: HashSet<String> = names.into_iter().collect();
         let wanted = move |name: &str| filter.is_empty() || filter.contains(name);
-        let (prelude, receiver, synced_at) = {
+        let (prelude, synced_at) = {
             let mut state = slot.state.lock().expect("session lock");
             if state.watchers >= self.limits.max_watchers_per_session {
                 return Err(BridgeError::new(
@@ -459,25 +531,9 @@ impl StateBackend for MemoryBackend {
                 .with("limit", self.limits.max_watchers_per_session));
             }
             let current = state.variables.sequence();
-            let prelude: Vec<pb::VariableUpdate> = match start {
+            let prelude: Vec<Arc<Change>> = match start {
                 WatchStart::Now => Vec::new(),
-                WatchStart::Initial => {
-                    let mut initial: Vec<pb::VariableUpdate> = state
-                        .variables
-                        .views(SystemTime::now())
-                        .filter(|v| wanted(&v.name))
-                        .map(|v| pb::VariableUpdate {
-                            kind: VariableUpdateKind::Initial as i32,
-                            variable_name: v.name.clone(),
-                            timestamp: v.updated_at,
-                            variable: Some(v),
-                            sequence: current,
-                            ..Default::default()
-                        })
-                        .collect();
-                    initial.sort_by(|a, b| a.variable_name.cmp(&b.variable_name));
-                    initial
-                }
+                WatchStart::Initial => state.variables.initial(&wanted, SystemTime::now()),
                 WatchStart::Resume(from) => {
                     if from > current {
                         return Err(BridgeError::invalid_argument(
@@ -487,32 +543,29 @@ impl StateBackend for MemoryBackend {
                             ),
                         ));
                     }
-                    let oldest = state.recent.front().map_or(current + 1, |u| u.sequence);
-                    if from + 1 < oldest {
-                        return Err(BridgeError::new(
-                            ErrorKind::WatchLagged,
-                            format!(
-                                "cannot resume from sequence {from}: the oldest retained change is {oldest}; \
-                                 re-subscribe with initial values"
-                            ),
-                        )
-                        .with("last_sequence", from)
-                        .with("oldest_retained_sequence", oldest));
+                    match state.variables.changes_after(from, usize::MAX) {
+                        Ok(changes) => changes
+                            .into_iter()
+                            .filter(|change| wanted(&change.definition.name))
+                            .collect(),
+                        Err(oldest) => {
+                            return Err(BridgeError::new(
+                                ErrorKind::WatchLagged,
+                                format!(
+                                    "cannot resume from sequence {from}: the oldest retained change is {oldest}; \
+                                     re-subscribe with initial values"
+                                ),
+                            )
+                            .with("last_sequence", from)
+                            .with("oldest_retained_sequence", oldest));
+                        }
                     }
-                    state
-                        .recent
-                        .iter()
-                        .filter(|u| u.sequence > from && wanted(&u.variable_name))
-                        .map(|u| (**u).clone())
-                        .collect()
                 }
             };
             state.watchers += 1;
-            // Subscribing under the session lock: no change can fall between the prelude
-            // and the live updates.
-            (prelude, slot.updates.subscribe(), current)
+            (prelude, current)
         };
-        let (sender, stream) = mpsc::channel(64);
+        let (sender, stream) = mpsc::channel(WATCH_QUEUE);
         let session = session.to_owned();
         let watch_buffer = self.limits.watch_buffer;
         tokio::spawn(forward(
@@ -520,12 +573,17 @@ impl StateBackend for MemoryBackend {
             session,
             prelude,
             synced_at,
-            receiver,
             sender,
             wanted,
             watch_buffer,
         ));
-        Ok(Box::pin(ReceiverStream::new(stream)))
+        // The update message is built as the stream is read, one at a time.
+        Ok(Box::pin(ReceiverStream::new(stream).map(|item| {
+            item.map(|outgoing| match outgoing {
+                Outgoing::Change(change) => change.update(),
+                Outgoing::Synced(update) => *update,
+            })
+        })))
     }
 
     async fn session_count(&self) -> usize {
@@ -536,24 +594,24 @@ impl StateBackend for MemoryBackend {
     }
 }
 
-fn oldest_retained(slot: &Slot) -> u64 {
-    let state = slot.state.lock().expect("session lock");
-    state
-        .recent
-        .front()
-        .map_or(state.variables.sequence() + 1, |u| u.sequence)
+/// What a watcher's feeder hands its stream.
+enum Outgoing {
+    /// A change, shared with the ring.
+    Change(Arc<Change>),
+    /// The `SYNCED` marker.
+    Synced(Box<pb::VariableUpdate>),
 }
 
-/// Feeds one watcher: prelude, `SYNCED`, then live updates until the watcher lags, the
-/// session goes away or the client hangs up.
+/// Feeds one watcher: prelude, `SYNCED`, then every later change read from the ring, until
+/// the watcher falls behind or the ring no longer holds what it needs next, the session
+/// goes away, or the client hangs up.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     slot: Arc<Slot>,
     session: String,
-    prelude: Vec<pb::VariableUpdate>,
+    prelude: Vec<Arc<Change>>,
     synced_at: u64,
-    mut receiver: broadcast::Receiver<Arc<pb::VariableUpdate>>,
-    sender: mpsc::Sender<Result<pb::VariableUpdate>>,
+    sender: mpsc::Sender<Result<Outgoing>>,
     wanted: impl Fn(&str) -> bool + Send,
     watch_buffer: usize,
 ) {
@@ -564,48 +622,85 @@ async fn forward(
         ..Default::default()
     };
     let mut last = synced_at;
+    let mut latest = slot.latest.subscribe();
     let mut removed = slot.removed.subscribe();
     'feed: {
-        for update in prelude.into_iter().chain([synced]) {
-            if sender.send(Ok(update)).await.is_err() {
+        let prelude = prelude
+            .into_iter()
+            .map(Outgoing::Change)
+            .chain([Outgoing::Synced(Box::new(synced))]);
+        for outgoing in prelude {
+            if sender.send(Ok(outgoing)).await.is_err() {
                 break 'feed;
             }
         }
         loop {
-            let outcome = tokio::select! {
-                biased;
-                received = receiver.recv() => received,
-                () = sender.closed() => break 'feed,
-                _ = removed.wait_for(|gone| *gone) => Err(broadcast::error::RecvError::Closed),
+            // Seen before looking, so that a write after the look wakes us.
+            latest.borrow_and_update();
+            let next = {
+                let state = slot.state.lock().expect("session lock");
+                let current = state.variables.sequence();
+                let behind = current.saturating_sub(last);
+                if behind > watch_buffer as u64 {
+                    Err(BridgeError::new(
+                        ErrorKind::WatchLagged,
+                        format!(
+                            "watcher of session `{session}` fell {behind} updates behind, more than its buffer of {watch_buffer}; \
+                             resume from sequence {last}"
+                        ),
+                    )
+                    .with("last_sequence", last)
+                    .with("oldest_retained_sequence", state.variables.oldest_retained()))
+                } else {
+                    state.variables.changes_after(last, WATCH_BATCH).map_err(|oldest| {
+                        BridgeError::new(
+                            ErrorKind::WatchLagged,
+                            format!(
+                                "watcher of session `{session}` cannot go on after sequence {last}: the changes after it \
+                                 were dropped to stay within the session's retention limits, and the oldest retained \
+                                 change is {oldest}; re-subscribe with initial values"
+                            ),
+                        )
+                        .with("last_sequence", last)
+                        .with("oldest_retained_sequence", oldest)
+                    })
+                }
             };
-            let error = match outcome {
-                Ok(update) if update.sequence <= last => continue,
-                Ok(update) => {
-                    last = update.sequence;
-                    if !wanted(&update.variable_name) {
-                        continue;
+            let error = match next {
+                Ok(changes) if changes.is_empty() => {
+                    tokio::select! {
+                        biased;
+                        changed = latest.changed() => {
+                            if changed.is_err() {
+                                break 'feed;
+                            }
+                            continue;
+                        }
+                        () = sender.closed() => break 'feed,
+                        _ = removed.wait_for(|gone| *gone) => {}
                     }
-                    if sender.send(Ok((*update).clone())).await.is_err() {
-                        break 'feed;
+                    if slot.expired.load(std::sync::atomic::Ordering::SeqCst) {
+                        BridgeError::new(
+                            ErrorKind::SessionExpired,
+                            format!("session `{session}` expired"),
+                        )
+                        .with("session_id", &session)
+                    } else {
+                        BridgeError::session_not_found(&session)
+                    }
+                }
+                Ok(changes) => {
+                    for change in changes {
+                        last = change.sequence;
+                        if wanted(&change.definition.name)
+                            && sender.send(Ok(Outgoing::Change(change))).await.is_err()
+                        {
+                            break 'feed;
+                        }
                     }
                     continue;
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => BridgeError::new(
-                    ErrorKind::WatchLagged,
-                    format!(
-                        "watcher of session `{session}` fell {missed} updates behind its buffer of {watch_buffer}; \
-                         resume from sequence {last}"
-                    ),
-                )
-                .with("last_sequence", last)
-                .with("oldest_retained_sequence", oldest_retained(&slot)),
-                Err(broadcast::error::RecvError::Closed)
-                    if slot.expired.load(std::sync::atomic::Ordering::SeqCst) =>
-                {
-                    BridgeError::new(ErrorKind::SessionExpired, format!("session `{session}` expired"))
-                        .with("session_id", &session)
-                }
-                Err(broadcast::error::RecvError::Closed) => BridgeError::session_not_found(&session),
+                Err(error) => error,
             };
             let _ = sender.send(Err(error)).await;
             break 'feed;

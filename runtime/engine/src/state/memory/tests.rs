@@ -199,3 +199,189 @@ async fn resuming_from_a_forgotten_sequence_is_lagged() {
         (VariableUpdateKind::Synced as i32, 51)
     );
 }
+
+fn blob(marker: u8) -> Value {
+    Value {
+        kind: Some(Kind::BytesValue(vec![marker; 10_000].into())),
+    }
+}
+
+async fn session_with_blob(backend: &MemoryBackend) -> String {
+    let (session, _) = backend.create_session(NewSession::default()).await.unwrap();
+    let register = WriteOp::Register {
+        name: "b".into(),
+        ty: VariableType::Bytes,
+        value: blob(1),
+        constraints: Constraints::default(),
+        description: String::new(),
+        metadata: HashMap::new(),
+        depends_on: Vec::new(),
+        derived_by: String::new(),
+        guards: Vec::new(),
+    };
+    backend
+        .write(
+            &session.session_id,
+            vec![register],
+            true,
+            WriteContext::default(),
+        )
+        .await
+        .unwrap();
+    session.session_id
+}
+
+async fn set_blob(backend: &MemoryBackend, id: &str, marker: u8) {
+    let set = WriteOp::Set {
+        name: "b".into(),
+        value: blob(marker),
+        expected_version: None,
+    };
+    let outcome = backend
+        .write(id, vec![set], true, WriteContext::default())
+        .await
+        .unwrap();
+    outcome[0].as_ref().unwrap();
+}
+
+/// Room for about three versions of `blob`.
+fn small_budget() -> Limits {
+    Limits {
+        session_memory_bytes: 35_000,
+        ..Limits::default()
+    }
+}
+
+#[tokio::test]
+async fn a_watcher_whose_next_change_was_dropped_for_the_budget_is_told_so() {
+    let backend = MemoryBackend::new(small_budget());
+    let id = session_with_blob(&backend).await;
+    let mut watch = backend.watch(&id, vec![], WatchStart::Now).await.unwrap();
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().kind,
+        VariableUpdateKind::Synced as i32
+    );
+    // The watcher reads nothing while ten versions are written: the budget drops the
+    // changes it has not seen yet.
+    for marker in 2..=11 {
+        set_blob(&backend, &id, marker).await;
+    }
+    let mut seen = Vec::new();
+    let error = loop {
+        match watch.next().await.expect("the stream ends with an error") {
+            Ok(update) => {
+                let variable = update.variable.unwrap();
+                // Whatever it sees is right: the value of the version it names.
+                assert_eq!(variable.value, Some(blob(variable.version as u8)));
+                seen.push(variable.version);
+            }
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(error.kind, ErrorKind::WatchLagged, "{error}");
+    assert!(
+        error.message.contains("oldest retained change is"),
+        "{error}"
+    );
+    let oldest: u64 = error.context["oldest_retained_sequence"].parse().unwrap();
+    let last: u64 = error.context["last_sequence"].parse().unwrap();
+    assert!(last + 1 < oldest, "{error}");
+    assert!(seen.len() < 10, "{seen:?}");
+    // Resuming from where it stopped is refused the same way; from the oldest retained
+    // change on, everything comes back.
+    let error = backend
+        .watch(&id, vec![], WatchStart::Resume(last))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(error.kind, ErrorKind::WatchLagged);
+    assert_eq!(
+        error.context["oldest_retained_sequence"],
+        oldest.to_string()
+    );
+    let mut resumed = backend
+        .watch(&id, vec![], WatchStart::Resume(oldest - 1))
+        .await
+        .unwrap();
+    let mut replayed = Vec::new();
+    loop {
+        let update = resumed.next().await.unwrap().unwrap();
+        if update.kind == VariableUpdateKind::Synced as i32 {
+            break;
+        }
+        replayed.push(update.sequence);
+    }
+    assert_eq!(replayed, (oldest..=11).collect::<Vec<u64>>());
+    assert!(backend.memory_used() <= small_budget().session_memory_bytes);
+}
+
+#[tokio::test]
+async fn large_values_are_validated_off_the_lock_and_still_judged() {
+    let backend = MemoryBackend::new(Limits {
+        blocking_validation_bytes: 1_000,
+        ..Limits::default()
+    });
+    let (session, _) = backend.create_session(NewSession::default()).await.unwrap();
+    let id = session.session_id;
+    let register = |name: &str, value: Value| WriteOp::Register {
+        name: name.into(),
+        ty: VariableType::String,
+        value,
+        constraints: Constraints {
+            max_length: Some(5_000),
+            ..Default::default()
+        },
+        description: String::new(),
+        metadata: HashMap::new(),
+        depends_on: Vec::new(),
+        derived_by: String::new(),
+        guards: Vec::new(),
+    };
+    let text = |n: usize| Value {
+        kind: Some(Kind::StringValue("x".repeat(n))),
+    };
+    let outcome = backend
+        .write(
+            &id,
+            vec![register("s", text(4_000))],
+            true,
+            WriteContext::default(),
+        )
+        .await
+        .unwrap();
+    assert!(outcome[0].is_ok());
+    // Checked on a blocking thread, refused as inline.
+    let set = |n: usize| WriteOp::Set {
+        name: "s".into(),
+        value: text(n),
+        expected_version: None,
+    };
+    let outcome = backend
+        .write(&id, vec![set(6_000)], true, WriteContext::default())
+        .await
+        .unwrap();
+    let error = outcome[0].as_ref().unwrap_err();
+    assert_eq!(error.kind, ErrorKind::ConstraintViolation, "{error}");
+    // A batch whose earlier write fails first reports that one, not the large value's.
+    let conflict = WriteOp::Set {
+        name: "s".into(),
+        value: text(3),
+        expected_version: Some(9),
+    };
+    let outcome = backend
+        .write(
+            &id,
+            vec![conflict, set(6_000)],
+            true,
+            WriteContext::default(),
+        )
+        .await
+        .unwrap();
+    let error = outcome[1].as_ref().unwrap_err();
+    assert_eq!(error.kind, ErrorKind::VersionConflict, "{error}");
+    let outcome = backend
+        .write(&id, vec![set(4_500)], true, WriteContext::default())
+        .await
+        .unwrap();
+    assert_eq!(outcome[0].as_ref().unwrap().0.version, 2);
+}
