@@ -178,6 +178,9 @@ async fn main() -> anyhow::Result<()> {
             no_builtin_tools,
             workers: worker_args,
         } => {
+            // Listening for signals starts now, before anything is served: a signal that
+            // arrives early still shuts the engine down cleanly.
+            let mut signals = Signals::new();
             let limits = limit_args.limits();
             let mut builder = Engine::builder().limits(limits.clone());
             if !no_builtin_tools {
@@ -191,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
                 let starting = worker_args.config(&limits).start();
                 let pool = tokio::select! {
                     pool = starting => pool.map_err(|e| anyhow::anyhow!("{}", e.message))?,
-                    () = shutdown_signal() => return Ok(()),
+                    () = signals.recv() => return Ok(()),
                 };
                 builder = builder.workers(pool.clone());
                 Some(pool)
@@ -205,7 +208,7 @@ async fn main() -> anyhow::Result<()> {
             // instead of holding up the engine's graceful shutdown.
             let stopping = pool.clone();
             let shutdown = async move {
-                shutdown_signal().await;
+                signals.recv().await;
                 if let Some(pool) = stopping {
                     pool.shutdown().await;
                 }
@@ -236,20 +239,37 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT (Ctrl-C), handled from the moment this is made.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                term: signal(SignalKind::terminate()).expect("install SIGTERM handler"),
+                interrupt: signal(SignalKind::interrupt()).expect("install SIGINT handler"),
+            }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// Waits for the next shutdown signal.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
