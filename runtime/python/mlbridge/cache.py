@@ -73,6 +73,8 @@ class VariableCache:
         self._entries: dict[str, _Entry] = {}
         self._schemas: dict[str, Schema] = {}
         self._seen: dict[str, int] = {}
+        # Name -> the last sequence whose state of it is stale (dropped for a lock change).
+        self._stale: dict[str, int] = {}
         self._live = False
         self._watch_sequence = 0
 
@@ -114,7 +116,7 @@ class VariableCache:
 
     def _store(self, variable: pb.Variable, sequence: int) -> None:
         name = variable.name
-        if sequence < self._seen.get(name, 0):
+        if sequence < self._seen.get(name, 0) or sequence <= self._stale.get(name, -1):
             return
         self._seen[name] = sequence
         self._schemas[name] = Schema(variable.type, variable.constraints)
@@ -164,6 +166,9 @@ class VariableCache:
         taken or released, which changes `optimizing` but is no versioned change."""
         with self._lock:
             self._entries.pop(name, None)
+            # A background update of the state before the lock change (the watch may lag
+            # behind this client's own calls) must not bring the dropped state back.
+            self._stale[name] = self._seen.get(name, 0)
 
     def apply(self, update: pb.VariableUpdate) -> None:
         """Applies one update of the background watch."""
@@ -196,3 +201,4 @@ class VariableCache:
             self._entries.clear()
             self._schemas.clear()
             self._seen.clear()
+            self._stale.clear()
