@@ -33,6 +33,10 @@ from .value_types import Choice, Constraints, Dtype, Embedding, ModuleRef, Tenso
 from .values import from_value, to_value
 from .watch import AsyncWatch, Watch
 
+# Engine-native optimizers and modules (`mlbridge.native.Optimizer`, ...), loaded with the
+# package so that `import mlbridge` is enough.
+from . import native as native  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
