@@ -206,4 +206,22 @@ async fn forty_writes_of_16_mib_keep_the_engine_at_a_few_values() {
         peak_rss / MIB,
         bound / MIB
     );
+    // Once the writes are answered and the watcher has gone, what stays is the budget's four
+    // values and the engine itself: well under five values. (A deadline, not a speed: the
+    // engine drops a closed stream's buffers when it notices the stream is gone.)
+    drop(session);
+    let settled_bound = 5 * VALUE_BYTES;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut settled = resident(pid).0;
+    while settled >= settled_bound && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        settled = resident(pid).0;
+    }
+    eprintln!("engine VmRSS once settled: {} MiB", settled / MIB);
+    assert!(
+        settled < settled_bound,
+        "engine VmRSS {} MiB once settled, over {} MiB (five values)",
+        settled / MIB,
+        settled_bound / MIB
+    );
 }
