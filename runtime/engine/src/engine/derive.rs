@@ -30,7 +30,7 @@ impl Engine {
         if !ops.iter().any(changes_values) {
             return self.state.write(session, ops, atomic, context).await;
         }
-        let derived = self.state.derived(session).await?;
+        let derived = self.derived(session).await?;
         if derived.is_empty() {
             return self.state.write(session, ops, atomic, context).await;
         }
@@ -45,6 +45,24 @@ impl Engine {
             );
         }
         Ok(outcomes)
+    }
+
+    /// The session's derived variables; none without a lookup while no session of this
+    /// engine has registered one.
+    pub(super) async fn derived(&self, session: &str) -> Result<Vec<pb::Variable>> {
+        if !self
+            .derived_registered
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(Vec::new());
+        }
+        self.state.derived(session).await
+    }
+
+    /// Notes that a derived variable exists, so that writes look for them from now on.
+    pub(super) fn note_derived(&self) {
+        self.derived_registered
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// One atomic step: `ops` plus the recomputed derived variables they reach.
@@ -70,9 +88,13 @@ impl Engine {
         names.dedup();
         for attempt in 1..=ATTEMPTS {
             let (found, _) = self.state.get(session, &names).await?;
-            let mut staged: HashMap<String, (pb::Value, u64)> = found
+            let snapshot: HashMap<String, pb::Variable> = found
                 .into_iter()
                 .flatten()
+                .map(|v| (v.name.clone(), v))
+                .collect();
+            let mut staged: HashMap<String, (pb::Value, u64)> = snapshot
+                .values()
                 .map(|v| {
                     (
                         v.name.clone(),
@@ -80,7 +102,10 @@ impl Engine {
                     )
                 })
                 .collect();
-            if !self.stage_ops(session, &ops, &mut staged).await? {
+            if !self
+                .stage_ops(session, &ops, &snapshot, &mut staged)
+                .await?
+            {
                 // An op that cannot apply: the plain write reports why.
                 return self.state.write(session, ops, true, context.clone()).await;
             }
@@ -120,12 +145,14 @@ impl Engine {
     }
 
     /// Applies the value changes of `ops` to `staged` (value, version by name), normalised as
-    /// the state will store them; false if one cannot apply (unknown variable, bad value,
-    /// version not retained), which the plain write then reports.
+    /// the state will store them (against the definitions in `snapshot`); false if one
+    /// cannot apply (unknown variable, bad value, version not retained), which the plain
+    /// write then reports.
     async fn stage_ops(
         &self,
         session: &str,
         ops: &[WriteOp],
+        snapshot: &HashMap<String, pb::Variable>,
         staged: &mut HashMap<String, (pb::Value, u64)>,
     ) -> Result<bool> {
         for op in ops {
@@ -145,15 +172,13 @@ impl Engine {
                 }
                 _ => continue,
             };
-            let Some((_, version)) = staged.get(name).cloned() else {
-                return Ok(false);
-            };
-            let (found, _) = self.state.get(session, std::slice::from_ref(name)).await?;
-            let Some(variable) = found.into_iter().flatten().next() else {
+            let (Some((_, version)), Some(variable)) =
+                (staged.get(name).cloned(), snapshot.get(name))
+            else {
                 return Ok(false);
             };
             let ty = pb::VariableType::try_from(variable.r#type).unwrap_or(pb::VariableType::Any);
-            let constraints = variable.constraints.unwrap_or_default();
+            let constraints = variable.constraints.clone().unwrap_or_default();
             let Ok(value) = value::validate(Subject::Variable(name), ty, &constraints, value)
             else {
                 return Ok(false);

@@ -65,7 +65,7 @@ impl Engine {
         let derived = if final_values.is_empty() {
             Vec::new()
         } else {
-            self.state.derived(session).await?
+            self.derived(session).await?
         };
         let reaches_derived = derived
             .iter()

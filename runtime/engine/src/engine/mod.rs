@@ -43,6 +43,9 @@ pub struct Engine {
     workers: Option<WorkerPool>,
     callbacks: Arc<CallbackRegistry>,
     resources: Arc<ResourceRegistry>,
+    /// Set once any session registers a derived variable: until then a write has no derived
+    /// variables to look for, and skips the lookup.
+    derived_registered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -133,6 +136,7 @@ impl EngineBuilder {
             workers: self.workers,
             callbacks,
             resources,
+            derived_registered: Arc::default(),
         }
     }
 }
@@ -218,11 +222,6 @@ impl Engine {
         })
     }
 
-    /// The worker pool, or `WORKER_UNAVAILABLE` saying that `what` needs one.
-    pub(crate) fn worker_pool_for(&self, what: &str) -> Result<&WorkerPool> {
-        self.worker_pool(what)
-    }
-
     /// Runs a framework operation on the worker pool, as `ExecuteFrameworkOperation` does.
     ///
     /// # Errors
@@ -258,7 +257,7 @@ impl Engine {
     }
 
     /// The worker pool, or `WORKER_UNAVAILABLE` saying how to start one.
-    fn worker_pool(&self, what: &str) -> Result<&WorkerPool> {
+    pub(crate) fn worker_pool(&self, what: &str) -> Result<&WorkerPool> {
         self.workers
             .as_ref()
             .ok_or_else(|| operations::no_workers(what))

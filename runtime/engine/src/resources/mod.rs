@@ -264,13 +264,8 @@ pub(crate) async fn create(
             optimizer::create(engine, session_id, resource_id, &request.name, config).await
         }
         "module" => {
-            let module = module::Module::create(
-                engine,
-                session_id,
-                &mut request.framework,
-                &mut request.name,
-                config,
-            )?;
+            let module =
+                module::Module::create(engine, &mut request.framework, &mut request.name, config)?;
             Ok(Arc::new(module))
         }
         "" => Err(BridgeError::invalid_argument(

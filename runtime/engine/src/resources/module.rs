@@ -28,7 +28,6 @@ impl Module {
     /// empty `framework`; both are normalized in place.
     pub fn create(
         engine: &Engine,
-        _session_id: &str,
         framework: &mut String,
         name: &mut String,
         mut config: HashMap<String, pb::Value>,
@@ -46,7 +45,7 @@ impl Module {
             ));
         }
         let what = format!("module `{framework}.{name}`");
-        let pool = engine.worker_pool_for(&what)?;
+        let pool = engine.worker_pool(&what)?;
         let spec = operations::find_operation(pool, framework, name)?;
         let mut bindings = BTreeMap::new();
         if let Some(bind) = config.remove("bind") {
