@@ -195,8 +195,8 @@ async fn workers_describe_their_adapters_and_tools() {
         .expect("builtin adapter");
     assert_eq!(builtin.python_module, "mlbridge.frameworks.builtin");
     let operations: Vec<&str> = builtin.operations.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(operations, ["echo", "noop", "sleep"]);
-    let sleep = &builtin.operations[2];
+    assert_eq!(operations, ["apply", "echo", "noop", "sleep"]);
+    let sleep = &builtin.operations[3];
     assert_eq!(sleep.parameters[0].name, "seconds");
     assert_eq!(sleep.parameters[0].r#type, T::Float as i32);
     assert_eq!(builtin.tools[0].name, "worker_pid");
