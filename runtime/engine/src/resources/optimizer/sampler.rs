@@ -123,14 +123,15 @@ impl Sampler for GridSampler {
     }
 }
 
-/// Tree-structured Parzen Estimator, one univariate model per dimension.
+/// Hyperopt-style TPE from the `tpe` crate, one univariate model per dimension (the
+/// engine's first TPE, kept to compare with [`tpe::TpeSampler`]).
 #[derive(Debug, Clone)]
-pub struct TpeSampler {
+pub struct HyperoptTpeSampler {
     /// Complete trials drawn at random before the models take over (at least 1).
     pub startup: usize,
 }
 
-impl Sampler for TpeSampler {
+impl Sampler for HyperoptTpeSampler {
     fn sample(
         &self,
         space: &Space,
@@ -147,15 +148,15 @@ impl Sampler for TpeSampler {
             .enumerate()
             .map(|(i, d)| {
                 let (start, end) = d.interval();
-                let Ok(range) = tpe::range(start, end) else {
+                let Ok(range) = ::tpe::range(start, end) else {
                     return start;
                 };
                 let estimator = if d.categorical() {
-                    tpe::histogram_estimator()
+                    ::tpe::histogram_estimator()
                 } else {
-                    tpe::parzen_estimator()
+                    ::tpe::parzen_estimator()
                 };
-                let mut model = tpe::TpeOptimizer::new(estimator, range);
+                let mut model = ::tpe::TpeOptimizer::new(estimator, range);
                 for observation in history {
                     // Coordinates come from `Space::snap`, inside the range; a NaN loss is
                     // never recorded as complete. Either refusal only drops the point.
@@ -170,6 +171,10 @@ impl Sampler for TpeSampler {
         Some(xs)
     }
 }
+
+pub mod tpe;
+
+pub use tpe::TpeSampler;
 
 #[cfg(test)]
 mod tests;
