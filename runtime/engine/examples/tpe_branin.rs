@@ -1,10 +1,14 @@
-//! Compares the engine's samplers on the control-plane benchmark's objective without the
-//! Python bench: Branin-Hoo shifted to a minimum of 0 over x in [-5, 10], y in [0, 15]
-//! (tests/bench/control_plane.py), 50 trials per run, and prints the median, mean and
-//! quartiles of the best value over seeds 1..=5 (the bench's seeds) and 1..=N.
+//! Compares the engine's samplers without the Python bench. First on the control-plane
+//! benchmark's objective (tests/bench/control_plane.py): Branin-Hoo shifted to a minimum of
+//! 0 over x in [-5, 10], y in [0, 15], 50 trials per run, over seeds 1..=5 (the bench's)
+//! and 1..=N; then, so that no default is chosen for one function, on a few other standard
+//! test functions (each shifted to a minimum of 0), over seeds 1..=N.
 //!
 //! `cargo run -p mlbridge-engine --example tpe_branin [N]` (N defaults to 30).
 
+use std::f64::consts::PI;
+
+use mlbridge_engine::resources::optimizer::sampler::tpe::Bandwidth;
 use mlbridge_engine::resources::optimizer::sampler::{
     HyperoptTpeSampler, RandomSampler, Sampler, TpeSampler,
 };
@@ -16,32 +20,117 @@ const TRIALS: usize = 50;
 
 /// A sampler's name and how to make one.
 type Contender = (&'static str, fn() -> Box<dyn Sampler>);
-const BRANIN_MIN: f64 = 0.397_887_357_729_738;
 
-fn branin(x: f64, y: f64) -> f64 {
-    let pi = std::f64::consts::PI;
-    let b = 5.1 / (4.0 * pi * pi);
-    let c = 5.0 / pi;
-    let t = 1.0 / (8.0 * pi);
-    (y - b * x * x + c * x - 6.0).powi(2) + 10.0 * (1.0 - t) * x.cos() + 10.0 - BRANIN_MIN
+/// An objective: its name, its box, the function.
+struct Objective {
+    name: &'static str,
+    bounds: Vec<(f64, f64)>,
+    f: fn(&[f64]) -> f64,
 }
 
-fn space() -> Space {
-    let float = |name: &str, low: f64, high: f64| Dimension {
-        name: name.into(),
-        domain: Domain::Float {
-            low,
-            high,
-            log: false,
+fn branin(v: &[f64]) -> f64 {
+    let (x, y) = (v[0], v[1]);
+    let b = 5.1 / (4.0 * PI * PI);
+    let c = 5.0 / PI;
+    let t = 1.0 / (8.0 * PI);
+    (y - b * x * x + c * x - 6.0).powi(2) + 10.0 * (1.0 - t) * x.cos() + 10.0
+        - 0.397_887_357_729_738
+}
+
+fn six_hump_camel(v: &[f64]) -> f64 {
+    let (x, y) = (v[0], v[1]);
+    (4.0 - 2.1 * x * x + x.powi(4) / 3.0) * x * x
+        + x * y
+        + (-4.0 + 4.0 * y * y) * y * y
+        + 1.031_628_453_489_877
+}
+
+fn rosenbrock(v: &[f64]) -> f64 {
+    v.windows(2)
+        .map(|w| 100.0 * (w[1] - w[0] * w[0]).powi(2) + (1.0 - w[0]).powi(2))
+        .sum()
+}
+
+fn hartmann3(v: &[f64]) -> f64 {
+    const ALPHA: [f64; 4] = [1.0, 1.2, 3.0, 3.2];
+    const A: [[f64; 3]; 4] = [
+        [3.0, 10.0, 30.0],
+        [0.1, 10.0, 35.0],
+        [3.0, 10.0, 30.0],
+        [0.1, 10.0, 35.0],
+    ];
+    const P: [[f64; 3]; 4] = [
+        [0.3689, 0.1170, 0.2673],
+        [0.4699, 0.4387, 0.7470],
+        [0.1091, 0.8732, 0.5547],
+        [0.0381, 0.5743, 0.8828],
+    ];
+    let s: f64 = (0..4)
+        .map(|i| {
+            let e: f64 = (0..3).map(|j| A[i][j] * (v[j] - P[i][j]).powi(2)).sum();
+            ALPHA[i] * (-e).exp()
+        })
+        .sum();
+    3.862_779_787_332_660_5 - s
+}
+
+fn sphere_off_centre(v: &[f64]) -> f64 {
+    v.iter()
+        .enumerate()
+        .map(|(i, x)| (x - 1.0 - 0.5 * i as f64).powi(2))
+        .sum()
+}
+
+fn objectives() -> Vec<Objective> {
+    vec![
+        Objective {
+            name: "branin 2-d",
+            bounds: vec![(-5.0, 10.0), (0.0, 15.0)],
+            f: branin,
         },
-    };
+        Objective {
+            name: "six-hump camel 2-d",
+            bounds: vec![(-3.0, 3.0), (-2.0, 2.0)],
+            f: six_hump_camel,
+        },
+        Objective {
+            name: "rosenbrock 2-d",
+            bounds: vec![(-2.0, 2.0); 2],
+            f: rosenbrock,
+        },
+        Objective {
+            name: "hartmann 3-d",
+            bounds: vec![(0.0, 1.0); 3],
+            f: hartmann3,
+        },
+        Objective {
+            name: "sphere 5-d (off centre)",
+            bounds: vec![(-5.0, 5.0); 5],
+            f: sphere_off_centre,
+        },
+    ]
+}
+
+fn space(objective: &Objective) -> Space {
     Space {
-        dimensions: vec![float("x", -5.0, 10.0), float("y", 0.0, 15.0)],
+        dimensions: objective
+            .bounds
+            .iter()
+            .enumerate()
+            .map(|(i, (low, high))| Dimension {
+                name: format!("x{i}"),
+                domain: Domain::Float {
+                    low: *low,
+                    high: *high,
+                    log: false,
+                },
+            })
+            .collect(),
     }
 }
 
-fn best(sampler: Box<dyn Sampler>, seed: u64) -> f64 {
-    let mut study = Study::new(space(), sampler, seed, Direction::Minimize);
+fn best(objective: &Objective, sampler: Box<dyn Sampler>, seed: u64) -> f64 {
+    let mut study = Study::new(space(objective), sampler, seed, Direction::Minimize);
     for _ in 0..TRIALS {
         let [number] = study.ask_batch(1)[..] else {
             panic!("no candidate")
@@ -60,7 +149,7 @@ fn best(sampler: Box<dyn Sampler>, seed: u64) -> f64 {
         study
             .tell(
                 number,
-                Outcome::Complete(branin(values[0], values[1])),
+                Outcome::Complete((objective.f)(&values)),
                 Default::default(),
                 1,
             )
@@ -77,7 +166,7 @@ fn summary(mut xs: Vec<f64>) -> String {
     let q = |p: f64| xs[((xs.len() - 1) as f64 * p).round() as usize];
     let mean = xs.iter().sum::<f64>() / xs.len() as f64;
     format!(
-        "median {:>8.4}  mean {:>8.4}  q25 {:>8.4}  q75 {:>8.4}",
+        "median {:>9.4}  mean {:>9.4}  q25 {:>9.4}  q75 {:>9.4}",
         q(0.5),
         mean,
         q(0.25),
@@ -95,21 +184,54 @@ fn main() {
         ("tpe crate (Hyperopt-style)", || {
             Box::new(HyperoptTpeSampler { startup: 10 })
         }),
-        ("tpe (multivariate, default)", || {
-            Box::new(TpeSampler::new(10))
-        }),
-        ("tpe (univariate)", || {
+        ("tpe (default)", || Box::new(TpeSampler::new(10))),
+        ("tpe univariate", || {
             Box::new(TpeSampler {
-                startup: 10,
                 multivariate: false,
+                ..TpeSampler::new(10)
+            })
+        }),
+        ("tpe 64 candidates", || {
+            Box::new(TpeSampler {
+                candidates: 64,
+                ..TpeSampler::new(10)
+            })
+        }),
+        ("tpe 128 candidates", || {
+            Box::new(TpeSampler {
+                candidates: 128,
+                ..TpeSampler::new(10)
+            })
+        }),
+        ("tpe scott", || {
+            Box::new(TpeSampler {
+                bandwidth: Bandwidth::Scott,
+                ..TpeSampler::new(10)
+            })
+        }),
+        ("tpe scott 64", || {
+            Box::new(TpeSampler {
+                bandwidth: Bandwidth::Scott,
+                candidates: 64,
+                ..TpeSampler::new(10)
             })
         }),
     ];
-    for seeds in [1..=5, 1..=n] {
-        println!("{TRIALS} trials, seeds {seeds:?}: best value (regret)");
-        for (name, make) in &samplers {
-            let bests: Vec<f64> = seeds.clone().map(|s| best(make(), s)).collect();
-            println!("  {name:<30} {}", summary(bests));
+    for (i, objective) in objectives().iter().enumerate() {
+        let seed_sets = if i == 0 {
+            vec![1..=5, 1..=n]
+        } else {
+            vec![1..=n]
+        };
+        for seeds in seed_sets {
+            println!(
+                "{}: {TRIALS} trials, seeds {seeds:?}, best value (regret)",
+                objective.name
+            );
+            for (name, make) in &samplers {
+                let bests: Vec<f64> = seeds.clone().map(|s| best(objective, make(), s)).collect();
+                println!("  {name:<28} {}", summary(bests));
+            }
         }
     }
 }
