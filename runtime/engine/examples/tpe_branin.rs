@@ -8,10 +8,7 @@
 
 use std::f64::consts::PI;
 
-use mlbridge_engine::resources::optimizer::sampler::tpe::Bandwidth;
-use mlbridge_engine::resources::optimizer::sampler::{
-    HyperoptTpeSampler, RandomSampler, Sampler, TpeSampler,
-};
+use mlbridge_engine::resources::optimizer::sampler::{RandomSampler, Sampler, TpeSampler};
 use mlbridge_engine::resources::optimizer::space::{Dimension, Domain, Space};
 use mlbridge_engine::resources::optimizer::trials::{Direction, Outcome, Study};
 use mlbridge_proto::mlbridge::v1::value::Kind;
@@ -181,9 +178,6 @@ fn main() {
         .unwrap_or(30);
     let samplers: Vec<Contender> = vec![
         ("random", || Box::new(RandomSampler)),
-        ("tpe crate (Hyperopt-style)", || {
-            Box::new(HyperoptTpeSampler { startup: 10 })
-        }),
         ("tpe (default)", || Box::new(TpeSampler::new(10))),
         ("tpe univariate", || {
             Box::new(TpeSampler {
@@ -200,19 +194,6 @@ fn main() {
         ("tpe 128 candidates", || {
             Box::new(TpeSampler {
                 candidates: 128,
-                ..TpeSampler::new(10)
-            })
-        }),
-        ("tpe scott", || {
-            Box::new(TpeSampler {
-                bandwidth: Bandwidth::Scott,
-                ..TpeSampler::new(10)
-            })
-        }),
-        ("tpe scott 64", || {
-            Box::new(TpeSampler {
-                bandwidth: Bandwidth::Scott,
-                candidates: 64,
                 ..TpeSampler::new(10)
             })
         }),
