@@ -42,10 +42,17 @@ fn truncated_normal_draws_stay_inside_and_have_the_right_mean() {
 }
 
 #[test]
-fn gamma_and_weights_are_optunas_defaults() {
+fn gamma_and_weights_follow_optuna() {
+    // Optuna's min(ceil(0.1 n), 25), and the engine's default with 15%.
+    let optuna = |n| gamma(n, 10);
     assert_eq!(
-        [0, 1, 10, 11, 20, 21, 249, 250, 251, 1000].map(gamma),
+        [0, 1, 10, 11, 20, 21, 249, 250, 251, 1000].map(optuna),
         [0, 1, 1, 2, 2, 3, 25, 25, 25, 25]
+    );
+    let engine = |n| gamma(n, GAMMA_PERCENT);
+    assert_eq!(
+        [0, 1, 10, 11, 20, 21, 166, 167, 1000].map(engine),
+        [0, 1, 2, 2, 3, 4, 25, 25, 25]
     );
     assert_eq!(weights(0), Vec::<f64>::new());
     assert_eq!(weights(24), vec![1.0; 24]);
