@@ -280,9 +280,7 @@ impl Optimizer {
                 points: config.grid_points,
             }),
             "random" => Box::new(RandomSampler),
-            _ => Box::new(TpeSampler {
-                startup: config.startup_trials,
-            }),
+            _ => Box::new(TpeSampler::new(config.startup_trials)),
         };
         // The RNG takes the seed's bits; a negative seed is as good as any.
         let study = Study::new(space, sampler, config.seed as u64, config.direction);

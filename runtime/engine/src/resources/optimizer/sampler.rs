@@ -5,9 +5,8 @@
 //! - [`RandomSampler`]: uniform in each dimension's internal coordinate (so log-uniform for
 //!   log-scale variables).
 //! - [`GridSampler`]: the Cartesian product of each dimension's grid, in order.
-//! - [`TpeSampler`]: random for the first `startup` complete trials, then univariate TPE per
-//!   dimension from the `tpe` crate (Parzen estimators for numbers, a histogram over category
-//!   indices for categoricals), minimising the loss.
+//! - [`TpeSampler`]: random for the first `startup` complete trials, then Optuna-style
+//!   multivariate TPE ([`tpe`]), minimising the loss.
 
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -123,53 +122,9 @@ impl Sampler for GridSampler {
     }
 }
 
-/// Tree-structured Parzen Estimator, one univariate model per dimension.
-#[derive(Debug, Clone)]
-pub struct TpeSampler {
-    /// Complete trials drawn at random before the models take over (at least 1).
-    pub startup: usize,
-}
+pub mod tpe;
 
-impl Sampler for TpeSampler {
-    fn sample(
-        &self,
-        space: &Space,
-        _number: u64,
-        history: &[Observation<'_>],
-        rng: &mut TrialRng,
-    ) -> Option<Vec<f64>> {
-        if history.len() < self.startup.max(1) {
-            return Some(RandomSampler::draw(space, rng));
-        }
-        let xs = space
-            .dimensions
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let (start, end) = d.interval();
-                let Ok(range) = tpe::range(start, end) else {
-                    return start;
-                };
-                let estimator = if d.categorical() {
-                    tpe::histogram_estimator()
-                } else {
-                    tpe::parzen_estimator()
-                };
-                let mut model = tpe::TpeOptimizer::new(estimator, range);
-                for observation in history {
-                    // Coordinates come from `Space::snap`, inside the range; a NaN loss is
-                    // never recorded as complete. Either refusal only drops the point.
-                    let _ = model.tell(observation.coordinates[i], observation.loss);
-                }
-                match model.ask(rng) {
-                    Ok(x) => x,
-                    Err(never) => match never {},
-                }
-            })
-            .collect();
-        Some(xs)
-    }
-}
+pub use tpe::TpeSampler;
 
 #[cfg(test)]
 mod tests;

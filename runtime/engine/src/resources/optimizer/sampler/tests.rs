@@ -72,7 +72,7 @@ fn tpe_beats_random_search_on_a_smooth_function() {
     let seeds = [1u64, 2, 3, 4, 5];
     let tpe: Vec<f64> = seeds
         .iter()
-        .map(|s| best_after(Box::new(TpeSampler { startup: 10 }), *s, 50))
+        .map(|s| best_after(Box::new(TpeSampler::new(10)), *s, 50))
         .collect();
     let random: Vec<f64> = seeds
         .iter()
@@ -88,7 +88,7 @@ fn the_same_seed_and_number_give_the_same_candidate() {
     let space = plane();
     for sampler in [
         Box::new(RandomSampler) as Box<dyn Sampler>,
-        Box::new(TpeSampler { startup: 1 }),
+        Box::new(TpeSampler::new(1)),
     ] {
         let a = sampler
             .sample(&space, 3, &[], &mut trial_rng(7, 3))

@@ -33,7 +33,7 @@ fn xy(trial: &Trial) -> (f64, f64) {
 /// in `failing` fail. Returns every candidate in number order.
 fn run(tpe: bool, seed: u64, parallel: usize, total: usize, failing: &[u64]) -> Vec<(f64, f64)> {
     let sampler: Box<dyn Sampler> = if tpe {
-        Box::new(TpeSampler { startup: 4 })
+        Box::new(TpeSampler::new(4))
     } else {
         Box::new(RandomSampler)
     };
