@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _wheel() -> Path:
     named = os.environ.get("MLBRIDGE_WHEEL")
     if named:
-        return Path(named)
+        return Path(named).resolve()
     wheels = sorted((REPO / "target" / "wheels").glob("mlbridge-*.whl"), key=lambda p: p.stat().st_mtime)
     if not wheels:
         pytest.fail("no wheel in target/wheels: run `cargo xtask wheel --debug` (or set MLBRIDGE_WHEEL)")

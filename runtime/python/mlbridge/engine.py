@@ -356,6 +356,12 @@ class Engine:
         return self._process.pid
 
     @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The engine's process, for sending it signals or waiting on it directly (its
+        stdin is the lifeline, its stdout and stderr are read by this object)."""
+        return self._process
+
+    @property
     def binary(self) -> Path:
         """The engine binary that runs."""
         return self._binary
