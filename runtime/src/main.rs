@@ -30,6 +30,11 @@ enum Command {
         no_builtin_tools: bool,
         #[command(flatten)]
         workers: WorkerArgs,
+        /// Shut down, as on SIGTERM, when stdin reaches end of file: a parent that keeps
+        /// the engine's stdin open (e.g. Python's `mlbridge.Engine.start`) takes the engine
+        /// with it however it exits, even when it is killed.
+        #[arg(long)]
+        stop_on_stdin_close: bool,
     },
 }
 
@@ -177,10 +182,11 @@ async fn main() -> anyhow::Result<()> {
             limits: limit_args,
             no_builtin_tools,
             workers: worker_args,
+            stop_on_stdin_close,
         } => {
             // Listening for signals starts now, before anything is served: a signal that
             // arrives early still shuts the engine down cleanly.
-            let mut signals = Signals::new();
+            let mut signals = Signals::new(stop_on_stdin_close);
             let limits = limit_args.limits();
             let mut builder = Engine::builder().limits(limits.clone());
             if !no_builtin_tools {
@@ -238,38 +244,63 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-/// SIGTERM and SIGINT (Ctrl-C), handled from the moment this is made.
+/// SIGTERM and SIGINT (Ctrl-C), handled from the moment this is made, and with
+/// `--stop-on-stdin-close` the end of stdin.
 struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
+    /// Closed (never sent on) when stdin reaches its end.
+    stdin_closed: Option<tokio::sync::mpsc::Receiver<()>>,
 }
 
 impl Signals {
-    fn new() -> Self {
+    fn new(stop_on_stdin_close: bool) -> Self {
+        let stdin_closed = stop_on_stdin_close.then(|| {
+            let (closed, receiver) = tokio::sync::mpsc::channel::<()>(1);
+            // A plain thread, not tokio's stdin: a read that never ends must not hold up
+            // the runtime's shutdown. Whatever arrives on stdin is read and dropped.
+            std::thread::spawn(move || {
+                let _closed = closed;
+                let mut sink = [0u8; 1024];
+                let mut stdin = std::io::stdin().lock();
+                while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+            });
+            receiver
+        });
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
             Signals {
                 term: signal(SignalKind::terminate()).expect("install SIGTERM handler"),
                 interrupt: signal(SignalKind::interrupt()).expect("install SIGINT handler"),
+                stdin_closed,
             }
         }
         #[cfg(not(unix))]
-        Signals {}
+        Signals { stdin_closed }
     }
 
-    /// Waits for the next shutdown signal.
+    /// Waits for the next shutdown signal (or for stdin to close).
     async fn recv(&mut self) {
+        let stdin_closed = async {
+            match &mut self.stdin_closed {
+                Some(receiver) => while receiver.recv().await.is_some() {},
+                None => std::future::pending().await,
+            }
+        };
         #[cfg(unix)]
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.interrupt.recv() => {}
+            () = stdin_closed => {}
         }
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = stdin_closed => {}
+        }
     }
 }
 

@@ -11,18 +11,17 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
-from mlbridge import SessionContext
+from mlbridge import Engine, EngineStartError, SessionContext
 
 T = TypeVar("T")
 
@@ -31,7 +30,7 @@ T = TypeVar("T")
 class RunningEngine:
     """An `mlbridge serve` process and the address it listens on."""
 
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[Any]
     address: str
 
     def stop(self) -> None:
@@ -47,26 +46,14 @@ class RunningEngine:
 def start_engine(
     engine_bin: Path, *flags: str, listen: str = "127.0.0.1:0", env: dict[str, str] | None = None
 ) -> RunningEngine:
-    """Starts `mlbridge serve --listen LISTEN FLAGS...` and waits for its ready line (with
-    ``--workers N``, the engine prints it once every worker is ready)."""
-    stderr = tempfile.TemporaryFile(mode="w+")
-    process = subprocess.Popen(
-        [str(engine_bin), "serve", "--listen", listen, *flags],
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-        env=env,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    # The engine's first stdout line is its ready line (its wording is the Rust constant
-    # ENGINE_READY_PREFIX), ending with the address; a failed start prints nothing there.
-    if not line.endswith("\n") or " " not in line.strip():
-        process.kill()
-        process.wait()
-        stderr.seek(0)
-        pytest.fail(f"engine with {flags} did not start: {line!r}\n{stderr.read()[-4000:]}")
-    return RunningEngine(process, line.split()[-1])
+    """Starts `mlbridge serve --listen LISTEN FLAGS...` with `mlbridge.Engine.start` and waits
+    for its ready line (with ``--workers N``, the engine prints it once every worker is
+    ready)."""
+    try:
+        started = Engine.start(binary=engine_bin, listen=listen, extra_args=flags, env=env)
+    except EngineStartError as failed:
+        pytest.fail(f"engine with {flags} did not start: {failed}")
+    return RunningEngine(started.process, started.address)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@
 //! * `cargo xtask demo` builds everything and runs the main job end to end.
 //! * `cargo xtask bench [NAME...]` measures against the reference implementations
 //!   (`codegen`, `engine`, `adapters`, `control-plane`).
+//! * `cargo xtask wheel [--release|--debug] [--out DIR]` builds a platform wheel carrying
+//!   the Python SDK and the engine binary.
 
 mod bench;
 mod bench_control_plane;
@@ -20,6 +22,7 @@ mod ready;
 mod run;
 mod test;
 mod unasync;
+mod wheel;
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +35,9 @@ commands:
   test                run every check and test, Rust and Python
   demo                build everything and run the main job end to end
   bench [NAME...]     run benchmarks (codegen, engine, adapters, control-plane); all when
-                      no name is given";
+                      no name is given
+  wheel [--release|--debug] [--out DIR]
+                      build a Python wheel carrying the SDK and the engine binary";
 
 fn main() {
     if let Err(err) = dispatch() {
@@ -56,6 +61,7 @@ fn dispatch() -> Result<()> {
         "test" => test::run(rest),
         "demo" => demo::run(),
         "bench" => bench::run(rest),
+        "wheel" => wheel::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -70,11 +70,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         &root,
     ))?;
 
+    // The wheel a Python user installs (tests/python/test_wheel.py installs it into a
+    // fresh venv); the debug engine is already built above.
+    let wheel = crate::wheel::build(crate::wheel::Profile::Debug, &root.join("target/wheels"))?;
+
     step("pytest");
     let target = root.join("target/debug");
     let mut pytest = venv.command(&["-m", "pytest", "-q", "tests/python"], &root);
     pytest.env("MLBRIDGE_CODEGEN", target.join("mlbridge-codegen"));
     pytest.env("MLBRIDGE_ENGINE", target.join("mlbridge"));
+    pytest.env("MLBRIDGE_WHEEL", &wheel);
     run::status(&mut pytest)?;
 
     println!("\nall checks passed");

@@ -4,13 +4,15 @@
 engine and give typed, constrained, versioned variables (cached, kept fresh by a watch),
 change streams, batch updates, history and rollback, and typed proxies for the engine's
 tools, and framework operations run on the engine's Python workers (`execute_operation`,
-or the typed proxies generated from adapter manifests). Every failure is a `BridgeError` subclass named after its `ErrorKind`.
+or the typed proxies generated from adapter manifests). `Engine.start()` (and
+`AsyncEngine.start()`) launches a local engine and hands back its address. Every failure is a `BridgeError` subclass named after its `ErrorKind`.
 """
 
 from __future__ import annotations
 
 from .aio import AsyncSessionContext, AsyncVariableNamespace
 from .batch import AsyncBatch, Batch
+from .engine import AsyncEngine, Engine, EngineNotFoundError, EngineStartError
 from .optimization import AsyncOptimizationLock, OptimizationLock
 from . import errors as _errors
 from .errors import *  # noqa: F403 (the ErrorKind classes, generated from the proto)
@@ -45,6 +47,7 @@ __all__ = [
     "OperationResult",
     "bind",
     "AsyncBatch",
+    "AsyncEngine",
     "AsyncOptimizationLock",
     "AsyncSessionContext",
     "AsyncTool",
@@ -56,6 +59,9 @@ __all__ = [
     "Constraints",
     "Dtype",
     "Embedding",
+    "Engine",
+    "EngineNotFoundError",
+    "EngineStartError",
     "HistoryEntry",
     "ModuleRef",
     "Resource",
