@@ -30,7 +30,46 @@ enum Command {
         no_builtin_tools: bool,
         #[command(flatten)]
         workers: WorkerArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
+}
+
+/// TLS on the engine's listener (workers and callback servers stay on loopback or Unix
+/// sockets, without TLS).
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate that chains to this CA (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn options(&self) -> anyhow::Result<mlbridge::ServeOptions> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("{flag} {}: cannot read: {e}", path.display()))
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(mlbridge::ServerTls {
+                cert_pem: read("--tls-cert", cert)?,
+                key_pem: read("--tls-key", key)?,
+                client_ca_pem: self
+                    .tls_client_ca
+                    .as_ref()
+                    .map(|ca| read("--tls-client-ca", ca))
+                    .transpose()?,
+            }),
+            _ => None,
+        };
+        Ok(mlbridge::ServeOptions { tls })
+    }
 }
 
 /// The pool of Python workers that runs framework operations and Python tools.
@@ -177,7 +216,9 @@ async fn main() -> anyhow::Result<()> {
             limits: limit_args,
             no_builtin_tools,
             workers: worker_args,
+            tls,
         } => {
+            let serve_options = tls.options()?;
             // Listening for signals starts now, before anything is served: a signal that
             // arrives early still shuts the engine down cleanly.
             let mut signals = Signals::new();
@@ -213,9 +254,10 @@ async fn main() -> anyhow::Result<()> {
                     pool.shutdown().await;
                 }
             };
-            let served = mlbridge::serve(
+            let served = mlbridge::serve_with(
                 engine,
                 &listen,
+                &serve_options,
                 |bound| {
                     if let Some(pool) = &pool {
                         pool.set_engine_address(bound);
