@@ -202,14 +202,11 @@ fn fact_methods(enums: &[FactEnum]) -> String {
 }
 
 /// A Rust file defining `FILE_DESCRIPTOR_SET`: the encoded descriptor set of every file in
-/// the pool, dependencies first, as a byte string. prost encodes fields in number order and
-/// the pool keeps files in a fixed order, so the same input always gives the same bytes.
+/// the pool, dependencies first, as a byte string. The pool's own encoding keeps custom
+/// options (`(mlbridge.options.grpc_code)`), which `prost_types` would drop; fields go in
+/// number order and files in a fixed order, so the same input always gives the same bytes.
 fn descriptor_set(set: &ProtoSet) -> String {
-    use prost::Message;
-    let encoded = prost_types::FileDescriptorSet {
-        file: set.file_descriptor_protos(),
-    }
-    .encode_to_vec();
+    let encoded = set.pool().encode_to_vec();
     let names: Vec<String> = set.targets().map(|f| f.name().to_owned()).collect();
     let mut out = format!(
         "{HEADER}\n/// The encoded `google.protobuf.FileDescriptorSet` of {} and every file they\n\

@@ -169,12 +169,8 @@ pub async fn serve_with(
         inner: HealthService::from_health_reporter(health.clone()),
         stopping: stopping_rx,
     });
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(mlbridge_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(std::io::Error::other)?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(mlbridge_proto::FILE_DESCRIPTOR_SET)
+    let reflection_v1 = reflection().build_v1().map_err(std::io::Error::other)?;
+    let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(std::io::Error::other)?;
     let (calls, calls_rx) = watch::channel(0usize);
@@ -245,6 +241,31 @@ pub async fn serve_with(
         }
     }
 }
+
+/// Server reflection over the schema's descriptor set (generated from `proto/`, see
+/// `mlbridge_proto::FILE_DESCRIPTOR_SET`) and those of health and reflection, listing the
+/// services this listener serves (not `Worker` or `CallbackServer`, which workers and
+/// clients serve).
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mlbridge_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .include_reflection_service(false);
+    for service in SERVED {
+        builder = builder.with_service_name(*service);
+    }
+    builder
+}
+
+/// The services this listener serves, as reflection lists them.
+const SERVED: &[&str] = &[
+    MLBRIDGE_SERVICE,
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
 fn server_tls_config(tls: &ServerTls) -> tonic::transport::ServerTlsConfig {
     let mut config = tonic::transport::ServerTlsConfig::new().identity(
