@@ -80,26 +80,39 @@ def test_sigterm_turns_health_not_serving_while_a_call_drains(engine_bin: Path) 
         for name in seen:
             assert seen[name].get(timeout=10) == SERVING
 
+        entered, release = threading.Event(), threading.Event()
         result: queue.Queue[object] = queue.Queue()
-        ctx = SessionContext(engine.address).open()
+        owner = SessionContext(engine.address).open()
+        caller = SessionContext(engine.address, owner.session_id, keep_session=True).open()
         try:
-            # The built-in `sleep` tool holds a call open inside the engine.
-            call = threading.Thread(target=lambda: result.put(ctx.call_tool("sleep", ms=4000)), daemon=True)
+            # A call that stays inside the engine until the test lets it go: the engine
+            # calls back into this process, and the callback waits for `release`.
+            @owner.register_callback
+            def held() -> int:
+                entered.set()
+                release.wait(60)
+                return 7
+
+            call = threading.Thread(target=lambda: result.put(caller.call_callback("held")), daemon=True)
             call.start()
-            threading.Event().wait(0.5)
+            assert entered.wait(10), "the callback did not start"
             engine.process.terminate()
 
             for name in seen:
                 assert seen[name].get(timeout=10) == NOT_SERVING, f"watch of {name!r}"
                 assert seen[name].get(timeout=10) == "ended", f"watch of {name!r} did not end"
-            assert call.is_alive(), "the call finished before the checks below could run"
+            # The listener is still open while the call runs: new connections are told.
             assert check(engine.address, "") == NOT_SERVING
             assert check(engine.address, MLBRIDGE) == NOT_SERVING
+            assert engine.process.poll() is None
+            release.set()
             call.join(timeout=30)
-            assert result.get(timeout=1) == 4000
+            assert result.get(timeout=1) == 7
         finally:
+            release.set()
             # The engine is gone: nothing left to clean up there.
-            ctx.close(cleanup=False)
+            caller.close(cleanup=False)
+            owner.close(cleanup=False)
         assert engine.process.wait(timeout=30) == 0
     finally:
         engine.stop()
