@@ -187,6 +187,13 @@ pub async fn serve_with(
                 as fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
         ))
         .layer(CountCallsLayer { calls })
+        .layer(tower::util::option_layer(
+            options
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.client_ca_pem.is_some())
+                .then_some(RequireClientCertLayer),
+        ))
         .add_service(service)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -272,9 +279,74 @@ fn server_tls_config(tls: &ServerTls) -> tonic::transport::ServerTlsConfig {
         tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
     );
     if let Some(ca) = &tls.client_ca_pem {
-        config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        // The handshake lets a client without a certificate through (one that presents a
+        // certificate is still verified against the CA), so that its calls can be refused
+        // with a status that says why (RequireClientCert): a refused TLS 1.3 handshake
+        // reaches the client only as a closed connection.
+        config = config
+            .client_ca_root(tonic::transport::Certificate::from_pem(ca))
+            .client_auth_optional(true);
     }
     config
+}
+
+/// Mutual TLS: refuses every call on a connection whose client presented no certificate,
+/// with UNAUTHENTICATED and a message that says so.
+#[derive(Clone, Copy)]
+struct RequireClientCertLayer;
+
+impl<S> tower::Layer<S> for RequireClientCertLayer {
+    type Service = RequireClientCert<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireClientCert { inner }
+    }
+}
+
+#[derive(Clone)]
+struct RequireClientCert<S> {
+    inner: S,
+}
+
+/// Whether the connection of `request` is TLS with a verified client certificate.
+fn has_client_cert<B>(request: &http::Request<B>) -> bool {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
+    let extensions = request.extensions();
+    let certs = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<UdsConnectInfo>>()
+                .and_then(TlsConnectInfo::peer_certs)
+        });
+    certs.is_some_and(|certs| !certs.is_empty())
+}
+
+impl<S, B> tower::Service<http::Request<B>> for RequireClientCert<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if has_client_cert(&request) {
+            return Box::pin(self.inner.call(request));
+        }
+        let refused = tonic::Status::unauthenticated(
+            "this engine requires a client certificate (mutual TLS): connect with a \
+             certificate signed by the CA the engine was started with (--tls-client-ca)",
+        );
+        Box::pin(std::future::ready(Ok(refused.into_http())))
+    }
 }
 
 /// tonic-health's service, except that once the engine is stopping a watch stream ends

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .aio import AsyncSessionContext, AsyncVariableNamespace
 from .batch import AsyncBatch, Batch
+from .channel import TlsConfig
 from .optimization import AsyncOptimizationLock, OptimizationLock
 from . import errors as _errors
 from .errors import *  # noqa: F403 (the ErrorKind classes, generated from the proto)
@@ -40,6 +41,7 @@ from . import native as native  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "TlsConfig",
     "Binding",
     "BoundVariable",
     "OperationResult",
