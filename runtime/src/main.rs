@@ -68,7 +68,10 @@ impl TlsArgs {
             }),
             _ => None,
         };
-        Ok(mlbridge::ServeOptions { tls })
+        Ok(mlbridge::ServeOptions {
+            tls,
+            ..Default::default()
+        })
     }
 }
 
@@ -218,7 +221,10 @@ async fn main() -> anyhow::Result<()> {
             workers: worker_args,
             tls,
         } => {
-            let serve_options = tls.options()?;
+            let mut serve_options = tls.options()?;
+            // Health turns NOT_SERVING the moment a signal arrives, before the workers stop.
+            let health = mlbridge::listen::Health::new();
+            serve_options.health = Some(health.clone());
             // Listening for signals starts now, before anything is served: a signal that
             // arrives early still shuts the engine down cleanly.
             let mut signals = Signals::new();
@@ -250,6 +256,7 @@ async fn main() -> anyhow::Result<()> {
             let stopping = pool.clone();
             let shutdown = async move {
                 signals.recv().await;
+                health.set_not_serving().await;
                 if let Some(pool) = stopping {
                     pool.shutdown().await;
                 }

@@ -58,12 +58,15 @@ def test_health_watch_starts_with_serving(running: sdk_engine.RunningEngine, ser
     assert first.status == SERVING
 
 
-def test_sigterm_turns_health_not_serving_while_a_call_drains(engine_bin: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_sigterm_turns_health_not_serving_while_a_call_drains(engine_bin: Path, workers: int) -> None:
     """A SIGTERM while a call and health watches are in flight: the watches see NOT_SERVING
     and then end; health checks on new connections answer NOT_SERVING for "" and for
     MLBridge while the call is still running (the listener stays open until it ends); the
-    call itself completes; the engine exits cleanly."""
-    engine = sdk_engine.start_engine(engine_bin)
+    call itself completes; the engine exits cleanly. With workers, they stop after health
+    has turned NOT_SERVING."""
+    flags = ["--workers", str(workers), "--adapter", "mlbridge_adapters.builtin"]
+    engine = sdk_engine.start_engine(engine_bin, *flags, env=sdk_engine.worker_env())
     try:
         seen: dict[str, queue.Queue[int | str]] = {name: queue.Queue() for name in ("", MLBRIDGE)}
 

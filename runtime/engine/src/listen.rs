@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic_health::ServingStatus;
-use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::{HealthReporter, HealthService};
 
@@ -128,6 +128,39 @@ impl fmt::Debug for ServerTls {
 pub struct ServeOptions {
     /// TLS on the listener (`None`: plaintext HTTP/2).
     pub tls: Option<ServerTls>,
+    /// The health statuses the listener reports, for a caller that turns them NOT_SERVING
+    /// itself as soon as it decides to stop (before, say, stopping its workers). `None`: a
+    /// fresh one. Either way they turn NOT_SERVING when `shutdown` completes.
+    pub health: Option<Health>,
+}
+
+/// The statuses the engine's `grpc.health.v1.Health` service reports: SERVING for `""` and
+/// `mlbridge.v1.MLBridge` until [`Health::set_not_serving`].
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    reporter: HealthReporter,
+    /// Set once NOT_SERVING has been reported, so that watchers are told once.
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Health {
+    /// Statuses that start SERVING (once a listener serves them).
+    pub fn new() -> Self {
+        Health::default()
+    }
+
+    /// Reports NOT_SERVING for `""` and `mlbridge.v1.MLBridge`; health watchers are told
+    /// (once: later calls change nothing).
+    pub async fn set_not_serving(&self) {
+        if self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        for service in ["", MLBRIDGE_SERVICE] {
+            self.reporter
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+        }
+    }
 }
 
 /// Binds `addr`, calls `on_ready` with the bound address (the real port for port 0), and
@@ -160,13 +193,14 @@ pub async fn serve_with(
     let service = MlBridgeServer::new(engine)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
-    let health = HealthReporter::new();
+    let health = options.health.clone().unwrap_or_default();
     health
+        .reporter
         .set_service_status(MLBRIDGE_SERVICE, ServingStatus::Serving)
         .await;
     let (stopping, stopping_rx) = watch::channel(false);
     let health_service = HealthServer::new(EndingHealth {
-        inner: HealthService::from_health_reporter(health.clone()),
+        inner: HealthService::from_health_reporter(health.reporter.clone()),
         stopping: stopping_rx,
     });
     let reflection_v1 = reflection().build_v1().map_err(std::io::Error::other)?;
@@ -200,12 +234,7 @@ pub async fn serve_with(
         .add_service(reflection_v1alpha);
     let shutdown = async move {
         shutdown.await;
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        health
-            .set_service_status(MLBRIDGE_SERVICE, ServingStatus::NotServing)
-            .await;
+        health.set_not_serving().await;
         let _ = stopping.send(true);
         // Keep accepting (health checks, and calls from clients that have not noticed
         // yet) until no call is being handled.
@@ -360,7 +389,7 @@ type HealthWatchStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<HealthCheckResponse, tonic::Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Health for EndingHealth {
+impl HealthApi for EndingHealth {
     async fn check(
         &self,
         request: tonic::Request<HealthCheckRequest>,
