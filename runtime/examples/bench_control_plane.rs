@@ -2,18 +2,22 @@
 //! round trips to a Python grpcio server (the floor) and to a Rust tonic server, the SDK's
 //! callback server called directly (`ExecuteCallback` of the no-op, as the engine calls
 //! it), the callback round trip Rust client -> engine -> Python no-op callback -> engine ->
-//! client (`InvokeCallback`), and an optimization lock's acquire + release. All are
-//! measured in alternating rounds, so that machine noise hits them alike. Prints one JSON
-//! object per measurement on stdout.
+//! client (`InvokeCallback`), the callback round trip as the engine sees it (engine ->
+//! Python no-op -> engine, timed inside an engine embedded in this process, whose callback
+//! a second Python program registers), and an optimization lock's acquire + release. All
+//! are measured in alternating rounds, so that machine noise hits them alike. Prints one
+//! JSON object per measurement on stdout.
 //!
 //! Usage:
 //!   bench_control_plane echo-server
 //!     serves the `Callback` service as a minimal echo (the response carries the request's
 //!     metadata back) on 127.0.0.1:0; prints `PORT <n>`, stops when stdin closes.
 //!   bench_control_plane measure ENGINE_ADDR SESSION_ID SDK_CALLBACK_ADDR PYTHON_ECHO_ADDR
-//!       RUST_ECHO_ADDR
+//!       RUST_ECHO_ADDR PYTHON CALLBACK_SCRIPT
 //!     SESSION_ID is a session of the engine in which a Python program registered the
 //!     no-op callback `noop`, served by its SDK callback server at SDK_CALLBACK_ADDR.
+//!     `PYTHON CALLBACK_SCRIPT serve ADDR` starts such a program against the embedded
+//!     engine.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -86,6 +90,95 @@ async fn echo_server() {
         .expect("serve");
 }
 
+/// An engine embedded in this process, served on 127.0.0.1:0, and a Python program that
+/// registered the no-op callback `noop` with it: the engine's side of a callback round trip
+/// can then be timed where the engine makes it, without a client -> engine hop in front.
+struct Embedded {
+    session: mlbridge::Session,
+    program: std::process::Child,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Embedded {
+    async fn start(python: &str, script: &str) -> Self {
+        use std::io::BufRead;
+
+        let engine = mlbridge::Engine::builder().build();
+        let (bound_tx, bound) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = engine.clone();
+        tokio::spawn(async move {
+            let addr = "127.0.0.1:0".parse().expect("listen address");
+            mlbridge::serve(
+                served,
+                &addr,
+                |at| {
+                    let _ = bound_tx.send(at.to_string());
+                },
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .expect("serve the embedded engine");
+        });
+        let address = bound.await.expect("embedded engine bound");
+        let mut program = std::process::Command::new(python)
+            .args([script, "serve", &address])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the Python callback program");
+        let stdout = program.stdout.take().expect("piped stdout");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .expect("read the program's SESSION line");
+            line
+        })
+        .await
+        .expect("reader");
+        let session_id = line
+            .strip_prefix("SESSION ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("expected `SESSION <id> <endpoint>`, got {line:?}"))
+            .to_owned();
+        let session = engine
+            .in_process_client()
+            .open(mlbridge::SessionOptions {
+                id: Some(session_id),
+                ..Default::default()
+            })
+            .await
+            .expect("join the program's session in process");
+        Embedded {
+            session,
+            program,
+            stop: Some(stop),
+        }
+    }
+
+    /// Engine -> Python no-op -> engine: `InvokeCallback` handled in process.
+    async fn callback(&self) {
+        let result = self
+            .session
+            .call_callback("noop", HashMap::new())
+            .await
+            .expect("engine -> Python noop");
+        assert!(result.is_none(), "noop returned {result:?}");
+    }
+
+    fn stop(mut self) {
+        // Closing its stdin ends the program (and its session with it).
+        drop(self.program.stdin.take());
+        let _ = self.program.wait();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// A `Callback` client dialled as the engine dials callback servers.
 async fn callback_client(address: &str) -> CallbackClient<Channel> {
     let channel = mlbridge::dial::channel(address).await.expect("dial echo");
@@ -118,8 +211,10 @@ async fn measure(
     sdk_server: &str,
     python_echo: &str,
     rust_echo: &str,
+    (python, script): (&str, &str),
 ) {
     let client = Client::connect(engine).await.expect("connect");
+    let embedded = Embedded::start(python, script).await;
     let session = client
         .open(mlbridge::SessionOptions {
             id: Some(session_id.to_owned()),
@@ -168,8 +263,9 @@ async fn measure(
         echo(&sdk, session_id).await;
         callback().await;
         lock().await;
+        embedded.callback().await;
     }
-    const KINDS: usize = 5;
+    const KINDS: usize = 6;
     let per_round = SAMPLES / ROUNDS;
     let mut samples: [Vec<Duration>; KINDS] = Default::default();
     for round in 0..ROUNDS {
@@ -183,7 +279,8 @@ async fn measure(
                     1 => echo(&rust, session_id).await,
                     2 => echo(&sdk, session_id).await,
                     3 => callback().await,
-                    _ => lock().await,
+                    4 => lock().await,
+                    _ => embedded.callback().await,
                 }
                 samples[which].push(start.elapsed());
             }
@@ -195,7 +292,9 @@ async fn measure(
         sdk_samples,
         callback_samples,
         lock_samples,
+        embedded_samples,
     ] = &mut samples;
+    embedded.stop();
     report("unary echo (floor)", "python grpcio", python_samples);
     report("unary echo", "rust tonic", rust_samples);
     report(
@@ -207,6 +306,11 @@ async fn measure(
         "callback round trip (InvokeCallback, Python no-op)",
         "engine",
         callback_samples,
+    );
+    report(
+        "callback round trip engine -> Python no-op -> engine",
+        "engine (timed inside)",
+        embedded_samples,
     );
     report(
         "lock acquire + release (Start/StopOptimization)",
@@ -232,10 +336,22 @@ async fn main() {
             sdk_server,
             python_echo,
             rust_echo,
-        ] => measure(engine, session_id, sdk_server, python_echo, rust_echo).await,
+            python,
+            script,
+        ] => {
+            measure(
+                engine,
+                session_id,
+                sdk_server,
+                python_echo,
+                rust_echo,
+                (python, script),
+            )
+            .await;
+        }
         _ => {
             eprintln!(
-                "usage: bench_control_plane echo-server\n       bench_control_plane measure ENGINE_ADDR SESSION_ID SDK_CALLBACK_ADDR PYTHON_ECHO_ADDR RUST_ECHO_ADDR"
+                "usage: bench_control_plane echo-server\n       bench_control_plane measure ENGINE_ADDR SESSION_ID SDK_CALLBACK_ADDR PYTHON_ECHO_ADDR RUST_ECHO_ADDR PYTHON CALLBACK_SCRIPT"
             );
             std::process::exit(2);
         }

@@ -4,12 +4,15 @@ offline: DSPy calls go to the echo LM, which answers with the settings it receiv
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 from sdk_engine import RunningEngine, pool  # noqa: F401
 
 from mlbridge import (
+    CallbackError,
+    CallbackNotFound,
     InvalidArgument,
     OperationNotFound,
     SessionContext,
@@ -116,3 +119,42 @@ def test_worker_hosted_tools_are_listed_and_callable(ctx: SessionContext) -> Non
     assert "dspy_signature_fields" in ctx.tools
     fields = ctx.tools.dspy_signature_fields(signature="question, context -> answer")
     assert fields == {"inputs": ["question", "context"], "outputs": ["answer"]}
+
+
+def test_an_operation_calls_a_session_callback_from_the_worker(ctx: SessionContext) -> None:
+    ran_in: list[int] = []
+
+    @ctx.register_callback
+    def double(x: float) -> float:
+        ran_in.append(os.getpid())
+        return x * 2
+
+    assert Builtin(ctx).apply("double", arguments={"x": 1.5}).value == 3.0
+    # The worker called back into this program (through the engine), not a copy of it.
+    assert ran_in == [os.getpid()]
+    spec = next(
+        p
+        for adapter in ctx.describe_adapters(["builtin"])
+        for op in adapter.operations
+        if op.name == "apply"
+        for p in op.parameters
+        if p.name == "callback"
+    )
+    assert spec.callback and not spec.bindable
+
+
+def test_a_callback_parameter_naming_no_callback_fails_before_the_worker_runs(ctx: SessionContext) -> None:
+    with pytest.raises(CallbackNotFound, match="no callback named `missing`") as raised:
+        Builtin(ctx).apply("missing")
+    assert raised.value.context.get("parameter") == "callback"
+
+
+def test_a_callback_raising_under_a_worker_keeps_its_type_and_traceback(ctx: SessionContext) -> None:
+    @ctx.register_callback
+    def broken() -> None:
+        raise KeyError("no such column")
+
+    with pytest.raises(CallbackError) as raised:
+        Builtin(ctx).apply("broken")
+    assert raised.value.remote_type == "KeyError"
+    assert "no such column" in raised.value.remote_traceback

@@ -234,6 +234,8 @@ def test_a_rust_host_tool_takes_a_callback_parameter(pair: tuple[SessionContext,
     # `map_callback` is an engine tool written in Rust: its `callback` parameter is a
     # `mlbridge::tools::Callback`, which it calls through the engine for every entry.
     calls = [{"x": n} for n in range(1, 6)]
+    spec = other.tools.map_callback.spec.proto
+    assert [p.name for p in spec.parameters if p.callback] == ["callback"]
     assert other.tools.map_callback(callback="square", calls=calls, concurrency=2) == [1, 4, 9, 16, 25]
     with pytest.raises(CallbackError) as raised:
         other.tools.map_callback(callback="picky", calls=calls)

@@ -262,6 +262,9 @@ struct PyFramework {
     tools: Vec<PyTool>,
     /// `import` lines the VariableAware classes need.
     target_imports: Vec<String>,
+    /// Some parameter names a session callback (the dispatch module then imports
+    /// `RemoteCallback`).
+    uses_callbacks: bool,
 }
 
 struct PyOperation {
@@ -340,6 +343,12 @@ impl PyFramework {
             operations,
             tools: manifest.tools.iter().map(PyTool::new).collect(),
             target_imports,
+            uses_callbacks: manifest
+                .operations
+                .iter()
+                .flat_map(|op| &op.parameters)
+                .chain(manifest.tools.iter().flat_map(|tool| &tool.parameters))
+                .any(|p| p.callback),
         }
     }
 }
@@ -426,6 +435,9 @@ impl PyParam {
         if p.bindable {
             args.push("bindable=True".to_owned());
         }
+        if p.callback {
+            args.push("callback=True".to_owned());
+        }
         if let Some(name) = &p.python_name {
             args.push(format!("python_name={}", python_string(name)));
         }
@@ -436,7 +448,14 @@ impl PyParam {
             args.push(format!("constraints={}", constraints_expr(&p.constraints)));
         }
         let base = python_type(p.ty);
-        let decoded_type = if p.required || p.default.is_some() {
+        let decoded_type = if p.callback {
+            // The worker hands the implementation a callable, not the name.
+            if p.required {
+                "RemoteCallback".to_owned()
+            } else {
+                "RemoteCallback | None".to_owned()
+            }
+        } else if p.required || p.default.is_some() {
             if p.constraints.nullable && base != "Any" {
                 format!("{base} | None")
             } else {
@@ -458,6 +477,9 @@ impl PyParam {
         }
         if p.bindable {
             facts.push("bindable".to_owned());
+        }
+        if p.callback {
+            facts.push("the name of a callback registered in the session".to_owned());
         }
         if !doc.is_empty() {
             doc.push(' ');

@@ -285,6 +285,9 @@ fn param_summary(p: &Parameter) -> String {
     if p.bindable {
         facts.push("bindable".to_owned());
     }
+    if p.callback {
+        facts.push("the name of a callback registered in the session".to_owned());
+    }
     text.push_str(&format!(" ({})", facts.join(", ")));
     text
 }

@@ -89,6 +89,8 @@ pub struct Parameter {
     pub default: Option<Literal>,
     /// May be bound to a session variable.
     pub bindable: bool,
+    /// Names one of the calling session's registered callbacks (a string).
+    pub callback: bool,
     /// The framework's own keyword, when it differs from `name`.
     pub python_name: Option<String>,
     /// Human-readable description.

@@ -49,6 +49,7 @@ pub(super) struct RawParameter {
     pub(super) required: bool,
     pub(super) default: Option<Spanned<toml::Value>>,
     pub(super) bindable: Option<Spanned<bool>>,
+    pub(super) callback: Option<Spanned<bool>>,
     pub(super) python_name: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) description: String,

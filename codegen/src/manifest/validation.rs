@@ -405,6 +405,24 @@ impl Validator<'_> {
             Some(b) => *b.get_ref(),
             None => false,
         };
+        let callback = match &raw.callback {
+            Some(c) if *c.get_ref() => {
+                let problem = if ty != ValueType::String {
+                    Some("a callback parameter has type `string` (the callback's name)")
+                } else if bindable {
+                    Some("a callback parameter cannot also be `bindable`")
+                } else if raw.default.is_some() {
+                    Some("a callback parameter cannot have a default")
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Err(self.err(c.span(), &format!("{field}.callback"), problem));
+                }
+                true
+            }
+            _ => false,
+        };
         let python_name = raw
             .python_name
             .as_ref()
@@ -443,6 +461,7 @@ impl Validator<'_> {
             required: raw.required,
             default,
             bindable,
+            callback,
             python_name,
             description: raw.description,
             constraints,

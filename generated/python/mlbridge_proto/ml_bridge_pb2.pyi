@@ -2801,6 +2801,7 @@ class ParameterSpec(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     CONSTRAINTS_FIELD_NUMBER: _builtins.int
     BINDABLE_FIELD_NUMBER: _builtins.int
+    CALLBACK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Parameter name (a valid Python and Rust identifier, snake_case)."""
     type: _Global_VariableType.ValueType
@@ -2822,6 +2823,14 @@ class ParameterSpec(_message.Message):
     ExecuteFrameworkOperation (e.g. "temperature"). Default false.
     Meaningful only in an OperationSpec.
     """
+    callback: _builtins.bool
+    """True if the parameter names one of the calling session's registered
+    callbacks (e.g. a Python metric registered with RegisterCallback); its
+    type is STRING, the callback's name. The engine answers
+    CALLBACK_NOT_FOUND before running the call if the session has no such
+    callback; the implementation calls it through the engine
+    (InvokeCallback), under the callback's deadline. Default false.
+    """
     def __init__(
         self,
         *,
@@ -2832,9 +2841,10 @@ class ParameterSpec(_message.Message):
         description: _builtins.str = ...,
         constraints: _Global_Constraints | None = ...,
         bindable: _builtins.bool = ...,
+        callback: _builtins.bool = ...,
     ) -> None: ...
     def HasField(self, field_name: _typing.Literal["constraints", b"constraints", "default_value", b"default_value"]) -> _builtins.bool: ...
-    def ClearField(self, field_name: _typing.Literal["bindable", b"bindable", "constraints", b"constraints", "default_value", b"default_value", "description", b"description", "name", b"name", "required", b"required", "type", b"type"]) -> None: ...
+    def ClearField(self, field_name: _typing.Literal["bindable", b"bindable", "callback", b"callback", "constraints", b"constraints", "default_value", b"default_value", "description", b"description", "name", b"name", "required", b"required", "type", b"type"]) -> None: ...
     def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
 
 _Global_ParameterSpec: _typing_extensions.TypeAlias = ParameterSpec

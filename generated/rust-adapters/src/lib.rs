@@ -189,6 +189,75 @@ pub mod builtin {
         /// bindings were read from, the worker and timings.
         pub response: ::mlbridge_client::adapters::pb::ExecuteFrameworkOperationResponse,
     }
+    /// Calls one of the session's registered callbacks from the worker and returns its result.
+    ///
+    /// Operation `builtin.apply` (function). Required parameters go to [`Apply::new`], optional ones have setters; [`Apply::call`] runs it on a worker through the engine.
+    #[derive(Debug, Clone)]
+    #[must_use = "an operation does nothing until it is `call`ed"]
+    pub struct Apply {
+        call: ::mlbridge_client::adapters::OperationCall,
+    }
+    impl Apply {
+        /// The operation's name on the wire.
+        pub const OPERATION: &'static str = "apply";
+        /// Starts a `builtin.apply` call.
+        /// * `callback`: The callback to call. (type `string`, the name of a callback registered in the session)
+        pub fn new(callback: impl Into<String>) -> Self {
+            #[allow(unused_mut)]
+            let mut call = ::mlbridge_client::adapters::OperationCall::new(
+                FRAMEWORK,
+                Self::OPERATION,
+            );
+            call.set(
+                "callback",
+                ::mlbridge_client::adapters::dynamic(Into::<String>::into(callback)),
+            );
+            Apply { call }
+        }
+        /// Its named arguments. Unset means none. (type `map`)
+        pub fn arguments(
+            mut self,
+            value: impl ::mlbridge_client::values::WireValue,
+        ) -> Self {
+            self.call.set("arguments", ::mlbridge_client::adapters::dynamic(value));
+            self
+        }
+        /// Adds a call label, passed through to the worker.
+        pub fn label(
+            mut self,
+            key: impl Into<String>,
+            value: impl Into<String>,
+        ) -> Self {
+            self.call.label(key, value);
+            self
+        }
+        /// Runs the operation on a worker through the engine, in `session` (which owns any
+        /// bound variables).
+        pub async fn call(
+            self,
+            session: &::mlbridge_client::Session,
+        ) -> ::mlbridge_client::Result<ApplyOutput> {
+            let mut response = self.call.execute(session).await?;
+            Ok(ApplyOutput {
+                value: ::mlbridge_client::adapters::take_result(
+                    FRAMEWORK,
+                    Self::OPERATION,
+                    &mut response,
+                    "value",
+                )?,
+                response,
+            })
+        }
+    }
+    /// The results of [`Apply`], typed as the manifest declares them.
+    #[derive(Debug, Clone)]
+    pub struct ApplyOutput {
+        /// What the callback returned (null for nothing).
+        pub value: ::mlbridge_client::adapters::pb::Value,
+        /// The engine's whole answer: resolved parameters, the variables and versions
+        /// bindings were read from, the worker and timings.
+        pub response: ::mlbridge_client::adapters::pb::ExecuteFrameworkOperationResponse,
+    }
 }
 /// DSPy modules whose language-model settings can be bound to engine variables.
 ///

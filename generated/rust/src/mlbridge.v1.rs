@@ -1044,6 +1044,14 @@ pub struct ParameterSpec {
     /// Meaningful only in an OperationSpec.
     #[prost(bool, tag = "7")]
     pub bindable: bool,
+    /// True if the parameter names one of the calling session's registered
+    /// callbacks (e.g. a Python metric registered with RegisterCallback); its
+    /// type is STRING, the callback's name. The engine answers
+    /// CALLBACK_NOT_FOUND before running the call if the session has no such
+    /// callback; the implementation calls it through the engine
+    /// (InvokeCallback), under the callback's deadline. Default false.
+    #[prost(bool, tag = "8")]
+    pub callback: bool,
 }
 /// Description of one tool.
 #[derive(Clone, PartialEq, ::prost::Message)]

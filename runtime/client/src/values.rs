@@ -49,6 +49,11 @@ pub trait WireValue: Sized + Send + 'static {
     fn missing() -> Option<Self> {
         None
     }
+    /// Whether the value is the name of one of the session's callbacks
+    /// (`ParameterSpec.callback`).
+    fn names_callback() -> bool {
+        false
+    }
     /// Decodes a value already checked against [`WireValue::variable_type`].
     fn from_value(value: Value) -> std::result::Result<Self, String>;
     /// Encodes the value.
@@ -144,6 +149,9 @@ impl<T: WireValue> WireValue for Option<T> {
     }
     fn missing() -> Option<Self> {
         Some(None)
+    }
+    fn names_callback() -> bool {
+        T::names_callback()
     }
     fn from_value(value: Value) -> std::result::Result<Self, String> {
         match value.kind {

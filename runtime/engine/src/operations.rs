@@ -10,6 +10,7 @@ use std::time::Instant;
 use mlbridge_proto::mlbridge::v1::{self as pb, parameter_value::Kind};
 use prost::Message;
 
+use crate::callbacks::CallbackRegistry;
 use crate::error::{BridgeError, ErrorKind, Result, clip};
 use crate::params::Callee;
 use crate::state::StateBackend;
@@ -82,6 +83,7 @@ pub(crate) fn find_operation<'a>(
 pub async fn execute_operation(
     pool: &WorkerPool,
     state: &dyn StateBackend,
+    callbacks: &CallbackRegistry,
     max_payload_bytes: usize,
     request: pb::ExecuteFrameworkOperationRequest,
 ) -> Result<pb::ExecuteFrameworkOperationResponse> {
@@ -191,6 +193,17 @@ pub async fn execute_operation(
         resolved.insert(name.clone(), callee.check(param, value, None)?);
     }
     callee.complete(&spec.parameters, &mut resolved, "parameters")?;
+    // A parameter naming a session callback must name one before the worker runs anything.
+    for param in spec.parameters.iter().filter(|p| p.callback) {
+        if let Some(pb::Value {
+            kind: Some(pb::value::Kind::StringValue(name)),
+        }) = resolved.get(&param.name)
+        {
+            callbacks
+                .get(&session_id, name)
+                .map_err(|e| callee.context(e.with("parameter", &param.name)))?;
+        }
+    }
     payload_limit(
         &format!("operation `{full_name}`"),
         &resolved,

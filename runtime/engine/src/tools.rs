@@ -32,6 +32,7 @@ pub fn param<T: WireValue>(name: &str, description: &str) -> pb::ParameterSpec {
         description: description.to_owned(),
         constraints: Some(T::constraints()),
         bindable: false,
+        callback: T::names_callback(),
     }
 }
 
@@ -148,6 +149,10 @@ impl Callback {
 impl WireValue for Callback {
     fn variable_type() -> pb::VariableType {
         pb::VariableType::String
+    }
+
+    fn names_callback() -> bool {
+        true
     }
 
     fn from_value(value: Value) -> std::result::Result<Self, String> {

@@ -46,6 +46,7 @@ __all__ = [
     "OperationKind",
     "OperationSpec",
     "ParameterSpec",
+    "RemoteCallback",
     "ResultSpec",
     "elapsed_us",
 ]
@@ -70,6 +71,7 @@ class ParameterSpec:
     default: object = None
     has_default: bool = False
     bindable: bool = False
+    callback: bool = False
     python_name: str | None = None
     description: str = ""
     constraints: Constraints | None = None
@@ -86,6 +88,7 @@ class ParameterSpec:
             required=self.required,
             description=self.description,
             bindable=self.bindable,
+            callback=self.callback,
         )
         if self.has_default:
             spec.default_value.CopyFrom(to_value(self.default, self.type))
@@ -194,6 +197,28 @@ class Call:
             self._session = None
 
 
+class RemoteCallback:
+    """A callback of the calling session, given to an implementation for a parameter the
+    manifest declares with ``callback = true`` (the caller passes the callback's name).
+
+    Calling it runs the callback through the engine (``InvokeCallback``) under the callback's
+    deadline; a failure raises the engine's typed error (``CallbackError`` with the remote
+    exception type and traceback, ``TimeoutError``, ``CallbackUnavailable``, ...).
+    """
+
+    __slots__ = ("_call", "name")
+
+    def __init__(self, call: Call, name: str) -> None:
+        self._call = call
+        self.name = name
+
+    def __call__(self, **arguments: object) -> Any:
+        return self._call.session().call_callback(self.name, **arguments)
+
+    def __repr__(self) -> str:
+        return f"RemoteCallback({self.name!r})"
+
+
 class Adapter:
     """A framework adapter: the specs of its operations and tools and the calls into them."""
 
@@ -260,7 +285,7 @@ class Adapter:
     def execute(self, operation: str, parameters: Mapping[str, pb.Value], call: Call) -> dict[str, pb.Value]:
         """Runs one operation: decode and validate, call, encode the declared results."""
         spec = self.operation(operation)
-        arguments = _decode(spec.parameters, parameters, f"{self.framework}.{spec.name}")
+        arguments = _decode(spec.parameters, parameters, f"{self.framework}.{spec.name}", call)
         module = self.load()
         try:
             produced = spec.call(module, call, arguments)
@@ -272,7 +297,7 @@ class Adapter:
 
     def execute_tool(self, name: str, arguments: Mapping[str, pb.Value], call: Call) -> pb.Value:
         spec = self.tool(name)
-        decoded = _decode(spec.parameters, arguments, f"tool {name}")
+        decoded = _decode(spec.parameters, arguments, f"tool {name}", call)
         module = self.load()
         try:
             result = spec.call(module, call, decoded)
@@ -284,7 +309,7 @@ class Adapter:
 
     def stream_tool(self, name: str, arguments: Mapping[str, pb.Value], call: Call) -> Iterator[pb.Value]:
         spec = self.tool(name)
-        decoded = _decode(spec.parameters, arguments, f"tool {name}")
+        decoded = _decode(spec.parameters, arguments, f"tool {name}", call)
         module = self.load()
         try:
             chunks = spec.call(module, call, decoded)
@@ -299,7 +324,9 @@ class Adapter:
             raise _remote(ToolError, error, f"tool {name}") from error
 
 
-def _decode(specs: tuple[ParameterSpec, ...], given: Mapping[str, pb.Value], what: str) -> dict[str, Any]:
+def _decode(
+    specs: tuple[ParameterSpec, ...], given: Mapping[str, pb.Value], what: str, call: Call
+) -> dict[str, Any]:
     known = {spec.name for spec in specs}
     unknown = sorted(set(given) - known)
     if unknown:
@@ -311,7 +338,8 @@ def _decode(specs: tuple[ParameterSpec, ...], given: Mapping[str, pb.Value], wha
     arguments: dict[str, Any] = {}
     for spec in specs:
         if spec.name in given:
-            arguments[spec.name] = spec.decode(given[spec.name])
+            value = spec.decode(given[spec.name])
+            arguments[spec.name] = RemoteCallback(call, value) if spec.callback and isinstance(value, str) else value
         elif spec.has_default:
             arguments[spec.name] = spec.default
         elif spec.required:

@@ -14,6 +14,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mlbridge.dispatch import Adapter, Call, HostedTool, OperationSpec, ParameterSpec, ResultSpec
+{%- if self.0.fw.uses_callbacks %}
+from mlbridge.dispatch import RemoteCallback
+{%- endif %}
 from mlbridge.value_types import Constraints, Embedding, ModuleRef, VariableType
 
 __all__ = ["ADAPTER"]

@@ -13,6 +13,7 @@ from .proxy import (
     NoopResult,
     EchoResult,
     SleepResult,
+    ApplyResult,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "NoopResult",
     "EchoResult",
     "SleepResult",
+    "ApplyResult",
 ]

@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mlbridge.dispatch import Adapter, Call, HostedTool, OperationSpec, ParameterSpec, ResultSpec
+from mlbridge.dispatch import RemoteCallback
 from mlbridge.value_types import Constraints, Embedding, ModuleRef, VariableType
 
 __all__ = ["ADAPTER"]
@@ -74,6 +75,27 @@ def _sleep(module: ModuleType, call: Call, arguments: Mapping[str, Any]) -> Mapp
     )
 
 
+class ApplyFunction(Protocol):
+    """``mlbridge.frameworks.builtin.apply``: operation `apply`."""
+
+    def __call__(
+        self,
+        call: Call,
+        *,
+        callback: RemoteCallback,
+        arguments: dict[str, Any] | None,
+    ) -> Mapping[str, object]: ...
+
+
+def _apply(module: ModuleType, call: Call, arguments: Mapping[str, Any]) -> Mapping[str, object]:
+    function: ApplyFunction = module.apply
+    return function(
+        call,
+        callback=arguments["callback"],
+        arguments=arguments["arguments"],
+    )
+
+
 class WorkerPidTool(Protocol):
     """``mlbridge.frameworks.builtin.worker_pid``: tool `worker_pid`."""
 
@@ -129,6 +151,19 @@ ADAPTER = Adapter(
                 ResultSpec(name="slept", type=VariableType.FLOAT, description="Seconds actually slept."),
             ),
         ),
+        OperationSpec(
+            name="apply",
+            kind="function",
+            call=_apply,
+            description="Calls one of the session's registered callbacks from the worker and returns its result.",
+            parameters=(
+                ParameterSpec(name="callback", type=VariableType.STRING, required=True, callback=True, description="The callback to call."),
+                ParameterSpec(name="arguments", type=VariableType.MAP, description="Its named arguments. Unset means none."),
+            ),
+            results=(
+                ResultSpec(name="value", type=VariableType.ANY, description="What the callback returned (null for nothing)."),
+            ),
+        ),
     ),
     tools=(
         HostedTool(name="worker_pid", call=_tool_worker_pid, returns=VariableType.INTEGER, description="The process id of the worker that runs the call."),
@@ -141,4 +176,5 @@ if TYPE_CHECKING:
     _check_noop: NoopFunction = _implementation.noop
     _check_echo: EchoFunction = _implementation.echo
     _check_sleep: SleepFunction = _implementation.sleep
+    _check_apply: ApplyFunction = _implementation.apply
     _check_tool_worker_pid: WorkerPidTool = _implementation.worker_pid

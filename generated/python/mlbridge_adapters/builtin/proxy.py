@@ -23,6 +23,7 @@ __all__ = [
     "NoopResult",
     "EchoResult",
     "SleepResult",
+    "ApplyResult",
 ]
 
 FRAMEWORK: Final = "builtin"
@@ -76,6 +77,23 @@ class SleepResult:
     def _from(cls, operation: OperationResult) -> SleepResult:
         return cls(
             slept=operation.results["slept"],
+            operation=operation,
+        )
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """The results of `builtin.apply`."""
+
+    value: Any
+    """What the callback returned (null for nothing)."""
+    operation: OperationResult
+    """The engine's whole answer: resolved parameters, bindings, worker and timings."""
+
+    @classmethod
+    def _from(cls, operation: OperationResult) -> ApplyResult:
+        return cls(
+            value=operation.results["value"],
             operation=operation,
         )
 
@@ -149,6 +167,30 @@ class Builtin:
         )
         return SleepResult._from(operation)
 
+    def apply(
+        self,
+        callback: str,
+        *,
+        arguments: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ApplyResult:
+        """Calls one of the session's registered callbacks from the worker and returns its result.
+
+        Args:
+            callback: The callback to call. (string, the name of a callback registered in the session)
+            arguments: Its named arguments. Unset means none. (map)
+        """
+        operation = self._ctx.execute_operation(
+            FRAMEWORK,
+            "apply",
+            _present(
+                callback=callback,
+                arguments=arguments,
+            ),
+            metadata=metadata,
+        )
+        return ApplyResult._from(operation)
+
 
 class AsyncBuiltin:
     """Typed proxies for the `builtin` operations (asyncio).
@@ -218,3 +260,27 @@ class AsyncBuiltin:
             metadata=metadata,
         )
         return SleepResult._from(operation)
+
+    async def apply(
+        self,
+        callback: str,
+        *,
+        arguments: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ApplyResult:
+        """Calls one of the session's registered callbacks from the worker and returns its result.
+
+        Args:
+            callback: The callback to call. (string, the name of a callback registered in the session)
+            arguments: Its named arguments. Unset means none. (map)
+        """
+        operation = await self._ctx.execute_operation(
+            FRAMEWORK,
+            "apply",
+            _present(
+                callback=callback,
+                arguments=arguments,
+            ),
+            metadata=metadata,
+        )
+        return ApplyResult._from(operation)

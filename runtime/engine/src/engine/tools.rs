@@ -128,6 +128,7 @@ pub(super) async fn execute_framework_operation(
     operations::execute_operation(
         engine.worker_pool(&what)?,
         &*engine.state,
+        &engine.callbacks,
         engine.limits.max_value_bytes,
         r,
     )

@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 import time
 
-from ..dispatch import Call
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["echo", "noop", "sleep", "worker_pid"]
+from ..dispatch import Call, RemoteCallback
+
+__all__ = ["apply", "echo", "noop", "sleep", "worker_pid"]
 
 
 def noop(call: Call) -> dict[str, object]:
@@ -26,6 +29,11 @@ def sleep(call: Call, *, seconds: float) -> dict[str, object]:
     start = time.monotonic()
     time.sleep(seconds)
     return {"slept": time.monotonic() - start}
+
+
+def apply(call: Call, *, callback: RemoteCallback, arguments: Mapping[str, Any] | None) -> dict[str, object]:
+    """Calls `callback` with `arguments` through the engine and returns what it returned."""
+    return {"value": callback(**(arguments or {}))}
 
 
 def worker_pid(call: Call) -> int:
