@@ -112,6 +112,15 @@ impl Builder {
         self
     }
 
+    /// Also emit a file named `name` that defines `pub const FILE_DESCRIPTOR_SET: &[u8]`: the
+    /// encoded `google.protobuf.FileDescriptorSet` of every parsed file (imports first, with
+    /// source info), e.g. for gRPC server reflection. The include file, when there is one,
+    /// `include!`s it at the crate's root.
+    pub fn rust_descriptor_set_file(mut self, name: impl Into<String>) -> Self {
+        self.rust_settings.descriptor_set_file = Some(name.into());
+        self
+    }
+
     /// Give server trait methods default bodies that answer `UNIMPLEMENTED` (default: off),
     /// so that a server can implement a large service a piece at a time.
     pub fn server_default_stubs(mut self, enable: bool) -> Self {

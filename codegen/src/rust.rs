@@ -23,6 +23,8 @@ pub(crate) struct RustSettings {
     /// Give every server trait method a default body that answers `UNIMPLEMENTED`, so a
     /// server can implement a service a piece at a time.
     pub server_default_stubs: bool,
+    /// Also write a file with the encoded descriptor set of every parsed file.
+    pub descriptor_set_file: Option<String>,
 }
 
 /// Generates one `<package>.rs` per protobuf package, keyed by file name.
@@ -91,10 +93,16 @@ pub(crate) fn generate(
             format!("{HEADER}\n{code}{impls}"),
         );
     }
+    if let Some(name) = &settings.descriptor_set_file {
+        files.insert(name.clone(), descriptor_set(set));
+    }
     if let Some(include_file) = &settings.include_file {
         let mut modules: Vec<&Module> = modules.keys().collect();
         modules.sort();
-        files.insert(include_file.clone(), include_tree(&modules));
+        files.insert(
+            include_file.clone(),
+            include_tree(&modules, settings.descriptor_set_file.as_deref()),
+        );
     }
     Ok(files)
 }
@@ -193,9 +201,59 @@ fn fact_methods(enums: &[FactEnum]) -> String {
     prettyplease::unparse(&file)
 }
 
-/// A module tree that includes each package file from the same folder.
-fn include_tree(modules: &[&Module]) -> String {
+/// A Rust file defining `FILE_DESCRIPTOR_SET`: the encoded descriptor set of every file in
+/// the pool, dependencies first, as a byte string. The pool's own encoding keeps custom
+/// options (`(mlbridge.options.grpc_code)`), which `prost_types` would drop; fields go in
+/// number order and files in a fixed order, so the same input always gives the same bytes.
+fn descriptor_set(set: &ProtoSet) -> String {
+    let encoded = set.pool().encode_to_vec();
+    let names: Vec<String> = set.targets().map(|f| f.name().to_owned()).collect();
+    let mut out = format!(
+        "{HEADER}\n/// The encoded `google.protobuf.FileDescriptorSet` of {} and every file they\n\
+         /// import, dependencies first, with source info (comments): what gRPC server\n\
+         /// reflection serves.\npub const FILE_DESCRIPTOR_SET: &[u8] = b\"\\\n",
+        names
+            .iter()
+            .map(|name| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    out.push_str(&byte_string_lines(&encoded, 96));
+    out.push_str("\";\n");
+    out
+}
+
+/// The body of a Rust byte string literal holding `bytes`, broken into lines of about
+/// `width` characters with `\`-newline continuations. A continuation also skips the next
+/// line's leading whitespace, so a space that starts a line is escaped.
+fn byte_string_lines(bytes: &[u8], width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for &byte in bytes {
+        match byte {
+            b'"' => line.push_str("\\\""),
+            b'\\' => line.push_str("\\\\"),
+            b' ' if line.is_empty() => line.push_str("\\x20"),
+            0x20..=0x7e => line.push(char::from(byte)),
+            _ => line.push_str(&format!("\\x{byte:02x}")),
+        }
+        if line.len() >= width {
+            out.push_str(&line);
+            out.push_str("\\\n");
+            line.clear();
+        }
+    }
+    out.push_str(&line);
+    out
+}
+
+/// A module tree that includes each package file from the same folder, and the descriptor
+/// set file at the root when there is one.
+fn include_tree(modules: &[&Module], descriptor_set_file: Option<&str>) -> String {
     let mut out = format!("{HEADER}\n");
+    if let Some(name) = descriptor_set_file {
+        out.push_str(&format!("include!(\"{name}\");\n"));
+    }
     let mut open: Vec<String> = Vec::new();
     for module in modules {
         let parts: Vec<String> = module.parts().map(str::to_owned).collect();
@@ -406,4 +464,24 @@ fn check_nameless(file: &prost_reflect::FileDescriptor) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_string_lines;
+
+    #[test]
+    fn byte_string_lines_round_trip() {
+        // Every byte value, quotes, backslashes, and spaces that land at line starts.
+        let bytes: Vec<u8> = (0..=255u8)
+            .chain(*b"   \" \\ \n  x      ")
+            .cycle()
+            .take(3000)
+            .collect();
+        for width in [1, 7, 16, 96] {
+            let literal = format!("b\"\\\n{}\"", byte_string_lines(&bytes, width));
+            let parsed: syn::LitByteStr = syn::parse_str(&literal).expect("a valid literal");
+            assert_eq!(parsed.value(), bytes, "width {width}");
+        }
+    }
 }

@@ -8,6 +8,7 @@ pub use mlbridge_client::{
     error, optimization, values,
 };
 pub use mlbridge_engine::{
-    Engine, EngineBuilder, ListenAddr, WorkerPool, WorkerPoolConfig, builtin_tools, engine, glob,
-    listen, operations, serve, state, tool, tools, value, workers,
+    Engine, EngineBuilder, ListenAddr, ServeOptions, ServerTls, WorkerPool, WorkerPoolConfig,
+    builtin_tools, engine, glob, listen, operations, serve, serve_with, state, tool, tools, value,
+    workers,
 };

@@ -35,7 +35,49 @@ enum Command {
         /// with it however it exits, even when it is killed.
         #[arg(long)]
         stop_on_stdin_close: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
+}
+
+/// TLS on the engine's listener (workers and callback servers stay on loopback or Unix
+/// sockets, without TLS).
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate that chains to this CA (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn options(&self) -> anyhow::Result<mlbridge::ServeOptions> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("{flag} {}: cannot read: {e}", path.display()))
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(mlbridge::ServerTls {
+                cert_pem: read("--tls-cert", cert)?,
+                key_pem: read("--tls-key", key)?,
+                client_ca_pem: self
+                    .tls_client_ca
+                    .as_ref()
+                    .map(|ca| read("--tls-client-ca", ca))
+                    .transpose()?,
+            }),
+            _ => None,
+        };
+        Ok(mlbridge::ServeOptions {
+            tls,
+            ..Default::default()
+        })
+    }
 }
 
 /// The pool of Python workers that runs framework operations and Python tools.
@@ -183,7 +225,12 @@ async fn main() -> anyhow::Result<()> {
             no_builtin_tools,
             workers: worker_args,
             stop_on_stdin_close,
+            tls,
         } => {
+            let mut serve_options = tls.options()?;
+            // Health turns NOT_SERVING the moment a signal arrives, before the workers stop.
+            let health = mlbridge::listen::Health::new();
+            serve_options.health = Some(health.clone());
             // Listening for signals starts now, before anything is served: a signal that
             // arrives early still shuts the engine down cleanly.
             let mut signals = Signals::new(stop_on_stdin_close);
@@ -215,13 +262,15 @@ async fn main() -> anyhow::Result<()> {
             let stopping = pool.clone();
             let shutdown = async move {
                 signals.recv().await;
+                health.set_not_serving().await;
                 if let Some(pool) = stopping {
                     pool.shutdown().await;
                 }
             };
-            let served = mlbridge::serve(
+            let served = mlbridge::serve_with(
                 engine,
                 &listen,
+                &serve_options,
                 |bound| {
                     if let Some(pool) = &pool {
                         pool.set_engine_address(bound);

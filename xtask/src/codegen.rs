@@ -44,6 +44,7 @@ pub(crate) fn generate() -> Result<BTreeMap<String, String>> {
     let Generated { rust, python, .. } = mlbridge_codegen::configure()
         .include(root.join("proto"))
         .rust_include_file("lib.rs")
+        .rust_descriptor_set_file("file_descriptor_set.rs")
         .server_default_stubs(true)
         .python(true)
         .python_package(PYTHON_PACKAGE)

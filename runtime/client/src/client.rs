@@ -132,14 +132,32 @@ impl Transport {
 impl Client {
     /// Connects to `address`: `HOST:PORT`, `http://HOST:PORT` or `unix:PATH`.
     pub async fn connect(address: &str) -> Result<Self> {
-        let unreachable = |e: &dyn std::fmt::Display| {
+        Self::connect_with(address, None).await
+    }
+
+    /// Connects to an engine that serves TLS (`mlbridge serve --tls-cert ...`), presenting
+    /// a client certificate when `tls` has one.
+    pub async fn connect_tls(address: &str, tls: &crate::dial::ClientTls) -> Result<Self> {
+        Self::connect_with(address, Some(tls)).await
+    }
+
+    async fn connect_with(address: &str, tls: Option<&crate::dial::ClientTls>) -> Result<Self> {
+        let unreachable = |e: &dyn std::error::Error| {
+            // tonic's transport error says only "transport error"; the reason (refused, a
+            // certificate that does not check out, ...) is in its causes.
+            let mut reason = e.to_string();
+            let mut cause = e.source();
+            while let Some(next) = cause {
+                reason.push_str(&format!(": {next}"));
+                cause = next.source();
+            }
             BridgeError::new(
                 ErrorKind::Unavailable,
-                format!("cannot connect to engine at `{address}`: {e}"),
+                format!("cannot connect to engine at `{address}`: {reason}"),
             )
             .with("address", address)
         };
-        let channel = crate::dial::channel(address)
+        let channel = crate::dial::channel_with(address, tls)
             .await
             .map_err(|e| unreachable(&e))?;
         let inner = MlBridgeClient::new(channel)

@@ -165,8 +165,18 @@ impl BridgeError {
             Code::DeadlineExceeded => ErrorKind::Timeout,
             _ => ErrorKind::Unspecified,
         };
-        BridgeError::new(kind, format!("{:?}: {}", status.code(), status.message()))
-            .with("grpc_code", format!("{:?}", status.code()))
+        // A status made on this side from a transport failure (the connection dropped, a
+        // TLS peer refused our certificate, ...) carries the reason in its causes only.
+        let mut message = format!("{:?}: {}", status.code(), status.message());
+        let mut cause = std::error::Error::source(status);
+        while let Some(next) = cause {
+            let text = next.to_string();
+            if !message.contains(&text) {
+                message.push_str(&format!(": {text}"));
+            }
+            cause = next.source();
+        }
+        BridgeError::new(kind, message).with("grpc_code", format!("{:?}", status.code()))
     }
 }
 

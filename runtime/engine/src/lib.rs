@@ -19,7 +19,7 @@ pub mod value;
 pub mod workers;
 
 pub use engine::{Engine, EngineBuilder};
-pub use listen::{ListenAddr, serve};
+pub use listen::{ListenAddr, ServeOptions, ServerTls, serve, serve_with};
 pub use mlbridge_client::{BridgeError, ErrorKind, PROTOCOL_VERSION, Result, error};
 pub use mlbridge_macros::tool;
 pub use workers::{WorkerPool, WorkerPoolConfig};

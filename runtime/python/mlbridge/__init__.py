@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .aio import AsyncSessionContext, AsyncVariableNamespace
 from .batch import AsyncBatch, Batch
+from .channel import TlsConfig
 from .engine import AsyncEngine, Engine, EngineNotFoundError, EngineStartError
 from .optimization import AsyncOptimizationLock, OptimizationLock
 from . import errors as _errors
@@ -42,6 +43,7 @@ from . import native as native  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "TlsConfig",
     "Binding",
     "BoundVariable",
     "OperationResult",

@@ -36,7 +36,7 @@ from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 from .session_protocol import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open, read_only_async
 from .batch import AsyncBatch
 from .callbacks import CallbackServer, Registered
-from .channel import aio_channel
+from .channel import TlsConfig, aio_channel
 from .errors import BridgeError, ErrorKind, error_for, error_from_rpc
 from .optimization import DEFAULT_LEASE, AsyncOptimizationLock
 from .snapshots import HistoryEntry, OperationResult, Resource, SessionInfo, Variable, WriteResult, timestamp
@@ -95,6 +95,7 @@ class AsyncSessionContext:
         timeout: float | None = 30.0,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         channel_options: Sequence[tuple[str, Any]] = (),
+        tls: TlsConfig | None = None,
     ) -> None:
         options = SessionOptions.build(
             address,
@@ -111,6 +112,7 @@ class AsyncSessionContext:
             timeout=timeout,
             max_value_bytes=max_value_bytes,
             channel_options=channel_options,
+            tls=tls,
         )
         self._core = SessionCore(options)
         self._channel: grpc.aio.Channel | None = None
@@ -132,9 +134,9 @@ class AsyncSessionContext:
         if self._stub is not None:
             return self
         options = self._core.options
-        self._channel = aio_channel(options.address, options.channel_options)
+        self._channel = aio_channel(options.address, options.channel_options, options.tls)
         self._stub = pb_grpc.MLBridgeStub(self._channel)
-        self._stream_channel = aio_channel(options.address, options.channel_options)
+        self._stream_channel = aio_channel(options.address, options.channel_options, options.tls)
         self._stream_stub = pb_grpc.MLBridgeStub(self._stream_channel)
         try:
             response = await self._invoke(self._stub.InitializeSession, self._core.initialize_request())

@@ -30,7 +30,7 @@ from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 from .session_protocol import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open
 from .batch import Batch
 from .callbacks import CallbackServer, Registered
-from .channel import channel
+from .channel import TlsConfig, channel
 from .errors import BridgeError, ErrorKind, VariableNotFound, error_for, error_from_rpc
 from .optimization import DEFAULT_LEASE, OptimizationLock
 from .snapshots import HistoryEntry, OperationResult, Resource, SessionInfo, Variable, WriteResult, timestamp
@@ -106,6 +106,9 @@ class SessionContext:
         timeout: seconds per call (None: no deadline). Watch streams have none.
         max_value_bytes: the engine's value size limit, checked before sending.
         channel_options: extra grpc channel options.
+        tls: connect over TLS (`TlsConfig`: the engine's CA, and a client certificate for
+            an engine that requires one); None: plaintext. The SDK's callback server, which
+            the engine dials back, stays plaintext on this host.
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class SessionContext:
         timeout: float | None = 30.0,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         channel_options: Sequence[tuple[str, Any]] = (),
+        tls: TlsConfig | None = None,
     ) -> None:
         options = SessionOptions.build(
             address,
@@ -141,6 +145,7 @@ class SessionContext:
             timeout=timeout,
             max_value_bytes=max_value_bytes,
             channel_options=channel_options,
+            tls=tls,
         )
         self._core = SessionCore(options)
         self._channel: grpc.Channel | None = None
@@ -163,9 +168,9 @@ class SessionContext:
         if self._stub is not None:
             return self
         options = self._core.options
-        self._channel = channel(options.address, options.channel_options)
+        self._channel = channel(options.address, options.channel_options, options.tls)
         self._stub = pb_grpc.MLBridgeStub(self._channel)
-        self._stream_channel = channel(options.address, options.channel_options)
+        self._stream_channel = channel(options.address, options.channel_options, options.tls)
         self._stream_stub = pb_grpc.MLBridgeStub(self._stream_channel)
         try:
             response = self._invoke(self._stub.InitializeSession, self._core.initialize_request())

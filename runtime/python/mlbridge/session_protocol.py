@@ -17,6 +17,7 @@ from google.protobuf import duration_pb2
 from mlbridge_proto import ml_bridge_pb2 as pb
 
 from .cache import Schema, VariableCache
+from .channel import TlsConfig
 from .errors import BridgeError, ErrorKind, clip, error_for
 from .snapshots import Binding, HistoryEntry, OperationResult, SessionInfo, Variable, WriteResult
 from .value_types import Constraints, VariableType, parse_variable_type
@@ -53,6 +54,7 @@ class SessionOptions:
     timeout: float | None = 30.0
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     channel_options: Sequence[tuple[str, Any]] = ()
+    tls: TlsConfig | None = None
 
     @classmethod
     def build(
@@ -72,6 +74,7 @@ class SessionOptions:
         timeout: float | None,
         max_value_bytes: int,
         channel_options: Sequence[tuple[str, Any]],
+        tls: TlsConfig | None = None,
     ) -> SessionOptions:
         """Options from constructor arguments, with defaults filled in (the engine judges
         the session id and TTL when the session is opened)."""
@@ -91,6 +94,7 @@ class SessionOptions:
             timeout=timeout,
             max_value_bytes=max_value_bytes,
             channel_options=tuple(channel_options),
+            tls=tls,
         )
 
 
