@@ -9,6 +9,6 @@ pub use mlbridge_client::{
 };
 pub use mlbridge_engine::{
     Engine, EngineBuilder, ListenAddr, ServeOptions, ServerTls, WorkerPool, WorkerPoolConfig,
-    builtin_tools, engine, glob, listen, operations, serve, serve_with, state, tool, tools, value,
-    workers,
+    builtin_tools, engine, glob, listen, operations, serve, serve_with, state, telemetry, tool,
+    tools, value, workers,
 };

@@ -37,6 +37,8 @@ enum Command {
         stop_on_stdin_close: bool,
         #[command(flatten)]
         tls: TlsArgs,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
     },
 }
 
@@ -78,6 +80,26 @@ impl TlsArgs {
             ..Default::default()
         })
     }
+}
+
+/// Logs, traces and metrics.
+#[derive(Debug, Args)]
+struct TelemetryArgs {
+    /// Log lines on stderr: `text`, or `json` (one object per line, with trace and span ids).
+    #[arg(long, default_value = "text")]
+    log_format: mlbridge::telemetry::LogFormat,
+    /// Which log lines: a level (`warn`, `info`, `debug`: one line per RPC) or a RUST_LOG-style
+    /// filter (`mlbridge_engine=debug,warn`) [default: $RUST_LOG, else info].
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Export spans over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317)
+    /// [default: $OTEL_EXPORTER_OTLP_ENDPOINT, else no export].
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks
+    /// a free port, printed on stderr). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The pool of Python workers that runs framework operations and Python tools.
@@ -226,11 +248,19 @@ async fn main() -> anyhow::Result<()> {
             workers: worker_args,
             stop_on_stdin_close,
             tls,
+            telemetry,
         } => {
             let mut serve_options = tls.options()?;
             // Health turns NOT_SERVING the moment a signal arrives, before the workers stop.
             let health = mlbridge::listen::Health::new();
             serve_options.health = Some(health.clone());
+            let telemetry_guard =
+                mlbridge::telemetry::init(&mlbridge::telemetry::TelemetryConfig {
+                    log_format: telemetry.log_format,
+                    log_filter: telemetry.log_level.clone(),
+                    otlp_endpoint: telemetry.otlp_endpoint.clone(),
+                })
+                .map_err(|e| anyhow::anyhow!(e))?;
             // Listening for signals starts now, before anything is served: a signal that
             // arrives early still shuts the engine down cleanly.
             let mut signals = Signals::new(stop_on_stdin_close);
@@ -244,7 +274,12 @@ async fn main() -> anyhow::Result<()> {
             // Workers are ready before the engine listens, so that its listening line means
             // framework operations can run.
             let pool = if worker_args.workers > 0 {
-                let starting = worker_args.config(&limits).start();
+                let mut config = worker_args.config(&limits);
+                if let Some(endpoint) = &telemetry.otlp_endpoint {
+                    // Workers export their spans where the engine exports its own.
+                    config = config.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
+                }
+                let starting = config.start();
                 let pool = tokio::select! {
                     pool = starting => pool.map_err(|e| anyhow::anyhow!("{}", e.message))?,
                     () = signals.recv() => return Ok(()),
@@ -255,6 +290,26 @@ async fn main() -> anyhow::Result<()> {
                 None
             };
             let engine = builder.build();
+            let _metrics = match telemetry.metrics_listen {
+                Some(addr) => {
+                    let listener = tokio::net::TcpListener::bind(addr).await?;
+                    let bound = listener.local_addr()?;
+                    tracing::info!(
+                        "{}{bound}/metrics",
+                        mlbridge::telemetry::metrics::METRICS_READY_PREFIX
+                    );
+                    let engine = engine.clone();
+                    Some(tokio::spawn(async move {
+                        mlbridge::telemetry::metrics::serve_metrics(
+                            listener,
+                            engine,
+                            std::future::pending(),
+                        )
+                        .await;
+                    }))
+                }
+                None => None,
+            };
             let _sweeper = engine
                 .spawn_expiry_sweeper(Duration::from_millis(limit_args.sweep_interval_ms.max(1)));
             // On a signal, stop the workers first: calls running on them then fail at once
@@ -287,6 +342,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(pool) = pool {
                 pool.shutdown().await;
             }
+            telemetry_guard.shutdown();
             served?;
         }
     }

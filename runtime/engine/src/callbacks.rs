@@ -408,7 +408,7 @@ impl Callback {
                         .map_err(|e| self.unavailable(format!("cannot connect: {e}")))
                 })
                 .await?;
-            let mut request = tonic::Request::new(request);
+            let mut request = crate::telemetry::traced_request(request);
             request.set_timeout(self.timeout);
             client
                 .clone()
@@ -417,6 +417,15 @@ impl Callback {
                 .map(tonic::Response::into_inner)
                 .map_err(|status| self.failure(&status, started.elapsed()))
         };
+        let span = tracing::info_span!(
+            "callback call",
+            otel.name = "mlbridge.v1.Callback/ExecuteCallback",
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = "mlbridge.v1.Callback",
+            rpc.method = "ExecuteCallback",
+        );
+        let call = tracing::Instrument::instrument(call, span);
         match tokio::time::timeout(self.timeout, call).await {
             Ok(answer) => answer,
             Err(_) => Err(self.timed_out()),

@@ -14,6 +14,7 @@ pub mod operations;
 mod params;
 pub mod resources;
 pub mod state;
+pub mod telemetry;
 pub mod tools;
 pub mod value;
 pub mod workers;

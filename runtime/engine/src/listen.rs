@@ -216,6 +216,8 @@ pub async fn serve_with(
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     }
     let router = server
+        // Outermost, so that it sees each call's final status.
+        .layer(crate::telemetry::RpcTelemetryLayer)
         .layer(tower::util::MapResponseLayer::new(
             undecodable_requests_are_invalid_arguments
                 as fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from mlbridge_proto import ml_bridge_pb2 as pb
 
+from . import telemetry
+
 __all__ = ["Schema", "VariableCache"]
 
 _SET_KINDS = frozenset(
@@ -89,8 +91,15 @@ class VariableCache:
         return self._watch_sequence
 
     def lookup(self, name: str) -> pb.Variable | None:
-        """A fresh cached state of `name`, or None."""
-        if not self.enabled or (self.watched and not self._live):
+        """A fresh cached state of `name`, or None (counted as a hit or a miss)."""
+        if not self.enabled:
+            return None
+        found = self._lookup(name)
+        telemetry.cache_lookup(found is not None)
+        return found
+
+    def _lookup(self, name: str) -> pb.Variable | None:
+        if self.watched and not self._live:
             return None
         with self._lock:
             entry = self._entries.get(name)

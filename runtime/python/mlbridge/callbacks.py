@@ -25,6 +25,7 @@ import grpc
 from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
+from . import telemetry
 from .dispatch import _remote
 from .errors import BridgeError, CallbackError, CallbackNotFound, clip, send_error
 from .tools import specs_from_signature
@@ -155,6 +156,7 @@ class CallbackServer:
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="mlbridge-callback"),
             options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
+            interceptors=telemetry.server_interceptors(),
         )
         pb_grpc.add_CallbackServicer_to_server(_Service(self), self._server)
         port = self._server.add_insecure_port(f"{host}:0")

@@ -12,6 +12,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from . import telemetry
+
 __all__ = ["TlsConfig", "aio_channel", "channel", "channel_options"]
 
 
@@ -92,8 +94,8 @@ def channel(address: str, extra: Sequence[tuple[str, Any]] = (), tls: TlsConfig 
     """A blocking channel to the engine at `address` (over TLS when `tls` is given)."""
     options = channel_options(address, extra, tls)
     if tls is None:
-        return grpc.insecure_channel(address, options=options)
-    return grpc.secure_channel(address, tls.credentials(), options=options)
+        return telemetry.instrument_channel(grpc.insecure_channel(address, options=options))
+    return telemetry.instrument_channel(grpc.secure_channel(address, tls.credentials(), options=options))
 
 
 def aio_channel(
@@ -101,6 +103,7 @@ def aio_channel(
 ) -> grpc.aio.Channel:
     """An asyncio channel to the engine at `address` (over TLS when `tls` is given)."""
     options = channel_options(address, extra, tls)
+    interceptors = telemetry.aio_client_interceptors() or None
     if tls is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, tls.credentials(), options=options)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, tls.credentials(), options=options, interceptors=interceptors)

@@ -36,7 +36,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
-from . import __version__
+from . import __version__, telemetry
 from .dispatch import Adapter, Call, elapsed_us
 from .errors import (
     BridgeError,
@@ -343,6 +343,7 @@ def serve(
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 0),
         ],
+        interceptors=telemetry.server_interceptors(),
     )
     pb_grpc.add_WorkerServicer_to_server(WorkerService(worker_id, adapters, started_at), server)
     if listen.startswith("unix:"):
@@ -401,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO,
         format=f"%(asctime)s %(name)s[{args.worker_id}] %(levelname)s %(message)s",
     )
+    telemetry.configure_worker("mlbridge-worker")
     stop = _Stop()
     # Watched from the start: an engine that dies while this worker imports its frameworks
     # must not leave it behind.
@@ -452,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reason = stop.wait()
     _log.info("stopping: %s", reason)
     server.stop(grace=1.0).wait()
+    telemetry.shutdown()
     # Calls still running after the grace period are abandoned: a worker must never
     # outlive its engine because a framework call does not return.
     _exit_later(1.0)

@@ -17,6 +17,7 @@ use crate::resources::{NativeResource, ResourceRegistry};
 use crate::state::{
     Limits, MemoryBackend, NewSession, StateBackend, WatchStart, WriteContext, WriteOp,
 };
+use crate::telemetry::traced;
 use crate::tools::{Handler, ToolDef, ToolRegistry};
 use crate::workers::WorkerPool;
 
@@ -373,98 +374,98 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::InitializeSessionRequest>,
     ) -> GrpcResult<pb::InitializeSessionResponse> {
-        answer(sessions::initialize_session(self, request.into_inner()).await)
+        answer(sessions::initialize_session(self, traced(request)).await)
     }
 
     async fn get_session(
         &self,
         request: Request<pb::GetSessionRequest>,
     ) -> GrpcResult<pb::GetSessionResponse> {
-        answer(sessions::get_session(self, request.into_inner()).await)
+        answer(sessions::get_session(self, traced(request)).await)
     }
 
     async fn heartbeat(
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> GrpcResult<pb::HeartbeatResponse> {
-        answer(sessions::heartbeat(self, request.into_inner()).await)
+        answer(sessions::heartbeat(self, traced(request)).await)
     }
 
     async fn cleanup_session(
         &self,
         request: Request<pb::CleanupSessionRequest>,
     ) -> GrpcResult<pb::CleanupSessionResponse> {
-        answer(sessions::cleanup_session(self, request.into_inner()).await)
+        answer(sessions::cleanup_session(self, traced(request)).await)
     }
 
     async fn register_variable(
         &self,
         request: Request<pb::RegisterVariableRequest>,
     ) -> GrpcResult<pb::RegisterVariableResponse> {
-        answer(variables::register_variable(self, request.into_inner()).await)
+        answer(variables::register_variable(self, traced(request)).await)
     }
 
     async fn get_variable(
         &self,
         request: Request<pb::GetVariableRequest>,
     ) -> GrpcResult<pb::GetVariableResponse> {
-        answer(variables::get_variable(self, request.into_inner()).await)
+        answer(variables::get_variable(self, traced(request)).await)
     }
 
     async fn set_variable(
         &self,
         request: Request<pb::SetVariableRequest>,
     ) -> GrpcResult<pb::SetVariableResponse> {
-        answer(variables::set_variable(self, request.into_inner()).await)
+        answer(variables::set_variable(self, traced(request)).await)
     }
 
     async fn delete_variable(
         &self,
         request: Request<pb::DeleteVariableRequest>,
     ) -> GrpcResult<pb::DeleteVariableResponse> {
-        answer(variables::delete_variable(self, request.into_inner()).await)
+        answer(variables::delete_variable(self, traced(request)).await)
     }
 
     async fn list_variables(
         &self,
         request: Request<pb::ListVariablesRequest>,
     ) -> GrpcResult<pb::ListVariablesResponse> {
-        answer(variables::list_variables(self, request.into_inner()).await)
+        answer(variables::list_variables(self, traced(request)).await)
     }
 
     async fn get_variables(
         &self,
         request: Request<pb::GetVariablesRequest>,
     ) -> GrpcResult<pb::GetVariablesResponse> {
-        answer(variables::get_variables(self, request.into_inner()).await)
+        answer(variables::get_variables(self, traced(request)).await)
     }
 
     async fn set_variables(
         &self,
         request: Request<pb::SetVariablesRequest>,
     ) -> GrpcResult<pb::SetVariablesResponse> {
-        answer(variables::set_variables(self, request.into_inner()).await)
+        answer(variables::set_variables(self, traced(request)).await)
     }
 
     async fn get_variable_history(
         &self,
         request: Request<pb::GetVariableHistoryRequest>,
     ) -> GrpcResult<pb::GetVariableHistoryResponse> {
-        answer(variables::get_variable_history(self, request.into_inner()).await)
+        answer(variables::get_variable_history(self, traced(request)).await)
     }
 
     async fn rollback_variable(
         &self,
         request: Request<pb::RollbackVariableRequest>,
     ) -> GrpcResult<pb::RollbackVariableResponse> {
-        answer(variables::rollback_variable(self, request.into_inner()).await)
+        answer(variables::rollback_variable(self, traced(request)).await)
     }
 
     async fn watch_variables(
         &self,
         request: Request<pb::WatchVariablesRequest>,
     ) -> GrpcResult<BoxStream<pb::VariableUpdate>> {
-        let r = request.into_inner();
+        let r = traced(request);
         let stream = async {
             let start = match (r.include_initial_values, r.resume_from_sequence) {
                 (true, Some(_)) => {
@@ -492,35 +493,35 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::StartOptimizationRequest>,
     ) -> GrpcResult<pb::StartOptimizationResponse> {
-        answer(locks::start_optimization(self, request.into_inner()).await)
+        answer(locks::start_optimization(self, traced(request)).await)
     }
 
     async fn stop_optimization(
         &self,
         request: Request<pb::StopOptimizationRequest>,
     ) -> GrpcResult<pb::StopOptimizationResponse> {
-        answer(locks::stop_optimization(self, request.into_inner()).await)
+        answer(locks::stop_optimization(self, traced(request)).await)
     }
 
     async fn list_tools(
         &self,
         request: Request<pb::ListToolsRequest>,
     ) -> GrpcResult<pb::ListToolsResponse> {
-        answer(tools::list_tools(self, request.into_inner()).await)
+        answer(tools::list_tools(self, traced(request)).await)
     }
 
     async fn execute_tool(
         &self,
         request: Request<pb::ExecuteToolRequest>,
     ) -> GrpcResult<pb::ExecuteToolResponse> {
-        answer(tools::execute_tool(self, request.into_inner()).await)
+        answer(tools::execute_tool(self, traced(request)).await)
     }
 
     async fn execute_streaming_tool(
         &self,
         request: Request<pb::ExecuteStreamingToolRequest>,
     ) -> GrpcResult<BoxStream<pb::ToolChunk>> {
-        let r = request.into_inner();
+        let r = traced(request);
         if let Some(workers) = self.tool_worker(&r.tool_name) {
             // A worker numbers its chunks and sends the final marker itself.
             let chunks = async {
@@ -581,35 +582,35 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ExecuteFrameworkOperationRequest>,
     ) -> GrpcResult<pb::ExecuteFrameworkOperationResponse> {
-        answer(tools::execute_framework_operation(self, request.into_inner()).await)
+        answer(tools::execute_framework_operation(self, traced(request)).await)
     }
 
     async fn register_callback(
         &self,
         request: Request<pb::RegisterCallbackRequest>,
     ) -> GrpcResult<pb::RegisterCallbackResponse> {
-        answer(callbacks::register_callback(self, request.into_inner()).await)
+        answer(callbacks::register_callback(self, traced(request)).await)
     }
 
     async fn unregister_callback(
         &self,
         request: Request<pb::UnregisterCallbackRequest>,
     ) -> GrpcResult<pb::UnregisterCallbackResponse> {
-        answer(callbacks::unregister_callback(self, request.into_inner()).await)
+        answer(callbacks::unregister_callback(self, traced(request)).await)
     }
 
     async fn register_tools(
         &self,
         request: Request<pb::RegisterToolsRequest>,
     ) -> GrpcResult<pb::RegisterToolsResponse> {
-        answer(callbacks::register_tools(self, request.into_inner()).await)
+        answer(callbacks::register_tools(self, traced(request)).await)
     }
 
     async fn invoke_callback(
         &self,
         request: Request<pb::InvokeCallbackRequest>,
     ) -> GrpcResult<pb::ExecuteCallbackResponse> {
-        let r = request.into_inner();
+        let r = traced(request);
         answer(
             async {
                 let session = required("session_id", &r.session_id)?;
@@ -625,28 +626,28 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::CreateResourceRequest>,
     ) -> GrpcResult<pb::CreateResourceResponse> {
-        answer(resources::create_resource(self, request.into_inner()).await)
+        answer(resources::create_resource(self, traced(request)).await)
     }
 
     async fn invoke_resource(
         &self,
         request: Request<pb::InvokeResourceRequest>,
     ) -> GrpcResult<pb::InvokeResourceResponse> {
-        answer(resources::invoke_resource(self, request.into_inner()).await)
+        answer(resources::invoke_resource(self, traced(request)).await)
     }
 
     async fn release_resource(
         &self,
         request: Request<pb::ReleaseResourceRequest>,
     ) -> GrpcResult<pb::ReleaseResourceResponse> {
-        answer(resources::release_resource(self, request.into_inner()).await)
+        answer(resources::release_resource(self, traced(request)).await)
     }
 
     async fn list_resources(
         &self,
         request: Request<pb::ListResourcesRequest>,
     ) -> GrpcResult<pb::ListResourcesResponse> {
-        answer(resources::list_resources(self, request.into_inner()).await)
+        answer(resources::list_resources(self, traced(request)).await)
     }
 
     async fn describe_adapters(

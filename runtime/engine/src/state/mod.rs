@@ -220,8 +220,28 @@ pub trait StateBackend: Send + Sync + 'static {
     ) -> Result<Vec<pb::Variable>>;
     /// Number of live sessions.
     async fn session_count(&self) -> usize;
+    /// Counts for the metrics endpoint. The default knows only the session count.
+    async fn stats(&self) -> StateStats {
+        StateStats {
+            sessions: self.session_count().await,
+            ..StateStats::default()
+        }
+    }
     /// Events about sessions as a whole (a session ended), from now on.
     fn session_events(&self) -> SessionEvents;
+}
+
+/// What a backend holds, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateStats {
+    /// Live sessions.
+    pub sessions: usize,
+    /// Variables over all sessions.
+    pub variables: usize,
+    /// Open watch streams over all sessions.
+    pub watchers: usize,
+    /// Bytes held, as the engine-wide memory budget counts them.
+    pub memory_bytes: usize,
 }
 
 impl std::fmt::Debug for dyn StateBackend {

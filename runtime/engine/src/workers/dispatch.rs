@@ -6,6 +6,7 @@ use std::pin::Pin;
 
 use mlbridge_proto::mlbridge::v1 as pb;
 use tokio_stream::{Stream, StreamExt};
+use tracing::Instrument;
 
 use super::{WorkerPool, crashed, failure, timed_out, until_ended};
 use crate::error::{BridgeError, ErrorKind, Result};
@@ -13,6 +14,18 @@ use crate::error::{BridgeError, ErrorKind, Result};
 /// A worker-hosted tool's output, chunk by chunk, ending after the final chunk or with an
 /// error.
 pub type ToolChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ToolChunk>> + Send>>;
+
+/// The span of an engine → worker call, whose context the worker's span continues.
+fn worker_span(method: &str) -> tracing::Span {
+    tracing::info_span!(
+        "worker call",
+        otel.name = %format_args!("mlbridge.v1.Worker/{method}"),
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = "mlbridge.v1.Worker",
+        rpc.method = %method,
+    )
+}
 
 impl WorkerPool {
     /// The spec of the worker-hosted tool `name`, if a worker offers one.
@@ -35,8 +48,11 @@ impl WorkerPool {
     ) -> Result<(pb::ExecuteFrameworkOperationResponse, String)> {
         request.engine_address = self.engine_address();
         self.call(session_id, what, move |mut client| async move {
-            client.execute_framework_operation(request).await
+            client
+                .execute_framework_operation(crate::telemetry::traced_request(request))
+                .await
         })
+        .instrument(worker_span("ExecuteFrameworkOperation"))
         .await
     }
 
@@ -50,8 +66,11 @@ impl WorkerPool {
     ) -> Result<(pb::ExecuteToolResponse, String)> {
         request.engine_address = self.engine_address();
         self.call(session_id, what, move |mut client| async move {
-            client.execute_tool(request).await
+            client
+                .execute_tool(crate::telemetry::traced_request(request))
+                .await
         })
+        .instrument(worker_span("ExecuteTool"))
         .await
     }
 
@@ -69,6 +88,11 @@ impl WorkerPool {
         let worker = self.ready_worker(&slot).await?;
         let timeout = self.inner.config.operation_timeout;
         let (sender, receiver) = tokio::sync::mpsc::channel::<Result<pb::ToolChunk>>(16);
+        let span = worker_span("ExecuteStreamingTool");
+        let worker_request = {
+            let _entered = span.enter();
+            crate::telemetry::traced_request(worker_request)
+        };
         // The forwarding task owns the call: it ends the stream with the worker's death,
         // and dropping the receiver (the client went away) cancels the worker's call.
         tokio::spawn(async move {

@@ -75,6 +75,21 @@ struct PoolInner {
     socket_dir: PathBuf,
 }
 
+/// A worker pool's health at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolHealth {
+    /// Worker slots.
+    pub slots: usize,
+    /// Workers started and serving.
+    pub alive: usize,
+    /// Workers running at least one call.
+    pub busy: usize,
+    /// Calls running on workers.
+    pub calls: usize,
+    /// Restarts over all slots since the pool started.
+    pub restarts: u64,
+}
+
 /// A supervised pool of Python workers. Cheap to clone; clones share the pool.
 ///
 /// Embedding an engine with workers (what `mlbridge serve --workers 2` does):
@@ -245,6 +260,27 @@ impl WorkerPool {
 
     pub(crate) fn engine_address(&self) -> String {
         self.inner.engine_address.get().cloned().unwrap_or_default()
+    }
+
+    /// The pool's health, for metrics.
+    pub fn health(&self) -> PoolHealth {
+        let max_calls = self.inner.config.max_concurrent_calls;
+        let mut health = PoolHealth {
+            slots: self.inner.slots.len(),
+            ..PoolHealth::default()
+        };
+        for slot in &self.inner.slots {
+            if let SlotState::Ready(worker) = &*slot.state.borrow()
+                && worker.ended.borrow().is_none()
+            {
+                health.alive += 1;
+            }
+            let calls = max_calls.saturating_sub(slot.calls.available_permits());
+            health.calls += calls;
+            health.busy += usize::from(calls > 0);
+            health.restarts += slot.restarts.load(Ordering::Relaxed);
+        }
+        health
     }
 
     /// The process id of each slot's worker (`None` while it is down), by slot.

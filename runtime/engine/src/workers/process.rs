@@ -168,7 +168,13 @@ async fn ready(
 }
 
 fn forward(worker_id: &str, line: &str) {
-    eprintln!("[{worker_id}] {line}");
+    // Under `mlbridge serve` a log line like the engine's own (JSON with --log-format json);
+    // embedded without a subscriber, plain stderr as before.
+    if tracing::dispatcher::has_been_set() {
+        tracing::info!(target: "mlbridge_engine::worker", worker_id, "{line}");
+    } else {
+        eprintln!("[{worker_id}] {line}");
+    }
 }
 
 /// A gRPC channel to a worker at `HOST:PORT` or `unix:PATH`.

@@ -157,11 +157,11 @@ pub(super) async fn supervise(
         if up_since.elapsed() >= config.stable_after {
             backoff = config.restart_backoff;
         }
-        eprintln!(
+        warn(format_args!(
             "mlbridge: worker {} (pid {pid}) stopped: {how}; restarting in {}ms",
             slot.id,
             backoff.as_millis()
-        );
+        ));
         launched = loop {
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
@@ -180,19 +180,29 @@ pub(super) async fn supervise(
             };
             match attempt {
                 Ok(worker) => break worker,
-                Err(error) => eprintln!(
+                Err(error) => warn(format_args!(
                     "mlbridge: restarting worker {} failed: {}; retrying in {}ms",
                     slot.id,
                     error.message,
                     backoff.as_millis()
-                ),
+                )),
             }
         };
         slot.restarts.fetch_add(1, Ordering::Relaxed);
-        eprintln!(
+        warn(format_args!(
             "mlbridge: worker {} restarted (pid {})",
             slot.id, launched.description.pid
-        );
+        ));
+    }
+}
+
+/// A line about the pool's health: a log event under `mlbridge serve`'s subscriber, plain
+/// stderr when the engine is embedded without one.
+fn warn(message: std::fmt::Arguments<'_>) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!("{message}");
+    } else {
+        eprintln!("{message}");
     }
 }
 

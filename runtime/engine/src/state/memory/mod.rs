@@ -589,6 +589,26 @@ impl StateBackend for MemoryBackend {
     async fn session_count(&self) -> usize {
         self.sessions.read().expect("sessions lock").len()
     }
+    async fn stats(&self) -> super::StateStats {
+        let slots: Vec<Arc<Slot>> = self
+            .sessions
+            .read()
+            .expect("sessions lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut stats = super::StateStats {
+            sessions: slots.len(),
+            memory_bytes: self.memory_used(),
+            ..super::StateStats::default()
+        };
+        for slot in slots {
+            let state = slot.state.lock().expect("session lock");
+            stats.variables += state.variables.len();
+            stats.watchers += state.watchers;
+        }
+        stats
+    }
     fn session_events(&self) -> SessionEvents {
         self.events.subscribe()
     }
@@ -641,6 +661,7 @@ async fn forward(
                 let state = slot.state.lock().expect("session lock");
                 let current = state.variables.sequence();
                 let behind = current.saturating_sub(last);
+                crate::telemetry::metrics::watch_lag(behind);
                 if behind > watch_buffer as u64 {
                     Err(BridgeError::new(
                         ErrorKind::WatchLagged,
