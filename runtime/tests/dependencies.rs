@@ -255,3 +255,47 @@ async fn concurrent_writers_never_show_a_derived_value_that_disagrees() {
     let (a, b, total) = (now["a"].1, now["b"].1, now["total"].1);
     assert_eq!(total, (a - 1) + (b - 1) + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_derived_variable_registered_during_writes_agrees_with_its_inputs() {
+    // Writers keep changing `a` while derived variables are registered one after another:
+    // a write that looked up the derived variables just before a registration must still
+    // leave the new variable agreeing with the inputs it wrote.
+    let session = session().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let session = session.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut i = 0.0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1.0;
+                    session.set("a", w as f64 * 1e6 + i).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let names: Vec<String> = (0..200).map(|i| format!("total_{i}")).collect();
+    for name in &names {
+        session
+            .register_derived(name, T::Float, "total", &["a", "b"], Constraints::default())
+            .await
+            .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut all: Vec<&str> = vec!["a", "b"];
+    all.extend(names.iter().map(String::as_str));
+    let read = values(&session, &all).await;
+    let expected = read["a"].0 + read["b"].0;
+    let stale: Vec<&String> = names.iter().filter(|n| read[*n].0 != expected).collect();
+    assert!(
+        stale.is_empty(),
+        "{} of {} derived variables disagree with a + b = {expected}: {stale:?}",
+        stale.len(),
+        names.len()
+    );
+}

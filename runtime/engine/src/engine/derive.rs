@@ -4,6 +4,16 @@
 //! as the change, each guarded by the versions of the inputs it was computed from; a
 //! concurrent change of an input makes the batch fail on its guard, and the engine computes
 //! again. So a reader never sees a derived value that disagrees with its inputs.
+//!
+//! A derived variable registered while a write is under way is the one case the guards
+//! cannot see: the write looked up the derived variables before the registration and so
+//! wrote no recomputation, while the registration computed its value from the inputs before
+//! the write. [`Registrations`] tells the write that this may have happened, and the write
+//! then recomputes the derived variables it did not know about (`catch_up`).
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
@@ -11,6 +21,40 @@ use crate::value::{self, Subject};
 
 /// Attempts at a write whose derived inputs keep changing underneath it.
 const ATTEMPTS: usize = 8;
+
+/// The engine's derived-variable registrations, as writes need to know them: whether any
+/// exists (until then writes skip the lookup), how many are under way, and an epoch that
+/// moves when one ends. Engine-wide rather than per session: registrations are rare, and a
+/// write that finds the epoch moved only looks up its session's derived variables again.
+#[derive(Debug, Default)]
+pub(crate) struct Registrations {
+    any: AtomicBool,
+    under_way: AtomicUsize,
+    epoch: AtomicU64,
+}
+
+/// A derived-variable registration under way; ends (moving the epoch) when dropped.
+pub(super) struct Registering<'a>(&'a Registrations);
+
+impl Drop for Registering<'_> {
+    fn drop(&mut self) {
+        self.0.epoch.fetch_add(1, SeqCst);
+        self.0.under_way.fetch_sub(1, SeqCst);
+    }
+}
+
+impl Registrations {
+    /// What a write notes before it looks up the derived variables.
+    fn epoch(&self) -> u64 {
+        self.epoch.load(SeqCst)
+    }
+
+    /// Whether a registration ran (or runs) since `epoch` was read: then the derived
+    /// variables a write looked up may lack one.
+    fn moved_since(&self, epoch: u64) -> bool {
+        self.under_way.load(SeqCst) > 0 || self.epoch.load(SeqCst) != epoch
+    }
+}
 
 type Outcomes = Vec<Result<(pb::Variable, u64)>>;
 
@@ -30,39 +74,91 @@ impl Engine {
         if !ops.iter().any(changes_values) {
             return self.state.write(session, ops, atomic, context).await;
         }
+        let epoch = self.derived_registrations.epoch();
         let derived = self.derived(session).await?;
-        if derived.is_empty() {
-            return self.state.write(session, ops, atomic, context).await;
-        }
-        if atomic {
-            return self.write_step(session, ops, &derived, &context).await;
-        }
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops {
-            outcomes.extend(
-                self.write_step(session, vec![op], &derived, &context)
-                    .await?,
-            );
+        let written: Vec<String> = ops
+            .iter()
+            .filter(|op| changes_values(op))
+            .map(|op| op.name().to_owned())
+            .collect();
+        let outcomes = if derived.is_empty() {
+            self.state
+                .write(session, ops, atomic, context.clone())
+                .await?
+        } else if atomic {
+            self.write_step(session, ops, &derived, &context).await?
+        } else {
+            let mut outcomes = Vec::with_capacity(ops.len());
+            for op in ops {
+                outcomes.extend(
+                    self.write_step(session, vec![op], &derived, &context)
+                        .await?,
+                );
+            }
+            outcomes
+        };
+        if self.derived_registrations.moved_since(epoch) && outcomes.iter().any(Result::is_ok) {
+            self.catch_up(session, &written, &derived, &context).await;
         }
         Ok(outcomes)
+    }
+
+    /// After a write that may have raced a derived-variable registration: recomputes the
+    /// derived variables the write reaches that were not among `known` (and those that
+    /// depend on them), guarded by their inputs' versions as always. A guard that fails
+    /// means a later write changed an input, and that write recomputed them itself.
+    async fn catch_up(
+        &self,
+        session: &str,
+        written: &[String],
+        known: &[pb::Variable],
+        context: &WriteContext,
+    ) {
+        let Ok(derived) = self.derived(session).await else {
+            return;
+        };
+        let written: Vec<&str> = written.iter().map(String::as_str).collect();
+        let mut missed: HashSet<String> = HashSet::new();
+        let mut recompute = Vec::new();
+        for variable in reached(&derived, &written) {
+            // Dependency order: a variable is missed when it is new or depends on a missed one.
+            let new = !known.iter().any(|k| k.name == variable.name);
+            if new || variable.depends_on.iter().any(|d| missed.contains(d)) {
+                missed.insert(variable.name.clone());
+                recompute.push(variable);
+            }
+        }
+        if recompute.is_empty() {
+            return;
+        }
+        if let Err(error) = self
+            .write_reached(session, Vec::new(), recompute, context)
+            .await
+        {
+            tracing::warn!(
+                session_id = session,
+                "recomputing derived variables after a registration raced a write: {}",
+                error.message
+            );
+        }
     }
 
     /// The session's derived variables; none without a lookup while no session of this
     /// engine has registered one.
     pub(super) async fn derived(&self, session: &str) -> Result<Vec<pb::Variable>> {
-        if !self
-            .derived_registered
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if !self.derived_registrations.any.load(SeqCst) {
             return Ok(Vec::new());
         }
         self.state.derived(session).await
     }
 
-    /// Notes that a derived variable exists, so that writes look for them from now on.
-    pub(super) fn note_derived(&self) {
-        self.derived_registered
-            .store(true, std::sync::atomic::Ordering::Release);
+    /// Notes that a derived variable is being registered, so that writes look for them from
+    /// now on and writes under way catch up; the registration ends when the guard drops.
+    pub(super) fn registering_derived(&self) -> Registering<'_> {
+        let registrations = &*self.derived_registrations;
+        registrations.any.store(true, SeqCst);
+        registrations.under_way.fetch_add(1, SeqCst);
+        Registering(registrations)
     }
 
     /// One atomic step: `ops` plus the recomputed derived variables they reach.
@@ -78,6 +174,18 @@ impl Engine {
         if reached.is_empty() {
             return self.state.write(session, ops, true, context.clone()).await;
         }
+        self.write_reached(session, ops, reached, context).await
+    }
+
+    /// One atomic step: `ops` plus the recomputation of `reached` (in dependency order).
+    async fn write_reached(
+        &self,
+        session: &str,
+        ops: Vec<WriteOp>,
+        reached: Vec<pb::Variable>,
+        context: &WriteContext,
+    ) -> Result<Outcomes> {
+        let written: Vec<&str> = ops.iter().map(WriteOp::name).collect();
         let count = ops.len();
         let mut names: Vec<String> = reached
             .iter()
@@ -233,7 +341,6 @@ impl Engine {
 /// The derived variables that a change of `written` reaches, directly or through other
 /// derived variables, each after the reached variables it depends on.
 fn reached(derived: &[pb::Variable], written: &[&str]) -> Vec<pb::Variable> {
-    use std::collections::HashSet;
     // The closure: a derived variable is reached when one of its inputs changed or was
     // reached.
     let mut changed: HashSet<&str> = written.iter().copied().collect();

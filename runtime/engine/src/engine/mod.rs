@@ -44,9 +44,9 @@ pub struct Engine {
     workers: Option<WorkerPool>,
     callbacks: Arc<CallbackRegistry>,
     resources: Arc<ResourceRegistry>,
-    /// Set once any session registers a derived variable: until then a write has no derived
-    /// variables to look for, and skips the lookup.
-    derived_registered: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether any derived variable exists, and registrations under way: what a write
+    /// needs to know that the derived variables it looked up may have changed meanwhile.
+    derived_registrations: Arc<derive::Registrations>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -137,7 +137,7 @@ impl EngineBuilder {
             workers: self.workers,
             callbacks,
             resources,
-            derived_registered: Arc::default(),
+            derived_registrations: Arc::default(),
         }
     }
 }

@@ -32,7 +32,7 @@ pub(super) async fn register_variable(
     }
     // A derived variable: its tool computes the initial value from the inputs, guarded by
     // the inputs' versions like every recomputation.
-    engine.note_derived();
+    let _registering = engine.registering_derived();
     for attempt in 1.. {
         let (found, _) = engine.state.get(session, &r.depends_on).await?;
         let mut arguments = HashMap::new();
