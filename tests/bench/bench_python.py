@@ -3,6 +3,11 @@ reads, writes, a host tool call), and raw generated stubs against both the engin
 dict-server peer. Prints one JSON object per measurement.
 
 Usage: bench_python.py ENGINE_ADDR PEER_ADDR
+       bench_python.py overhead LABEL=ENGINE_ADDR ...
+
+`overhead` measures the SDK's uncached get on several engines (e.g. with telemetry or access
+control on and off) in alternating rounds, so that drift on a busy machine falls on all of
+them alike; one row per engine, its server column being the label.
 """
 
 from __future__ import annotations
@@ -82,7 +87,48 @@ def sdk(address: str) -> None:
         measure("get, cached (Python SDK)", "engine", lambda i: ctx.get_variable("temperature"), samples=100_000)
 
 
+def overhead(engines: list[tuple[str, str]], rounds: int = 12, per_round: int = 500) -> None:
+    contexts = []
+    try:
+        for _, address in engines:
+            ctx = SessionContext(address, cache=False)
+            contexts.append(ctx)
+            ctx.register_variable("temperature", "float", 0.7)
+            for _ in range(WARMUP):
+                ctx.get_variable("temperature")
+        timings: list[list[int]] = [[] for _ in engines]
+        for round_number in range(rounds):
+            # Rotate which engine goes first, so none always follows another's burst.
+            order = [(round_number + k) % len(engines) for k in range(len(engines))]
+            for index in order:
+                ctx = contexts[index]
+                for _ in range(per_round):
+                    start = time.perf_counter_ns()
+                    ctx.get_variable("temperature")
+                    timings[index].append(time.perf_counter_ns() - start)
+        for (label, _), samples in zip(engines, timings):
+            samples.sort()
+            print(
+                json.dumps(
+                    {
+                        "name": "get, uncached (Python SDK), alternating",
+                        "server": label,
+                        "p50_us": samples[len(samples) // 2] / 1e3,
+                        "p99_us": samples[int((len(samples) - 1) * 0.99)] / 1e3,
+                        "ops_per_sec": len(samples) / (sum(samples) / 1e9),
+                    }
+                ),
+                flush=True,
+            )
+    finally:
+        for ctx in contexts:
+            ctx.close()
+
+
 def main() -> None:
+    if sys.argv[1] == "overhead":
+        overhead([(label, address) for label, _, address in (arg.partition("=") for arg in sys.argv[2:])])
+        return
     engine, peer = sys.argv[1], sys.argv[2]
     sdk(engine)
     raw_get_set(engine, "engine")

@@ -321,6 +321,87 @@ fn engine() -> Result<()> {
         3.0,
         false,
     );
+    what_telemetry_costs(&root, &venv)
+}
+
+/// The Python SDK's uncached get on an engine as started by default and on one with all
+/// telemetry on (OTLP export to a collector, Prometheus metrics, JSON logs), in alternating
+/// rounds of one run.
+fn what_telemetry_costs(root: &Path, venv: &python::Venv) -> Result<()> {
+    use std::io::{BufRead, Read as _};
+    step("bench engine: what telemetry costs (Python uncached get, alternating rounds)");
+    let binary = root.join("target/release/mlbridge");
+    let mut sink = venv
+        .command(&["tests/bench/otlp_sink.py"], root)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut sink_out = std::io::BufReader::new(sink.stdout.take().expect("piped"));
+    let mut line = String::new();
+    sink_out.read_line(&mut line)?;
+    let port = line
+        .trim()
+        .strip_prefix("PORT ")
+        .ok_or_else(|| anyhow::anyhow!("the OTLP sink printed {line:?}"))?
+        .to_owned();
+    let collector = format!("http://127.0.0.1:{port}");
+    let plain = run::EngineProcess::start(&binary)?;
+    let telemetry = run::EngineProcess::start_with_args(
+        &binary,
+        &[
+            "--otlp-endpoint",
+            &collector,
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
+    )?;
+    let out = run::output(&mut venv.command(
+        &[
+            "tests/bench/bench_python.py",
+            "overhead",
+            &format!("off={}", plain.address),
+            &format!("telemetry on={}", telemetry.address),
+        ],
+        root,
+    ))?;
+    drop(plain);
+    // Stopping the engine flushes its last spans to the collector.
+    drop(telemetry);
+    drop(sink.stdin.take());
+    let mut rest = String::new();
+    sink_out.read_to_string(&mut rest)?;
+    let _ = sink.wait();
+    let spans: u64 = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("SPANS "))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("the OTLP sink did not report its span count"))?;
+
+    let rows = parse_rows(&String::from_utf8_lossy(&out.stdout))?;
+    println!(
+        "\n{:<44} {:<20} {:>10} {:>10} {:>12}",
+        "operation", "engine", "p50 µs", "p99 µs", "ops/s"
+    );
+    for row in &rows {
+        println!(
+            "{:<44} {:<20} {:>10.1} {:>10.1} {:>12.0}",
+            row.name, row.server, row.p50_us, row.p99_us, row.ops_per_sec
+        );
+    }
+    println!("(the collector received {spans} spans from the engine with telemetry on)");
+    if spans == 0 {
+        bail!("the engine with telemetry on exported no spans: the comparison would be void");
+    }
+    let p50 = |server: &str| rows.iter().find(|r| r.server == server).map(|r| r.p50_us);
+    println!("\ngoals:");
+    goal_ratio(
+        "Python uncached get p50, telemetry on / off",
+        p50("telemetry on"),
+        p50("off"),
+        1.10,
+    );
     Ok(())
 }
 

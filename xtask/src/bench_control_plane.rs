@@ -16,7 +16,11 @@ use crate::bench::{Row, goal_ratio, parse_rows};
 use crate::{python, run, step};
 
 const TRIALS: usize = 50;
-const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
+/// Seeds 1..=SEEDS. The figure is the median over the first five; five draws of a
+/// best-of-50 are noisy (Optuna's seeds 1-5 on this objective fall in its luckiest few per
+/// cent), so the run also reports the median over all of them, which is what the goal reads.
+const SEEDS: u64 = 30;
+const FIRST_SEEDS: usize = 5;
 
 const FLOOR: (&str, &str) = ("unary echo (floor)", "python grpcio");
 const TONIC: (&str, &str) = ("unary echo", "rust tonic");
@@ -95,8 +99,7 @@ pub(crate) fn run() -> Result<()> {
     };
 
     step(&format!(
-        "bench control-plane: engine TPE vs Optuna TPE ({TRIALS} trials, {} seeds)",
-        SEEDS.len()
+        "bench control-plane: engine TPE vs Optuna TPE ({TRIALS} trials, {SEEDS} seeds)"
     ));
     let mut args = vec![
         "tests/bench/control_plane.py".to_owned(),
@@ -104,7 +107,7 @@ pub(crate) fn run() -> Result<()> {
         engine.address.clone(),
         TRIALS.to_string(),
     ];
-    args.extend(SEEDS.iter().map(u64::to_string));
+    args.extend((1..=SEEDS).map(|seed| seed.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run::output(&mut venv.command(&args, &root))?;
     drop(engine);
@@ -272,15 +275,23 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// Per runner: median best value and median per-trial overhead (µs).
+/// Per runner: median best value (over all seeds and over the first few) and median
+/// per-trial overhead (µs).
 struct Summary {
     best: Option<f64>,
+    best_first: Option<f64>,
     overhead_us: Option<f64>,
 }
 
 fn summarize(runs: &[OptimizerRun]) -> Summary {
+    let best = |runs: &[OptimizerRun]| median(runs.iter().filter_map(|r| r.best).collect());
+    let first: Vec<&OptimizerRun> = runs
+        .iter()
+        .filter(|r| r.seed <= FIRST_SEEDS as u64)
+        .collect();
     Summary {
-        best: median(runs.iter().filter_map(|r| r.best).collect()),
+        best: best(runs),
+        best_first: median(first.iter().filter_map(|r| r.best).collect()),
         overhead_us: median(
             runs.iter()
                 .filter(|r| r.trials > 0)
@@ -292,28 +303,28 @@ fn summarize(runs: &[OptimizerRun]) -> Summary {
 
 fn print_tpe(tpe: &Tpe) -> Result<(Result<Summary, String>, Summary)> {
     println!(
-        "\nTPE, {TRIALS} trials, seeds {SEEDS:?}, on Branin shifted to a minimum of 0 (best = regret; lower is better)"
+        "\nTPE, {TRIALS} trials, seeds 1..={SEEDS}, on Branin shifted to a minimum of 0 (best = regret; lower is better)"
     );
     println!(
-        "{:<42} {:>12} {:>22}   best per seed",
-        "runner", "median best", "per-trial overhead µs"
+        "{:<42} {:>14} {:>14} {:>22}   best per seed (first {FIRST_SEEDS})",
+        "runner",
+        format!("median, {SEEDS}"),
+        format!("median, 1-{FIRST_SEEDS}"),
+        "per-trial overhead µs"
     );
+    let figure = |value: Option<f64>| value.map_or("-".to_owned(), |b| format!("{b:.4}"));
     let line = |label: &str, runs: &[OptimizerRun]| {
         let summary = summarize(runs);
         let per_seed: Vec<String> = runs
             .iter()
-            .map(|r| {
-                format!(
-                    "{}:{}",
-                    r.seed,
-                    r.best.map_or("none".to_owned(), |b| format!("{b:.4}"))
-                )
-            })
+            .filter(|r| r.seed <= FIRST_SEEDS as u64)
+            .map(|r| format!("{}:{}", r.seed, figure(r.best)))
             .collect();
         println!(
-            "{:<42} {:>12} {:>22}   {}",
+            "{:<42} {:>14} {:>14} {:>22}   {}",
             label,
-            summary.best.map_or("-".to_owned(), |b| format!("{b:.4}")),
+            figure(summary.best),
+            figure(summary.best_first),
             summary
                 .overhead_us
                 .map_or("-".to_owned(), |o| format!("{o:.0}")),
@@ -378,9 +389,19 @@ fn print_goals(rows: &[Row], (engine, optuna): &(Result<Summary, String>, Summar
                 1.0,
             );
             goal_ratio(
-                "engine TPE median best / Optuna's (minimizing: lower is better)",
+                &format!(
+                    "engine TPE median best over {SEEDS} seeds / Optuna's (minimizing: lower is better)"
+                ),
                 engine.best,
                 optuna.best,
+                1.0,
+            );
+            goal_ratio(
+                &format!(
+                    "engine TPE median best over seeds 1-{FIRST_SEEDS} / Optuna's (the issue's figure; noisy)"
+                ),
+                engine.best_first,
+                optuna.best_first,
                 1.0,
             );
         }

@@ -75,6 +75,11 @@ impl EngineProcess {
         Self::start_with(binary, &["--workers", &workers.to_string()], Some(python))
     }
 
+    /// Starts the engine with extra `serve` arguments (telemetry, access control, ...).
+    pub(crate) fn start_with_args(binary: &Path, extra: &[&str]) -> Result<Self> {
+        Self::start_with(binary, extra, None)
+    }
+
     fn start_with(binary: &Path, extra: &[&str], python: Option<&Path>) -> Result<Self> {
         use std::io::BufRead;
         let mut command = Command::new(binary);

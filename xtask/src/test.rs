@@ -72,7 +72,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 
     // The wheel a Python user installs (tests/python/test_wheel.py installs it into a
     // fresh venv); the debug engine is already built above.
-    let wheel = crate::wheel::build(crate::wheel::Profile::Debug, &root.join("target/wheels"))?;
+    let wheel = crate::wheel::package(crate::wheel::Profile::Debug, &root.join("target/wheels"))?;
 
     step("pytest");
     let target = root.join("target/debug");

@@ -78,13 +78,20 @@ fn target_dir() -> PathBuf {
 
 /// Builds the engine with `profile` and writes the wheel into `out`; returns its path.
 pub(crate) fn build(profile: Profile, out: &Path) -> Result<PathBuf> {
-    let root = crate::root();
     crate::step(&format!("building the engine for the wheel ({profile:?})"));
     let mut args = vec!["build", "--locked", "-p", "mlbridge", "--bin", "mlbridge"];
     if profile == Profile::Release {
         args.push("--release");
     }
-    run::status(&mut run::cmd(run::cargo(), &args, &root))?;
+    run::status(&mut run::cmd(run::cargo(), &args, &crate::root()))?;
+    package(profile, out)
+}
+
+/// Writes the wheel into `out` around the engine already built with `profile` (`cargo
+/// xtask test` has just built it with the whole workspace: building `-p mlbridge` alone
+/// would unify features differently and compile most dependencies a second time).
+pub(crate) fn package(profile: Profile, out: &Path) -> Result<PathBuf> {
+    let root = crate::root();
     let exe = format!("mlbridge{}", std::env::consts::EXE_SUFFIX);
     let engine = target_dir()
         .join(match profile {
