@@ -12,6 +12,7 @@ them alike; one row per engine, its server column being the label.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -88,10 +89,10 @@ def sdk(address: str) -> None:
 
 
 def overhead(engines: list[tuple[str, str]], rounds: int = 12, per_round: int = 500) -> None:
-    contexts = []
-    try:
+    with contextlib.ExitStack() as stack:
+        contexts = []
         for _, address in engines:
-            ctx = SessionContext(address, cache=False)
+            ctx = stack.enter_context(SessionContext(address, cache=False))
             contexts.append(ctx)
             ctx.register_variable("temperature", "float", 0.7)
             for _ in range(WARMUP):
@@ -120,9 +121,6 @@ def overhead(engines: list[tuple[str, str]], rounds: int = 12, per_round: int = 
                 ),
                 flush=True,
             )
-    finally:
-        for ctx in contexts:
-            ctx.close()
 
 
 def main() -> None:
