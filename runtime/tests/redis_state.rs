@@ -272,7 +272,7 @@ async fn redis_killed_and_restarted_from_its_log_keeps_every_acknowledged_write(
     let last_version = acked.last().unwrap().0;
     let mut seen = Vec::new();
     let mut watch = watch;
-    while seen.last().map_or(true, |(v, _)| *v < last_version) {
+    while seen.last().is_none_or(|(v, _)| *v < last_version) {
         let update = tokio::time::timeout(Duration::from_secs(60), watch.next())
             .await
             .expect("the watcher hangs")

@@ -19,6 +19,7 @@ mod python;
 #[path = "../../runtime/client/src/ready.rs"]
 #[allow(unreachable_pub)]
 mod ready;
+mod redis;
 mod run;
 mod test;
 mod unasync;
