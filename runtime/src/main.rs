@@ -25,6 +25,14 @@ enum Command {
         listen: ListenAddr,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Where session state lives: `memory` (this process; the default) or
+        /// `redis://HOST:PORT[/DB]`, shared by every engine started with the same URL.
+        #[arg(
+            long,
+            default_value = "memory",
+            value_name = "memory|redis://HOST:PORT[/DB]"
+        )]
+        state: String,
         /// Serve without the built-in host tools (`add`, `echo`, `count`, ...).
         #[arg(long)]
         no_builtin_tools: bool,
@@ -244,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve {
             listen,
             limits: limit_args,
+            state,
             no_builtin_tools,
             workers: worker_args,
             stop_on_stdin_close,
@@ -266,6 +275,18 @@ async fn main() -> anyhow::Result<()> {
             let mut signals = Signals::new(stop_on_stdin_close);
             let limits = limit_args.limits();
             let mut builder = Engine::builder().limits(limits.clone());
+            match state.as_str() {
+                "memory" => {}
+                url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                    let backend = mlbridge::state::RedisBackend::connect(url, limits.clone())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("--state {url}: {}", e.message))?;
+                    builder = builder.state(std::sync::Arc::new(backend));
+                }
+                other => anyhow::bail!(
+                    "--state {other:?}: expected `memory` or `redis://HOST:PORT[/DB]`"
+                ),
+            }
             if !no_builtin_tools {
                 for tool in mlbridge::builtin_tools::builtin_tools() {
                     builder = builder.tool(tool);

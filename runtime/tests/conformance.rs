@@ -326,9 +326,20 @@ async fn run_case(client: &mut MlBridgeClient<Channel>, case: &Case) -> Result<(
 
 #[tokio::test]
 async fn the_engine_answers_every_conformance_case() {
+    run_suite(&[]).await;
+}
+
+/// The same suite with the state in Redis: the backend changes nothing callers see.
+#[tokio::test]
+async fn the_engine_on_redis_answers_every_conformance_case() {
+    let redis = support::redis::RedisServer::start();
+    run_suite(&["--state", &redis.url()]).await;
+}
+
+async fn run_suite(flags: &[&str]) {
     let cases = load_cases();
     assert!(cases.len() > 100, "the file holds the whole suite");
-    let engine = Engine::start(&[]);
+    let engine = Engine::start(flags);
     let mut client = MlBridgeClient::connect(format!("http://{}", engine.address))
         .await
         .expect("connect");

@@ -48,7 +48,11 @@ def start_engine(
 ) -> RunningEngine:
     """Starts `mlbridge serve --listen LISTEN FLAGS...` with `mlbridge.Engine.start` and waits
     for its ready line (with ``--workers N``, the engine prints it once every worker is
-    ready)."""
+    ready). With ``MLBRIDGE_TEST_STATE`` set (e.g. ``redis://127.0.0.1:6390``), every engine
+    keeps its state there (``--state``), so a suite runs unchanged on another backend."""
+    state = os.environ.get("MLBRIDGE_TEST_STATE")
+    if state:
+        flags = ("--state", state, *flags)
     try:
         started = Engine.start(binary=engine_bin, listen=listen, extra_args=flags, env=env)
     except EngineStartError as failed:

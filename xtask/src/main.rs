@@ -19,6 +19,7 @@ mod python;
 #[path = "../../runtime/client/src/ready.rs"]
 #[allow(unreachable_pub)]
 mod ready;
+mod redis;
 mod run;
 mod test;
 mod unasync;
@@ -33,7 +34,9 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   codegen [--check]   regenerate generated/ (with --check: fail if it is stale)
   test                run every check and test, Rust and Python
-  demo                build everything and run the main job end to end
+  demo [--state redis]
+                      build everything and run the main job end to end (with --state
+                      redis: on two engines sharing a private Redis)
   bench [NAME...]     run benchmarks (codegen, engine, adapters, control-plane); all when
                       no name is given
   wheel [--release|--debug] [--out DIR]
@@ -59,7 +62,12 @@ fn dispatch() -> Result<()> {
             _ => bail!("unexpected arguments to codegen: {rest:?}\n\n{USAGE}"),
         },
         "test" => test::run(rest),
-        "demo" => demo::run(),
+        "demo" => match rest {
+            [] => demo::run(false),
+            [flag, state] if flag == "--state" && state == "memory" => demo::run(false),
+            [flag, state] if flag == "--state" && state == "redis" => demo::run(true),
+            _ => bail!("unexpected arguments to demo: {rest:?}\n\n{USAGE}"),
+        },
         "bench" => bench::run(rest),
         "wheel" => wheel::run(rest),
         "help" | "--help" | "-h" => {

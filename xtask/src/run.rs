@@ -80,7 +80,8 @@ impl EngineProcess {
         Self::start_with(binary, extra, None)
     }
 
-    fn start_with(binary: &Path, extra: &[&str], python: Option<&Path>) -> Result<Self> {
+    /// Starts the engine with `extra` flags (and workers run by `python`, when given).
+    pub(crate) fn start_with(binary: &Path, extra: &[&str], python: Option<&Path>) -> Result<Self> {
         use std::io::BufRead;
         let mut command = Command::new(binary);
         command

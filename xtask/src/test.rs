@@ -40,6 +40,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     ))?;
 
     let venv = python::ensure()?;
+    // The Redis state backend's tests run a private redis-server.
+    let redis_server = crate::redis::ensure_server()?;
 
     step("cargo test");
     // Each property test records how many generated cases it ran here (see the tests'
@@ -50,6 +52,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let _ = std::fs::remove_dir_all(&cases_dir);
     let mut cargo_test = run::cmd(&cargo, &["test", "--workspace", "--locked"], &root);
     cargo_test.env("MLBRIDGE_PYTHON", venv.python());
+    cargo_test.env("MLBRIDGE_REDIS_SERVER", &redis_server);
     run::status(&mut cargo_test)?;
     report_property_cases(&cases_dir);
 
@@ -81,6 +84,25 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     pytest.env("MLBRIDGE_ENGINE", target.join("mlbridge"));
     pytest.env("MLBRIDGE_WHEEL", &wheel);
     run::status(&mut pytest)?;
+
+    step("pytest: the conformance suites on the Redis state backend");
+    let redis = crate::redis::RedisServer::start(&redis_server)?;
+    let mut pytest = venv.command(
+        &[
+            "-m",
+            "pytest",
+            "-q",
+            "tests/python/test_engine_conformance.py",
+            "tests/python/test_sdk_engine_conformance.py",
+        ],
+        &root,
+    );
+    pytest.env("MLBRIDGE_CODEGEN", target.join("mlbridge-codegen"));
+    pytest.env("MLBRIDGE_ENGINE", target.join("mlbridge"));
+    // Every engine these tests start keeps its state in this Redis.
+    pytest.env("MLBRIDGE_TEST_STATE", redis.url());
+    run::status(&mut pytest)?;
+    drop(redis);
 
     println!("\nall checks passed");
     Ok(())

@@ -61,3 +61,4 @@ impl Drop for Engine {
         let _ = self.child.wait();
     }
 }
+pub(crate) mod redis;

@@ -275,6 +275,24 @@ impl Locks {
         Some(lock)
     }
 
+    /// Every lock held (live or not yet purged), unordered: what a backend that stores
+    /// sessions outside this process saves.
+    pub fn iter(&self) -> impl Iterator<Item = &Lock> {
+        self.by_token.values()
+    }
+
+    /// Locks as a backend saved them (see [`Locks::iter`]).
+    pub fn restore(locks: impl IntoIterator<Item = Lock>) -> Self {
+        let mut restored = Locks::default();
+        for lock in locks {
+            for name in &lock.variables {
+                restored.holders.insert(name.clone(), lock.token.clone());
+            }
+            restored.by_token.insert(lock.token.clone(), lock);
+        }
+        restored
+    }
+
     /// Frees one variable from whichever lock covers it (the variable was deleted).
     pub fn forget_variable(&mut self, name: &str) {
         if let Some(token) = self.holders.remove(name)

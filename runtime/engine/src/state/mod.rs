@@ -1,10 +1,12 @@
 //! Session state behind the [`StateBackend`] trait. The rules (validation, versions,
 //! history, atomic batches) live in [`variables`], shared by every backend; a backend only
-//! stores sessions and delivers change events. [`MemoryBackend`] is the embedded default.
+//! stores sessions and delivers change events. [`MemoryBackend`] is the embedded default;
+//! [`RedisBackend`] keeps the state in Redis so that several engines share it.
 
 pub mod budget;
 pub mod locks;
 mod memory;
+pub mod redis;
 pub mod shared;
 pub mod variables;
 
@@ -21,6 +23,7 @@ use crate::glob::Glob;
 pub use budget::EngineMemory;
 pub use locks::LockRequest;
 pub use memory::MemoryBackend;
+pub use redis::{RedisBackend, RedisOptions};
 pub use variables::{WriteContext, WriteOp};
 
 /// A stream of variable updates, ending with an error (never with OK on its own).

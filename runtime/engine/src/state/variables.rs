@@ -269,6 +269,38 @@ impl Variables {
         }
     }
 
+    /// A session's variables as a backend that stores them outside this process loaded
+    /// them: `vars` with their retained histories, at change `sequence`, under `locks`. The
+    /// change ring starts empty (such a backend keeps its own change feed); the ledger
+    /// counts the histories and definitions, so the session budget applies to what was
+    /// loaded.
+    pub fn restore(
+        engine: Arc<EngineMemory>,
+        vars: impl IntoIterator<Item = VariableState>,
+        sequence: u64,
+        locks: Locks,
+    ) -> Self {
+        let mut restored = Variables::new(engine);
+        restored.sequence = sequence;
+        restored.locks = locks;
+        let mut used = 0;
+        for state in vars {
+            used += state.definition.bytes;
+            for version in &state.history {
+                if version.hold() {
+                    used += version.bytes;
+                }
+            }
+            if !state.definition.derived_by.is_empty() {
+                restored.derived.insert(state.definition.name.clone());
+            }
+            restored.vars.insert(state.definition.name.clone(), state);
+        }
+        restored.used = used;
+        restored.engine.add(used);
+        restored
+    }
+
     /// The derived variables, by name.
     pub fn derived(&self) -> impl Iterator<Item = &VariableState> {
         self.derived.iter().filter_map(|name| self.vars.get(name))
