@@ -48,7 +48,10 @@ def start_engine(
 ) -> RunningEngine:
     """Starts `mlbridge serve --listen LISTEN FLAGS...` with `mlbridge.Engine.start` and waits
     for its ready line (with ``--workers N``, the engine prints it once every worker is
-    ready)."""
+    ready). With ``MLBRIDGE_TEST_AUTH=required`` the engine checks tokens (``--auth
+    required``), so that the suite runs as a client of a secured engine would."""
+    if os.environ.get("MLBRIDGE_TEST_AUTH") == "required" and "--auth" not in flags:
+        flags = (*flags, "--auth", "required")
     try:
         started = Engine.start(binary=engine_bin, listen=listen, extra_args=flags, env=env)
     except EngineStartError as failed:
@@ -110,7 +113,7 @@ def ctx(address: str) -> Iterator[SessionContext]:
 def raw(ctx: SessionContext, address: str) -> Iterator[SessionContext]:
     """A second client on the same session as `ctx` that sends everything unchecked, so the
     engine's own checks answer."""
-    with SessionContext(address, ctx.session_id, validate=False, cache=False) as context:
+    with SessionContext(address, ctx.session_id, validate=False, cache=False, token=ctx.token) as context:
         yield context
 
 
