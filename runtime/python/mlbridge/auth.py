@@ -113,17 +113,17 @@ class Bearer:
         return f"Bearer(token={'<redacted>' if self.token else None})"
 
 
-class _ClientCallDetails(grpc.ClientCallDetails):  # type: ignore[misc]
+class _ClientCallDetails(grpc.ClientCallDetails):
     def __init__(self, details: grpc.ClientCallDetails, metadata: list[tuple[str, str | bytes]]) -> None:
         self.method = details.method
         self.timeout = details.timeout
-        self.metadata = metadata
+        self.metadata = tuple(metadata)
         self.credentials = details.credentials
         self.wait_for_ready = getattr(details, "wait_for_ready", None)
         self.compression = getattr(details, "compression", None)
 
 
-class BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
     """Adds the holder's token to every call of a blocking channel."""
 
     def __init__(self, bearer: Bearer) -> None:
@@ -149,7 +149,7 @@ def _aio_details(bearer: Bearer, details: Any) -> Any:
     )
 
 
-class AioBearerUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class AioBearerUnary(grpc.aio.UnaryUnaryClientInterceptor):
     """Adds the holder's token to every unary call of an asyncio channel."""
 
     def __init__(self, bearer: Bearer) -> None:
@@ -159,7 +159,7 @@ class AioBearerUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc
         return await continuation(_aio_details(self._bearer, details), request)
 
 
-class AioBearerStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class AioBearerStream(grpc.aio.UnaryStreamClientInterceptor):
     """Adds the holder's token to every server-streaming call of an asyncio channel."""
 
     def __init__(self, bearer: Bearer) -> None:
@@ -174,7 +174,7 @@ def aio_interceptors(bearer: Bearer) -> list[Any]:
     return [AioBearerUnary(bearer), AioBearerStream(bearer)]
 
 
-class RequireSecret(grpc.ServerInterceptor):  # type: ignore[misc]
+class RequireSecret(grpc.ServerInterceptor):
     """Refuses, with UNAUTHENTICATED, every call whose ``authorization`` metadata is not
     ``Bearer <secret>`` (compared in constant time). An empty secret checks nothing."""
 
