@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 
 from mlbridge import BridgeError, SessionContext
 from mlbridge.auth import Bearer, BearerInterceptor
+from mlbridge_adapters.builtin import Builtin
 from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 from sdk_engine import RunningEngine, start_engine, unique, worker_env
@@ -407,5 +408,31 @@ def test_an_engine_reaches_its_workers_with_their_secret(engine_bin: Path) -> No
         with SessionContext(running.address) as ctx:
             ctx.register_variable("x", "integer", 1)
             assert ctx.get_variable("x") == 1
+    finally:
+        running.stop()
+
+
+def test_a_worker_calls_back_with_a_child_token_of_the_callers_scope(engine_bin: Path) -> None:
+    running = start_engine(
+        engine_bin, "--auth", "required", "--workers", "1", "--adapter", "mlbridge_adapters.builtin", env=worker_env()
+    )
+    try:
+        with SessionContext(running.address) as ctx:
+
+            @ctx.register_callback
+            def double(x: float) -> float:
+                return x * 2
+
+            # The worker reaches the callback through the engine with a token minted for the
+            # operation (the owner's scope), revoked when the operation ends.
+            assert Builtin(ctx).apply("double", arguments={"x": 1.5}).value == 3.0
+            assert [t.label for t in ctx.list_tokens()] == ["owner"]
+            no_tools = ctx.mint_token(deny_tools=True)
+            with SessionContext(running.address, ctx.session_id, token=no_tools.token) as narrow:
+                # Operations are allowed, but the worker's call back inherits "no tools".
+                with pytest.raises(BridgeError) as refused:
+                    Builtin(narrow).apply("double", arguments={"x": 1.5})
+                assert refused.value.kind.name == "PERMISSION_DENIED"
+                assert refused.value.context.get("worker_id")  # refused to the worker's call back
     finally:
         running.stop()
