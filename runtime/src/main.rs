@@ -301,10 +301,11 @@ async fn main() -> anyhow::Result<()> {
             let mut signals = Signals::new(stop_on_stdin_close);
             let limits = limit_args.limits();
             if auth == mlbridge::auth::AuthMode::Off {
-                // Said at start-up, so that nobody runs an open engine unknowingly.
-                eprintln!(
-                    "mlbridge: access control is off (--auth off): every client of {listen} \
-                     can use every session"
+                // Said at start-up, so that nobody runs an open engine unknowingly (a log
+                // line, so that JSON logs stay JSON).
+                tracing::warn!(
+                    "access control is off (--auth off): every client of {listen} can use \
+                     every session"
                 );
             }
             let mut builder = Engine::builder().limits(limits.clone()).auth(auth);
