@@ -6,6 +6,7 @@ kept out of logs, and workers and callback servers refusing calls without their 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -19,7 +20,7 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 
-from mlbridge import BridgeError, SessionContext
+from mlbridge import AsyncSessionContext, BridgeError, SessionContext
 from mlbridge.auth import Bearer, BearerInterceptor
 from mlbridge_adapters.builtin import Builtin
 from mlbridge_proto import ml_bridge_pb2 as pb
@@ -446,3 +447,25 @@ def test_a_worker_calls_back_with_a_child_token_of_the_callers_scope(engine_bin:
                 assert refused.value.context.get("worker_id")  # refused to the worker's call back
     finally:
         running.stop()
+
+
+def test_the_async_context_holds_sends_and_mints_tokens(secured: RunningEngine) -> None:
+    async def body() -> None:
+        async with AsyncSessionContext(secured.address) as owner:
+            assert owner.created and owner.token and owner.token.startswith("mlb_")
+            await owner.register_variable("a.x", "integer", 1)
+            await owner.register_variable("b", "integer", 1)
+            with pytest.raises(BridgeError) as refused:
+                await AsyncSessionContext(secured.address, owner.session_id).open()
+            assert refused.value.kind.name == "UNAUTHENTICATED"
+            scoped = await owner.mint_token(variables=["a.*"], read_only=True)
+            async with AsyncSessionContext(secured.address, owner.session_id, token=scoped.token) as reader:
+                assert reader.token == scoped.token
+                assert [v.name for v in await reader.list_variables()] == ["a.x"]
+                with pytest.raises(BridgeError) as denied:
+                    await reader.set_variable("a.x", 2)
+                assert denied.value.kind.name == "PERMISSION_DENIED"
+                assert [t.token_id for t in await reader.list_tokens()] == [scoped.info.token_id]
+            assert await owner.revoke_token(scoped.info.token_id) == [scoped.info.token_id]
+
+    asyncio.run(asyncio.wait_for(body(), timeout=60))

@@ -58,7 +58,7 @@ def test_lifecycle(address: str) -> None:
             assert ctx.is_open and ctx.created
             await ctx.register_variable("x", "integer", 1)
             session_id = ctx.session_id
-            async with AsyncSessionContext(address, session_id) as guest:
+            async with AsyncSessionContext(address, session_id, token=ctx.token) as guest:
                 assert not guest.created and await guest["x"] == 1
             assert (await ctx.get_session()).variable_count == 1
             await ctx.heartbeat()

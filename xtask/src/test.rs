@@ -110,6 +110,7 @@ const AUTH_REQUIRED_SDK_TESTS: &[&str] = &[
     "tests/python/test_sdk_tools.py",
     "tests/python/test_sdk_dependencies.py",
     "tests/python/test_sdk_resources.py",
+    "tests/python/test_sdk_async.py",
 ];
 
 /// Prints how many generated cases each property test ran, and the total.
