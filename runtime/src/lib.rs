@@ -8,7 +8,7 @@ pub use mlbridge_client::{
     error, optimization, values,
 };
 pub use mlbridge_engine::{
-    Engine, EngineBuilder, ListenAddr, ServeOptions, ServerTls, WorkerPool, WorkerPoolConfig,
+    Engine, EngineBuilder, ListenAddr, ServeOptions, ServerTls, WorkerPool, WorkerPoolConfig, auth,
     builtin_tools, engine, glob, listen, operations, serve, serve_with, state, telemetry, tool,
     tools, value, workers,
 };

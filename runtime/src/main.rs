@@ -47,7 +47,40 @@ enum Command {
         tls: TlsArgs,
         #[command(flatten)]
         telemetry: TelemetryArgs,
+        /// Access control: `required` checks the bearer token of every call (sessions are
+        /// created without one and answer their owner token). Default: `required`
+        /// unless the engine listens on loopback or a Unix socket; `off` is refused on
+        /// any other address.
+        #[arg(long, value_enum)]
+        auth: Option<AuthArg>,
     },
+}
+
+/// `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthArg {
+    Required,
+    Off,
+}
+
+/// The access control mode for an engine listening on `listen`.
+fn auth_mode(
+    listen: &ListenAddr,
+    asked: Option<AuthArg>,
+) -> anyhow::Result<mlbridge::auth::AuthMode> {
+    use mlbridge::auth::AuthMode;
+    let local = match listen {
+        ListenAddr::Unix(_) => true,
+        ListenAddr::Tcp(addr) => addr.ip().is_loopback(),
+    };
+    match (asked, local) {
+        (Some(AuthArg::Required), _) | (None, false) => Ok(AuthMode::Required),
+        (Some(AuthArg::Off), true) | (None, true) => Ok(AuthMode::Off),
+        (Some(AuthArg::Off), false) => anyhow::bail!(
+            "--auth off is allowed only on loopback or a Unix socket, not on `{listen}`: \
+             any host that reaches it could use every session"
+        ),
+    }
 }
 
 /// TLS on the engine's listener (workers and callback servers stay on loopback or Unix
@@ -258,7 +291,9 @@ async fn main() -> anyhow::Result<()> {
             stop_on_stdin_close,
             tls,
             telemetry,
+            auth,
         } => {
+            let auth = auth_mode(&listen, auth)?;
             let mut serve_options = tls.options()?;
             // Health turns NOT_SERVING the moment a signal arrives, before the workers stop.
             let health = mlbridge::listen::Health::new();
@@ -274,7 +309,15 @@ async fn main() -> anyhow::Result<()> {
             // arrives early still shuts the engine down cleanly.
             let mut signals = Signals::new(stop_on_stdin_close);
             let limits = limit_args.limits();
-            let mut builder = Engine::builder().limits(limits.clone());
+            if auth == mlbridge::auth::AuthMode::Off {
+                // Said at start-up, so that nobody runs an open engine unknowingly (a log
+                // line, so that JSON logs stay JSON).
+                tracing::warn!(
+                    "access control is off (--auth off): every client of {listen} can use \
+                     every session"
+                );
+            }
+            let mut builder = Engine::builder().limits(limits.clone()).auth(auth);
             match state.as_str() {
                 "memory" => {}
                 url if url.starts_with("redis://") || url.starts_with("rediss://") => {
@@ -432,7 +475,24 @@ impl Signals {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::{AuthArg, ListenAddr, auth_mode, parse_bytes};
+
+    #[test]
+    fn auth_is_required_beyond_this_host() {
+        use mlbridge::auth::AuthMode;
+        let at = |text: &str| text.parse::<ListenAddr>().unwrap();
+        assert_eq!(auth_mode(&at("127.0.0.1:0"), None).unwrap(), AuthMode::Off);
+        assert_eq!(auth_mode(&at("unix:/tmp/x"), None).unwrap(), AuthMode::Off);
+        assert_eq!(
+            auth_mode(&at("0.0.0.0:0"), None).unwrap(),
+            AuthMode::Required
+        );
+        assert!(auth_mode(&at("0.0.0.0:0"), Some(AuthArg::Off)).is_err());
+        assert_eq!(
+            auth_mode(&at("127.0.0.1:0"), Some(AuthArg::Required)).unwrap(),
+            AuthMode::Required
+        );
+    }
 
     #[test]
     fn sizes_take_binary_units() {

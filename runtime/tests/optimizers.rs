@@ -182,7 +182,7 @@ enum Backend {
     Served {
         _process: support::Engine,
     },
-    Local(LocalEngine),
+    Local(Box<LocalEngine>),
 }
 
 /// `mlbridge serve` with one Python worker serving the generated builtin adapter (its
@@ -233,7 +233,7 @@ impl Setup {
             _ => {
                 let local = LocalEngine::new();
                 let client = local.in_process_client();
-                (Backend::Local(local), client)
+                (Backend::Local(Box::new(local)), client)
             }
         };
         let session = client.session().await.unwrap();

@@ -49,10 +49,14 @@ def start_engine(
     """Starts `mlbridge serve --listen LISTEN FLAGS...` with `mlbridge.Engine.start` and waits
     for its ready line (with ``--workers N``, the engine prints it once every worker is
     ready). With ``MLBRIDGE_TEST_STATE`` set (e.g. ``redis://127.0.0.1:6390``), every engine
-    keeps its state there (``--state``), so a suite runs unchanged on another backend."""
+    keeps its state there (``--state``), so a suite runs unchanged on another backend. With
+    ``MLBRIDGE_TEST_AUTH=required`` the engine checks tokens (``--auth required``), so that
+    the suite runs as a client of a secured engine would."""
     state = os.environ.get("MLBRIDGE_TEST_STATE")
     if state:
         flags = ("--state", state, *flags)
+    if os.environ.get("MLBRIDGE_TEST_AUTH") == "required" and "--auth" not in flags:
+        flags = (*flags, "--auth", "required")
     try:
         started = Engine.start(binary=engine_bin, listen=listen, extra_args=flags, env=env)
     except EngineStartError as failed:
@@ -114,7 +118,7 @@ def ctx(address: str) -> Iterator[SessionContext]:
 def raw(ctx: SessionContext, address: str) -> Iterator[SessionContext]:
     """A second client on the same session as `ctx` that sends everything unchecked, so the
     engine's own checks answer."""
-    with SessionContext(address, ctx.session_id, validate=False, cache=False) as context:
+    with SessionContext(address, ctx.session_id, validate=False, cache=False, token=ctx.token) as context:
         yield context
 
 

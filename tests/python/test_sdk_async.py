@@ -58,7 +58,7 @@ def test_lifecycle(address: str) -> None:
             assert ctx.is_open and ctx.created
             await ctx.register_variable("x", "integer", 1)
             session_id = ctx.session_id
-            async with AsyncSessionContext(address, session_id) as guest:
+            async with AsyncSessionContext(address, session_id, token=ctx.token) as guest:
                 assert not guest.created and await guest["x"] == 1
             assert (await ctx.get_session()).variable_count == 1
             await ctx.heartbeat()
@@ -70,7 +70,7 @@ def test_lifecycle(address: str) -> None:
             await kept.get_variable("x")
         await kept.open()
         await kept.close()
-        async with AsyncSessionContext(address, kept.session_id) as joined:
+        async with AsyncSessionContext(address, kept.session_id, token=kept.token) as joined:
             assert not joined.created
 
     run(body)
@@ -131,7 +131,7 @@ def test_variables(address: str) -> None:
 def test_engine_and_client_agree(address: str) -> None:
     async def body() -> None:
         async with AsyncSessionContext(address) as ctx, AsyncSessionContext(
-            address, ctx.session_id, validate=False, cache=False
+            address, ctx.session_id, token=ctx.token, validate=False, cache=False
         ) as raw:
             await ctx.register_variable("n", "integer", 1, Constraints(max=10))
             for client in (ctx, raw):
@@ -173,7 +173,7 @@ def test_watch_reconnects_after_a_dropped_connection(address: str, proxy: TcpPro
     async def body() -> None:
         async with AsyncSessionContext(address) as ctx:
             await ctx.register_variable("x", "integer", 0)
-            async with AsyncSessionContext(proxy.address, ctx.session_id, cache=False) as remote:
+            async with AsyncSessionContext(proxy.address, ctx.session_id, token=ctx.token, cache=False) as remote:
                 async with remote.watch("x") as watch:
                     first = await take(watch, 1)
                     proxy.drop()
@@ -193,7 +193,7 @@ def test_watch_errors(address: str) -> None:
                 await take(ctx.watch(from_version=50), 1)
             watch = ctx.watch("x")
             await take(watch, 1)
-            async with AsyncSessionContext(address, ctx.session_id, keep_session=False):
+            async with AsyncSessionContext(address, ctx.session_id, token=ctx.token, keep_session=False):
                 pass  # another client cleans the session up
             with pytest.raises(SessionNotFound):
                 await take(watch, 1)
@@ -207,7 +207,7 @@ def test_cache_invalidation_by_another_client(address: str) -> None:
             await reader.register_variable("x", "integer", 1)
             assert (await eventually(lambda: asyncio.sleep(0, reader.cache_live), bool)) is True
             assert await reader["x"] == 1
-            with SessionContext(address, reader.session_id) as writer:
+            with SessionContext(address, reader.session_id, token=reader.token) as writer:
                 for value in range(2, 5):
                     writer["x"] = value
                     seen = await eventually(lambda: reader.get_variable("x"), lambda v, value=value: v == value)  # type: ignore[misc]
@@ -219,7 +219,7 @@ def test_cache_invalidation_by_another_client(address: str) -> None:
 def test_tools(address: str) -> None:
     async def body() -> None:
         async with AsyncSessionContext(address) as ctx, AsyncSessionContext(
-            address, ctx.session_id, validate=False
+            address, ctx.session_id, token=ctx.token, validate=False
         ) as raw:
             if "add" not in ctx.tools or "count" not in ctx.tools:
                 pytest.fail("the engine does not offer the built-in tools `add` and `count` yet")

@@ -13,8 +13,8 @@ from sdk_engine import RunningEngine, TcpProxy, address, ctx, engine, engines, e
 
 
 def test_another_clients_write_is_seen_within_the_watch_latency(ctx: SessionContext, address: str) -> None:
-    reader_ctx = SessionContext(address, ctx.session_id, cache_ttl=600)
-    with reader_ctx as reader, SessionContext(address, ctx.session_id) as writer:
+    reader_ctx = SessionContext(address, ctx.session_id, token=ctx.token, cache_ttl=600)
+    with reader_ctx as reader, SessionContext(address, ctx.session_id, token=ctx.token) as writer:
         ctx.register_variable("x", "integer", 1)
         assert eventually(lambda: reader.cache_live, bool), "the background watch should go live"
         assert reader["x"] == 1  # now cached for up to 10 minutes
@@ -29,7 +29,7 @@ def test_another_clients_write_is_seen_within_the_watch_latency(ctx: SessionCont
 
 def test_without_the_watch_the_ttl_bounds_staleness(ctx: SessionContext, address: str) -> None:
     ctx.register_variable("x", "integer", 1)
-    with SessionContext(address, ctx.session_id, watch_cache=False, cache_ttl=0.3) as reader:
+    with SessionContext(address, ctx.session_id, token=ctx.token, watch_cache=False, cache_ttl=0.3) as reader:
         assert reader["x"] == 1
         ctx["x"] = 2
         assert reader["x"] == 1, "a cached value is served until its TTL runs out"
@@ -50,7 +50,7 @@ def test_cached_reads_do_not_reach_the_engine(engines: Callable[..., RunningEngi
 
 def test_the_cache_can_be_disabled(ctx: SessionContext, address: str) -> None:
     ctx.register_variable("x", "integer", 1)
-    with SessionContext(address, ctx.session_id, cache=False) as reader:
+    with SessionContext(address, ctx.session_id, token=ctx.token, cache=False) as reader:
         assert reader["x"] == 1
         ctx["x"] = 2
         assert reader["x"] == 2, "without a cache every read goes to the engine"
@@ -71,7 +71,7 @@ def test_own_writes_are_read_back_at_once(ctx: SessionContext) -> None:
 
 def test_the_cache_recovers_after_a_dropped_connection(ctx: SessionContext, proxy: TcpProxy) -> None:
     ctx.register_variable("x", "integer", 1)
-    with SessionContext(proxy.address, ctx.session_id, cache_ttl=600) as reader:
+    with SessionContext(proxy.address, ctx.session_id, token=ctx.token, cache_ttl=600) as reader:
         assert eventually(lambda: reader.cache_live, bool)
         assert reader["x"] == 1
         proxy.drop()

@@ -34,7 +34,7 @@ NEVER = 60.0
 def pair(engine: RunningEngine) -> Iterator[tuple[SessionContext, SessionContext]]:  # noqa: F811
     """The client that registers callbacks, and a second client of its session."""
     with SessionContext(engine.address) as owner:
-        with SessionContext(engine.address, owner.session_id, keep_session=True) as other:
+        with SessionContext(engine.address, owner.session_id, token=owner.token, keep_session=True) as other:
             yield owner, other
 
 
@@ -105,7 +105,7 @@ def test_a_hanging_callback_times_out_and_sees_the_cancellation(
 
 def test_a_stopped_callback_server_is_a_clear_error(engine: RunningEngine) -> None:  # noqa: F811
     with SessionContext(engine.address) as other:
-        owner = SessionContext(engine.address, other.session_id, keep_session=True).open()
+        owner = SessionContext(engine.address, other.session_id, token=other.token, keep_session=True).open()
         owner.register_callback(lambda: 1, name="one")
         assert other.call_callback("one") == 1
         # The registering client goes away without unregistering (its server stops).

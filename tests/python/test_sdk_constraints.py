@@ -92,7 +92,7 @@ def test_unknown_type_names(ctx: SessionContext) -> None:
 def test_payload_limit(engines: Callable[..., RunningEngine]) -> None:
     running = engines("--max-value-bytes", "1024")
     with SessionContext(running.address, max_value_bytes=1024) as ctx, SessionContext(
-        running.address, ctx.session_id, validate=False
+        running.address, ctx.session_id, token=ctx.token, validate=False
     ) as raw:
         ctx.register_variable("blob", "bytes", b"x" * 1000)
         error = expect_both(ctx, raw, lambda c: c.set_variable("blob", b"x" * 2000), PayloadTooLarge)
@@ -105,7 +105,7 @@ def test_payload_limit(engines: Callable[..., RunningEngine]) -> None:
 def test_a_stale_cached_schema_never_rejects_a_valid_write(address: str) -> None:
     with SessionContext(address, watch_cache=False, cache_ttl=60) as ctx:
         ctx.register_variable("v", "integer", 1, Constraints(max=10))
-        with SessionContext(address, ctx.session_id) as other:
+        with SessionContext(address, ctx.session_id, token=ctx.token) as other:
             other.delete_variable("v")
             other.register_variable("v", "string", "now a string")
         ctx.set_variable("v", "fine")  # the cached schema says integer: re-read, then accepted
@@ -140,7 +140,7 @@ def test_every_write_is_one_round_trip_even_on_a_cold_cache(address: str) -> Non
     with SessionContext(address) as owner:
         owner.register_variable("t", "float", 0.5, min=0.0, max=1.0)
         owner.register_variable("n", "integer", 1)
-        with SessionContext(address, owner.session_id, cache=False) as ctx:
+        with SessionContext(address, owner.session_id, token=owner.token, cache=False) as ctx:
             channel = ctx._channel  # noqa: SLF001 - the test counts the calls on the wire
             assert channel is not None
             ctx._stub = pb_grpc.MLBridgeStub(grpc.intercept_channel(channel, Count()))  # noqa: SLF001

@@ -31,7 +31,7 @@ CODES = {
     "TIMEOUT": "DEADLINE_EXCEEDED", "PERMISSION_DENIED": "PERMISSION_DENIED", "UNAVAILABLE": "UNAVAILABLE",
     "INTERNAL": "INTERNAL", "ALREADY_EXISTS": "ALREADY_EXISTS", "LOCK_NOT_HELD": "FAILED_PRECONDITION",
     "CALLBACK_UNAVAILABLE": "UNAVAILABLE", "MEMORY_BUDGET_EXCEEDED": "RESOURCE_EXHAUSTED",
-    "VARIABLE_IN_USE": "FAILED_PRECONDITION",
+    "VARIABLE_IN_USE": "FAILED_PRECONDITION", "UNAUTHENTICATED": "UNAUTHENTICATED",
 }  # fmt: skip
 
 
@@ -174,7 +174,7 @@ def trigger(kind: str, ctx: SessionContext, raw: SessionContext, address: str, e
     if kind == "INVALID_ARGUMENT":
         raw.list_variables("[")
     elif kind == "SESSION_NOT_FOUND":
-        with SessionContext(address, ctx.session_id, keep_session=True) as other:
+        with SessionContext(address, ctx.session_id, token=ctx.token, keep_session=True) as other:
             other.close(cleanup=True)
         ctx.get_session()
     elif kind == "SESSION_EXPIRED":

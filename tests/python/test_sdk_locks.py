@@ -42,7 +42,7 @@ def variables(ctx: SessionContext, *names: str) -> None:
 
 def test_two_optimizers_contend_and_the_loser_is_told_the_holder(ctx: SessionContext, address: str) -> None:
     variables(ctx, "temperature", "top_p")
-    with SessionContext(address, ctx.session_id) as other:
+    with SessionContext(address, ctx.session_id, token=ctx.token) as other:
         locks = [
             ctx.optimization(["temperature"], optimizer_id="tune-a"),
             other.optimization(["top_p", "temperature"], optimizer_id="tune-b"),

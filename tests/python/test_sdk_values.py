@@ -18,7 +18,7 @@ from sdk_engine import address, ctx, engine  # noqa: F401
 @pytest.fixture
 def fresh(ctx: SessionContext, address: str) -> Iterator[SessionContext]:
     """A second client on `ctx`'s session that never caches: every read is a wire read."""
-    with SessionContext(address, ctx.session_id, cache=False, numpy=False) as reader:
+    with SessionContext(address, ctx.session_id, token=ctx.token, cache=False, numpy=False) as reader:
         yield reader
 
 
@@ -103,13 +103,13 @@ def test_numpy_tensors_round_trip(ctx: SessionContext, address: str, dtype: str)
     np = pytest.importorskip("numpy", reason="numpy is not installed: numpy tensor round trips are skipped")
     array = (np.arange(24).reshape(2, 3, 4) % 2).astype(dtype)
     ctx.register_variable("t", "tensor", array)
-    with SessionContext(address, ctx.session_id, cache=False, numpy=True) as reader:
+    with SessionContext(address, ctx.session_id, token=ctx.token, cache=False, numpy=True) as reader:
         back = reader.get_variable("t")
         assert isinstance(back, np.ndarray)
         assert back.dtype == np.dtype(dtype) and back.shape == (2, 3, 4)
         np.testing.assert_array_equal(back, array)
         assert not back.flags.writeable, "decoded arrays are views over the received bytes"
-        with SessionContext(address, ctx.session_id, numpy=False) as plain:
+        with SessionContext(address, ctx.session_id, token=ctx.token, numpy=False) as plain:
             raw = plain.get_variable("t")
         assert isinstance(raw, Tensor) and raw.dtype is Dtype(dtype) and raw.shape == (2, 3, 4)
         assert raw.data == array.astype(array.dtype.newbyteorder("<")).tobytes()
@@ -126,7 +126,7 @@ def test_numpy_layouts(ctx: SessionContext, address: str) -> None:
     }
     for name, array in cases.items():
         ctx.register_variable(name, "tensor", array)
-    with SessionContext(address, ctx.session_id, cache=False, numpy=True) as reader:
+    with SessionContext(address, ctx.session_id, token=ctx.token, cache=False, numpy=True) as reader:
         for name, array in cases.items():
             back = reader.get_variable(name)
             assert back.shape == array.shape, name
@@ -170,7 +170,7 @@ def test_the_sdk_works_without_numpy(address: str) -> None:
 
 
 def test_a_choice_in_an_any_variable(ctx: SessionContext, address: str) -> None:
-    with SessionContext(address, ctx.session_id, validate=False, cache=False) as raw:
+    with SessionContext(address, ctx.session_id, token=ctx.token, validate=False, cache=False) as raw:
         raw.register_variable("raw", "any", Choice("c"))  # the engine's own check
         assert raw.get_variable("raw") == Choice("c")
     ctx.register_variable("v", "any", Choice("c"))  # the SDK's port of it

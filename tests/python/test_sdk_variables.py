@@ -50,7 +50,7 @@ def test_expected_version(ctx: SessionContext) -> None:
 def test_two_clients_race_with_expected_version(address: str, ctx: SessionContext, raw: SessionContext) -> None:
     ctx.register_variable("counter", "integer", 0)
     rounds = 20
-    with SessionContext(address, ctx.session_id) as a, SessionContext(address, ctx.session_id) as b:
+    with SessionContext(address, ctx.session_id, token=ctx.token) as a, SessionContext(address, ctx.session_id, token=ctx.token) as b:
         for round_ in range(rounds):
             version = raw.describe_variable("counter").version  # `raw` never caches
             barrier = threading.Barrier(2)

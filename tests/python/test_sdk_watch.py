@@ -46,7 +46,7 @@ def test_a_thousand_updates_arrive_in_order_and_none_is_lost(ctx: SessionContext
         received: list[VariableUpdate] = []
         consumer = threading.Thread(target=lambda: received.extend(take(watch, 1000)))
         consumer.start()
-        with SessionContext(address, ctx.session_id) as writer:
+        with SessionContext(address, ctx.session_id, token=ctx.token) as writer:
             for step in range(1, 51):  # 50 atomic batches of 10 writes ...
                 writer.set_variables({name: step for name in names})
             for step in range(51, 101):  # ... and 500 single writes
@@ -113,7 +113,7 @@ def test_name_filters(ctx: SessionContext) -> None:
 
 def test_resume_from_version_after_a_dropped_connection(ctx: SessionContext, proxy: TcpProxy) -> None:
     ctx.register_variable("x", "integer", 0)
-    with SessionContext(proxy.address, ctx.session_id, cache=False) as remote:
+    with SessionContext(proxy.address, ctx.session_id, token=ctx.token, cache=False) as remote:
         watch = remote.watch("x", reconnect=False)
         seen = take(watch, 1)  # INITIAL: the stream is open
         ctx.set_variable("x", 1)
@@ -136,7 +136,7 @@ def test_resume_from_version_after_a_dropped_connection(ctx: SessionContext, pro
 
 def test_automatic_reconnect_loses_and_repeats_nothing(ctx: SessionContext, proxy: TcpProxy) -> None:
     ctx.register_variable("x", "integer", 0)
-    with SessionContext(proxy.address, ctx.session_id, cache=False) as remote:
+    with SessionContext(proxy.address, ctx.session_id, token=ctx.token, cache=False) as remote:
         with remote.watch("x") as watch:
             first = take(watch, 1)
             proxy.drop()
@@ -183,7 +183,7 @@ def test_cleanup_ends_the_stream(address: str) -> None:
         ctx.register_variable("x", "integer", 0)
         watch = ctx.watch("x")
         assert take(watch, 1)[0].kind is UpdateKind.INITIAL
-        with SessionContext(address, ctx.session_id, keep_session=False):
+        with SessionContext(address, ctx.session_id, token=ctx.token, keep_session=False):
             pass
         with pytest.raises(SessionNotFound):
             take(watch, 1)
@@ -210,7 +210,7 @@ def test_include_initial_is_ignored_when_resuming(ctx: SessionContext, raw: Sess
 
 def test_a_watch_ends_when_its_context_closes(ctx: SessionContext, address: str) -> None:
     ctx.register_variable("x", "integer", 0)
-    other = SessionContext(address, ctx.session_id).open()
+    other = SessionContext(address, ctx.session_id, token=ctx.token).open()
     watch = other.watch("x")
     assert take(watch, 1)[0].value == 0
     closer = threading.Timer(0.2, other.close)

@@ -104,9 +104,36 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     run::status(&mut pytest)?;
     drop(redis);
 
+    // The SDK's everyday paths again, as the client of an engine that checks tokens
+    // (`--auth required`): contexts hold owner tokens and pass them when they join.
+    step("pytest with --auth required (SDK subset)");
+    let mut args = vec!["-m", "pytest", "-q", "-p", "no:cacheprovider"];
+    args.extend(AUTH_REQUIRED_SDK_TESTS);
+    let mut secured = venv.command(&args, &root);
+    secured.env("MLBRIDGE_CODEGEN", target.join("mlbridge-codegen"));
+    secured.env("MLBRIDGE_ENGINE", target.join("mlbridge"));
+    secured.env("MLBRIDGE_TEST_AUTH", "required");
+    run::status(&mut secured)?;
+
     println!("\nall checks passed");
     Ok(())
 }
+
+/// SDK test modules that run a second time against engines with `--auth required`. Left
+/// out: modules that probe unknown sessions or call the engine raw without a token (their
+/// answers are UNAUTHENTICATED there, by design).
+const AUTH_REQUIRED_SDK_TESTS: &[&str] = &[
+    "tests/python/test_sdk_values.py",
+    "tests/python/test_sdk_variables.py",
+    "tests/python/test_sdk_cache.py",
+    "tests/python/test_sdk_watch.py",
+    "tests/python/test_sdk_constraints.py",
+    "tests/python/test_sdk_locks.py",
+    "tests/python/test_sdk_tools.py",
+    "tests/python/test_sdk_dependencies.py",
+    "tests/python/test_sdk_resources.py",
+    "tests/python/test_sdk_async.py",
+];
 
 /// Prints how many generated cases each property test ran, and the total.
 fn report_property_cases(dir: &std::path::Path) {

@@ -42,6 +42,7 @@ __all__ = [
     "ToolError",
     "ToolNotFound",
     "TypeMismatch",
+    "Unauthenticated",
     "Unavailable",
     "UnknownError",
     "VariableAlreadyExists",
@@ -94,6 +95,7 @@ class ErrorKind(enum.IntEnum):
     CALLBACK_UNAVAILABLE = 28
     MEMORY_BUDGET_EXCEEDED = 29
     VARIABLE_IN_USE = 30
+    UNAUTHENTICATED = 31
 
     @classmethod
     def from_proto(cls, value: int) -> ErrorKind:
@@ -403,6 +405,16 @@ class VariableInUse(BridgeError):
     default_kind = ErrorKind.VARIABLE_IN_USE
 
 
+class Unauthenticated(BridgeError):
+    """The call carries no valid token for its session (access control): the
+    `authorization` metadata is missing or malformed, or the token is
+    unknown, expired, revoked or belongs to another session. The answer is
+    the same whichever it was, and never quotes the token.
+    """
+
+    default_kind = ErrorKind.UNAUTHENTICATED
+
+
 ERROR_KIND_CLASSES: Final[Mapping[ErrorKind, type[BridgeError]]] = MappingProxyType(
     {
         ErrorKind.UNSPECIFIED: UnknownError,
@@ -436,6 +448,7 @@ ERROR_KIND_CLASSES: Final[Mapping[ErrorKind, type[BridgeError]]] = MappingProxyT
         ErrorKind.CALLBACK_UNAVAILABLE: CallbackUnavailable,
         ErrorKind.MEMORY_BUDGET_EXCEEDED: MemoryBudgetExceeded,
         ErrorKind.VARIABLE_IN_USE: VariableInUse,
+        ErrorKind.UNAUTHENTICATED: Unauthenticated,
     }
 )
 """The exception class for each `ErrorKind`."""
@@ -473,6 +486,7 @@ ERROR_KIND_GRPC_CODES: Final[Mapping[ErrorKind, grpc.StatusCode]] = MappingProxy
         ErrorKind.CALLBACK_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
         ErrorKind.MEMORY_BUDGET_EXCEEDED: grpc.StatusCode.RESOURCE_EXHAUSTED,
         ErrorKind.VARIABLE_IN_USE: grpc.StatusCode.FAILED_PRECONDITION,
+        ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     }
 )
 """The gRPC status code that carries each `ErrorKind`."""

@@ -316,6 +316,12 @@ class _ErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorKind.V
     """The variable cannot be deleted while others depend on it (the context
     names them in `dependents`).
     """
+    ERROR_KIND_UNAUTHENTICATED: _ErrorKind.ValueType  # 31
+    """The call carries no valid token for its session (access control): the
+    `authorization` metadata is missing or malformed, or the token is
+    unknown, expired, revoked or belongs to another session. The answer is
+    the same whichever it was, and never quotes the token.
+    """
 
 class ErrorKind(_ErrorKind, metaclass=_ErrorKindEnumTypeWrapper):
     """The category of a failure. Each kind maps to one gRPC status code, used for
@@ -432,6 +438,12 @@ has "budget" ("session" or "engine"), "limit_bytes", "requested_bytes" and
 ERROR_KIND_VARIABLE_IN_USE: ErrorKind.ValueType  # 30
 """The variable cannot be deleted while others depend on it (the context
 names them in `dependents`).
+"""
+ERROR_KIND_UNAUTHENTICATED: ErrorKind.ValueType  # 31
+"""The call carries no valid token for its session (access control): the
+`authorization` metadata is missing or malformed, or the token is
+unknown, expired, revoked or belongs to another session. The answer is
+the same whichever it was, and never quotes the token.
 """
 _Global_ErrorKind: _typing_extensions.TypeAlias = ErrorKind
 
@@ -1344,19 +1356,30 @@ class InitializeSessionResponse(_message.Message):
 
     SESSION_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
+    OWNER_TOKEN_FIELD_NUMBER: _builtins.int
+    OWNER_TOKEN_ID_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def session(self) -> _Global_Session:
         """The created or existing session."""
     created: _builtins.bool
     """True if this call created the session; false if it already existed."""
+    owner_token: _builtins.str
+    """When this call created the session: its owner token, to be sent as
+    `authorization: Bearer <token>` metadata on every later call about the
+    session. Returned once; the engine keeps only its hash. Empty otherwise.
+    """
+    owner_token_id: _builtins.str
+    """The owner token's id (see TokenInfo); empty when `owner_token` is."""
     def __init__(
         self,
         *,
         session: _Global_Session | None = ...,
         created: _builtins.bool = ...,
+        owner_token: _builtins.str = ...,
+        owner_token_id: _builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: _typing.Literal["session", b"session"]) -> _builtins.bool: ...
-    def ClearField(self, field_name: _typing.Literal["created", b"created", "session", b"session"]) -> None: ...
+    def ClearField(self, field_name: _typing.Literal["created", b"created", "owner_token", b"owner_token", "owner_token_id", b"owner_token_id", "session", b"session"]) -> None: ...
     def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
 
 _Global_InitializeSessionResponse: _typing_extensions.TypeAlias = InitializeSessionResponse
@@ -3839,6 +3862,7 @@ class RegisterCallbackRequest(_message.Message):
     REPLACE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
+    ENDPOINT_SECRET_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The owning session; the callback is removed when the session ends."""
     name: _builtins.str
@@ -3868,6 +3892,11 @@ class RegisterCallbackRequest(_message.Message):
         caller gets TIMEOUT. Unset means the engine default (30 s); the engine
         clamps it to its maximum (10 min). Must be > 0.
         """
+    endpoint_secret: _builtins.str
+    """A secret the callback server expects as `authorization: Bearer
+    <secret>` metadata on every ExecuteCallback; the engine presents it.
+    Empty for a callback server that checks nothing.
+    """
     def __init__(
         self,
         *,
@@ -3880,9 +3909,10 @@ class RegisterCallbackRequest(_message.Message):
         replace: _builtins.bool = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         timeout: google_dot_protobuf_dot_duration__pb2.Duration | None = ...,
+        endpoint_secret: _builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: _typing.Literal["timeout", b"timeout"]) -> _builtins.bool: ...
-    def ClearField(self, field_name: _typing.Literal["description", b"description", "endpoint", b"endpoint", "metadata", b"metadata", "name", b"name", "parameters", b"parameters", "replace", b"replace", "return_type", b"return_type", "session_id", b"session_id", "timeout", b"timeout"]) -> None: ...
+    def ClearField(self, field_name: _typing.Literal["description", b"description", "endpoint", b"endpoint", "endpoint_secret", b"endpoint_secret", "metadata", b"metadata", "name", b"name", "parameters", b"parameters", "replace", b"replace", "return_type", b"return_type", "session_id", b"session_id", "timeout", b"timeout"]) -> None: ...
     def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
 
 _Global_RegisterCallbackRequest: _typing_extensions.TypeAlias = RegisterCallbackRequest
@@ -4670,6 +4700,7 @@ class WorkerExecuteFrameworkOperationRequest(_message.Message):
     BINDINGS_FIELD_NUMBER: _builtins.int
     ENGINE_ADDRESS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The calling session; used by the worker when it calls back into the
     engine (e.g. VariableAware modules reading variables).
@@ -4693,6 +4724,11 @@ class WorkerExecuteFrameworkOperationRequest(_message.Message):
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form call labels from the original request."""
+    session_token: _builtins.str
+    """A short-lived token of `session_id`, with the scope of the caller's
+    token, for calls back into the engine during this operation; revoked when
+    the operation ends. Empty when the engine does not check tokens.
+    """
     def __init__(
         self,
         *,
@@ -4703,9 +4739,10 @@ class WorkerExecuteFrameworkOperationRequest(_message.Message):
         bindings: _abc.Mapping[_builtins.str, _Global_BoundVariable] | None = ...,
         engine_address: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        session_token: _builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: _typing_extensions.Never) -> _builtins.bool: ...
-    def ClearField(self, field_name: _typing.Literal["bindings", b"bindings", "engine_address", b"engine_address", "framework", b"framework", "metadata", b"metadata", "operation", b"operation", "parameters", b"parameters", "session_id", b"session_id"]) -> None: ...
+    def ClearField(self, field_name: _typing.Literal["bindings", b"bindings", "engine_address", b"engine_address", "framework", b"framework", "metadata", b"metadata", "operation", b"operation", "parameters", b"parameters", "session_id", b"session_id", "session_token", b"session_token"]) -> None: ...
     def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
 
 _Global_WorkerExecuteFrameworkOperationRequest: _typing_extensions.TypeAlias = WorkerExecuteFrameworkOperationRequest
@@ -4758,6 +4795,7 @@ class WorkerExecuteToolRequest(_message.Message):
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     ENGINE_ADDRESS_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The calling session."""
     tool_name: _builtins.str
@@ -4772,6 +4810,10 @@ class WorkerExecuteToolRequest(_message.Message):
     """gRPC target of the engine's MLBridge service (see
     WorkerExecuteFrameworkOperationRequest.engine_address).
     """
+    session_token: _builtins.str
+    """A short-lived token for calls back into the engine (see
+    WorkerExecuteFrameworkOperationRequest.session_token).
+    """
     def __init__(
         self,
         *,
@@ -4780,9 +4822,10 @@ class WorkerExecuteToolRequest(_message.Message):
         arguments: _abc.Mapping[_builtins.str, _Global_Value] | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         engine_address: _builtins.str = ...,
+        session_token: _builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: _typing_extensions.Never) -> _builtins.bool: ...
-    def ClearField(self, field_name: _typing.Literal["arguments", b"arguments", "engine_address", b"engine_address", "metadata", b"metadata", "session_id", b"session_id", "tool_name", b"tool_name"]) -> None: ...
+    def ClearField(self, field_name: _typing.Literal["arguments", b"arguments", "engine_address", b"engine_address", "metadata", b"metadata", "session_id", b"session_id", "session_token", b"session_token", "tool_name", b"tool_name"]) -> None: ...
     def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
 
 _Global_WorkerExecuteToolRequest: _typing_extensions.TypeAlias = WorkerExecuteToolRequest
@@ -4861,3 +4904,237 @@ class WorkerExecuteStreamingToolRequest(_message.Message):
     def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
 
 _Global_WorkerExecuteStreamingToolRequest: _typing_extensions.TypeAlias = WorkerExecuteStreamingToolRequest
+
+@_typing.final
+class TokenScope(_message.Message):
+    """What a token may do within its session. A derived token's scope is never
+    wider than its parent's.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    VARIABLES_FIELD_NUMBER: _builtins.int
+    DENY_TOOLS_FIELD_NUMBER: _builtins.int
+    DENY_OPERATIONS_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    read_only: _builtins.bool
+    """Only reads: no writes, registrations, locks, resources or callbacks."""
+    @_builtins.property
+    def variables(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Globs (syntax as ListVariablesRequest.pattern) of the variables the
+        token may read (and, unless read_only, write). Empty means the parent's
+        globs (for an owner token: every variable). Each must lie within one of
+        the parent's globs.
+        """
+    deny_tools: _builtins.bool
+    """Refuses ExecuteTool, ExecuteStreamingTool, InvokeCallback and tool
+    registration. Host tools run with the session's authority, so a token
+    limited to globs should usually deny tools too.
+    """
+    deny_operations: _builtins.bool
+    """Refuses ExecuteFrameworkOperation and the resource RPCs."""
+    @_builtins.property
+    def ttl(self) -> google_dot_protobuf_dot_duration__pb2.Duration:
+        """Lifetime from minting. Unset means as long as the parent (an owner token
+        lives as long as its session). Clamped to the parent's expiry.
+        """
+    def __init__(
+        self,
+        *,
+        read_only: _builtins.bool = ...,
+        variables: _abc.Iterable[_builtins.str] | None = ...,
+        deny_tools: _builtins.bool = ...,
+        deny_operations: _builtins.bool = ...,
+        ttl: google_dot_protobuf_dot_duration__pb2.Duration | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: _typing.Literal["ttl", b"ttl"]) -> _builtins.bool: ...
+    def ClearField(self, field_name: _typing.Literal["deny_operations", b"deny_operations", "deny_tools", b"deny_tools", "read_only", b"read_only", "ttl", b"ttl", "variables", b"variables"]) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_TokenScope: _typing_extensions.TypeAlias = TokenScope
+
+@_typing.final
+class MintTokenRequest(_message.Message):
+    """Request of MintToken. The parent is the caller's token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session of the caller's token."""
+    @_builtins.property
+    def scope(self) -> _Global_TokenScope:
+        """The new token's scope."""
+    label: _builtins.str
+    """A label for ListTokens, e.g. "dashboard". May be empty."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        scope: _Global_TokenScope | None = ...,
+        label: _builtins.str = ...,
+    ) -> None: ...
+    def HasField(self, field_name: _typing.Literal["scope", b"scope"]) -> _builtins.bool: ...
+    def ClearField(self, field_name: _typing.Literal["label", b"label", "scope", b"scope", "session_id", b"session_id"]) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_MintTokenRequest: _typing_extensions.TypeAlias = MintTokenRequest
+
+@_typing.final
+class MintTokenResponse(_message.Message):
+    """Response of MintToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    INFO_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The token, to send as `authorization: Bearer <token>`. Shown once."""
+    @_builtins.property
+    def info(self) -> _Global_TokenInfo:
+        """The token's scope and lifetime as granted."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        info: _Global_TokenInfo | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: _typing.Literal["info", b"info"]) -> _builtins.bool: ...
+    def ClearField(self, field_name: _typing.Literal["info", b"info", "token", b"token"]) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_MintTokenResponse: _typing_extensions.TypeAlias = MintTokenResponse
+
+@_typing.final
+class TokenInfo(_message.Message):
+    """A token as ListTokens shows it: never its secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    PARENT_ID_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """The token's id (the public part of the token text)."""
+    parent_id: _builtins.str
+    """The id of the token it was derived from; empty for the owner token."""
+    @_builtins.property
+    def scope(self) -> _Global_TokenScope:
+        """The effective scope (globs as granted; `ttl` unset)."""
+    @_builtins.property
+    def expires_at(self) -> google_dot_protobuf_dot_timestamp__pb2.Timestamp:
+        """When it expires; unset if it lives as long as its session."""
+    @_builtins.property
+    def created_at(self) -> google_dot_protobuf_dot_timestamp__pb2.Timestamp:
+        """When it was minted."""
+    label: _builtins.str
+    """The label given at minting."""
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        parent_id: _builtins.str = ...,
+        scope: _Global_TokenScope | None = ...,
+        expires_at: google_dot_protobuf_dot_timestamp__pb2.Timestamp | None = ...,
+        created_at: google_dot_protobuf_dot_timestamp__pb2.Timestamp | None = ...,
+        label: _builtins.str = ...,
+    ) -> None: ...
+    def HasField(self, field_name: _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "scope", b"scope"]) -> _builtins.bool: ...
+    def ClearField(self, field_name: _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "label", b"label", "parent_id", b"parent_id", "scope", b"scope", "token_id", b"token_id"]) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_TokenInfo: _typing_extensions.TypeAlias = TokenInfo
+
+@_typing.final
+class RevokeTokenRequest(_message.Message):
+    """Request of RevokeToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session of the caller's token."""
+    token_id: _builtins.str
+    """The token to revoke (with everything derived from it)."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        token_id: _builtins.str = ...,
+    ) -> None: ...
+    def HasField(self, field_name: _typing_extensions.Never) -> _builtins.bool: ...
+    def ClearField(self, field_name: _typing.Literal["session_id", b"session_id", "token_id", b"token_id"]) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_RevokeTokenRequest: _typing_extensions.TypeAlias = RevokeTokenRequest
+
+@_typing.final
+class RevokeTokenResponse(_message.Message):
+    """Response of RevokeToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOKED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def revoked(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the tokens revoked (the token and its descendants); empty if the
+        id was unknown.
+        """
+    def __init__(
+        self,
+        *,
+        revoked: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: _typing_extensions.Never) -> _builtins.bool: ...
+    def ClearField(self, field_name: _typing.Literal["revoked", b"revoked"]) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_RevokeTokenResponse: _typing_extensions.TypeAlias = RevokeTokenResponse
+
+@_typing.final
+class ListTokensRequest(_message.Message):
+    """Request of ListTokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session of the caller's token."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    def HasField(self, field_name: _typing_extensions.Never) -> _builtins.bool: ...
+    def ClearField(self, field_name: _typing.Literal["session_id", b"session_id"]) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_ListTokensRequest: _typing_extensions.TypeAlias = ListTokensRequest
+
+@_typing.final
+class ListTokensResponse(_message.Message):
+    """Response of ListTokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[_Global_TokenInfo]:
+        """The caller's token and its descendants, oldest first."""
+    def __init__(
+        self,
+        *,
+        tokens: _abc.Iterable[_Global_TokenInfo] | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: _typing_extensions.Never) -> _builtins.bool: ...
+    def ClearField(self, field_name: _typing.Literal["tokens", b"tokens"]) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_ListTokensResponse: _typing_extensions.TypeAlias = ListTokensResponse

@@ -170,6 +170,21 @@ class MLBridgeStub(object):
                 request_serializer=mlbridge__proto_dot_ml__bridge__pb2.ListResourcesRequest.SerializeToString,
                 response_deserializer=mlbridge__proto_dot_ml__bridge__pb2.ListResourcesResponse.FromString,
                 _registered_method=True)
+        self.MintToken = channel.unary_unary(
+                '/mlbridge.v1.MLBridge/MintToken',
+                request_serializer=mlbridge__proto_dot_ml__bridge__pb2.MintTokenRequest.SerializeToString,
+                response_deserializer=mlbridge__proto_dot_ml__bridge__pb2.MintTokenResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/mlbridge.v1.MLBridge/RevokeToken',
+                request_serializer=mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/mlbridge.v1.MLBridge/ListTokens',
+                request_serializer=mlbridge__proto_dot_ml__bridge__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=mlbridge__proto_dot_ml__bridge__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
 
 
 class MLBridgeServicer(object):
@@ -487,6 +502,40 @@ class MLBridgeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MintToken(self, request, context):
+        """Mints a token derived from the caller's token (the parent): never wider
+        than the parent (read-only if the parent is, variable globs within the
+        parent's, tools and operations denied if the parent denies them, expiring
+        no later than the parent). Only the token's secret grants anything; it is
+        returned once, here, and the engine keeps only its hash.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (a scope wider than the
+        parent's, or the session's token limit reached), INVALID_ARGUMENT (bad
+        glob or TTL).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Revokes a token and, with it, every token derived from it; their open
+        streams end with UNAUTHENTICATED. A token may revoke itself and the tokens
+        derived from it. Idempotent: an unknown id succeeds with `revoked` empty.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (a token that is neither the
+        caller's nor derived from it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Lists the caller's token and the tokens derived from it (ids, scopes,
+        expiry, parent; never secrets).
+        Errors: UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MLBridgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -639,6 +688,21 @@ def add_MLBridgeServicer_to_server(servicer, server):
                     servicer.ListResources,
                     request_deserializer=mlbridge__proto_dot_ml__bridge__pb2.ListResourcesRequest.FromString,
                     response_serializer=mlbridge__proto_dot_ml__bridge__pb2.ListResourcesResponse.SerializeToString,
+            ),
+            'MintToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.MintToken,
+                    request_deserializer=mlbridge__proto_dot_ml__bridge__pb2.MintTokenRequest.FromString,
+                    response_serializer=mlbridge__proto_dot_ml__bridge__pb2.MintTokenResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=mlbridge__proto_dot_ml__bridge__pb2.ListTokensRequest.FromString,
+                    response_serializer=mlbridge__proto_dot_ml__bridge__pb2.ListTokensResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(

@@ -217,6 +217,28 @@ class MLBridgeStub:
     """Lists the session's live resources, oldest first.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
     """
+    MintToken: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.MintTokenRequest, mlbridge__proto_dot_ml__bridge__pb2.MintTokenResponse]
+    """Mints a token derived from the caller's token (the parent): never wider
+    than the parent (read-only if the parent is, variable globs within the
+    parent's, tools and operations denied if the parent denies them, expiring
+    no later than the parent). Only the token's secret grants anything; it is
+    returned once, here, and the engine keeps only its hash.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED (a scope wider than the
+    parent's, or the session's token limit reached), INVALID_ARGUMENT (bad
+    glob or TTL).
+    """
+    RevokeToken: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenRequest, mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenResponse]
+    """Revokes a token and, with it, every token derived from it; their open
+    streams end with UNAUTHENTICATED. A token may revoke itself and the tokens
+    derived from it. Idempotent: an unknown id succeeds with `revoked` empty.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED (a token that is neither the
+    caller's nor derived from it).
+    """
+    ListTokens: _grpc.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.ListTokensRequest, mlbridge__proto_dot_ml__bridge__pb2.ListTokensResponse]
+    """Lists the caller's token and the tokens derived from it (ids, scopes,
+    expiry, parent; never secrets).
+    Errors: UNAUTHENTICATED.
+    """
 
 @_typing.type_check_only
 class MLBridgeAsyncStub(MLBridgeStub):
@@ -410,6 +432,28 @@ class MLBridgeAsyncStub(MLBridgeStub):
     ListResources: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.ListResourcesRequest, mlbridge__proto_dot_ml__bridge__pb2.ListResourcesResponse]  # type: ignore[assignment]
     """Lists the session's live resources, oldest first.
     Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
+    """
+    MintToken: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.MintTokenRequest, mlbridge__proto_dot_ml__bridge__pb2.MintTokenResponse]  # type: ignore[assignment]
+    """Mints a token derived from the caller's token (the parent): never wider
+    than the parent (read-only if the parent is, variable globs within the
+    parent's, tools and operations denied if the parent denies them, expiring
+    no later than the parent). Only the token's secret grants anything; it is
+    returned once, here, and the engine keeps only its hash.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED (a scope wider than the
+    parent's, or the session's token limit reached), INVALID_ARGUMENT (bad
+    glob or TTL).
+    """
+    RevokeToken: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenRequest, mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenResponse]  # type: ignore[assignment]
+    """Revokes a token and, with it, every token derived from it; their open
+    streams end with UNAUTHENTICATED. A token may revoke itself and the tokens
+    derived from it. Idempotent: an unknown id succeeds with `revoked` empty.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED (a token that is neither the
+    caller's nor derived from it).
+    """
+    ListTokens: _aio.UnaryUnaryMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.ListTokensRequest, mlbridge__proto_dot_ml__bridge__pb2.ListTokensResponse]  # type: ignore[assignment]
+    """Lists the caller's token and the tokens derived from it (ids, scopes,
+    expiry, parent; never secrets).
+    Errors: UNAUTHENTICATED.
     """
 
 class MLBridgeServicer(metaclass=_ABCMeta):
@@ -785,6 +829,46 @@ class MLBridgeServicer(metaclass=_ABCMeta):
     ) -> mlbridge__proto_dot_ml__bridge__pb2.ListResourcesResponse | _abc.Awaitable[mlbridge__proto_dot_ml__bridge__pb2.ListResourcesResponse]:
         """Lists the session's live resources, oldest first.
         Errors: SESSION_NOT_FOUND, SESSION_EXPIRED.
+        """
+
+    @_abstractmethod
+    def MintToken(
+        self,
+        request: mlbridge__proto_dot_ml__bridge__pb2.MintTokenRequest,
+        context: _ServicerContext[mlbridge__proto_dot_ml__bridge__pb2.MintTokenRequest, mlbridge__proto_dot_ml__bridge__pb2.MintTokenResponse],
+    ) -> mlbridge__proto_dot_ml__bridge__pb2.MintTokenResponse | _abc.Awaitable[mlbridge__proto_dot_ml__bridge__pb2.MintTokenResponse]:
+        """Mints a token derived from the caller's token (the parent): never wider
+        than the parent (read-only if the parent is, variable globs within the
+        parent's, tools and operations denied if the parent denies them, expiring
+        no later than the parent). Only the token's secret grants anything; it is
+        returned once, here, and the engine keeps only its hash.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (a scope wider than the
+        parent's, or the session's token limit reached), INVALID_ARGUMENT (bad
+        glob or TTL).
+        """
+
+    @_abstractmethod
+    def RevokeToken(
+        self,
+        request: mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenRequest,
+        context: _ServicerContext[mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenRequest, mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenResponse],
+    ) -> mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenResponse | _abc.Awaitable[mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenResponse]:
+        """Revokes a token and, with it, every token derived from it; their open
+        streams end with UNAUTHENTICATED. A token may revoke itself and the tokens
+        derived from it. Idempotent: an unknown id succeeds with `revoked` empty.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (a token that is neither the
+        caller's nor derived from it).
+        """
+
+    @_abstractmethod
+    def ListTokens(
+        self,
+        request: mlbridge__proto_dot_ml__bridge__pb2.ListTokensRequest,
+        context: _ServicerContext[mlbridge__proto_dot_ml__bridge__pb2.ListTokensRequest, mlbridge__proto_dot_ml__bridge__pb2.ListTokensResponse],
+    ) -> mlbridge__proto_dot_ml__bridge__pb2.ListTokensResponse | _abc.Awaitable[mlbridge__proto_dot_ml__bridge__pb2.ListTokensResponse]:
+        """Lists the caller's token and the tokens derived from it (ids, scopes,
+        expiry, parent; never secrets).
+        Errors: UNAUTHENTICATED.
         """
 
 def add_MLBridgeServicer_to_server(servicer: MLBridgeServicer, server: _grpc.Server | _aio.Server) -> None: ...

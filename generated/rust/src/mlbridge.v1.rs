@@ -366,6 +366,14 @@ pub struct InitializeSessionResponse {
     /// True if this call created the session; false if it already existed.
     #[prost(bool, tag = "2")]
     pub created: bool,
+    /// When this call created the session: its owner token, to be sent as
+    /// `authorization: Bearer <token>` metadata on every later call about the
+    /// session. Returned once; the engine keeps only its hash. Empty otherwise.
+    #[prost(string, tag = "3")]
+    pub owner_token: ::prost::alloc::string::String,
+    /// The owner token's id (see TokenInfo); empty when `owner_token` is.
+    #[prost(string, tag = "4")]
+    pub owner_token_id: ::prost::alloc::string::String,
 }
 /// Request of GetSession.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1456,6 +1464,10 @@ pub struct RegisterCallbackRequest {
     /// clamps it to its maximum (10 min). Must be > 0.
     #[prost(message, optional, tag = "9")]
     pub timeout: ::core::option::Option<::prost_types::Duration>,
+    /// A secret the callback server expects as `authorization: Bearer  <secret>` metadata on every ExecuteCallback; the engine presents it.
+    /// Empty for a callback server that checks nothing.
+    #[prost(string, tag = "10")]
+    pub endpoint_secret: ::prost::alloc::string::String,
 }
 /// Response of RegisterCallback.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1742,6 +1754,11 @@ pub struct WorkerExecuteFrameworkOperationRequest {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
+    /// A short-lived token of `session_id`, with the scope of the caller's
+    /// token, for calls back into the engine during this operation; revoked when
+    /// the operation ends. Empty when the engine does not check tokens.
+    #[prost(string, tag = "8")]
+    pub session_token: ::prost::alloc::string::String,
 }
 /// Request of Worker.ExecuteTool (sent by the engine).
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1765,6 +1782,10 @@ pub struct WorkerExecuteToolRequest {
     /// WorkerExecuteFrameworkOperationRequest.engine_address).
     #[prost(string, tag = "5")]
     pub engine_address: ::prost::alloc::string::String,
+    /// A short-lived token for calls back into the engine (see
+    /// WorkerExecuteFrameworkOperationRequest.session_token).
+    #[prost(string, tag = "6")]
+    pub session_token: ::prost::alloc::string::String,
 }
 /// Request of Worker.ExecuteStreamingTool (sent by the engine).
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1787,6 +1808,109 @@ pub struct WorkerExecuteStreamingToolRequest {
     /// gRPC target of the engine's MLBridge service.
     #[prost(string, tag = "5")]
     pub engine_address: ::prost::alloc::string::String,
+}
+/// What a token may do within its session. A derived token's scope is never
+/// wider than its parent's.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TokenScope {
+    /// Only reads: no writes, registrations, locks, resources or callbacks.
+    #[prost(bool, tag = "1")]
+    pub read_only: bool,
+    /// Globs (syntax as ListVariablesRequest.pattern) of the variables the
+    /// token may read (and, unless read_only, write). Empty means the parent's
+    /// globs (for an owner token: every variable). Each must lie within one of
+    /// the parent's globs.
+    #[prost(string, repeated, tag = "2")]
+    pub variables: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Refuses ExecuteTool, ExecuteStreamingTool, InvokeCallback and tool
+    /// registration. Host tools run with the session's authority, so a token
+    /// limited to globs should usually deny tools too.
+    #[prost(bool, tag = "3")]
+    pub deny_tools: bool,
+    /// Refuses ExecuteFrameworkOperation and the resource RPCs.
+    #[prost(bool, tag = "4")]
+    pub deny_operations: bool,
+    /// Lifetime from minting. Unset means as long as the parent (an owner token
+    /// lives as long as its session). Clamped to the parent's expiry.
+    #[prost(message, optional, tag = "5")]
+    pub ttl: ::core::option::Option<::prost_types::Duration>,
+}
+/// Request of MintToken. The parent is the caller's token.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MintTokenRequest {
+    /// The session of the caller's token.
+    #[prost(string, tag = "1")]
+    pub session_id: ::prost::alloc::string::String,
+    /// The new token's scope.
+    #[prost(message, optional, tag = "2")]
+    pub scope: ::core::option::Option<TokenScope>,
+    /// A label for ListTokens, e.g. "dashboard". May be empty.
+    #[prost(string, tag = "3")]
+    pub label: ::prost::alloc::string::String,
+}
+/// Response of MintToken.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MintTokenResponse {
+    /// The token, to send as `authorization: Bearer <token>`. Shown once.
+    #[prost(string, tag = "1")]
+    pub token: ::prost::alloc::string::String,
+    /// The token's scope and lifetime as granted.
+    #[prost(message, optional, tag = "2")]
+    pub info: ::core::option::Option<TokenInfo>,
+}
+/// A token as ListTokens shows it: never its secret.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TokenInfo {
+    /// The token's id (the public part of the token text).
+    #[prost(string, tag = "1")]
+    pub token_id: ::prost::alloc::string::String,
+    /// The id of the token it was derived from; empty for the owner token.
+    #[prost(string, tag = "2")]
+    pub parent_id: ::prost::alloc::string::String,
+    /// The effective scope (globs as granted; `ttl` unset).
+    #[prost(message, optional, tag = "3")]
+    pub scope: ::core::option::Option<TokenScope>,
+    /// When it expires; unset if it lives as long as its session.
+    #[prost(message, optional, tag = "4")]
+    pub expires_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// When it was minted.
+    #[prost(message, optional, tag = "5")]
+    pub created_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// The label given at minting.
+    #[prost(string, tag = "6")]
+    pub label: ::prost::alloc::string::String,
+}
+/// Request of RevokeToken.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeTokenRequest {
+    /// The session of the caller's token.
+    #[prost(string, tag = "1")]
+    pub session_id: ::prost::alloc::string::String,
+    /// The token to revoke (with everything derived from it).
+    #[prost(string, tag = "2")]
+    pub token_id: ::prost::alloc::string::String,
+}
+/// Response of RevokeToken.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeTokenResponse {
+    /// Ids of the tokens revoked (the token and its descendants); empty if the
+    /// id was unknown.
+    #[prost(string, repeated, tag = "1")]
+    pub revoked: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// Request of ListTokens.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListTokensRequest {
+    /// The session of the caller's token.
+    #[prost(string, tag = "1")]
+    pub session_id: ::prost::alloc::string::String,
+}
+/// Response of ListTokens.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListTokensResponse {
+    /// The caller's token and its descendants, oldest first.
+    #[prost(message, repeated, tag = "1")]
+    pub tokens: ::prost::alloc::vec::Vec<TokenInfo>,
 }
 /// Explicit null marker for `Value.null_value`. Defined here so that
 /// google/protobuf/struct.proto is not needed.
@@ -2069,6 +2193,11 @@ pub enum ErrorKind {
     /// The variable cannot be deleted while others depend on it (the context
     /// names them in `dependents`).
     VariableInUse = 30,
+    /// The call carries no valid token for its session (access control): the
+    /// `authorization` metadata is missing or malformed, or the token is
+    /// unknown, expired, revoked or belongs to another session. The answer is
+    /// the same whichever it was, and never quotes the token.
+    Unauthenticated = 31,
 }
 impl ErrorKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -2108,6 +2237,7 @@ impl ErrorKind {
             Self::CallbackUnavailable => "ERROR_KIND_CALLBACK_UNAVAILABLE",
             Self::MemoryBudgetExceeded => "ERROR_KIND_MEMORY_BUDGET_EXCEEDED",
             Self::VariableInUse => "ERROR_KIND_VARIABLE_IN_USE",
+            Self::Unauthenticated => "ERROR_KIND_UNAUTHENTICATED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -2144,6 +2274,7 @@ impl ErrorKind {
             "ERROR_KIND_CALLBACK_UNAVAILABLE" => Some(Self::CallbackUnavailable),
             "ERROR_KIND_MEMORY_BUDGET_EXCEEDED" => Some(Self::MemoryBudgetExceeded),
             "ERROR_KIND_VARIABLE_IN_USE" => Some(Self::VariableInUse),
+            "ERROR_KIND_UNAUTHENTICATED" => Some(Self::Unauthenticated),
             _ => None,
         }
     }
@@ -3261,6 +3392,94 @@ pub mod ml_bridge_client {
                 .insert(GrpcMethod::new("mlbridge.v1.MLBridge", "ListResources"));
             self.inner.unary(req, path, codec).await
         }
+        /// Mints a token derived from the caller's token (the parent): never wider
+        /// than the parent (read-only if the parent is, variable globs within the
+        /// parent's, tools and operations denied if the parent denies them, expiring
+        /// no later than the parent). Only the token's secret grants anything; it is
+        /// returned once, here, and the engine keeps only its hash.
+        /// Errors: UNAUTHENTICATED, PERMISSION_DENIED (a scope wider than the
+        /// parent's, or the session's token limit reached), INVALID_ARGUMENT (bad
+        /// glob or TTL).
+        pub async fn mint_token(
+            &mut self,
+            request: impl tonic::IntoRequest<super::MintTokenRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::MintTokenResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/mlbridge.v1.MLBridge/MintToken",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("mlbridge.v1.MLBridge", "MintToken"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Revokes a token and, with it, every token derived from it; their open
+        /// streams end with UNAUTHENTICATED. A token may revoke itself and the tokens
+        /// derived from it. Idempotent: an unknown id succeeds with `revoked` empty.
+        /// Errors: UNAUTHENTICATED, PERMISSION_DENIED (a token that is neither the
+        /// caller's nor derived from it).
+        pub async fn revoke_token(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RevokeTokenRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeTokenResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/mlbridge.v1.MLBridge/RevokeToken",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("mlbridge.v1.MLBridge", "RevokeToken"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Lists the caller's token and the tokens derived from it (ids, scopes,
+        /// expiry, parent; never secrets).
+        /// Errors: UNAUTHENTICATED.
+        pub async fn list_tokens(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListTokensRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListTokensResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/mlbridge.v1.MLBridge/ListTokens",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("mlbridge.v1.MLBridge", "ListTokens"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -3667,6 +3886,49 @@ pub mod ml_bridge_server {
             request: tonic::Request<super::ListResourcesRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListResourcesResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        /// Mints a token derived from the caller's token (the parent): never wider
+        /// than the parent (read-only if the parent is, variable globs within the
+        /// parent's, tools and operations denied if the parent denies them, expiring
+        /// no later than the parent). Only the token's secret grants anything; it is
+        /// returned once, here, and the engine keeps only its hash.
+        /// Errors: UNAUTHENTICATED, PERMISSION_DENIED (a scope wider than the
+        /// parent's, or the session's token limit reached), INVALID_ARGUMENT (bad
+        /// glob or TTL).
+        async fn mint_token(
+            &self,
+            request: tonic::Request<super::MintTokenRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::MintTokenResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        /// Revokes a token and, with it, every token derived from it; their open
+        /// streams end with UNAUTHENTICATED. A token may revoke itself and the tokens
+        /// derived from it. Idempotent: an unknown id succeeds with `revoked` empty.
+        /// Errors: UNAUTHENTICATED, PERMISSION_DENIED (a token that is neither the
+        /// caller's nor derived from it).
+        async fn revoke_token(
+            &self,
+            request: tonic::Request<super::RevokeTokenRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeTokenResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        /// Lists the caller's token and the tokens derived from it (ids, scopes,
+        /// expiry, parent; never secrets).
+        /// Errors: UNAUTHENTICATED.
+        async fn list_tokens(
+            &self,
+            request: tonic::Request<super::ListTokensRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListTokensResponse>,
             tonic::Status,
         > {
             Err(tonic::Status::unimplemented("Not yet implemented"))
@@ -5111,6 +5373,141 @@ pub mod ml_bridge_server {
                     };
                     Box::pin(fut)
                 }
+                "/mlbridge.v1.MLBridge/MintToken" => {
+                    #[allow(non_camel_case_types)]
+                    struct MintTokenSvc<T: MlBridge>(pub Arc<T>);
+                    impl<
+                        T: MlBridge,
+                    > tonic::server::UnaryService<super::MintTokenRequest>
+                    for MintTokenSvc<T> {
+                        type Response = super::MintTokenResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::MintTokenRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MlBridge>::mint_token(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = MintTokenSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/mlbridge.v1.MLBridge/RevokeToken" => {
+                    #[allow(non_camel_case_types)]
+                    struct RevokeTokenSvc<T: MlBridge>(pub Arc<T>);
+                    impl<
+                        T: MlBridge,
+                    > tonic::server::UnaryService<super::RevokeTokenRequest>
+                    for RevokeTokenSvc<T> {
+                        type Response = super::RevokeTokenResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RevokeTokenRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MlBridge>::revoke_token(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RevokeTokenSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/mlbridge.v1.MLBridge/ListTokens" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListTokensSvc<T: MlBridge>(pub Arc<T>);
+                    impl<
+                        T: MlBridge,
+                    > tonic::server::UnaryService<super::ListTokensRequest>
+                    for ListTokensSvc<T> {
+                        type Response = super::ListTokensResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListTokensRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MlBridge>::list_tokens(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListTokensSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 _ => {
                     Box::pin(async move {
                         let mut response = http::Response::new(
@@ -6287,6 +6684,7 @@ impl ErrorKind {
             Self::CallbackUnavailable => tonic::Code::Unavailable,
             Self::MemoryBudgetExceeded => tonic::Code::ResourceExhausted,
             Self::VariableInUse => tonic::Code::FailedPrecondition,
+            Self::Unauthenticated => tonic::Code::Unauthenticated,
         }
     }
     /// Whether a call that failed with this kind may be retried as it is

@@ -28,18 +28,60 @@ pub type LocalService = dyn MlBridge;
 
 type ServerStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
 
-/// How calls reach the engine: over gRPC, or straight into an engine in this process.
+/// How calls reach the engine (over gRPC, or straight into an engine in this process),
+/// and the bearer token they carry.
 #[derive(Clone)]
-pub(crate) enum Transport {
+pub(crate) struct Transport {
+    route: Route,
+    token: Option<Arc<str>>,
+}
+
+#[derive(Clone)]
+enum Route {
     Remote(MlBridgeClient<Channel>),
     Local(Arc<LocalService>),
 }
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Transport::Remote(_) => f.write_str("Transport::Remote"),
-            Transport::Local(_) => f.write_str("Transport::Local"),
+        // The token stays out of debug output (and so out of logs).
+        let route = match self.route {
+            Route::Remote(_) => "Remote",
+            Route::Local(_) => "Local",
+        };
+        f.debug_struct("Transport")
+            .field("route", &route)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Marks a request made through [`Client::in_process`]: an engine lets such a call
+/// without a token act with its own authority (the program holds the engine anyway); a
+/// call with a token is checked as over gRPC.
+#[derive(Debug, Clone, Copy)]
+pub struct InProcessCall;
+
+impl Transport {
+    /// `message` as a request with the token, if any, in its `authorization` metadata.
+    fn request<T>(&self, message: T) -> Result<Request<T>> {
+        let mut request = Request::new(message);
+        if let Some(token) = &self.token {
+            let value = format!("Bearer {token}").parse().map_err(|_| {
+                BridgeError::invalid_argument("token", "the token is not valid metadata text")
+            })?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        if matches!(self.route, Route::Local(_)) {
+            request.extensions_mut().insert(InProcessCall);
+        }
+        Ok(request)
+    }
+
+    fn with_token(&self, token: Option<&str>) -> Transport {
+        Transport {
+            route: self.route.clone(),
+            token: token.map(Arc::from),
         }
     }
 }
@@ -51,13 +93,12 @@ macro_rules! rpcs {
         impl Transport {
             $(
                 pub(crate) async fn $name(&self, request: $request) -> Result<$response> {
-                    match self {
-                        Transport::Remote(client) => {
+                    let request = self.request(request)?;
+                    match &self.route {
+                        Route::Remote(client) => {
                             Ok(client.clone().$name(request).await?.into_inner())
                         }
-                        Transport::Local(service) => {
-                            Ok(service.$name(Request::new(request)).await?.into_inner())
-                        }
+                        Route::Local(service) => Ok(service.$name(request).await?.into_inner()),
                     }
                 }
             )*
@@ -91,6 +132,9 @@ rpcs! {
     list_resources(pb::ListResourcesRequest) -> pb::ListResourcesResponse;
     execute_framework_operation(pb::ExecuteFrameworkOperationRequest)
         -> pb::ExecuteFrameworkOperationResponse;
+    mint_token(pb::MintTokenRequest) -> pb::MintTokenResponse;
+    revoke_token(pb::RevokeTokenRequest) -> pb::RevokeTokenResponse;
+    list_tokens(pb::ListTokensRequest) -> pb::ListTokensResponse;
 }
 
 impl Transport {
@@ -98,14 +142,12 @@ impl Transport {
         &self,
         request: pb::WatchVariablesRequest,
     ) -> Result<ServerStream<pb::VariableUpdate>> {
-        Ok(match self {
-            Transport::Remote(client) => {
+        let request = self.request(request)?;
+        Ok(match &self.route {
+            Route::Remote(client) => {
                 Box::pin(client.clone().watch_variables(request).await?.into_inner())
             }
-            Transport::Local(service) => service
-                .watch_variables(Request::new(request))
-                .await?
-                .into_inner(),
+            Route::Local(service) => service.watch_variables(request).await?.into_inner(),
         })
     }
 
@@ -113,18 +155,16 @@ impl Transport {
         &self,
         request: pb::ExecuteStreamingToolRequest,
     ) -> Result<ServerStream<pb::ToolChunk>> {
-        Ok(match self {
-            Transport::Remote(client) => Box::pin(
+        let request = self.request(request)?;
+        Ok(match &self.route {
+            Route::Remote(client) => Box::pin(
                 client
                     .clone()
                     .execute_streaming_tool(request)
                     .await?
                     .into_inner(),
             ),
-            Transport::Local(service) => service
-                .execute_streaming_tool(Request::new(request))
-                .await?
-                .into_inner(),
+            Route::Local(service) => service.execute_streaming_tool(request).await?.into_inner(),
         })
     }
 }
@@ -164,7 +204,10 @@ impl Client {
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         Ok(Client {
-            inner: Transport::Remote(inner),
+            inner: Transport {
+                route: Route::Remote(inner),
+                token: None,
+            },
         })
     }
 
@@ -173,8 +216,25 @@ impl Client {
     /// [`Session`] API is the same as over gRPC.
     pub fn in_process(service: Arc<LocalService>) -> Self {
         Client {
-            inner: Transport::Local(service),
+            inner: Transport {
+                route: Route::Local(service),
+                token: None,
+            },
         }
+    }
+
+    /// This client, sending `token` as `authorization: Bearer <token>` on every call: the
+    /// token of the session it joins on an engine that checks tokens. A session this
+    /// client creates uses its owner token instead when the client holds none.
+    pub fn with_token(&self, token: &str) -> Self {
+        Client {
+            inner: self.inner.with_token(Some(token)),
+        }
+    }
+
+    /// The token this client sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.inner.token.as_deref()
     }
 
     /// The generated tonic client, for RPCs this API does not wrap.
@@ -183,9 +243,9 @@ impl Client {
     ///
     /// For an in-process client ([`Client::in_process`]), which has no channel.
     pub fn raw(&self) -> MlBridgeClient<Channel> {
-        match &self.inner {
-            Transport::Remote(client) => client.clone(),
-            Transport::Local(_) => panic!("an in-process client has no gRPC channel"),
+        match &self.inner.route {
+            Route::Remote(client) => client.clone(),
+            Route::Local(_) => panic!("an in-process client has no gRPC channel"),
         }
     }
 
@@ -228,8 +288,14 @@ impl Client {
         let info = response
             .session
             .ok_or_else(|| BridgeError::internal("InitializeSession returned no session"))?;
+        // A session this client created is reached with its owner token, unless the
+        // client was given a token of its own.
+        let client = match (&self.inner.token, response.owner_token.is_empty()) {
+            (None, false) => self.inner.with_token(Some(&response.owner_token)),
+            _ => self.inner.clone(),
+        };
         Ok(Session {
-            client: self.inner.clone(),
+            client,
             id: info.session_id,
             source: options.source,
         })
@@ -283,6 +349,56 @@ impl Session {
     /// The session id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The token this session's calls carry: the owner token of a session this client
+    /// created, or the token the client was given ([`Client::with_token`]).
+    pub fn token(&self) -> Option<&str> {
+        self.client.token.as_deref()
+    }
+
+    /// Mints a token derived from this session's token, never wider than it (see
+    /// `TokenScope`); returns the token text (shown once) and what was granted.
+    pub async fn mint_token(
+        &self,
+        scope: pb::TokenScope,
+        label: &str,
+    ) -> Result<(String, pb::TokenInfo)> {
+        let response = self
+            .client
+            .mint_token(pb::MintTokenRequest {
+                session_id: self.id.clone(),
+                scope: Some(scope),
+                label: label.to_owned(),
+            })
+            .await?;
+        let info = response
+            .info
+            .ok_or_else(|| BridgeError::internal("MintToken returned no info"))?;
+        Ok((response.token, info))
+    }
+
+    /// Revokes a token and every token derived from it; returns the ids revoked.
+    pub async fn revoke_token(&self, token_id: &str) -> Result<Vec<String>> {
+        let response = self
+            .client
+            .revoke_token(pb::RevokeTokenRequest {
+                session_id: self.id.clone(),
+                token_id: token_id.to_owned(),
+            })
+            .await?;
+        Ok(response.revoked)
+    }
+
+    /// This session's token and those derived from it (never secrets).
+    pub async fn tokens(&self) -> Result<Vec<pb::TokenInfo>> {
+        let response = self
+            .client
+            .list_tokens(pb::ListTokensRequest {
+                session_id: self.id.clone(),
+            })
+            .await?;
+        Ok(response.tokens)
     }
 
     pub(crate) fn transport(&self) -> &Transport {

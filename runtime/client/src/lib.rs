@@ -11,7 +11,7 @@ pub mod optimization;
 mod ready;
 pub mod values;
 
-pub use client::{Client, Session, SessionOptions, Write};
+pub use client::{Client, InProcessCall, Session, SessionOptions, Write};
 pub use error::{BridgeError, ErrorKind, Result};
 pub use optimization::{LeaseRenewer, OptimizationLock};
 pub use ready::ENGINE_READY_PREFIX;

@@ -55,7 +55,18 @@ pub struct Callback {
     pub parameters: Vec<pb::ParameterSpec>,
     /// Deadline of each call.
     pub timeout: Duration,
+    /// What the callback server expects in `authorization` (never logged: no `Debug`).
+    secret: EndpointSecret,
     client: OnceCell<CallbackClient<Channel>>,
+}
+
+/// A callback server's secret, which `Debug` never shows.
+struct EndpointSecret(String);
+
+impl std::fmt::Debug for EndpointSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 type Sessions = HashMap<String, HashMap<String, Arc<Callback>>>;
@@ -142,6 +153,7 @@ impl CallbackRegistry {
             endpoint: r.endpoint,
             parameters: r.parameters,
             timeout,
+            secret: EndpointSecret(r.endpoint_secret),
             client: OnceCell::new(),
         });
         let mut sessions = self.sessions();
@@ -410,6 +422,12 @@ impl Callback {
                 .await?;
             let mut request = crate::telemetry::traced_request(request);
             request.set_timeout(self.timeout);
+            if !self.secret.0.is_empty() {
+                let value = format!("Bearer {}", self.secret.0)
+                    .parse()
+                    .map_err(|_| self.unavailable("its endpoint secret is not valid metadata"))?;
+                request.metadata_mut().insert("authorization", value);
+            }
             client
                 .clone()
                 .execute_callback(request)

@@ -5,6 +5,7 @@
 // `#[tool]` expands to `::mlbridge::...` paths; this makes them resolve inside this crate too.
 extern crate self as mlbridge;
 
+pub mod auth;
 pub mod builtin_tools;
 pub mod callbacks;
 pub mod engine;

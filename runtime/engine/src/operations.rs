@@ -217,6 +217,7 @@ pub async fn execute_operation(
         bindings: bindings.clone(),
         engine_address: String::new(),
         metadata,
+        session_token: String::new(),
     };
     let what = format!("operation `{full_name}`");
     let (response, worker_id) = pool
@@ -315,6 +316,7 @@ pub async fn execute_tool(
         arguments,
         metadata: request.metadata,
         engine_address: String::new(),
+        session_token: String::new(),
     };
     let (mut response, worker_id) = pool
         .run_tool(

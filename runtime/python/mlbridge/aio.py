@@ -34,6 +34,7 @@ from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
 from .session_protocol import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open, read_only_async
+from .auth import MintedToken, TokenInfo, scope_request
 from .batch import AsyncBatch
 from .callbacks import CallbackServer, Registered
 from .channel import TlsConfig, aio_channel
@@ -96,6 +97,7 @@ class AsyncSessionContext:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         channel_options: Sequence[tuple[str, Any]] = (),
         tls: TlsConfig | None = None,
+        token: str | None = None,
     ) -> None:
         options = SessionOptions.build(
             address,
@@ -113,6 +115,7 @@ class AsyncSessionContext:
             max_value_bytes=max_value_bytes,
             channel_options=channel_options,
             tls=tls,
+            token=token,
         )
         self._core = SessionCore(options)
         self._channel: grpc.aio.Channel | None = None
@@ -134,9 +137,9 @@ class AsyncSessionContext:
         if self._stub is not None:
             return self
         options = self._core.options
-        self._channel = aio_channel(options.address, options.channel_options, options.tls)
+        self._channel = aio_channel(options.address, options.channel_options, options.tls, self._core.bearer)
         self._stub = pb_grpc.MLBridgeStub(self._channel)
-        self._stream_channel = aio_channel(options.address, options.channel_options, options.tls)
+        self._stream_channel = aio_channel(options.address, options.channel_options, options.tls, self._core.bearer)
         self._stream_stub = pb_grpc.MLBridgeStub(self._stream_channel)
         try:
             response = await self._invoke(self._stub.InitializeSession, self._core.initialize_request())
@@ -624,7 +627,7 @@ class AsyncSessionContext:
         registered = Registered.of(fn, name, self._callback_loop(), self._core.options.numpy)
         if self._callbacks is None:
             self._callbacks = CallbackServer()
-        request = registered.request(self.session_id, self._callbacks.endpoint, timeout, replace)
+        request = registered.request(self.session_id, self._callbacks.endpoint, timeout, replace, self._callbacks.secret)
         response = await self._invoke(self._open_stub().RegisterCallback, request)
         registered.callback_id = response.callback_id
         self._callbacks.add(registered)
@@ -751,6 +754,44 @@ class AsyncSessionContext:
         request = pb.ListResourcesRequest(session_id=self.session_id)
         response = await self._invoke(self._open_stub().ListResources, request)
         return [Resource.from_proto(resource) for resource in response.resources]
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token this context sends: the one it was given, or the owner token of
+        the session it created (None before then, or if the engine issued none)."""
+        return self._core.bearer.token
+
+    async def mint_token(
+        self,
+        *,
+        read_only: bool = False,
+        variables: Sequence[str] = (),
+        deny_tools: bool = False,
+        deny_operations: bool = False,
+        ttl: float | None = None,
+        label: str = "",
+    ) -> MintedToken:
+        """Mints a token derived from this context's token, never wider than it: read-only,
+        limited to variable globs, without tools or operations, expiring after `ttl`
+        seconds (never after its parent). Refused with `PermissionDenied` if wider."""
+        request = scope_request(
+            self.session_id, read_only, tuple(variables), deny_tools, deny_operations, ttl, label
+        )
+        response = await self._invoke(self._open_stub().MintToken, request)
+        return MintedToken(response.token, TokenInfo.from_proto(response.info))
+
+    async def revoke_token(self, token_id: str) -> list[str]:
+        """Revokes a token and every token derived from it (their watches end); answers
+        the ids revoked."""
+        request = pb.RevokeTokenRequest(session_id=self.session_id, token_id=token_id)
+        response = await self._invoke(self._open_stub().RevokeToken, request)
+        return list(response.revoked)
+
+    async def list_tokens(self) -> list[TokenInfo]:
+        """This context's token and those derived from it, oldest first (no secrets)."""
+        request = pb.ListTokensRequest(session_id=self.session_id)
+        response = await self._invoke(self._open_stub().ListTokens, request)
+        return [TokenInfo.from_proto(info) for info in response.tokens]
 
     def _stop_callbacks(self) -> None:
         server, self._callbacks = self._callbacks, None

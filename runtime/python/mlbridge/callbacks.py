@@ -25,6 +25,7 @@ import grpc
 from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
+from .auth import RequireSecret, new_secret
 from . import telemetry
 from .dispatch import _remote
 from .errors import BridgeError, CallbackError, CallbackNotFound, clip, send_error
@@ -80,7 +81,7 @@ class Registered:
         return cls(name or fn.__name__, fn, parameters, returns, description, loop, numpy)
 
     def request(
-        self, session_id: str, endpoint: str, timeout: float | None, replace: bool
+        self, session_id: str, endpoint: str, timeout: float | None, replace: bool, endpoint_secret: str = ""
     ) -> pb.RegisterCallbackRequest:
         request = pb.RegisterCallbackRequest(
             session_id=session_id,
@@ -90,6 +91,7 @@ class Registered:
             parameters=self.parameters,
             return_type=self.returns.to_proto(),
             replace=replace,
+            endpoint_secret=endpoint_secret,
         )
         if timeout is not None:
             request.timeout.FromNanoseconds(int(timeout * 1_000_000_000))
@@ -153,10 +155,12 @@ class CallbackServer:
     def __init__(self, host: str = "127.0.0.1", max_workers: int = 16) -> None:
         self._callbacks: dict[str, Registered] = {}
         self._lock = threading.Lock()
+        self.secret = new_secret()
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="mlbridge-callback"),
             options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
-            interceptors=telemetry.server_interceptors(),
+            # The engine presents this secret (given in RegisterCallback) on every call.
+            interceptors=[RequireSecret(self.secret, "callback server"), *telemetry.server_interceptors()],
         )
         pb_grpc.add_CallbackServicer_to_server(_Service(self), self._server)
         port = self._server.add_insecure_port(f"{host}:0")

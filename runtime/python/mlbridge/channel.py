@@ -13,6 +13,7 @@ import grpc
 import grpc.aio
 
 from . import telemetry
+from .auth import Bearer, BearerInterceptor, aio_interceptors
 
 __all__ = ["TlsConfig", "aio_channel", "channel", "channel_options"]
 
@@ -90,20 +91,28 @@ def channel_options(
     return list(options.items())
 
 
-def channel(address: str, extra: Sequence[tuple[str, Any]] = (), tls: TlsConfig | None = None) -> grpc.Channel:
-    """A blocking channel to the engine at `address` (over TLS when `tls` is given)."""
+def channel(
+    address: str, extra: Sequence[tuple[str, Any]] = (), tls: TlsConfig | None = None, bearer: Bearer | None = None
+) -> grpc.Channel:
+    """A blocking channel to the engine at `address` (over TLS when `tls` is given),
+    sending `bearer`'s token on every call."""
     options = channel_options(address, extra, tls)
     if tls is None:
-        return telemetry.instrument_channel(grpc.insecure_channel(address, options=options))
-    return telemetry.instrument_channel(grpc.secure_channel(address, tls.credentials(), options=options))
+        opened = grpc.insecure_channel(address, options=options)
+    else:
+        opened = grpc.secure_channel(address, tls.credentials(), options=options)
+    if bearer is not None:
+        opened = grpc.intercept_channel(opened, BearerInterceptor(bearer))
+    return telemetry.instrument_channel(opened)
 
 
 def aio_channel(
-    address: str, extra: Sequence[tuple[str, Any]] = (), tls: TlsConfig | None = None
+    address: str, extra: Sequence[tuple[str, Any]] = (), tls: TlsConfig | None = None, bearer: Bearer | None = None
 ) -> grpc.aio.Channel:
-    """An asyncio channel to the engine at `address` (over TLS when `tls` is given)."""
+    """An asyncio channel to the engine at `address` (over TLS when `tls` is given),
+    sending `bearer`'s token on every call."""
     options = channel_options(address, extra, tls)
-    interceptors = telemetry.aio_client_interceptors() or None
+    interceptors = [*telemetry.aio_client_interceptors(), *(aio_interceptors(bearer) if bearer else [])] or None
     if tls is None:
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(address, tls.credentials(), options=options, interceptors=interceptors)

@@ -167,6 +167,8 @@ class Call:
     Attributes:
         session_id: the calling session.
         engine_address: the engine's MLBridge address, for `session()`.
+        session_token: a short-lived token of the session with the caller's scope, which
+            `session()` sends (the engine revokes it when the call ends).
         bindings: for each parameter read from a variable, ``(variable name, version)``.
         metadata: the caller's labels.
         labels: labels the implementation returns (``ExecuteFrameworkOperationResponse.metadata``).
@@ -174,6 +176,7 @@ class Call:
 
     session_id: str = ""
     engine_address: str = ""
+    session_token: str = field(default="", repr=False)
     bindings: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     metadata: Mapping[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
@@ -187,7 +190,11 @@ class Call:
             from .session import SessionContext
 
             self._session = SessionContext(
-                self.engine_address, self.session_id, keep_session=True, watch_cache=False
+                self.engine_address,
+                self.session_id,
+                keep_session=True,
+                watch_cache=False,
+                token=self.session_token or None,
             ).open()
         return self._session
 

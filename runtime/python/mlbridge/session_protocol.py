@@ -16,6 +16,7 @@ from google.protobuf import duration_pb2
 
 from mlbridge_proto import ml_bridge_pb2 as pb
 
+from .auth import Bearer
 from .cache import Schema, VariableCache
 from .channel import TlsConfig
 from .errors import BridgeError, ErrorKind, clip, error_for
@@ -55,6 +56,7 @@ class SessionOptions:
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     channel_options: Sequence[tuple[str, Any]] = ()
     tls: TlsConfig | None = None
+    token: str | None = field(default=None, repr=False)
 
     @classmethod
     def build(
@@ -75,6 +77,7 @@ class SessionOptions:
         max_value_bytes: int,
         channel_options: Sequence[tuple[str, Any]],
         tls: TlsConfig | None = None,
+        token: str | None = None,
     ) -> SessionOptions:
         """Options from constructor arguments, with defaults filled in (the engine judges
         the session id and TTL when the session is opened)."""
@@ -95,6 +98,7 @@ class SessionOptions:
             max_value_bytes=max_value_bytes,
             channel_options=tuple(channel_options),
             tls=tls,
+            token=token or None,
         )
 
 
@@ -106,6 +110,7 @@ class SessionCore:
         self.session_id = ""
         self.info: SessionInfo | None = None
         self.created = False
+        self.bearer = Bearer(options.token)
         self.cache = VariableCache(enabled=options.cache, ttl=options.cache_ttl, watched=options.watch_cache)
 
     # -- sessions ---------------------------------------------------------------------------
@@ -126,6 +131,9 @@ class SessionCore:
         self.session_id = response.session.session_id
         self.info = SessionInfo.from_proto(response.session)
         self.created = response.created
+        if response.created and self.bearer.token is None and response.owner_token:
+            # A context holds the owner token of the session it created.
+            self.bearer.token = response.owner_token
 
     def should_cleanup(self) -> bool:
         """Whether closing the context destroys the session."""

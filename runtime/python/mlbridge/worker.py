@@ -37,6 +37,7 @@ from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
 from . import __version__, telemetry
+from .auth import WORKER_SECRET_ENV, RequireSecret
 from .dispatch import Adapter, Call, elapsed_us
 from .errors import (
     BridgeError,
@@ -127,10 +128,12 @@ def _call(
     engine_address: str,
     metadata: Mapping[str, str],
     bindings: Mapping[str, pb.BoundVariable] | None = None,
+    session_token: str = "",
 ) -> Call:
     return Call(
         session_id=session_id,
         engine_address=engine_address,
+        session_token=session_token,
         bindings={name: (bound.variable_name, bound.version) for name, bound in (bindings or {}).items()},
         metadata=dict(metadata),
     )
@@ -235,7 +238,7 @@ class WorkerService(pb_grpc.WorkerServicer):
         self, request: pb.WorkerExecuteFrameworkOperationRequest, context: grpc.ServicerContext
     ) -> pb.ExecuteFrameworkOperationResponse:
         start = time.perf_counter()
-        call = _call(request.session_id, request.engine_address, request.metadata, request.bindings)
+        call = _call(request.session_id, request.engine_address, request.metadata, request.bindings, request.session_token)
         try:
             adapter = self._adapter(request.framework, request.operation)
             results = adapter.execute(request.operation, request.parameters, call)
@@ -253,7 +256,7 @@ class WorkerService(pb_grpc.WorkerServicer):
 
     def ExecuteTool(self, request: pb.WorkerExecuteToolRequest, context: grpc.ServicerContext) -> pb.ExecuteToolResponse:
         start = time.perf_counter()
-        call = _call(request.session_id, request.engine_address, request.metadata)
+        call = _call(request.session_id, request.engine_address, request.metadata, session_token=request.session_token)
         try:
             result = self._tool_owner(request.tool_name).execute_tool(request.tool_name, request.arguments, call)
             return pb.ExecuteToolResponse(
@@ -333,9 +336,12 @@ def serve(
     *,
     threads: int = 64,
     started_at: float | None = None,
+    secret: str = "",
 ) -> tuple[grpc.Server, str]:
     """Starts the Worker service on `listen` (``host:port``, port 0 picks one, or
-    ``unix:PATH``) and returns the server and the address it is bound to."""
+    ``unix:PATH``) and returns the server and the address it is bound to. With a
+    `secret`, every call must carry ``authorization: Bearer <secret>`` (UNAUTHENTICATED
+    otherwise): the engine gives it to the workers it spawns."""
     server = grpc.server(
         ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"mlbridge-{worker_id}"),
         options=[
@@ -343,7 +349,7 @@ def serve(
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 0),
         ],
-        interceptors=telemetry.server_interceptors(),
+        interceptors=[RequireSecret(secret, "worker"), *telemetry.server_interceptors()],
     )
     pb_grpc.add_WorkerServicer_to_server(WorkerService(worker_id, adapters, started_at), server)
     if listen.startswith("unix:"):
@@ -397,6 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs a worker until stdin closes or SIGTERM/SIGINT; returns the exit status."""
     args = _parse(argv)
     started_at = time.time()
+    # The engine's secret for this worker; taken out of the environment so that framework
+    # code and its subprocesses do not see it.
+    secret = os.environ.pop(WORKER_SECRET_ENV, "")
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
@@ -440,7 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        server, address = serve(args.listen, args.worker_id, adapters, threads=max(2, args.threads), started_at=started_at)
+        server, address = serve(
+            args.listen, args.worker_id, adapters, threads=max(2, args.threads), started_at=started_at, secret=secret
+        )
     except (OSError, ValueError, RuntimeError) as error:
         print(f"mlbridge worker {args.worker_id}: cannot serve on {args.listen!r}: {error}", file=sys.stderr, flush=True)
         return 2

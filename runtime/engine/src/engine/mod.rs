@@ -9,6 +9,7 @@ use mlbridge_proto::mlbridge::v1::{self as pb, ml_bridge_server::MlBridge};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Auth, AuthMode, Caller, Guarded};
 use crate::callbacks::{CallbackLimits, CallbackRegistry};
 use crate::error::{BridgeError, ErrorKind, Result};
 use crate::glob::Glob;
@@ -25,6 +26,7 @@ mod callbacks;
 mod derive;
 mod locks;
 mod resources;
+mod rules;
 mod sessions;
 mod tools;
 mod variables;
@@ -44,6 +46,7 @@ pub struct Engine {
     workers: Option<WorkerPool>,
     callbacks: Arc<CallbackRegistry>,
     resources: Arc<ResourceRegistry>,
+    auth: Auth,
     /// Whether any derived variable exists, and registrations under way: what a write
     /// needs to know that the derived variables it looked up may have changed meanwhile.
     derived_registrations: Arc<derive::Registrations>,
@@ -67,6 +70,7 @@ pub struct EngineBuilder {
     state: Option<Arc<dyn StateBackend>>,
     workers: Option<WorkerPool>,
     callback_limits: CallbackLimits,
+    auth: AuthMode,
 }
 
 impl EngineBuilder {
@@ -97,6 +101,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Whether calls must carry a valid token (default: off, as for a library engine
+    /// used in-process; `mlbridge serve` decides from where it listens).
+    pub fn auth(mut self, mode: AuthMode) -> Self {
+        self.auth = mode;
+        self
+    }
+
     /// Runs framework operations and worker-hosted tools on `pool`.
     pub fn workers(mut self, pool: WorkerPool) -> Self {
         self.workers = Some(pool);
@@ -121,7 +132,9 @@ impl EngineBuilder {
         // Callbacks go with their session. Outside a runtime nobody follows the events;
         // calls still check that the session is live.
         let resources = Arc::new(ResourceRegistry::new(limits.max_resources_per_session));
+        let auth = Auth::new(self.auth);
         if tokio::runtime::Handle::try_current().is_ok() {
+            auth.follow_sessions(state.session_events());
             callbacks.follow_sessions(state.session_events());
             let backend = Arc::clone(&state);
             resources.follow_sessions(state.session_events(), move |id| {
@@ -137,6 +150,7 @@ impl EngineBuilder {
             workers: self.workers,
             callbacks,
             resources,
+            auth,
             derived_registrations: Arc::default(),
         }
     }
@@ -172,6 +186,53 @@ impl Engine {
     /// as over gRPC, calling the engine directly (no socket, no protobuf encoding).
     pub fn in_process_client(&self) -> mlbridge_client::Client {
         mlbridge_client::Client::in_process(Arc::new(self.clone()))
+    }
+
+    /// The engine's tokens.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The caller of `request` per its access rule (`rules.rs`): the check at the top of
+    /// every handler.
+    fn authorize<T: Guarded>(&self, request: &Request<T>) -> std::result::Result<Caller, Status> {
+        let caller = self.auth.authorize(request)?;
+        if caller.token().is_some() && request.get_ref().access().session.is_empty() {
+            let access = request.get_ref().access();
+            if access.mutates || access.tools {
+                return Err(BridgeError::new(
+                    ErrorKind::PermissionDenied,
+                    "a session's token cannot change what every session shares",
+                )
+                .into());
+            }
+        }
+        Ok(caller)
+    }
+
+    /// Runs `call` (which may reach a worker) with a token for the worker's calls back
+    /// into the engine: a child of the caller's token, with its scope, that ends with the
+    /// worker's operation deadline and is revoked when `call` ends.
+    async fn on_behalf_of<T>(
+        &self,
+        caller: &Caller,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let deadline = self
+            .workers
+            .as_ref()
+            .map(WorkerPool::operation_timeout)
+            .unwrap_or(Duration::from_secs(300))
+            + Duration::from_secs(5);
+        let (Some(parent), Some((token, id))) = (
+            caller.token(),
+            self.auth.mint_for_operation(caller, deadline)?,
+        ) else {
+            return call.await;
+        };
+        let result = crate::auth::OPERATION_TOKEN.scope(token, call).await;
+        self.auth.revoke_internal(&parent.session_id, &id);
+        result
     }
 
     /// The worker pool, when the engine runs one.
@@ -361,6 +422,7 @@ fn answer<T>(result: Result<T>) -> GrpcResult<T> {
 #[tonic::async_trait]
 impl MlBridge for Engine {
     async fn ping(&self, request: Request<pb::PingRequest>) -> GrpcResult<pb::PingResponse> {
+        let _caller = self.authorize(&request)?;
         Ok(Response::new(pb::PingResponse {
             message: request.into_inner().message,
             server_id: self.id.clone(),
@@ -374,13 +436,24 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::InitializeSessionRequest>,
     ) -> GrpcResult<pb::InitializeSessionResponse> {
-        answer(sessions::initialize_session(self, traced(request)).await)
+        // Creating a session needs no token (it is how a program gets one); joining a live
+        // one needs a token of it, checked now and answered once the backend said which
+        // it was.
+        let joining = self.authorize(&request);
+        let response = sessions::initialize_session(self, traced(request)).await;
+        if let Ok(r) = &response
+            && !r.created
+        {
+            joining?;
+        }
+        answer(response)
     }
 
     async fn get_session(
         &self,
         request: Request<pb::GetSessionRequest>,
     ) -> GrpcResult<pb::GetSessionResponse> {
+        let _caller = self.authorize(&request)?;
         answer(sessions::get_session(self, traced(request)).await)
     }
 
@@ -388,6 +461,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> GrpcResult<pb::HeartbeatResponse> {
+        let _caller = self.authorize(&request)?;
         answer(sessions::heartbeat(self, traced(request)).await)
     }
 
@@ -395,6 +469,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::CleanupSessionRequest>,
     ) -> GrpcResult<pb::CleanupSessionResponse> {
+        let _caller = self.authorize(&request)?;
         answer(sessions::cleanup_session(self, traced(request)).await)
     }
 
@@ -402,6 +477,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::RegisterVariableRequest>,
     ) -> GrpcResult<pb::RegisterVariableResponse> {
+        let _caller = self.authorize(&request)?;
         answer(variables::register_variable(self, traced(request)).await)
     }
 
@@ -409,6 +485,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::GetVariableRequest>,
     ) -> GrpcResult<pb::GetVariableResponse> {
+        let _caller = self.authorize(&request)?;
         answer(variables::get_variable(self, traced(request)).await)
     }
 
@@ -416,6 +493,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::SetVariableRequest>,
     ) -> GrpcResult<pb::SetVariableResponse> {
+        let _caller = self.authorize(&request)?;
         answer(variables::set_variable(self, traced(request)).await)
     }
 
@@ -423,6 +501,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::DeleteVariableRequest>,
     ) -> GrpcResult<pb::DeleteVariableResponse> {
+        let _caller = self.authorize(&request)?;
         answer(variables::delete_variable(self, traced(request)).await)
     }
 
@@ -430,13 +509,19 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ListVariablesRequest>,
     ) -> GrpcResult<pb::ListVariablesResponse> {
-        answer(variables::list_variables(self, traced(request)).await)
+        let caller = self.authorize(&request)?;
+        let mut listed = variables::list_variables(self, traced(request)).await;
+        if let Ok(listed) = &mut listed {
+            listed.variables.retain(|v| caller.may_read(&v.name));
+        }
+        answer(listed)
     }
 
     async fn get_variables(
         &self,
         request: Request<pb::GetVariablesRequest>,
     ) -> GrpcResult<pb::GetVariablesResponse> {
+        let _caller = self.authorize(&request)?;
         answer(variables::get_variables(self, traced(request)).await)
     }
 
@@ -444,6 +529,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::SetVariablesRequest>,
     ) -> GrpcResult<pb::SetVariablesResponse> {
+        let _caller = self.authorize(&request)?;
         answer(variables::set_variables(self, traced(request)).await)
     }
 
@@ -451,6 +537,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::GetVariableHistoryRequest>,
     ) -> GrpcResult<pb::GetVariableHistoryResponse> {
+        let _caller = self.authorize(&request)?;
         answer(variables::get_variable_history(self, traced(request)).await)
     }
 
@@ -458,6 +545,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::RollbackVariableRequest>,
     ) -> GrpcResult<pb::RollbackVariableResponse> {
+        let _caller = self.authorize(&request)?;
         answer(variables::rollback_variable(self, traced(request)).await)
     }
 
@@ -465,6 +553,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::WatchVariablesRequest>,
     ) -> GrpcResult<BoxStream<pb::VariableUpdate>> {
+        let caller = self.authorize(&request)?;
         let r = traced(request);
         let stream = async {
             let start = match (r.include_initial_values, r.resume_from_sequence) {
@@ -484,15 +573,35 @@ impl MlBridge for Engine {
         }
         .await
         .map_err(Status::from)?;
-        Ok(Response::new(Box::pin(
-            stream.map(|item| item.map_err(Status::from)),
-        )))
+        let updates = stream.map(|item| item.map_err(Status::from));
+        let Some(token) = caller.token().cloned() else {
+            return Ok(Response::new(Box::pin(updates)));
+        };
+        // Only what the token may read; and the stream ends when the token is revoked or
+        // expires.
+        let readable = updates.filter(move |item| match item {
+            Ok(update) => {
+                update.variable_name.is_empty() || token.scope.covers(&update.variable_name)
+            }
+            Err(_) => true,
+        });
+        let ended = caller.token().map(|t| t.ended()).expect("a token caller");
+        let revoked = futures_util::stream::once(ended).map(|()| {
+            Err(Status::from(BridgeError::new(
+                ErrorKind::Unauthenticated,
+                "the token of this watch was revoked or expired",
+            )))
+        });
+        Ok(Response::new(Box::pin(until_error(
+            readable.merge(revoked),
+        ))))
     }
 
     async fn start_optimization(
         &self,
         request: Request<pb::StartOptimizationRequest>,
     ) -> GrpcResult<pb::StartOptimizationResponse> {
+        let _caller = self.authorize(&request)?;
         answer(locks::start_optimization(self, traced(request)).await)
     }
 
@@ -500,6 +609,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::StopOptimizationRequest>,
     ) -> GrpcResult<pb::StopOptimizationResponse> {
+        let _caller = self.authorize(&request)?;
         answer(locks::stop_optimization(self, traced(request)).await)
     }
 
@@ -507,6 +617,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ListToolsRequest>,
     ) -> GrpcResult<pb::ListToolsResponse> {
+        let _caller = self.authorize(&request)?;
         answer(tools::list_tools(self, traced(request)).await)
     }
 
@@ -514,13 +625,19 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ExecuteToolRequest>,
     ) -> GrpcResult<pb::ExecuteToolResponse> {
-        answer(tools::execute_tool(self, traced(request)).await)
+        let caller = self.authorize(&request)?;
+        let request = traced(request);
+        answer(
+            self.on_behalf_of(&caller, async { tools::execute_tool(self, request).await })
+                .await,
+        )
     }
 
     async fn execute_streaming_tool(
         &self,
         request: Request<pb::ExecuteStreamingToolRequest>,
     ) -> GrpcResult<BoxStream<pb::ToolChunk>> {
+        let _caller = self.authorize(&request)?;
         let r = traced(request);
         if let Some(workers) = self.tool_worker(&r.tool_name) {
             // A worker numbers its chunks and sends the final marker itself.
@@ -582,13 +699,21 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ExecuteFrameworkOperationRequest>,
     ) -> GrpcResult<pb::ExecuteFrameworkOperationResponse> {
-        answer(tools::execute_framework_operation(self, traced(request)).await)
+        let caller = self.authorize(&request)?;
+        let request = traced(request);
+        answer(
+            self.on_behalf_of(&caller, async {
+                tools::execute_framework_operation(self, request).await
+            })
+            .await,
+        )
     }
 
     async fn register_callback(
         &self,
         request: Request<pb::RegisterCallbackRequest>,
     ) -> GrpcResult<pb::RegisterCallbackResponse> {
+        let _caller = self.authorize(&request)?;
         answer(callbacks::register_callback(self, traced(request)).await)
     }
 
@@ -596,6 +721,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::UnregisterCallbackRequest>,
     ) -> GrpcResult<pb::UnregisterCallbackResponse> {
+        let _caller = self.authorize(&request)?;
         answer(callbacks::unregister_callback(self, traced(request)).await)
     }
 
@@ -603,6 +729,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::RegisterToolsRequest>,
     ) -> GrpcResult<pb::RegisterToolsResponse> {
+        let _caller = self.authorize(&request)?;
         answer(callbacks::register_tools(self, traced(request)).await)
     }
 
@@ -610,6 +737,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::InvokeCallbackRequest>,
     ) -> GrpcResult<pb::ExecuteCallbackResponse> {
+        let _caller = self.authorize(&request)?;
         let r = traced(request);
         answer(
             async {
@@ -626,6 +754,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::CreateResourceRequest>,
     ) -> GrpcResult<pb::CreateResourceResponse> {
+        let _caller = self.authorize(&request)?;
         answer(resources::create_resource(self, traced(request)).await)
     }
 
@@ -633,6 +762,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::InvokeResourceRequest>,
     ) -> GrpcResult<pb::InvokeResourceResponse> {
+        let _caller = self.authorize(&request)?;
         answer(resources::invoke_resource(self, traced(request)).await)
     }
 
@@ -640,6 +770,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ReleaseResourceRequest>,
     ) -> GrpcResult<pb::ReleaseResourceResponse> {
+        let _caller = self.authorize(&request)?;
         answer(resources::release_resource(self, traced(request)).await)
     }
 
@@ -647,6 +778,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ListResourcesRequest>,
     ) -> GrpcResult<pb::ListResourcesResponse> {
+        let _caller = self.authorize(&request)?;
         answer(resources::list_resources(self, traced(request)).await)
     }
 
@@ -654,6 +786,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::DescribeAdaptersRequest>,
     ) -> GrpcResult<pb::DescribeAdaptersResponse> {
+        let _caller = self.authorize(&request)?;
         let r = request.into_inner();
         answer(
             self.worker_pool("DescribeAdapters")
@@ -662,4 +795,69 @@ impl MlBridge for Engine {
                 }),
         )
     }
+
+    async fn mint_token(
+        &self,
+        request: Request<pb::MintTokenRequest>,
+    ) -> GrpcResult<pb::MintTokenResponse> {
+        let caller = self.authorize(&request)?;
+        let r = traced(request);
+        answer(
+            async {
+                let session = required("session_id", &r.session_id)?;
+                self.state.session(session).await?;
+                self.auth.mint(session, caller.token(), &r)
+            }
+            .await,
+        )
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> GrpcResult<pb::RevokeTokenResponse> {
+        let caller = self.authorize(&request)?;
+        let r = traced(request);
+        answer(
+            async {
+                let session = required("session_id", &r.session_id)?;
+                let token_id = required("token_id", &r.token_id)?;
+                let revoked = self.auth.revoke(session, &caller, token_id)?;
+                Ok(pb::RevokeTokenResponse { revoked })
+            }
+            .await,
+        )
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> GrpcResult<pb::ListTokensResponse> {
+        let caller = self.authorize(&request)?;
+        let r = traced(request);
+        answer(
+            async {
+                let session = required("session_id", &r.session_id)?;
+                self.state.session(session).await?;
+                Ok(pb::ListTokensResponse {
+                    tokens: self.auth.list(session, &caller),
+                })
+            }
+            .await,
+        )
+    }
+}
+
+/// `stream` up to and including its first error: a watch ends with its first failure.
+fn until_error<T: Send + 'static>(
+    stream: impl Stream<Item = std::result::Result<T, Status>> + Send + 'static,
+) -> BoxStream<T> {
+    use futures_util::StreamExt as _;
+    Box::pin(stream.scan(false, |failed, item| {
+        let next = (!*failed).then(|| {
+            *failed = item.is_err();
+            item
+        });
+        std::future::ready(next)
+    }))
 }

@@ -17,9 +17,16 @@ pub(super) async fn initialize_session(
     session.tool_count = engine.tools.len() as u32;
     session.callback_count = engine.callbacks.count(&session.session_id) as u32;
     session.resource_count = engine.resources.count(&session.session_id) as u32;
+    let (owner_token, owner_token_id) = if created {
+        engine.auth.issue_owner(&session.session_id)?
+    } else {
+        Default::default()
+    };
     Ok(pb::InitializeSessionResponse {
         session: Some(session),
         created,
+        owner_token,
+        owner_token_id,
     })
 }
 
@@ -62,6 +69,7 @@ pub(super) async fn cleanup_session(
     let removed = engine.state.remove_session(session).await?;
     // Also done on the backend's session event; here so that it holds once this returns.
     engine.callbacks.forget_session(session);
+    engine.auth.forget_session(session);
     let released = held.max(engine.resources.forget_session(session));
     Ok(removed
         .map(|r| pb::CleanupSessionResponse {

@@ -98,6 +98,9 @@ macro_rules! session_scoped {
 
 session_scoped!(
     CleanupSessionRequest,
+    MintTokenRequest,
+    RevokeTokenRequest,
+    ListTokensRequest,
     CreateResourceRequest,
     DeleteVariableRequest,
     ExecuteFrameworkOperationRequest,

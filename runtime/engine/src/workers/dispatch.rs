@@ -47,6 +47,7 @@ impl WorkerPool {
         mut request: pb::WorkerExecuteFrameworkOperationRequest,
     ) -> Result<(pb::ExecuteFrameworkOperationResponse, String)> {
         request.engine_address = self.engine_address();
+        request.session_token = crate::auth::operation_token();
         self.call(session_id, what, move |mut client| async move {
             client
                 .execute_framework_operation(crate::telemetry::traced_request(request))
@@ -65,6 +66,7 @@ impl WorkerPool {
         mut request: pb::WorkerExecuteToolRequest,
     ) -> Result<(pb::ExecuteToolResponse, String)> {
         request.engine_address = self.engine_address();
+        request.session_token = crate::auth::operation_token();
         self.call(session_id, what, move |mut client| async move {
             client
                 .execute_tool(crate::telemetry::traced_request(request))

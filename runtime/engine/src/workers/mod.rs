@@ -23,7 +23,6 @@ use mlbridge_proto::mlbridge::v1::{self as pb, worker_client::WorkerClient};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tonic::Status;
-use tonic::transport::Channel;
 
 use crate::error::{BridgeError, ErrorKind, Result};
 use crate::listen::ListenAddr;
@@ -48,7 +47,7 @@ enum SlotState {
 
 /// One run of a slot's worker process.
 struct Incarnation {
-    client: WorkerClient<Channel>,
+    client: WorkerClient<process::WorkerChannel>,
     pid: u32,
     /// Becomes `Some(how it ended)` when the process dies or is killed.
     ended: watch::Receiver<Option<String>>,
@@ -262,6 +261,11 @@ impl WorkerPool {
         self.inner.engine_address.get().cloned().unwrap_or_default()
     }
 
+    /// How long a call on a worker may run.
+    pub fn operation_timeout(&self) -> std::time::Duration {
+        self.inner.config.operation_timeout
+    }
+
     /// The pool's health, for metrics.
     pub fn health(&self) -> PoolHealth {
         let max_calls = self.inner.config.max_concurrent_calls;
@@ -398,7 +402,7 @@ impl WorkerPool {
     /// own `BridgeError` through. Returns the result and the worker's id.
     async fn call<T, F, Fut>(&self, session_id: &str, what: &str, rpc: F) -> Result<(T, String)>
     where
-        F: FnOnce(WorkerClient<Channel>) -> Fut,
+        F: FnOnce(WorkerClient<process::WorkerChannel>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
         let slot = self.slot_for(session_id);

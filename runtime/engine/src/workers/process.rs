@@ -19,7 +19,7 @@ pub const READY_PREFIX: &str = "MLBRIDGE_WORKER_READY";
 /// A started, connected and described worker.
 pub(super) struct Launched {
     pub(super) child: Child,
-    pub(super) client: WorkerClient<Channel>,
+    pub(super) client: WorkerClient<WorkerChannel>,
     pub(super) description: pb::DescribeResponse,
 }
 
@@ -46,7 +46,11 @@ pub(super) async fn launch(
     for adapter in &config.adapters {
         command.args(["--adapter", adapter]);
     }
+    // The worker refuses calls without this secret; it travels in the environment, never
+    // on the command line (which other users of the host can read).
+    let secret = crate::auth::random_hex(32)?;
     command
+        .env(WORKER_SECRET_ENV, &secret)
         .envs(config.env.iter().map(|(k, v)| (k, v)))
         // The worker exits when this pipe closes: however the engine ends, even by SIGKILL,
         // the kernel closes it and no worker outlives the engine.
@@ -66,7 +70,7 @@ pub(super) async fn launch(
     })?;
     let pid = child.id().unwrap_or_default();
     let stdout = child.stdout.take().expect("stdout is piped");
-    match ready(&mut child, stdout, worker_id, deadline, config).await {
+    match ready(&mut child, stdout, worker_id, deadline, config, &secret).await {
         Ok((client, description)) => Ok(Launched {
             child,
             client,
@@ -85,7 +89,8 @@ async fn ready(
     worker_id: &str,
     deadline: Instant,
     config: &WorkerPoolConfig,
-) -> Result<(WorkerClient<Channel>, pb::DescribeResponse)> {
+    secret: &str,
+) -> Result<(WorkerClient<WorkerChannel>, pb::DescribeResponse)> {
     let timeout_secs = config.startup_timeout.as_secs_f64();
     let not_ready = |what: &str| {
         unavailable(
@@ -148,7 +153,13 @@ async fn ready(
             )
             .with("address", &address)
         })?;
-    let mut client = WorkerClient::new(channel)
+    let secret = format!("Bearer {secret}").parse().map_err(|_| {
+        unavailable(
+            worker_id,
+            "the worker secret is not metadata text".to_owned(),
+        )
+    })?;
+    let mut client = WorkerClient::with_interceptor(channel, WorkerSecret(secret))
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let description = tokio::time::timeout_at(deadline, client.describe(pb::DescribeRequest {}))
@@ -176,6 +187,30 @@ fn forward(worker_id: &str, line: &str) {
         eprintln!("[{worker_id}] {line}");
     }
 }
+
+/// The environment variable that gives a worker the secret the engine presents on every
+/// call (`authorization: Bearer <secret>`).
+pub(super) const WORKER_SECRET_ENV: &str = "MLBRIDGE_WORKER_SECRET";
+
+/// Adds the worker's secret to every call to it.
+#[derive(Clone)]
+pub(super) struct WorkerSecret(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for WorkerSecret {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// The channel to a worker, presenting its secret.
+pub(super) type WorkerChannel =
+    tonic::service::interceptor::InterceptedService<Channel, WorkerSecret>;
 
 /// A gRPC channel to a worker at `HOST:PORT` or `unix:PATH`.
 pub(super) async fn connect(

@@ -10,7 +10,6 @@ use mlbridge_proto::mlbridge::v1::{self as pb, worker_client::WorkerClient};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Status;
-use tonic::transport::Channel;
 
 use super::{Incarnation, Slot, SlotState, WorkerPoolConfig, process};
 use crate::error::{BridgeError, ErrorKind};
@@ -208,7 +207,7 @@ fn warn(message: std::fmt::Arguments<'_>) {
 
 /// Completes when the worker misses `health_failures` pings in a row, with the reason.
 pub(super) async fn unhealthy(
-    mut client: WorkerClient<Channel>,
+    mut client: WorkerClient<super::process::WorkerChannel>,
     config: &WorkerPoolConfig,
 ) -> String {
     let mut missed = 0u32;

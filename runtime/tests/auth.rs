@@ -1,0 +1,193 @@
+//! Access control from the Rust client: owner tokens, joining with a token, narrower
+//! tokens refused what they may not do, revocation, and the in-process connection.
+
+use mlbridge::auth::AuthMode;
+use mlbridge::{Client, Engine, ErrorKind, ListenAddr, SessionOptions};
+use mlbridge_proto::mlbridge::v1 as pb;
+use tokio::sync::oneshot;
+
+/// Serves an engine with `--auth required` on a free loopback port.
+async fn secured() -> (String, oneshot::Sender<()>) {
+    let engine = Engine::builder().auth(AuthMode::Required).build();
+    let (ready, bound) = oneshot::channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let addr: ListenAddr = "127.0.0.1:0".parse().unwrap();
+    tokio::spawn(async move {
+        let on_ready = |bound: &ListenAddr| {
+            let _ = ready.send(bound.clone());
+        };
+        mlbridge::serve(engine, &addr, on_ready, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("serve");
+    });
+    (bound.await.expect("engine ready").to_string(), stop)
+}
+
+#[tokio::test]
+async fn a_created_session_holds_its_owner_token_and_joining_needs_one() {
+    let (address, _stop) = secured().await;
+    let client = Client::connect(&address).await.unwrap();
+    let session = client.session().await.unwrap();
+    let owner = session.token().expect("an owner token").to_owned();
+    assert!(owner.starts_with("mlb_"));
+    session
+        .register(
+            "x",
+            pb::VariableType::Integer,
+            1i64,
+            pb::Constraints::default(),
+        )
+        .await
+        .unwrap();
+
+    let join = SessionOptions {
+        id: Some(session.id().to_owned()),
+        ..SessionOptions::default()
+    };
+    let refused = client.open(join.clone()).await.unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::Unauthenticated);
+    assert!(!refused.message.contains(&owner));
+
+    let joined = client.with_token(&owner).open(join).await.unwrap();
+    assert_eq!(joined.value::<i64>("x").await.unwrap(), 1);
+    assert_eq!(joined.token(), Some(owner.as_str()));
+}
+
+#[tokio::test]
+async fn narrower_tokens_are_refused_and_revocation_cascades() {
+    let (address, _stop) = secured().await;
+    let client = Client::connect(&address).await.unwrap();
+    let session = client.session().await.unwrap();
+    session
+        .register(
+            "a.x",
+            pb::VariableType::Integer,
+            1i64,
+            pb::Constraints::default(),
+        )
+        .await
+        .unwrap();
+    session
+        .register(
+            "b",
+            pb::VariableType::Integer,
+            1i64,
+            pb::Constraints::default(),
+        )
+        .await
+        .unwrap();
+    let join = SessionOptions {
+        id: Some(session.id().to_owned()),
+        ..SessionOptions::default()
+    };
+
+    let (read_only, info) = session
+        .mint_token(
+            pb::TokenScope {
+                read_only: true,
+                ..Default::default()
+            },
+            "reader",
+        )
+        .await
+        .unwrap();
+    assert!(info.scope.unwrap().read_only);
+    let reader = client
+        .with_token(&read_only)
+        .open(join.clone())
+        .await
+        .unwrap();
+    assert_eq!(reader.value::<i64>("b").await.unwrap(), 1);
+    let denied = reader.set("b", 2i64).await.unwrap_err();
+    assert_eq!(denied.kind, ErrorKind::PermissionDenied);
+
+    let (scoped, _) = session
+        .mint_token(
+            pb::TokenScope {
+                variables: vec!["a.*".to_owned()],
+                ..Default::default()
+            },
+            "",
+        )
+        .await
+        .unwrap();
+    let narrow = client.with_token(&scoped).open(join.clone()).await.unwrap();
+    let listed = narrow.list("*").await.unwrap();
+    assert_eq!(
+        listed.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        ["a.x"]
+    );
+    assert_eq!(
+        narrow.get("b").await.unwrap_err().kind,
+        ErrorKind::PermissionDenied
+    );
+    // Never wider than the parent.
+    let wider = narrow
+        .mint_token(
+            pb::TokenScope {
+                variables: vec!["*".to_owned()],
+                ..Default::default()
+            },
+            "",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(wider.kind, ErrorKind::PermissionDenied);
+    let (grandchild, _) = narrow
+        .mint_token(pb::TokenScope::default(), "")
+        .await
+        .unwrap();
+
+    let scoped_id = narrow.tokens().await.unwrap()[0].token_id.clone();
+    let revoked = session.revoke_token(&scoped_id).await.unwrap();
+    assert_eq!(revoked.len(), 2);
+    for token in [&scoped, &grandchild] {
+        let gone = client
+            .with_token(token)
+            .open(join.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(gone.kind, ErrorKind::Unauthenticated);
+    }
+}
+
+#[tokio::test]
+async fn in_process_calls_keep_working_and_check_a_token_they_carry() {
+    let engine = Engine::builder().auth(AuthMode::Required).build();
+    let client = engine.in_process_client();
+    let session = client.session().await.unwrap();
+    session
+        .register(
+            "x",
+            pb::VariableType::Integer,
+            1i64,
+            pb::Constraints::default(),
+        )
+        .await
+        .unwrap();
+    let (read_only, _) = session
+        .mint_token(
+            pb::TokenScope {
+                read_only: true,
+                ..Default::default()
+            },
+            "",
+        )
+        .await
+        .unwrap();
+    let reader = client
+        .with_token(&read_only)
+        .open(SessionOptions {
+            id: Some(session.id().to_owned()),
+            ..SessionOptions::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reader.value::<i64>("x").await.unwrap(), 1);
+    assert_eq!(
+        reader.set("x", 2i64).await.unwrap_err().kind,
+        ErrorKind::PermissionDenied
+    );
+}
