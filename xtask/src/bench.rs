@@ -321,15 +321,19 @@ fn engine() -> Result<()> {
         3.0,
         false,
     );
-    what_telemetry_costs(&root, &venv)
+    what_telemetry_and_auth_cost(&root, &venv)
 }
 
-/// The Python SDK's uncached get on an engine as started by default and on one with all
-/// telemetry on (OTLP export to a collector, Prometheus metrics, JSON logs), in alternating
-/// rounds of one run.
-fn what_telemetry_costs(root: &Path, venv: &python::Venv) -> Result<()> {
+/// The Python SDK's uncached get on an engine as started by default (on loopback: access
+/// control off, no telemetry), on one with access control on (`--auth required`: the SDK
+/// passes its session's owner token), on one with all telemetry on (OTLP export to a
+/// collector, Prometheus metrics, JSON logs) and on one with both, in alternating rounds of
+/// one run.
+fn what_telemetry_and_auth_cost(root: &Path, venv: &python::Venv) -> Result<()> {
     use std::io::{BufRead, Read as _};
-    step("bench engine: what telemetry costs (Python uncached get, alternating rounds)");
+    step(
+        "bench engine: what access control and telemetry cost (Python uncached get, alternating rounds)",
+    );
     let binary = root.join("target/release/mlbridge");
     let mut sink = venv
         .command(&["tests/bench/otlp_sink.py"], root)
@@ -345,30 +349,37 @@ fn what_telemetry_costs(root: &Path, venv: &python::Venv) -> Result<()> {
         .ok_or_else(|| anyhow::anyhow!("the OTLP sink printed {line:?}"))?
         .to_owned();
     let collector = format!("http://127.0.0.1:{port}");
-    let plain = run::EngineProcess::start(&binary)?;
-    let telemetry = run::EngineProcess::start_with_args(
-        &binary,
-        &[
-            "--otlp-endpoint",
-            &collector,
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ],
-    )?;
+    let telemetry_flags = [
+        "--otlp-endpoint",
+        &collector,
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ];
+    let plain = run::EngineProcess::start_with_args(&binary, &["--auth", "off"])?;
+    let auth = run::EngineProcess::start_with_args(&binary, &["--auth", "required"])?;
+    let mut flags = vec!["--auth", "off"];
+    flags.extend(telemetry_flags);
+    let telemetry = run::EngineProcess::start_with_args(&binary, &flags)?;
+    flags[1] = "required";
+    let both = run::EngineProcess::start_with_args(&binary, &flags)?;
     let out = run::output(&mut venv.command(
         &[
             "tests/bench/bench_python.py",
             "overhead",
             &format!("off={}", plain.address),
+            &format!("auth on={}", auth.address),
             &format!("telemetry on={}", telemetry.address),
+            &format!("both on={}", both.address),
         ],
         root,
     ))?;
     drop(plain);
-    // Stopping the engine flushes its last spans to the collector.
+    drop(auth);
+    // Stopping the engines flushes their last spans to the collector.
     drop(telemetry);
+    drop(both);
     drop(sink.stdin.take());
     let mut rest = String::new();
     sink_out.read_to_string(&mut rest)?;
@@ -390,18 +401,20 @@ fn what_telemetry_costs(root: &Path, venv: &python::Venv) -> Result<()> {
             row.name, row.server, row.p50_us, row.p99_us, row.ops_per_sec
         );
     }
-    println!("(the collector received {spans} spans from the engine with telemetry on)");
+    println!("(the collector received {spans} spans from the engines with telemetry on)");
     if spans == 0 {
-        bail!("the engine with telemetry on exported no spans: the comparison would be void");
+        bail!("the engines with telemetry on exported no spans: the comparison would be void");
     }
     let p50 = |server: &str| rows.iter().find(|r| r.server == server).map(|r| r.p50_us);
     println!("\ngoals:");
-    goal_ratio(
-        "Python uncached get p50, telemetry on / off",
-        p50("telemetry on"),
-        p50("off"),
-        1.10,
-    );
+    for on in ["auth on", "telemetry on", "both on"] {
+        goal_ratio(
+            &format!("Python uncached get p50, {on} / off"),
+            p50(on),
+            p50("off"),
+            1.10,
+        );
+    }
     Ok(())
 }
 
