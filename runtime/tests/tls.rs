@@ -73,7 +73,7 @@ fn start_tls_engine(dir: &Path, ca: &Ca, client_ca: Option<&Ca>) -> Engine {
 }
 
 /// The message of the first failure of connecting and pinging, with its causes.
-async fn failure(address: &str, tls: Option<&ClientTls>) -> String {
+async fn failure(address: &str, tls: Option<&ClientTls>) -> mlbridge::BridgeError {
     let client = match tls {
         Some(tls) => Client::connect_tls(address, tls).await,
         None => Client::connect(address).await,
@@ -82,9 +82,7 @@ async fn failure(address: &str, tls: Option<&ClientTls>) -> String {
         Ok(client) => client.ping("hello").await.map(|_| ()),
         Err(error) => Err(error),
     };
-    result
-        .expect_err("the connection should be refused")
-        .message
+    result.expect_err("the connection should be refused")
 }
 
 #[tokio::test]
@@ -125,15 +123,22 @@ async fn mutual_tls_accepts_a_client_certificate_and_refuses_none() {
     assert_eq!(client.ping("mtls").await.unwrap().message, "mtls");
 
     let refused = failure(&engine.address, Some(&ClientTls::new(ca.pem()))).await;
+    assert_eq!(
+        refused.kind,
+        mlbridge::ErrorKind::Unauthenticated,
+        "{refused:?}"
+    );
     assert!(
-        refused.starts_with("Unauthenticated: this engine requires a client certificate"),
-        "a refusal should say a certificate is missing: {refused}"
+        refused
+            .message
+            .starts_with("this engine requires a client certificate"),
+        "a refusal should say a certificate is missing: {refused:?}"
     );
     // A client certificate from a CA the engine does not trust is refused too (by the
     // handshake: the client learns only that the connection closed).
     let (cert, key) = Ca::new().leaf(&["stranger.test"]);
     let stranger = ClientTls::new(ca.pem()).identity(cert, key);
-    let refused = failure(&engine.address, Some(&stranger)).await;
+    let refused = failure(&engine.address, Some(&stranger)).await.message;
     assert!(!refused.contains("mtls"), "{refused}");
 }
 
@@ -141,7 +146,9 @@ async fn mutual_tls_accepts_a_client_certificate_and_refuses_none() {
 async fn a_server_from_an_untrusted_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let engine = start_tls_engine(dir.path(), &Ca::new(), None);
-    let refused = failure(&engine.address, Some(&ClientTls::new(Ca::new().pem()))).await;
+    let refused = failure(&engine.address, Some(&ClientTls::new(Ca::new().pem())))
+        .await
+        .message;
     assert!(
         refused.contains("UnknownIssuer") || refused.to_lowercase().contains("certificate"),
         "{refused}"

@@ -15,7 +15,7 @@ import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import sdk_engine
-from mlbridge import AsyncSessionContext, BridgeError, SessionContext, TlsConfig, Unavailable
+from mlbridge import AsyncSessionContext, SessionContext, TlsConfig, Unauthenticated, Unavailable
 
 
 def start_tls_engine(engine_bin: Path, tmp_path: Path, ca: trustme.CA, client_ca: trustme.CA | None = None) -> sdk_engine.RunningEngine:
@@ -101,7 +101,7 @@ def test_mutual_tls_accepts_a_client_certificate_and_refuses_none(
             assert ctx.get_variable("x") == 3
         # Without a certificate the handshake passes and every call is refused with a
         # status that says why.
-        with pytest.raises(BridgeError) as raised:
+        with pytest.raises(Unauthenticated) as raised:
             with SessionContext(engine.address, tls=client_tls(ca), timeout=10):
                 pass
         assert "this engine requires a client certificate (mutual TLS)" in str(raised.value)

@@ -322,7 +322,7 @@ fn server_tls_config(tls: &ServerTls) -> tonic::transport::ServerTlsConfig {
 }
 
 /// Mutual TLS: refuses every call on a connection whose client presented no certificate,
-/// with UNAUTHENTICATED and a message that says so.
+/// with an UNAUTHENTICATED BridgeError (as a missing token is) and a message that says so.
 #[derive(Clone, Copy)]
 struct RequireClientCertLayer;
 
@@ -372,10 +372,11 @@ where
         if has_client_cert(&request) {
             return Box::pin(self.inner.call(request));
         }
-        let refused = tonic::Status::unauthenticated(
+        let refused = tonic::Status::from(BridgeError::new(
+            crate::error::ErrorKind::Unauthenticated,
             "this engine requires a client certificate (mutual TLS): connect with a \
              certificate signed by the CA the engine was started with (--tls-client-ca)",
-        );
+        ));
         Box::pin(std::future::ready(Ok(refused.into_http())))
     }
 }
