@@ -6,6 +6,7 @@ Rust program uses too."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -162,9 +163,10 @@ def test_async_callbacks_from_an_asyncio_program(engine: RunningEngine) -> None:
 
 
 _CLIENT = """
-import sys, time
+import os, sys, time
 from mlbridge import SessionContext
-ctx = SessionContext(sys.argv[1], sys.argv[2], keep_session=True).open()
+token = os.environ.get("CALLER_TOKEN") or None
+ctx = SessionContext(sys.argv[1], sys.argv[2], token=token, keep_session=True).open()
 ctx.register_callback(lambda x: x + 1, name="inc", timeout=0.5)
 print("ready", flush=True)
 time.sleep(3600)
@@ -177,8 +179,13 @@ def test_a_callback_client_killed_or_stopped_never_hangs_the_caller(
     how: signal.Signals,
 ) -> None:
     with SessionContext(engine.address) as caller:
+        # The session's token goes through the environment, as secrets should (not argv).
+        env = {**os.environ, "CALLER_TOKEN": caller.token or ""}
         client = subprocess.Popen(
-            [sys.executable, "-c", _CLIENT, engine.address, caller.session_id], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", _CLIENT, engine.address, caller.session_id],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         try:
             assert client.stdout is not None and client.stdout.readline() == "ready\n"

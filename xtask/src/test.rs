@@ -133,6 +133,7 @@ const AUTH_REQUIRED_SDK_TESTS: &[&str] = &[
     "tests/python/test_sdk_dependencies.py",
     "tests/python/test_sdk_resources.py",
     "tests/python/test_sdk_async.py",
+    "tests/python/test_sdk_callbacks.py",
 ];
 
 /// Prints how many generated cases each property test ran, and the total.
