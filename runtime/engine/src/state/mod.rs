@@ -17,7 +17,7 @@ use std::time::Duration;
 use mlbridge_proto::mlbridge::v1 as pb;
 use tokio_stream::Stream;
 
-use crate::error::Result;
+use crate::error::{BridgeError, Result};
 use crate::glob::Glob;
 
 pub use budget::EngineMemory;
@@ -250,5 +250,30 @@ pub struct StateStats {
 impl std::fmt::Debug for dyn StateBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("StateBackend")
+    }
+}
+
+/// A new session id (a random UUID).
+pub(crate) fn new_session_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Session ids a client may choose: 1 to 128 characters of letters, digits, `-`, `_`, `.`
+/// and `:` (no braces, so that an id is always a whole Redis hash tag).
+pub(crate) fn check_session_id(id: &str) -> Result<()> {
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(BridgeError::invalid_argument(
+            "session_id",
+            format!(
+                "invalid session id {id:?}: use 1 to 128 letters, digits, '-', '_', '.' or ':'"
+            ),
+        ))
     }
 }

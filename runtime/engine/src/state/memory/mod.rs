@@ -17,7 +17,7 @@ use super::shared::Change;
 use super::variables::{self, Prepared, Variables, WriteContext, WriteOp};
 use super::{
     Limits, LockRequest, NewSession, SessionEvent, SessionEvents, StateBackend, UpdateStream,
-    WatchStart,
+    WatchStart, check_session_id, new_session_id,
 };
 use crate::error::{BridgeError, ErrorKind, Result};
 use crate::glob::Glob;
@@ -240,29 +240,6 @@ impl MemoryBackend {
             }
         }
         removed
-    }
-}
-
-fn new_session_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-/// Session ids: 1 to 128 characters of letters, digits, `-`, `_`, `.` and `:`.
-fn check_session_id(id: &str) -> Result<()> {
-    let valid = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
-    if valid {
-        Ok(())
-    } else {
-        Err(BridgeError::invalid_argument(
-            "session_id",
-            format!(
-                "invalid session id {id:?}: use 1 to 128 letters, digits, '-', '_', '.' or ':'"
-            ),
-        ))
     }
 }
 

@@ -48,7 +48,7 @@ use super::shared::Change;
 use super::variables::{VariableState, Variables, WriteContext, WriteOp};
 use super::{
     Limits, LockRequest, NewSession, SessionEvent, SessionEvents, StateBackend, StateStats,
-    UpdateStream, WatchStart,
+    UpdateStream, WatchStart, check_session_id, new_session_id,
 };
 use crate::error::{BridgeError, ErrorKind, Result};
 use crate::glob::Glob;
@@ -681,30 +681,6 @@ fn bytes_of(value: RedisValue) -> Vec<u8> {
         RedisValue::SimpleString(text) => text.into_bytes(),
         RedisValue::Int(n) => n.to_string().into_bytes(),
         _ => Vec::new(),
-    }
-}
-
-fn new_session_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-/// Session ids: 1 to 128 characters of letters, digits, `-`, `_`, `.` and `:` (no braces,
-/// so an id is always a whole hash tag).
-fn check_session_id(id: &str) -> Result<()> {
-    let valid = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
-    if valid {
-        Ok(())
-    } else {
-        Err(BridgeError::invalid_argument(
-            "session_id",
-            format!(
-                "invalid session id {id:?}: use 1 to 128 letters, digits, '-', '_', '.' or ':'"
-            ),
-        ))
     }
 }
 
