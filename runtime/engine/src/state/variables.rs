@@ -210,6 +210,17 @@ pub struct VariableState {
 }
 
 impl VariableState {
+    /// Retained versions as `history` answers them: newest first, at most `limit` (0: all).
+    pub fn recent_history(&self, limit: usize) -> Vec<pb::VariableVersion> {
+        let take = if limit == 0 { usize::MAX } else { limit };
+        self.history
+            .iter()
+            .rev()
+            .take(take)
+            .map(|version| version.entry())
+            .collect()
+    }
+
     /// The current version.
     pub fn current(&self) -> &Arc<Version> {
         self.history

@@ -474,14 +474,7 @@ impl StateBackend for MemoryBackend {
             .variables
             .get(name)
             .ok_or_else(|| BridgeError::variable_not_found(session, name))?;
-        let take = if limit == 0 { usize::MAX } else { limit };
-        Ok(variable
-            .history
-            .iter()
-            .rev()
-            .take(take)
-            .map(|version| version.entry())
-            .collect())
+        Ok(variable.recent_history(limit))
     }
 
     async fn watch(

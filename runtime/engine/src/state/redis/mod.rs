@@ -979,15 +979,7 @@ impl StateBackend for RedisBackend {
         let Some(bytes) = bytes else {
             return Err(BridgeError::variable_not_found(session, name));
         };
-        let state = stored::decode_variable(bytes)?;
-        let take = if limit == 0 { usize::MAX } else { limit };
-        Ok(state
-            .history
-            .iter()
-            .rev()
-            .take(take)
-            .map(|version| version.entry())
-            .collect())
+        Ok(stored::decode_variable(bytes)?.recent_history(limit))
     }
 
     async fn watch(
