@@ -198,6 +198,14 @@ async fn echo(client: &CallbackClient<Channel>, session_id: &str) {
         caller: String::new(),
     });
     request.set_timeout(CALL_TIMEOUT);
+    // The SDK's callback server answers only calls with its secret, as the engine sends it;
+    // the echo servers get the same header, so that every row carries the same bytes.
+    if let Ok(secret) = std::env::var("MLBRIDGE_BENCH_CALLBACK_SECRET") {
+        let value = format!("Bearer {secret}")
+            .parse()
+            .expect("the secret is ASCII");
+        request.metadata_mut().insert("authorization", value);
+    }
     client
         .clone()
         .execute_callback(request)

@@ -73,7 +73,8 @@ def serve(engine: str) -> None:
         # the bench can also call it directly and tell its cost from the engine's.
         server = ctx._callbacks
         assert server is not None
-        print(f"SESSION {ctx.session_id} {server.endpoint}", flush=True)
+        # Its secret too: the server answers only calls that present it, as the engine does.
+        print(f"SESSION {ctx.session_id} {server.endpoint} {server.secret}", flush=True)
         sys.stdin.read()
 
 

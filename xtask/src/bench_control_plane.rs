@@ -73,12 +73,17 @@ pub(crate) fn run() -> Result<()> {
             ),
             "SESSION ",
         )?;
-        let (session_id, sdk_server) = callbacks
-            .said
-            .split_once(' ')
-            .ok_or_else(|| anyhow!("expected `SESSION <id> <endpoint>`, got {}", callbacks.said))?;
+        let mut said = callbacks.said.split(' ');
+        let (Some(session_id), Some(sdk_server), Some(secret)) =
+            (said.next(), said.next(), said.next())
+        else {
+            bail!(
+                "expected `SESSION <id> <endpoint> <secret>`, got {}",
+                callbacks.said
+            );
+        };
         let python = venv.python();
-        let out = run::output(&mut run::cmd(
+        let mut measure = run::cmd(
             &driver,
             &[
                 "measure",
@@ -91,7 +96,10 @@ pub(crate) fn run() -> Result<()> {
                 "tests/bench/control_plane.py",
             ],
             &root,
-        ))?;
+        );
+        // The SDK server's secret goes through the environment, as secrets should.
+        measure.env("MLBRIDGE_BENCH_CALLBACK_SECRET", secret);
+        let out = run::output(&mut measure)?;
         for served in [python_echo, rust_echo, callbacks] {
             served.stop()?;
         }
