@@ -8,7 +8,11 @@ use tokio::sync::oneshot;
 
 /// Serves an engine with `--auth required` on a free loopback port.
 async fn secured() -> (String, oneshot::Sender<()>) {
-    let engine = Engine::builder().auth(AuthMode::Required).build();
+    serve(Engine::builder().auth(AuthMode::Required).build()).await
+}
+
+/// Serves `engine` on a free loopback port until the sender is dropped.
+async fn serve(engine: Engine) -> (String, oneshot::Sender<()>) {
     let (ready, bound) = oneshot::channel();
     let (stop, stopped) = oneshot::channel::<()>();
     let addr: ListenAddr = "127.0.0.1:0".parse().unwrap();
@@ -190,4 +194,73 @@ async fn in_process_calls_keep_working_and_check_a_token_they_carry() {
         reader.set("x", 2i64).await.unwrap_err().kind,
         ErrorKind::PermissionDenied
     );
+}
+
+/// The next error of a watch, passing over updates and markers.
+async fn watch_error(
+    watch: &mut (impl tokio_stream::Stream<Item = mlbridge::Result<pb::VariableUpdate>> + Unpin),
+) -> mlbridge::BridgeError {
+    use tokio_stream::StreamExt;
+    loop {
+        match watch.next().await.expect("an error before the end") {
+            Ok(_) => continue,
+            Err(error) => break error,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_watch_ends_with_session_not_found_when_its_session_ends_and_unauthenticated_when_revoked()
+ {
+    use tokio_stream::StreamExt;
+    let engine = Engine::builder().auth(AuthMode::Required).build();
+    let (address, _stop) = serve(engine.clone()).await;
+    let client = Client::connect(&address).await.unwrap();
+    let watched = || async {
+        let session = client.session().await.unwrap();
+        session
+            .register("x", pb::VariableType::Integer, 0i64, Default::default())
+            .await
+            .unwrap();
+        let mut watch = Box::pin(session.watch(&["x"], true, None).await.unwrap());
+        watch.next().await.expect("the initial value").unwrap();
+        (session, watch)
+    };
+    // A session's end reaches its watches twice, through the state's feed and through the
+    // token store; whichever is first, the answer is the same. Here the token store hears
+    // first (as when the state's feed is slower, e.g. on Redis or a loaded machine).
+    let (session, mut watch) = watched().await;
+    engine.auth().forget_session(session.id());
+    let ended = watch_error(&mut watch).await;
+    assert_eq!(ended.kind, ErrorKind::SessionNotFound, "{ended}");
+    // And as it happens: the session is cleaned up.
+    for _ in 0..5 {
+        let (session, mut watch) = watched().await;
+        session.close().await.unwrap();
+        let ended = watch_error(&mut watch).await;
+        assert_eq!(ended.kind, ErrorKind::SessionNotFound, "{ended}");
+    }
+
+    // A revoked token ends its watch as unauthenticated.
+    let session = client.session().await.unwrap();
+    let (reader, _) = session
+        .mint_token(
+            pb::TokenScope {
+                read_only: true,
+                ..Default::default()
+            },
+            "reader",
+        )
+        .await
+        .unwrap();
+    let join = SessionOptions {
+        id: Some(session.id().to_owned()),
+        ..SessionOptions::default()
+    };
+    let watcher = client.with_token(&reader).open(join).await.unwrap();
+    let mut watch = Box::pin(watcher.watch(&[], false, None).await.unwrap());
+    let reader_id = watcher.tokens().await.unwrap()[0].token_id.clone();
+    session.revoke_token(&reader_id).await.unwrap();
+    let ended = watch_error(&mut watch).await;
+    assert_eq!(ended.kind, ErrorKind::Unauthenticated, "{ended}");
 }

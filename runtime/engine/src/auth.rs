@@ -164,8 +164,19 @@ pub struct TokenRecord {
     pub created_at: SystemTime,
     /// A label for listings.
     pub label: String,
-    /// Turns `true` when the token is revoked (or its session ends): open streams end.
-    revoked: tokio::sync::watch::Sender<bool>,
+    /// Set once the token is revoked or its session ends: open streams end.
+    revoked: tokio::sync::watch::Sender<Option<TokenEnd>>,
+}
+
+/// Why a token stopped working, so an open stream can end with the right error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenEnd {
+    /// Revoked (itself or a token it was minted from).
+    Revoked,
+    /// Its expiry passed.
+    Expired,
+    /// Its session ended (or was cleaned up): the stream reports the session as gone.
+    SessionEnded,
 }
 
 impl TokenRecord {
@@ -184,8 +195,9 @@ impl TokenRecord {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
-    /// Resolves once the token is revoked or expires: what ends its open streams.
-    pub fn ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+    /// Resolves once the token is revoked, expires or its session ends, saying which:
+    /// what ends its open streams.
+    pub fn ended(&self) -> impl std::future::Future<Output = TokenEnd> + Send + 'static {
         let mut revoked = self.revoked.subscribe();
         let left = self
             .expires_at
@@ -198,8 +210,12 @@ impl TokenRecord {
                 }
             };
             tokio::select! {
-                _ = revoked.wait_for(|r| *r) => {}
-                () = expiry => {}
+                end = revoked.wait_for(Option::is_some) => match end {
+                    Ok(end) => end.unwrap_or(TokenEnd::Revoked),
+                    // The record is gone without a word: treat it as revoked.
+                    Err(_) => TokenEnd::Revoked,
+                },
+                () = expiry => TokenEnd::Expired,
             }
         }
     }
@@ -283,7 +299,7 @@ impl TokenStore for MemoryTokens {
         if let Some(tokens) = sessions.get_mut(session_id) {
             for id in ids {
                 if let Some(record) = tokens.remove(id) {
-                    record.revoked.send_replace(true);
+                    record.revoked.send_replace(Some(TokenEnd::Revoked));
                 }
             }
         }
@@ -292,7 +308,7 @@ impl TokenStore for MemoryTokens {
     fn forget_session(&self, session_id: &str) {
         if let Some(tokens) = self.lock().remove(session_id) {
             for record in tokens.values() {
-                record.revoked.send_replace(true);
+                record.revoked.send_replace(Some(TokenEnd::SessionEnded));
             }
         }
     }
@@ -475,7 +491,7 @@ impl Auth {
             expires_at,
             created_at: SystemTime::now(),
             label: label.to_owned(),
-            revoked: tokio::sync::watch::channel(false).0,
+            revoked: tokio::sync::watch::channel(None).0,
         });
         Ok((format!("{PREFIX}{id}_{secret}"), record))
     }

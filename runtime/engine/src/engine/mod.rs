@@ -9,7 +9,7 @@ use mlbridge_proto::mlbridge::v1::{self as pb, ml_bridge_server::MlBridge};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Auth, AuthMode, Caller, Guarded};
+use crate::auth::{Auth, AuthMode, Caller, Guarded, TokenEnd};
 use crate::callbacks::{CallbackLimits, CallbackRegistry};
 use crate::error::{BridgeError, ErrorKind, Result};
 use crate::glob::Glob;
@@ -586,11 +586,17 @@ impl MlBridge for Engine {
             Err(_) => true,
         });
         let ended = caller.token().map(|t| t.ended()).expect("a token caller");
-        let revoked = futures_util::stream::once(ended).map(|()| {
-            Err(Status::from(BridgeError::new(
-                ErrorKind::Unauthenticated,
-                "the token of this watch was revoked or expired",
-            )))
+        let session = r.session_id.clone();
+        let revoked = futures_util::stream::once(ended).map(move |end| {
+            Err(Status::from(match end {
+                // The same answer as a watch without a token gets when its session ends,
+                // whichever of the two notices first.
+                TokenEnd::SessionEnded => BridgeError::session_not_found(&session),
+                TokenEnd::Revoked | TokenEnd::Expired => BridgeError::new(
+                    ErrorKind::Unauthenticated,
+                    "the token of this watch was revoked or expired",
+                ),
+            }))
         });
         Ok(Response::new(Box::pin(until_error(
             readable.merge(revoked),
