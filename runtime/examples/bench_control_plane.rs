@@ -8,10 +8,10 @@
 //! are measured in alternating rounds, so that machine noise hits them alike. Prints one
 //! JSON object per measurement on stdout.
 //!
+//! The two echo servers are the run's floor servers (`bench_floors serve` and
+//! `tests/bench/echo_server.py`).
+//!
 //! Usage:
-//!   bench_control_plane echo-server
-//!     serves the `Callback` service as a minimal echo (the response carries the request's
-//!     metadata back) on 127.0.0.1:0; prints `PORT <n>`, stops when stdin closes.
 //!   bench_control_plane measure ENGINE_ADDR SESSION_ID SDK_CALLBACK_ADDR PYTHON_ECHO_ADDR
 //!       RUST_ECHO_ADDR PYTHON CALLBACK_SCRIPT
 //!     SESSION_ID is a session of the engine in which a Python program registered the
@@ -24,9 +24,7 @@ use std::time::{Duration, Instant};
 
 use mlbridge::Client;
 use mlbridge_proto::mlbridge::v1::callback_client::CallbackClient;
-use mlbridge_proto::mlbridge::v1::callback_server::{Callback, CallbackServer};
 use mlbridge_proto::mlbridge::v1::{self as pb, Constraints, VariableType};
-use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 /// Samples per measurement, taken in `ROUNDS` alternating rounds.
@@ -46,48 +44,6 @@ fn report(name: &str, server: &str, samples: &mut [Duration]) {
         at(0.5),
         at(0.99),
     );
-}
-
-/// The tonic echo: the least a Rust gRPC server can do for a unary call.
-struct Echo;
-
-#[tonic::async_trait]
-impl Callback for Echo {
-    async fn execute_callback(
-        &self,
-        request: tonic::Request<pb::ExecuteCallbackRequest>,
-    ) -> Result<tonic::Response<pb::ExecuteCallbackResponse>, tonic::Status> {
-        let request = request.into_inner();
-        Ok(tonic::Response::new(pb::ExecuteCallbackResponse {
-            result: None,
-            metadata: request.metadata,
-        }))
-    }
-}
-
-async fn echo_server() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    println!("PORT {}", listener.local_addr().expect("address").port());
-    // Served like the engine serves: TCP_NODELAY on every accepted connection.
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|stream| {
-        let stream = stream?;
-        stream.set_nodelay(true)?;
-        Ok::<_, std::io::Error>(stream)
-    });
-    let stdin_closed = async {
-        let _ = tokio::task::spawn_blocking(|| {
-            use std::io::Read;
-            let _ = std::io::stdin().read_to_end(&mut Vec::new());
-        })
-        .await;
-    };
-    tonic::transport::Server::builder()
-        .add_service(CallbackServer::new(Echo))
-        .serve_with_incoming_shutdown(incoming, stdin_closed)
-        .await
-        .expect("serve");
 }
 
 /// An engine embedded in this process, served on 127.0.0.1:0, and a Python program that
@@ -336,7 +292,6 @@ async fn main() {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["echo-server"] => echo_server().await,
         [
             "measure",
             engine,
@@ -359,7 +314,7 @@ async fn main() {
         }
         _ => {
             eprintln!(
-                "usage: bench_control_plane echo-server\n       bench_control_plane measure ENGINE_ADDR SESSION_ID SDK_CALLBACK_ADDR PYTHON_ECHO_ADDR RUST_ECHO_ADDR PYTHON CALLBACK_SCRIPT"
+                "usage: bench_control_plane measure ENGINE_ADDR SESSION_ID SDK_CALLBACK_ADDR PYTHON_ECHO_ADDR RUST_ECHO_ADDR PYTHON CALLBACK_SCRIPT"
             );
             std::process::exit(2);
         }

@@ -4,6 +4,11 @@
 //! JSON object per measurement on stdout.
 //!
 //! Usage: bench_engine ENGINE_ADDR [PEER_ADDR]
+//!        bench_engine scale variables|sessions|watchers N ENGINE_ADDR ENGINE_PID
+//!
+//! `scale` fills a fresh engine with N variables in one session, N sessions of one
+//! variable, or N watchers of one variable, then times gets (or, for watchers, each
+//! watcher's notification after a set) and reports the engine's resident memory.
 
 use std::time::{Duration, Instant};
 
@@ -111,10 +116,18 @@ async fn prepare_session(client: &Client) -> Session {
 async fn in_process() {
     let client = Engine::new().in_process_client();
     let session = prepare_session(&client).await;
+    // A get takes about as long as reading the clock twice, so each sample times a batch
+    // of gets and counts the mean of its batch.
+    const BATCH: u32 = 100;
     let mut samples = timed(|_| async {
-        session.get("temperature").await.unwrap();
+        for _ in 0..BATCH {
+            session.get("temperature").await.unwrap();
+        }
     })
     .await;
+    for sample in &mut samples {
+        *sample /= BATCH;
+    }
     report("get (Rust, in-process)", "in-process", &mut samples, None);
     let mut samples = timed(|i| {
         let session = session.clone();
@@ -129,19 +142,226 @@ async fn in_process() {
     report("set (Rust, in-process)", "in-process", &mut samples, None);
 }
 
+/// The get and its floor, a tonic unary echo, in alternating rounds, so that drift on a
+/// busy machine falls on both alike.
+async fn get_beside_echo(session: &Session, echo: &str) {
+    use mlbridge_proto::mlbridge::v1::callback_client::CallbackClient;
+    const ROUNDS: usize = 10;
+    let echo = CallbackClient::new(mlbridge::dial::channel(echo).await.expect("dial the echo"));
+    let call_echo = || {
+        let mut echo = echo.clone();
+        async move {
+            echo.execute_callback(pb::ExecuteCallbackRequest {
+                callback_id: "bench".into(),
+                callback_name: "noop".into(),
+                session_id: "bench-session".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("echo");
+        }
+    };
+    for _ in 0..200 {
+        session.get("temperature").await.unwrap();
+        call_echo().await;
+    }
+    let mut samples: [Vec<Duration>; 2] = Default::default();
+    for round in 0..ROUNDS {
+        for k in 0..2 {
+            let which = (round + k) % 2;
+            for _ in 0..SAMPLES / ROUNDS {
+                let start = Instant::now();
+                if which == 0 {
+                    session.get("temperature").await.unwrap();
+                } else {
+                    call_echo().await;
+                }
+                samples[which].push(start.elapsed());
+            }
+        }
+    }
+    let [get, echo] = &mut samples;
+    report("get (Rust client)", "engine", get, None);
+    report(
+        "unary echo (Rust client), beside the get",
+        "rust tonic",
+        echo,
+        None,
+    );
+}
+
+/// The resident memory of process `pid`, in MiB (Linux `/proc`).
+fn rss_mib(pid: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc");
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib / 1024.0
+}
+
+fn report_with_memory(name: &str, samples: &mut [Duration], pid: &str) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
+    let ops = samples.len() as f64 / samples.iter().map(Duration::as_secs_f64).sum::<f64>();
+    println!(
+        "{{\"name\":\"{name}\",\"server\":\"engine\",\"p50_us\":{:.1},\"p99_us\":{:.1},\"ops_per_sec\":{ops:.0},\"rss_mib\":{:.1}}}",
+        at(0.5),
+        at(0.99),
+        rss_mib(pid)
+    );
+}
+
+/// Runs `count` calls of `op`, at most `IN_FLIGHT` at a time (filling an engine fast).
+async fn fill<F, Fut>(count: usize, op: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    const IN_FLIGHT: usize = 64;
+    let mut calls = futures_util::StreamExt::buffer_unordered(
+        futures_util::stream::iter((0..count).map(op)),
+        IN_FLIGHT,
+    );
+    while calls.next().await.is_some() {}
+}
+
+async fn scale(kind: &str, size: usize, address: &str, pid: &str) {
+    let client = Client::connect(address).await.expect("connect");
+    match kind {
+        "variables" => {
+            let session = client.session().await.expect("session");
+            fill(size, |i| {
+                let session = session.clone();
+                async move {
+                    session
+                        .register(
+                            &format!("v{i}"),
+                            VariableType::Float,
+                            0.5,
+                            Constraints::default(),
+                        )
+                        .await
+                        .expect("register");
+                }
+            })
+            .await;
+            let mut samples = timed(|i| {
+                let session = session.clone();
+                async move {
+                    session.get(&format!("v{}", i * 7919 % size)).await.unwrap();
+                }
+            })
+            .await;
+            report_with_memory(
+                &format!("get, session of {size} variables"),
+                &mut samples,
+                pid,
+            );
+        }
+        "sessions" => {
+            let sessions = std::sync::Mutex::new(Vec::with_capacity(size));
+            fill(size, |_| {
+                let (client, sessions) = (&client, &sessions);
+                async move {
+                    let session = prepare_session(client).await;
+                    sessions.lock().unwrap().push(session);
+                }
+            })
+            .await;
+            let sessions = sessions.into_inner().unwrap();
+            let mut samples = timed(|i| {
+                let session = sessions[i * 7919 % size].clone();
+                async move {
+                    session.get("temperature").await.unwrap();
+                }
+            })
+            .await;
+            report_with_memory(&format!("get, 1 of {size} sessions"), &mut samples, pid);
+        }
+        "watchers" => {
+            let session = prepare_session(&client).await;
+            // A connection per 100 watchers, as separate programs would open.
+            let (seen, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+            for chunk in 0..size.div_ceil(100) {
+                let watcher_client = Client::connect(address).await.expect("connect");
+                let joined = watcher_client
+                    .open(mlbridge::SessionOptions {
+                        id: Some(session.id().to_owned()),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("join");
+                for _ in 0..(size - chunk * 100).min(100) {
+                    let mut watch = Box::pin(
+                        joined
+                            .watch(&["temperature"], false, None)
+                            .await
+                            .expect("watch"),
+                    );
+                    let synced = watch.next().await.unwrap().unwrap();
+                    assert_eq!(synced.kind, pb::VariableUpdateKind::Synced as i32);
+                    let seen = seen.clone();
+                    tokio::spawn(async move {
+                        while let Some(Ok(_)) = watch.next().await {
+                            if seen.send(Instant::now()).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+            let rounds = (30_000 / size).clamp(30, 1000);
+            let mut samples = Vec::with_capacity(rounds * size);
+            for round in 0..rounds + 10 {
+                let start = Instant::now();
+                session
+                    .set("temperature", (round % 100) as f64 / 100.0)
+                    .await
+                    .unwrap();
+                for _ in 0..size {
+                    let at = arrivals.recv().await.expect("a watcher's update");
+                    // The first rounds warm up.
+                    if round >= 10 {
+                        samples.push(at - start);
+                    }
+                }
+            }
+            report_with_memory(
+                &format!("watch notification, {size} watchers"),
+                &mut samples,
+                pid,
+            );
+        }
+        other => panic!("unknown scale kind {other}"),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [mode, kind, size, address, pid] = args.as_slice()
+        && mode == "scale"
+    {
+        scale(kind, size.parse().expect("a size"), address, pid).await;
+        return;
+    }
     let engine = args
         .first()
-        .expect("usage: bench_engine ENGINE_ADDR [PEER_ADDR]");
+        .expect("usage: bench_engine ENGINE_ADDR [PEER_ADDR [TONIC_ECHO_ADDR]]");
     let (_client, session) = prepare(engine).await;
 
-    let mut samples = timed(|_| async {
-        session.get("temperature").await.unwrap();
-    })
-    .await;
-    report("get (Rust client)", "engine", &mut samples, None);
+    match args.get(2) {
+        Some(echo) => get_beside_echo(&session, echo).await,
+        None => {
+            let mut samples = timed(|_| async {
+                session.get("temperature").await.unwrap();
+            })
+            .await;
+            report("get (Rust client)", "engine", &mut samples, None);
+        }
+    }
     let mut samples = timed(|i| {
         let session = session.clone();
         async move {

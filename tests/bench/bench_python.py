@@ -2,8 +2,12 @@
 reads, writes, a host tool call), and raw generated stubs against both the engine and the
 dict-server peer. Prints one JSON object per measurement.
 
-Usage: bench_python.py ENGINE_ADDR PEER_ADDR
+Usage: bench_python.py ENGINE_ADDR PEER_ADDR [TONIC_ECHO_ADDR]
        bench_python.py overhead LABEL=ENGINE_ADDR ...
+       bench_python.py floors TONIC_ECHO_ADDR GRPCIO_ECHO_ADDR
+
+`floors` times a plain grpcio client's unary call to the run's two echo servers (the floor of
+the SDK's calls), in alternating rounds.
 
 `overhead` measures the SDK's uncached get on several engines (e.g. with telemetry or access
 control on and off) in alternating rounds, so that drift on a busy machine falls on all of
@@ -76,10 +80,36 @@ def raw_get_set(address: str, server: str) -> None:
         )
 
 
-def sdk(address: str) -> None:
+def get_beside_echo(ctx: SessionContext, echo: str, rounds: int = 10) -> None:
+    """The SDK's uncached get and its floor, a grpcio client's unary call to the tonic echo,
+    in alternating rounds, so that drift on a busy machine falls on both alike."""
+    request = pb.ExecuteCallbackRequest(callback_id="bench", callback_name="noop", session_id="bench-session")
+    with grpc.insecure_channel(echo) as channel:
+        call = pb_grpc.CallbackStub(channel).ExecuteCallback
+        ops = [lambda: ctx.get_variable("temperature"), lambda: call(request)]
+        for _ in range(WARMUP):
+            for op in ops:
+                op()
+        timings: list[list[int]] = [[], []]
+        for round_number in range(rounds):
+            for k in range(2):
+                index = (round_number + k) % 2
+                op = ops[index]
+                for _ in range(SAMPLES // rounds):
+                    start = time.perf_counter_ns()
+                    op()
+                    timings[index].append(time.perf_counter_ns() - start)
+    summary("get, uncached (Python SDK)", "engine", timings[0])
+    summary("unary echo (Python client), beside the get", "rust tonic", timings[1])
+
+
+def sdk(address: str, echo: str | None) -> None:
     with SessionContext(address, cache=False) as ctx:
         ctx.register_variable("temperature", "float", 0.7)
-        measure("get, uncached (Python SDK)", "engine", lambda i: ctx.get_variable("temperature"))
+        if echo is None:
+            measure("get, uncached (Python SDK)", "engine", lambda i: ctx.get_variable("temperature"))
+        else:
+            get_beside_echo(ctx, echo)
         measure("set (Python SDK)", "engine", lambda i: ctx.set_variable("temperature", (i % 100) / 100))
         measure("host tool call add (Python SDK)", "engine", lambda i: ctx.tools.add(a=1.0, b=float(i)))
     with SessionContext(address) as ctx:
@@ -108,27 +138,57 @@ def overhead(engines: list[tuple[str, str]], rounds: int = 12, per_round: int = 
                     ctx.get_variable("temperature")
                     timings[index].append(time.perf_counter_ns() - start)
         for (label, _), samples in zip(engines, timings):
-            samples.sort()
-            print(
-                json.dumps(
-                    {
-                        "name": "get, uncached (Python SDK), alternating",
-                        "server": label,
-                        "p50_us": samples[len(samples) // 2] / 1e3,
-                        "p99_us": samples[int((len(samples) - 1) * 0.99)] / 1e3,
-                        "ops_per_sec": len(samples) / (sum(samples) / 1e9),
-                    }
-                ),
-                flush=True,
-            )
+            summary("get, uncached (Python SDK), alternating", label, samples)
+
+
+def summary(name: str, server: str, samples: list[int]) -> None:
+    samples.sort()
+    print(
+        json.dumps(
+            {
+                "name": name,
+                "server": server,
+                "p50_us": samples[len(samples) // 2] / 1e3,
+                "p99_us": samples[int((len(samples) - 1) * 0.99)] / 1e3,
+                "ops_per_sec": len(samples) / (sum(samples) / 1e9),
+            }
+        ),
+        flush=True,
+    )
+
+
+def floors(servers: list[tuple[str, str]], rounds: int = 10, per_round: int = 300) -> None:
+    request = pb.ExecuteCallbackRequest(callback_id="bench", callback_name="noop", session_id="bench-session")
+    with contextlib.ExitStack() as stack:
+        calls = []
+        for _, address in servers:
+            channel = stack.enter_context(grpc.insecure_channel(address))
+            call = pb_grpc.CallbackStub(channel).ExecuteCallback
+            for _ in range(WARMUP):
+                call(request)
+            calls.append(call)
+        timings: list[list[int]] = [[] for _ in servers]
+        for round_number in range(rounds):
+            for k in range(len(servers)):
+                index = (round_number + k) % len(servers)
+                call = calls[index]
+                for _ in range(per_round):
+                    start = time.perf_counter_ns()
+                    call(request)
+                    timings[index].append(time.perf_counter_ns() - start)
+        for (server, _), samples in zip(servers, timings):
+            summary("unary echo (Python client)", server, samples)
 
 
 def main() -> None:
+    if sys.argv[1] == "floors":
+        floors([("rust tonic", sys.argv[2]), ("python grpcio", sys.argv[3])])
+        return
     if sys.argv[1] == "overhead":
         overhead([(label, address) for label, _, address in (arg.partition("=") for arg in sys.argv[2:])])
         return
     engine, peer = sys.argv[1], sys.argv[2]
-    sdk(engine)
+    sdk(engine, sys.argv[3] if len(sys.argv) > 3 else None)
     raw_get_set(engine, "engine")
     raw_get_set(peer, "python dict server")
 

@@ -6,13 +6,12 @@
 //! Python no-op registered with the SDK, and an optimization lock's acquire + release. Then the engine's TPE optimizer, with the objective as a Python callback,
 //! against Optuna's TPE in-process: same objective, budget and seeds.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::bench::{Row, goal_ratio, parse_rows};
+use crate::bench::{Floors, Report, Row, parse_rows};
+use crate::run::Served;
 use crate::{python, run, step};
 
 const TRIALS: usize = 50;
@@ -37,39 +36,21 @@ const ENGINE_CALLBACK: (&str, &str) = (
     "engine (timed inside)",
 );
 
-pub(crate) fn run() -> Result<()> {
-    let root = crate::root();
-    step("bench control-plane: building release binaries");
-    run::status(&mut run::cmd(
-        run::cargo(),
-        &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "mlbridge",
-            "--bin",
-            "mlbridge",
-            "--example",
-            "bench_control_plane",
-        ],
-        &root,
-    ))?;
-    let venv = python::ensure()?;
+pub(crate) fn run(
+    root: &Path,
+    venv: &python::Venv,
+    floors: &Floors,
+    report: &mut Report,
+) -> Result<()> {
     let driver = root.join("target/release/examples/bench_control_plane");
     let engine = run::EngineProcess::start(&root.join("target/release/mlbridge"))?;
 
     step("bench control-plane: round trips (Rust client)");
     let rows = {
-        let python_echo = Served::start(
-            venv.command(&["tests/bench/echo_server.py"], &root),
-            "PORT ",
-        )?;
-        let rust_echo = Served::start(run::cmd(&driver, &["echo-server"], &root), "PORT ")?;
         let callbacks = Served::start(
             venv.command(
                 &["tests/bench/control_plane.py", "serve", &engine.address],
-                &root,
+                root,
             ),
             "SESSION ",
         )?;
@@ -90,21 +71,20 @@ pub(crate) fn run() -> Result<()> {
                 &engine.address,
                 session_id,
                 sdk_server,
-                &format!("127.0.0.1:{}", python_echo.said),
-                &format!("127.0.0.1:{}", rust_echo.said),
+                &floors.grpcio,
+                &floors.tonic,
                 &python.to_string_lossy(),
                 "tests/bench/control_plane.py",
             ],
-            &root,
+            root,
         );
         // The SDK server's secret goes through the environment, as secrets should.
         measure.env("MLBRIDGE_BENCH_CALLBACK_SECRET", secret);
         let out = run::output(&mut measure)?;
-        for served in [python_echo, rust_echo, callbacks] {
-            served.stop()?;
-        }
+        callbacks.stop()?;
         parse_rows(&String::from_utf8_lossy(&out.stdout))?
     };
+    report.rows(&rows);
 
     step(&format!(
         "bench control-plane: engine TPE vs Optuna TPE ({TRIALS} trials, {SEEDS} seeds)"
@@ -117,82 +97,14 @@ pub(crate) fn run() -> Result<()> {
     ];
     args.extend((1..=SEEDS).map(|seed| seed.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run::output(&mut venv.command(&args, &root))?;
+    let out = run::output(&mut venv.command(&args, root))?;
     drop(engine);
     let runs = parse_runs(&String::from_utf8_lossy(&out.stdout))?;
 
     print_round_trips(&rows);
     let tpe = print_tpe(&runs)?;
-    print_goals(&rows, &tpe);
+    print_goals(&rows, &tpe, report);
     Ok(())
-}
-
-/// A helper process that prints `<prefix><value>` once ready and stops when its stdin
-/// closes (killed if it does not).
-struct Served {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    /// What followed the prefix on its first line.
-    said: String,
-}
-
-impl Served {
-    fn start(mut command: Command, prefix: &str) -> Result<Self> {
-        let shown = format!("{command:?}");
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("could not start {shown}"))?;
-        let stdin = child.stdin.take();
-        let mut line = String::new();
-        let read = BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line);
-        let mut served = Served {
-            child,
-            stdin,
-            said: String::new(),
-        };
-        read.with_context(|| format!("reading the first line of {shown}"))?;
-        served.said = line
-            .trim()
-            .strip_prefix(prefix)
-            .ok_or_else(|| anyhow!("{shown} printed {line:?}, not `{prefix}...`"))?
-            .to_owned();
-        Ok(served)
-    }
-
-    /// Closes its stdin and waits for it to end.
-    fn stop(mut self) -> Result<()> {
-        drop(self.stdin.take());
-        let status = wait_for(&mut self.child, Duration::from_secs(10))?;
-        if !status.success() {
-            bail!("a bench helper process ended with {status}");
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        if wait_for(&mut self.child, Duration::from_secs(5)).is_err() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn wait_for(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() >= until {
-            bail!("process {} did not stop within {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// One optimizer run as `control_plane.py tpe` prints it.
@@ -364,14 +276,18 @@ fn print_tpe(tpe: &Tpe) -> Result<(Result<Summary, String>, Summary)> {
     Ok((engine, optuna))
 }
 
-fn print_goals(rows: &[Row], (engine, optuna): &(Result<Summary, String>, Summary)) {
+fn print_goals(
+    rows: &[Row],
+    (engine, optuna): &(Result<Summary, String>, Summary),
+    report: &mut Report,
+) {
     println!("\ngoals:");
     let p50 = |key| find(rows, key).map(|r| r.p50_us);
-    goal_ratio(
+    report.ratio(
         "callback round trip (engine -> Python -> engine) p50 / Python grpcio echo p50",
         p50(ENGINE_CALLBACK),
         p50(FLOOR),
-        1.5,
+        1.2,
     );
     if let (Some(inside), Some(floor), Some(sdk)) =
         (p50(ENGINE_CALLBACK), p50(FLOOR), p50(SDK_SERVER))
@@ -390,13 +306,13 @@ fn print_goals(rows: &[Row], (engine, optuna): &(Result<Summary, String>, Summar
     }
     match engine {
         Ok(engine) => {
-            goal_ratio(
+            report.ratio(
                 "engine TPE per-trial overhead / Optuna's (callback included)",
                 engine.overhead_us,
                 optuna.overhead_us,
                 1.0,
             );
-            goal_ratio(
+            report.ratio(
                 &format!(
                     "engine TPE median best over {SEEDS} seeds / Optuna's (minimizing: lower is better)"
                 ),
@@ -404,7 +320,7 @@ fn print_goals(rows: &[Row], (engine, optuna): &(Result<Summary, String>, Summar
                 optuna.best,
                 1.0,
             );
-            goal_ratio(
+            report.ratio(
                 &format!(
                     "engine TPE median best over seeds 1-{FIRST_SEEDS} / Optuna's (the issue's figure; noisy)"
                 ),

@@ -4,13 +4,15 @@
 //!   blocking twins of async Python code (`unasync`).
 //! * `cargo xtask test` runs everything, Rust and Python, from nothing.
 //! * `cargo xtask demo` builds everything and runs the main job end to end.
-//! * `cargo xtask bench [NAME...]` measures against the reference implementations
-//!   (`codegen`, `engine`, `adapters`, `control-plane`).
+//! * `cargo xtask bench [NAME...] [--compare OLD.json] [--update-readme]` measures
+//!   against floors and peers in the same run (`codegen`, `engine`, `scale`, `adapters`,
+//!   `control-plane`) and writes the run as JSON under `target/bench/`.
 //! * `cargo xtask wheel [--release|--debug] [--out DIR]` builds a platform wheel carrying
 //!   the Python SDK and the engine binary.
 
 mod bench;
 mod bench_control_plane;
+mod bench_report;
 mod codegen;
 mod demo;
 mod python;
@@ -37,8 +39,12 @@ commands:
   demo [--state redis]
                       build everything and run the main job end to end (with --state
                       redis: on two engines sharing a private Redis)
-  bench [NAME...]     run benchmarks (codegen, engine, adapters, control-plane); all when
-                      no name is given
+  bench [NAME...] [--compare OLD.json] [--update-readme]
+                      run benchmarks (codegen, engine, scale, adapters, control-plane; all
+                      when no name is given) after the floors (loopback, tonic and grpcio
+                      echoes); write target/bench/<time>.json; with --compare, print the
+                      change per row against an earlier run's file; with --update-readme,
+                      write the scale table into README.md
   wheel [--release|--debug] [--out DIR]
                       build a Python wheel carrying the SDK and the engine binary";
 

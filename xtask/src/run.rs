@@ -1,10 +1,12 @@
 //! Running child processes with clear errors that name the command that failed.
 
 use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 /// Builds a command running in `dir`.
 pub(crate) fn cmd(program: impl AsRef<OsStr>, args: &[&str], dir: &Path) -> Command {
@@ -64,6 +66,13 @@ pub(crate) struct EngineProcess {
 }
 
 impl EngineProcess {
+    /// Its process id (to read its memory use from `/proc`).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl EngineProcess {
     /// Starts `binary serve --listen 127.0.0.1:0` and waits for its "listening on" line.
     pub(crate) fn start(binary: &Path) -> Result<Self> {
         Self::start_with(binary, &[], None)
@@ -82,7 +91,6 @@ impl EngineProcess {
 
     /// Starts the engine with `extra` flags (and workers run by `python`, when given).
     pub(crate) fn start_with(binary: &Path, extra: &[&str], python: Option<&Path>) -> Result<Self> {
-        use std::io::BufRead;
         let mut command = Command::new(binary);
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -121,5 +129,73 @@ impl Drop for EngineProcess {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+    }
+}
+
+/// A helper process that prints `<prefix><value>` once ready and stops when its stdin
+/// closes (killed if it does not).
+pub(crate) struct Served {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// What followed the prefix on its first line.
+    pub(crate) said: String,
+}
+
+impl Served {
+    pub(crate) fn start(mut command: Command, prefix: &str) -> Result<Self> {
+        let shown = format!("{command:?}");
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not start {shown}"))?;
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        let read = BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line);
+        let mut served = Served {
+            child,
+            stdin,
+            said: String::new(),
+        };
+        read.with_context(|| format!("reading the first line of {shown}"))?;
+        served.said = line
+            .trim()
+            .strip_prefix(prefix)
+            .ok_or_else(|| anyhow!("{shown} printed {line:?}, not `{prefix}...`"))?
+            .to_owned();
+        Ok(served)
+    }
+
+    /// Closes its stdin and waits for it to end.
+    pub(crate) fn stop(mut self) -> Result<()> {
+        drop(self.stdin.take());
+        let status = wait_for(&mut self.child, Duration::from_secs(10))?;
+        if !status.success() {
+            bail!("a bench helper process ended with {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if wait_for(&mut self.child, Duration::from_secs(5)).is_err() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_for(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= until {
+            bail!("process {} did not stop within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

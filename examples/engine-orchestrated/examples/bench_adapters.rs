@@ -3,7 +3,11 @@
 //! with the offline echo LM, sequentially (latency) and from concurrent clients
 //! (throughput). Prints one JSON object per measurement on stdout.
 //!
-//! Usage: bench_adapters ENGINE_ADDR SERVER_LABEL
+//! Usage: bench_adapters ENGINE_ADDR SERVER_LABEL [TONIC_ECHO_ADDR GRPCIO_ECHO_ADDR]
+//!
+//! With the two echo addresses, the sequential no-op is timed in alternating rounds with a
+//! unary call to each echo (the floors of the two hops it makes), so that drift on a busy
+//! machine falls on all three alike.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -118,6 +122,60 @@ async fn concurrent(op: Op, address: &str) -> (Vec<Duration>, f64) {
     (samples, ops)
 }
 
+/// The sequential no-op and the two hops' floors, a tonic and a grpcio unary echo, in
+/// alternating rounds: `[noop, tonic, grpcio]` samples.
+async fn noop_beside_echoes(session: &Session, tonic: &str, grpcio: &str) -> [Vec<Duration>; 3] {
+    use mlbridge::adapters::pb;
+    use pb::callback_client::CallbackClient;
+    const ROUNDS: usize = 10;
+    const SAMPLES: usize = 3000;
+    let dial = |address: &str| {
+        let address = address.to_owned();
+        async move {
+            CallbackClient::new(
+                mlbridge::dial::channel(&address)
+                    .await
+                    .expect("dial an echo"),
+            )
+        }
+    };
+    let echoes = [dial(tonic).await, dial(grpcio).await];
+    let echo = |which: usize| {
+        let mut client = echoes[which].clone();
+        async move {
+            client
+                .execute_callback(pb::ExecuteCallbackRequest {
+                    callback_id: "bench".into(),
+                    callback_name: "noop".into(),
+                    session_id: "bench-session".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("echo");
+        }
+    };
+    for _ in 0..300 {
+        run(Op::Noop, session).await;
+        echo(0).await;
+        echo(1).await;
+    }
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    for round in 0..ROUNDS {
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            for _ in 0..SAMPLES / ROUNDS {
+                let start = Instant::now();
+                match which {
+                    0 => run(Op::Noop, session).await,
+                    n => echo(n - 1).await,
+                }
+                samples[which].push(start.elapsed());
+            }
+        }
+    }
+    samples
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -125,13 +183,32 @@ async fn main() {
         .next()
         .expect("usage: bench_adapters ENGINE_ADDR SERVER_LABEL");
     let server = args.next().unwrap_or_else(|| "engine".to_owned());
+    let echoes = args.next().zip(args.next());
     let session = open(&address).await;
 
     for (op, name, warmup, count) in [
         (Op::Noop, "noop", 300, 3000),
         (Op::Predict, "dspy.Predict, echo LM", 50, 500),
     ] {
-        let mut samples = sequential(op, &session, warmup, count).await;
+        let mut samples = match (op, &echoes) {
+            (Op::Noop, Some((tonic, grpcio))) => {
+                let [noop, mut tonic, mut grpcio] =
+                    noop_beside_echoes(&session, tonic, grpcio).await;
+                for (samples, echo) in [(&mut tonic, "rust tonic"), (&mut grpcio, "python grpcio")]
+                {
+                    let ops = samples.len() as f64
+                        / samples.iter().map(Duration::as_secs_f64).sum::<f64>();
+                    report(
+                        &format!("unary echo beside the no-op, {server}"),
+                        echo,
+                        samples,
+                        ops,
+                    );
+                }
+                noop
+            }
+            _ => sequential(op, &session, warmup, count).await,
+        };
         let ops = samples.len() as f64 / samples.iter().map(Duration::as_secs_f64).sum::<f64>();
         report(&format!("{name}, 1 client"), &server, &mut samples, ops);
         let (mut samples, ops) = concurrent(op, &address).await;

@@ -11,6 +11,7 @@ use mlbridge_proto::mlbridge::v1::{
     self as pb, ml_bridge_client::MlBridgeClient, ml_bridge_server::MlBridge,
 };
 use tokio_stream::{Stream, StreamExt};
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
@@ -33,7 +34,24 @@ type ServerStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>>
 #[derive(Clone)]
 pub(crate) struct Transport {
     route: Route,
-    token: Option<Arc<str>>,
+    token: Option<Bearer>,
+}
+
+/// A bearer token and its `authorization` header value, made once rather than per call.
+#[derive(Clone)]
+struct Bearer {
+    text: Arc<str>,
+    /// `None` when the text cannot be metadata (calls then fail with a clear error).
+    header: Option<MetadataValue<Ascii>>,
+}
+
+impl Bearer {
+    fn new(text: &str) -> Self {
+        Bearer {
+            text: Arc::from(text),
+            header: format!("Bearer {text}").parse().ok(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -67,7 +85,7 @@ impl Transport {
     fn request<T>(&self, message: T) -> Result<Request<T>> {
         let mut request = Request::new(message);
         if let Some(token) = &self.token {
-            let value = format!("Bearer {token}").parse().map_err(|_| {
+            let value = token.header.clone().ok_or_else(|| {
                 BridgeError::invalid_argument("token", "the token is not valid metadata text")
             })?;
             request.metadata_mut().insert("authorization", value);
@@ -81,7 +99,7 @@ impl Transport {
     fn with_token(&self, token: Option<&str>) -> Transport {
         Transport {
             route: self.route.clone(),
-            token: token.map(Arc::from),
+            token: token.map(Bearer::new),
         }
     }
 }
@@ -95,8 +113,11 @@ macro_rules! rpcs {
                 pub(crate) async fn $name(&self, request: $request) -> Result<$response> {
                     let request = self.request(request)?;
                     match &self.route {
+                        // Boxed: tonic's call futures are large, and an unboxed one would
+                        // make every call's future (in-process ones too) as large.
                         Route::Remote(client) => {
-                            Ok(client.clone().$name(request).await?.into_inner())
+                            let mut client = client.clone();
+                            Ok(Box::pin(client.$name(request)).await?.into_inner())
                         }
                         Route::Local(service) => Ok(service.$name(request).await?.into_inner()),
                     }
@@ -234,7 +255,7 @@ impl Client {
 
     /// The token this client sends, if any.
     pub fn token(&self) -> Option<&str> {
-        self.inner.token.as_deref()
+        self.inner.token.as_ref().map(|t| &*t.text)
     }
 
     /// The generated tonic client, for RPCs this API does not wrap.
@@ -354,7 +375,7 @@ impl Session {
     /// The token this session's calls carry: the owner token of a session this client
     /// created, or the token the client was given ([`Client::with_token`]).
     pub fn token(&self) -> Option<&str> {
-        self.client.token.as_deref()
+        self.client.token.as_ref().map(|t| &*t.text)
     }
 
     /// Mints a token derived from this session's token, never wider than it (see
