@@ -552,7 +552,13 @@ fn scale(root: &Path, report: &mut Report, update_readme: bool) -> Result<()> {
     }
     print_rows("scale", "server", &rows);
     report.rows(&rows);
-    let table = scale_table(&rows);
+    let mut table = scale_table(&rows);
+    if let Some(floor) = report.p50(TONIC_ECHO.0, TONIC_ECHO.1) {
+        table.push_str(&format!(
+            "\nThe floor in the same run: a tonic unary echo from a Rust client, {floor:.1} µs p50 ({} cores).\n",
+            std::thread::available_parallelism().map_or(0, usize::from)
+        ));
+    }
     if update_readme {
         let readme = root.join("README.md");
         let text = std::fs::read_to_string(&readme)?;

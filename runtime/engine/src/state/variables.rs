@@ -906,6 +906,11 @@ fn history_diff<'a>(
     old: Option<&'a VariableState>,
     new: Option<&'a VariableState>,
 ) -> (Vec<&'a Arc<Version>>, Vec<&'a Arc<Version>>) {
+    if let (Some(old), Some(new)) = (old, new)
+        && let Some(diff) = history_shift(&old.history, &new.history)
+    {
+        return diff;
+    }
     let set = |state: Option<&'a VariableState>| -> HashSet<*const Version> {
         state
             .map(|s| s.history.iter().map(Arc::as_ptr).collect())
@@ -929,6 +934,32 @@ fn history_diff<'a>(
         })
         .unwrap_or_default();
     (added, removed)
+}
+
+/// The diff of a write's usual change to a history, found with pointer comparisons alone:
+/// a history only grows at the back and is trimmed at the front, so `new` is `old` without
+/// its first few entries and with some appended. `None` when `new` is not of that shape
+/// (the general diff then applies).
+fn history_shift<'a>(
+    old: &'a VecDeque<Arc<Version>>,
+    new: &'a VecDeque<Arc<Version>>,
+) -> Option<(Vec<&'a Arc<Version>>, Vec<&'a Arc<Version>>)> {
+    let first = new.front()?;
+    let dropped = old.iter().position(|v| Arc::ptr_eq(v, first))?;
+    let kept = old.len() - dropped;
+    if kept > new.len()
+        || !old
+            .iter()
+            .skip(dropped)
+            .zip(new)
+            .all(|(a, b)| Arc::ptr_eq(a, b))
+    {
+        return None;
+    }
+    Some((
+        new.iter().skip(kept).collect(),
+        old.iter().take(dropped).collect(),
+    ))
 }
 
 /// The change in definition bytes when a variable goes from `old` to `new`.
@@ -1512,6 +1543,42 @@ pub fn check_name(name: &str) -> Result<()> {
 mod tests {
     use super::*;
     use mlbridge_proto::mlbridge::v1::value::Kind;
+
+    #[test]
+    fn the_shift_diff_agrees_with_the_general_one_and_declines_other_shapes() {
+        let versions: Vec<Arc<Version>> = (0..8)
+            .map(|n| {
+                Arc::new(Version::new(
+                    n,
+                    Arc::new(int(n as i64)),
+                    VariableUpdateKind::Set,
+                    0,
+                    Arc::default(),
+                    n,
+                ))
+            })
+            .collect();
+        let history = |range: std::ops::Range<usize>| -> VecDeque<Arc<Version>> {
+            versions[range].iter().cloned().collect()
+        };
+        let numbers = |list: Vec<&Arc<Version>>| list.iter().map(|v| v.number).collect::<Vec<_>>();
+        // Appended two, trimmed one; appended only; trimmed only; unchanged.
+        for (old, new, added, removed) in [
+            (0..4, 1..6, vec![4, 5], vec![0]),
+            (0..4, 0..5, vec![4], vec![]),
+            (0..4, 2..4, vec![], vec![0, 1]),
+            (0..4, 0..4, vec![], vec![]),
+        ] {
+            let (old, new) = (history(old), history(new));
+            let (a, r) = history_shift(&old, &new).expect("a shift");
+            assert_eq!((numbers(a), numbers(r)), (added, removed));
+        }
+        // Not a shift: all replaced, a gap, an empty side.
+        assert!(history_shift(&history(0..3), &history(4..6)).is_none());
+        let gap: VecDeque<_> = [0, 2].iter().map(|&i| Arc::clone(&versions[i])).collect();
+        assert!(history_shift(&history(0..3), &gap).is_none());
+        assert!(history_shift(&history(0..3), &VecDeque::new()).is_none());
+    }
 
     fn int(v: i64) -> Value {
         Value {
