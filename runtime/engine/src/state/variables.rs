@@ -901,11 +901,14 @@ impl Variables {
     }
 }
 
+/// Versions `(added, removed)` between two histories.
+type HistoryDiff<'a> = (Vec<&'a Arc<Version>>, Vec<&'a Arc<Version>>);
+
 /// Versions in `new`'s history but not `old`'s, and the other way round.
 fn history_diff<'a>(
     old: Option<&'a VariableState>,
     new: Option<&'a VariableState>,
-) -> (Vec<&'a Arc<Version>>, Vec<&'a Arc<Version>>) {
+) -> HistoryDiff<'a> {
     if let (Some(old), Some(new)) = (old, new)
         && let Some(diff) = history_shift(&old.history, &new.history)
     {
@@ -943,7 +946,7 @@ fn history_diff<'a>(
 fn history_shift<'a>(
     old: &'a VecDeque<Arc<Version>>,
     new: &'a VecDeque<Arc<Version>>,
-) -> Option<(Vec<&'a Arc<Version>>, Vec<&'a Arc<Version>>)> {
+) -> Option<HistoryDiff<'a>> {
     let first = new.front()?;
     let dropped = old.iter().position(|v| Arc::ptr_eq(v, first))?;
     let kept = old.len() - dropped;
