@@ -99,10 +99,12 @@ impl PythonContext<'_> {
     }
 
     /// The output path of a `.proto` file's module with `suffix` (e.g. `_pb2.py`), computed
-    /// as protoc does.
+    /// as protoc (and mypy-protobuf, and the gRPC plugin) do: the module's dotted name as
+    /// folders, so a folder named `dot.com` becomes `dot/com`, where `import dot.com.x_pb2`
+    /// finds it.
     pub(crate) fn path(&self, proto_file: &str, suffix: &str) -> String {
         let stem = proto_file.strip_suffix(".proto").unwrap_or(proto_file);
-        let path = format!("{}{suffix}", stem.replace('-', "_"));
+        let path = format!("{}{suffix}", stem.replace('-', "_").replace('.', "/"));
         match &self.settings.package {
             Some(package) => format!("{}/{path}", package.replace('.', "/")),
             None => path,
