@@ -6,6 +6,13 @@
 //! Usage: bench_engine ENGINE_ADDR [PEER_ADDR]
 //!        bench_engine scale variables|sessions|watchers N ENGINE_ADDR ENGINE_PID
 //!
+//!        bench_engine redis MEMORY_ENGINE_ADDR REDIS_ENGINE_A REDIS_ENGINE_B REDIS_URL
+//!
+//! `redis` times get, set and watch through an engine on memory and through one on Redis
+//! (the two Redis engines share that Redis), beside a bare Redis GET and SET round trip
+//! from Rust (the floor), in alternating rounds; then gets from 32 clients on one engine
+//! and spread over both.
+//!
 //! `scale` fills a fresh engine with N variables in one session, N sessions of one
 //! variable, or N watchers of one variable, then times gets (or, for watchers, each
 //! watcher's notification after a set) and reports the engine's resident memory.
@@ -53,11 +60,18 @@ where
 
 /// Gets from `CONCURRENCY` clients for a fixed window; returns per-call latencies and ops/s.
 async fn concurrent_gets(address: &str, session_id: &str) -> (Vec<Duration>, f64) {
+    concurrent_gets_across(&[address], session_id).await
+}
+
+/// As [`concurrent_gets`], the clients spread evenly over engines that share the state.
+async fn concurrent_gets_across(addresses: &[&str], session_id: &str) -> (Vec<Duration>, f64) {
     let mut tasks = Vec::new();
     let deadline = Instant::now() + THROUGHPUT_WINDOW;
-    for _ in 0..CONCURRENCY {
+    for i in 0..CONCURRENCY {
         // One connection per client, as separate client processes would have.
-        let client = Client::connect(address).await.expect("connect");
+        let client = Client::connect(addresses[i % addresses.len()])
+            .await
+            .expect("connect");
         let mut raw = client.raw();
         let session_id = session_id.to_owned();
         tasks.push(tokio::spawn(async move {
@@ -188,6 +202,103 @@ async fn get_beside_echo(session: &Session, echo: &str) {
         echo,
         None,
     );
+}
+
+/// The memory backend against the Redis one, and the Redis floor (see the module docs).
+async fn redis_backend(memory: &str, engine_a: &str, engine_b: &str, url: &str) {
+    const ROUNDS: usize = 10;
+    let (_memory_client, on_memory) = prepare(memory).await;
+    let (_redis_client, on_redis) = prepare(engine_a).await;
+    let mut redis = redis::Client::open(url)
+        .expect("a Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let bare_get = {
+        let redis = redis.clone();
+        move || {
+            let mut redis = redis.clone();
+            async move {
+                let _: Option<String> = redis::cmd("GET")
+                    .arg("bench:floor")
+                    .query_async(&mut redis)
+                    .await
+                    .expect("GET");
+            }
+        }
+    };
+    let _: () = redis::cmd("SET")
+        .arg("bench:floor")
+        .arg("0.5")
+        .query_async(&mut redis)
+        .await
+        .expect("SET");
+    const KINDS: usize = 6;
+    let mut samples: [Vec<Duration>; KINDS] = Default::default();
+    for round in 0..ROUNDS + 1 {
+        for k in 0..KINDS {
+            let which = (round + k) % KINDS;
+            // The first round warms up.
+            let count = if round == 0 { 100 } else { SAMPLES / ROUNDS };
+            for i in 0..count {
+                let value = (i % 100) as f64 / 100.0;
+                let start = Instant::now();
+                match which {
+                    0 => drop(on_memory.get("temperature").await.unwrap()),
+                    1 => drop(on_redis.get("temperature").await.unwrap()),
+                    2 => drop(on_memory.set("temperature", value).await.unwrap()),
+                    3 => drop(on_redis.set("temperature", value).await.unwrap()),
+                    4 => bare_get().await,
+                    _ => {
+                        let _: () = redis::cmd("SET")
+                            .arg("bench:floor")
+                            .arg(value)
+                            .query_async(&mut redis)
+                            .await
+                            .expect("SET");
+                    }
+                }
+                if round > 0 {
+                    samples[which].push(start.elapsed());
+                }
+            }
+        }
+    }
+    let [get_m, get_r, set_m, set_r, floor_get, floor_set] = &mut samples;
+    report("get (Rust client)", "engine, memory", get_m, None);
+    report("get (Rust client)", "engine, redis", get_r, None);
+    report("set (Rust client)", "engine, memory", set_m, None);
+    report("set (Rust client)", "engine, redis", set_r, None);
+    report("bare GET round trip (Rust)", "redis", floor_get, None);
+    report("bare SET round trip (Rust)", "redis", floor_set, None);
+
+    for (label, session) in [("engine, memory", &on_memory), ("engine, redis", &on_redis)] {
+        let mut watch = Box::pin(session.watch(&["temperature"], false, None).await.unwrap());
+        let synced = watch.next().await.unwrap().unwrap();
+        assert_eq!(synced.kind, pb::VariableUpdateKind::Synced as i32);
+        let mut latencies = Vec::with_capacity(SAMPLES / 3);
+        for i in 0..SAMPLES / 3 {
+            let start = Instant::now();
+            session
+                .set("temperature", (i % 100) as f64 / 100.0)
+                .await
+                .unwrap();
+            watch.next().await.unwrap().unwrap();
+            latencies.push(start.elapsed());
+        }
+        report(
+            "watch notification (set -> update)",
+            label,
+            &mut latencies,
+            None,
+        );
+    }
+
+    let (mut samples, ops) = concurrent_gets_across(&[engine_a], on_redis.id()).await;
+    let one = format!("get, {CONCURRENCY} concurrent clients");
+    report(&one, "1 engine, redis", &mut samples, Some(ops));
+    let (mut samples, ops) = concurrent_gets_across(&[engine_a, engine_b], on_redis.id()).await;
+    report(&one, "2 engines, redis", &mut samples, Some(ops));
 }
 
 /// The resident memory of process `pid`, in MiB (Linux `/proc`).
@@ -345,6 +456,12 @@ async fn main() {
         && mode == "scale"
     {
         scale(kind, size.parse().expect("a size"), address, pid).await;
+        return;
+    }
+    if let [mode, memory, engine_a, engine_b, url] = args.as_slice()
+        && mode == "redis"
+    {
+        redis_backend(memory, engine_a, engine_b, url).await;
         return;
     }
     let engine = args

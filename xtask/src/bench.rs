@@ -415,7 +415,61 @@ fn engine(root: &Path, venv: &python::Venv, floors: &Floors, report: &mut Report
         find(concurrent, "python dict server").map(|r| r.ops_per_sec),
         3.0,
     );
-    what_telemetry_and_auth_cost(root, venv, report)
+    what_telemetry_and_auth_cost(root, venv, report)?;
+    redis_backend(root, report)
+}
+
+/// The Redis state backend beside the memory one, with a bare Redis round trip from Rust as
+/// the floor, on a private `redis-server` (installed when missing, as for the tests).
+fn redis_backend(root: &Path, report: &mut Report) -> Result<()> {
+    step("bench engine: the Redis backend beside the memory backend (Rust client)");
+    let server = crate::redis::RedisServer::start(&crate::redis::ensure_server()?)?;
+    let binary = root.join("target/release/mlbridge");
+    let memory = run::EngineProcess::start(&binary)?;
+    let state = ["--state", &server.url()];
+    let (a, b) = (
+        run::EngineProcess::start_with_args(&binary, &state)?,
+        run::EngineProcess::start_with_args(&binary, &state)?,
+    );
+    let out = run::output(&mut run::cmd(
+        root.join("target/release/examples/bench_engine"),
+        &[
+            "redis",
+            &memory.address,
+            &a.address,
+            &b.address,
+            &server.url(),
+        ],
+        root,
+    ))?;
+    drop((memory, a, b, server));
+    let rows = parse_rows(&String::from_utf8_lossy(&out.stdout))?;
+    print_rows("operation", "server", &rows);
+    report.rows(&rows);
+    let find =
+        |name: &str, server: &str| rows.iter().find(|r| r.name == name && r.server == server);
+    let p50 = |name: &str, server: &str| find(name, server).map(|r| r.p50_us);
+    println!("\ngoals (Redis with append-only fsync on every write; floors measured beside):");
+    let get = "get (Rust client)";
+    report.ratio(
+        "get on Redis - get on memory, over one bare Redis GET round trip",
+        p50(get, "engine, redis")
+            .zip(p50(get, "engine, memory"))
+            .map(|(r, m)| r - m),
+        p50("bare GET round trip (Rust)", "redis"),
+        1.0,
+    );
+    let clients = "get, 32 concurrent clients";
+    report.ratio_at_least(
+        &format!(
+            "throughput at 32 clients on Redis, 2 engines / 1 engine ({} cores)",
+            std::thread::available_parallelism().map_or(0, usize::from)
+        ),
+        find(clients, "2 engines, redis").map(|r| r.ops_per_sec),
+        find(clients, "1 engine, redis").map(|r| r.ops_per_sec),
+        1.5,
+    );
+    Ok(())
 }
 
 /// The Python SDK's uncached get on an engine as started by default (on loopback: access
