@@ -35,15 +35,12 @@ const WARMUP: usize = 200;
 /// calls too so that both legs carry the same headers.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+#[path = "support/bench.rs"]
+mod support;
+use support::echo_client;
+
 fn report(name: &str, server: &str, samples: &mut [Duration]) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
-    let ops = samples.len() as f64 / samples.iter().map(Duration::as_secs_f64).sum::<f64>();
-    println!(
-        "{{\"name\":\"{name}\",\"server\":\"{server}\",\"p50_us\":{:.1},\"p99_us\":{:.1},\"ops_per_sec\":{ops:.0}}}",
-        at(0.5),
-        at(0.99),
-    );
+    support::report(name, server, samples, None);
 }
 
 /// An engine embedded in this process, served on 127.0.0.1:0, and a Python program that
@@ -135,12 +132,6 @@ impl Embedded {
     }
 }
 
-/// A `Callback` client dialled as the engine dials callback servers.
-async fn callback_client(address: &str) -> CallbackClient<Channel> {
-    let channel = mlbridge::dial::channel(address).await.expect("dial echo");
-    CallbackClient::new(channel)
-}
-
 /// One `ExecuteCallback` of `noop`, as the engine sends it: to an echo server, or to the
 /// SDK's callback server, which runs the no-op.
 async fn echo(client: &CallbackClient<Channel>, session_id: &str) {
@@ -187,9 +178,9 @@ async fn measure(
         .await
         .expect("join the session");
     assert_eq!(session.id(), session_id, "joined another session");
-    let python = callback_client(python_echo).await;
-    let rust = callback_client(rust_echo).await;
-    let sdk = callback_client(sdk_server).await;
+    let python = echo_client(python_echo).await;
+    let rust = echo_client(rust_echo).await;
+    let sdk = echo_client(sdk_server).await;
 
     // The callback round trip: InvokeCallback on the engine, which calls the Python
     // program's no-op over its own connection and answers.

@@ -27,19 +27,9 @@ const SAMPLES: usize = 3000;
 const CONCURRENCY: usize = 32;
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(2);
 
-fn report(name: &str, server: &str, samples: &mut [Duration], ops_per_sec: Option<f64>) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
-    let throughput = ops_per_sec.unwrap_or_else(|| {
-        samples.len() as f64 / samples.iter().map(Duration::as_secs_f64).sum::<f64>()
-    });
-    println!(
-        "{{\"name\":\"{name}\",\"server\":\"{server}\",\"p50_us\":{:.1},\"p99_us\":{:.1},\"ops_per_sec\":{:.0}}}",
-        at(0.5),
-        at(0.99),
-        throughput
-    );
-}
+#[path = "support/bench.rs"]
+mod support;
+use support::{echo, echo_client, report, report_line};
 
 async fn timed<F, Fut>(mut op: F) -> Vec<Duration>
 where
@@ -158,23 +148,10 @@ async fn in_process() {
 
 /// The get and its floor, a tonic unary echo, in alternating rounds, so that drift on a
 /// busy machine falls on both alike.
-async fn get_beside_echo(session: &Session, echo: &str) {
-    use mlbridge_proto::mlbridge::v1::callback_client::CallbackClient;
+async fn get_beside_echo(session: &Session, echo_address: &str) {
     const ROUNDS: usize = 10;
-    let echo = CallbackClient::new(mlbridge::dial::channel(echo).await.expect("dial the echo"));
-    let call_echo = || {
-        let mut echo = echo.clone();
-        async move {
-            echo.execute_callback(pb::ExecuteCallbackRequest {
-                callback_id: "bench".into(),
-                callback_name: "noop".into(),
-                session_id: "bench-session".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("echo");
-        }
-    };
+    let client = echo_client(echo_address).await;
+    let call_echo = || echo(&client);
     for _ in 0..200 {
         session.get("temperature").await.unwrap();
         call_echo().await;
@@ -202,6 +179,24 @@ async fn get_beside_echo(session: &Session, echo: &str) {
         echo,
         None,
     );
+}
+
+/// Watch latency: from the start of a set to its update arriving at a watcher.
+async fn watch_latency(session: &Session) -> Vec<Duration> {
+    let mut watch = Box::pin(session.watch(&["temperature"], false, None).await.unwrap());
+    let synced = watch.next().await.unwrap().unwrap();
+    assert_eq!(synced.kind, pb::VariableUpdateKind::Synced as i32);
+    let mut latencies = Vec::with_capacity(SAMPLES / 3);
+    for i in 0..SAMPLES / 3 {
+        let start = Instant::now();
+        session
+            .set("temperature", (i % 100) as f64 / 100.0)
+            .await
+            .unwrap();
+        watch.next().await.unwrap().unwrap();
+        latencies.push(start.elapsed());
+    }
+    latencies
 }
 
 /// The memory backend against the Redis one, and the Redis floor (see the module docs).
@@ -273,19 +268,7 @@ async fn redis_backend(memory: &str, engine_a: &str, engine_b: &str, url: &str) 
     report("bare SET round trip (Rust)", "redis", floor_set, None);
 
     for (label, session) in [("engine, memory", &on_memory), ("engine, redis", &on_redis)] {
-        let mut watch = Box::pin(session.watch(&["temperature"], false, None).await.unwrap());
-        let synced = watch.next().await.unwrap().unwrap();
-        assert_eq!(synced.kind, pb::VariableUpdateKind::Synced as i32);
-        let mut latencies = Vec::with_capacity(SAMPLES / 3);
-        for i in 0..SAMPLES / 3 {
-            let start = Instant::now();
-            session
-                .set("temperature", (i % 100) as f64 / 100.0)
-                .await
-                .unwrap();
-            watch.next().await.unwrap().unwrap();
-            latencies.push(start.elapsed());
-        }
+        let mut latencies = watch_latency(session).await;
         report(
             "watch notification (set -> update)",
             label,
@@ -310,18 +293,6 @@ fn rss_mib(pid: &str) -> f64 {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status");
     kib / 1024.0
-}
-
-fn report_with_memory(name: &str, samples: &mut [Duration], pid: &str) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
-    let ops = samples.len() as f64 / samples.iter().map(Duration::as_secs_f64).sum::<f64>();
-    println!(
-        "{{\"name\":\"{name}\",\"server\":\"engine\",\"p50_us\":{:.1},\"p99_us\":{:.1},\"ops_per_sec\":{ops:.0},\"rss_mib\":{:.1}}}",
-        at(0.5),
-        at(0.99),
-        rss_mib(pid)
-    );
 }
 
 /// Runs `count` calls of `op`, at most `IN_FLIGHT` at a time (filling an engine fast).
@@ -365,10 +336,12 @@ async fn scale(kind: &str, size: usize, address: &str, pid: &str) {
                 }
             })
             .await;
-            report_with_memory(
+            report_line(
                 &format!("get, session of {size} variables"),
+                "engine",
                 &mut samples,
-                pid,
+                None,
+                Some(rss_mib(pid)),
             );
         }
         "sessions" => {
@@ -389,7 +362,13 @@ async fn scale(kind: &str, size: usize, address: &str, pid: &str) {
                 }
             })
             .await;
-            report_with_memory(&format!("get, 1 of {size} sessions"), &mut samples, pid);
+            report_line(
+                &format!("get, 1 of {size} sessions"),
+                "engine",
+                &mut samples,
+                None,
+                Some(rss_mib(pid)),
+            );
         }
         "watchers" => {
             let session = prepare_session(&client).await;
@@ -439,10 +418,12 @@ async fn scale(kind: &str, size: usize, address: &str, pid: &str) {
                     }
                 }
             }
-            report_with_memory(
+            report_line(
                 &format!("watch notification, {size} watchers"),
+                "engine",
                 &mut samples,
-                pid,
+                None,
+                Some(rss_mib(pid)),
             );
         }
         other => panic!("unknown scale kind {other}"),
@@ -520,20 +501,7 @@ async fn main() {
         None,
     );
 
-    // Watch latency: time from the start of a set to its update arriving at a watcher.
-    let mut watch = Box::pin(session.watch(&["temperature"], false, None).await.unwrap());
-    let synced = watch.next().await.unwrap().unwrap();
-    assert_eq!(synced.kind, pb::VariableUpdateKind::Synced as i32);
-    let mut latencies = Vec::with_capacity(SAMPLES / 3);
-    for i in 0..SAMPLES / 3 {
-        let start = Instant::now();
-        session
-            .set("temperature", (i % 100) as f64 / 100.0)
-            .await
-            .unwrap();
-        watch.next().await.unwrap().unwrap();
-        latencies.push(start.elapsed());
-    }
+    let mut latencies = watch_latency(&session).await;
     report(
         "watch notification (set -> update)",
         "engine",

@@ -12,33 +12,23 @@
 //!   bench_floors measure TCP_PORT UNIX_PATH TONIC_ADDR GRPCIO_ADDR
 //!     times the four round trips against such servers.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use mlbridge_proto::mlbridge::v1 as pb;
-use mlbridge_proto::mlbridge::v1::callback_client::CallbackClient;
 use mlbridge_proto::mlbridge::v1::callback_server::{Callback, CallbackServer};
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
+
+#[path = "support/bench.rs"]
+mod support;
+use support::{echo, echo_client, report};
 
 /// Samples per measurement, taken in `ROUNDS` alternating rounds.
 const SAMPLES: usize = 3000;
 const ROUNDS: usize = 10;
 const WARMUP: usize = 200;
-
-fn report(name: &str, server: &str, samples: &mut [Duration]) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
-    let ops = samples.len() as f64 / samples.iter().map(Duration::as_secs_f64).sum::<f64>();
-    println!(
-        "{{\"name\":\"{name}\",\"server\":\"{server}\",\"p50_us\":{:.1},\"p99_us\":{:.1},\"ops_per_sec\":{ops:.0}}}",
-        at(0.5),
-        at(0.99),
-    );
-}
 
 /// The tonic echo: the least a Rust gRPC server can do for a unary call.
 struct Echo;
@@ -123,40 +113,12 @@ fn ping(stream: &mut (impl Read + Write)) {
     stream.read_exact(&mut byte).expect("pong");
 }
 
-/// One `ExecuteCallback` with a small request, as the engine would send for a
-/// no-argument callback.
-async fn echo(client: &CallbackClient<Channel>) {
-    let request = pb::ExecuteCallbackRequest {
-        callback_id: "bench".into(),
-        callback_name: "noop".into(),
-        session_id: "bench-session".into(),
-        arguments: HashMap::new(),
-        metadata: HashMap::new(),
-        caller: String::new(),
-    };
-    client
-        .clone()
-        .execute_callback(request)
-        .await
-        .expect("echo call");
-}
-
 async fn measure(tcp_port: &str, unix_path: &str, tonic: &str, grpcio: &str) {
     let mut tcp = TcpStream::connect(("127.0.0.1", tcp_port.parse::<u16>().expect("a port")))
         .expect("connect to the TCP ping-pong");
     tcp.set_nodelay(true).expect("nodelay");
     let mut unix = UnixStream::connect(unix_path).expect("connect to the Unix ping-pong");
-    let dial = |address: &str| {
-        let address = address.to_owned();
-        async move {
-            CallbackClient::new(
-                mlbridge::dial::channel(&address)
-                    .await
-                    .expect("dial an echo"),
-            )
-        }
-    };
-    let (tonic, grpcio) = (dial(tonic).await, dial(grpcio).await);
+    let (tonic, grpcio) = (echo_client(tonic).await, echo_client(grpcio).await);
     for _ in 0..WARMUP {
         ping(&mut tcp);
         ping(&mut unix);
@@ -182,10 +144,25 @@ async fn measure(tcp_port: &str, unix_path: &str, tonic: &str, grpcio: &str) {
         }
     }
     let [tcp_samples, unix_samples, tonic_samples, grpcio_samples] = &mut samples;
-    report("loopback round trip, 1 byte", "tcp", tcp_samples);
-    report("loopback round trip, 1 byte", "unix socket", unix_samples);
-    report("unary echo (Rust client)", "rust tonic", tonic_samples);
-    report("unary echo (Rust client)", "python grpcio", grpcio_samples);
+    report("loopback round trip, 1 byte", "tcp", tcp_samples, None);
+    report(
+        "loopback round trip, 1 byte",
+        "unix socket",
+        unix_samples,
+        None,
+    );
+    report(
+        "unary echo (Rust client)",
+        "rust tonic",
+        tonic_samples,
+        None,
+    );
+    report(
+        "unary echo (Rust client)",
+        "python grpcio",
+        grpcio_samples,
+        None,
+    );
 }
 
 #[tokio::main]

@@ -20,15 +20,12 @@ use mlbridge_adapters::{builtin, dspy};
 const CONCURRENCY: usize = 8;
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(3);
 
+#[path = "../../../runtime/examples/support/bench.rs"]
+mod support;
+use support::{echo, echo_client};
+
 fn report(name: &str, server: &str, samples: &mut [Duration], ops_per_sec: f64) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
-    println!(
-        "{{\"name\":\"{name}\",\"server\":\"{server}\",\"p50_us\":{:.1},\"p99_us\":{:.1},\"ops_per_sec\":{:.0}}}",
-        at(0.5),
-        at(0.99),
-        ops_per_sec
-    );
+    support::report(name, server, samples, Some(ops_per_sec));
 }
 
 async fn open(address: &str) -> Session {
@@ -125,35 +122,10 @@ async fn concurrent(op: Op, address: &str) -> (Vec<Duration>, f64) {
 /// The sequential no-op and the two hops' floors, a tonic and a grpcio unary echo, in
 /// alternating rounds: `[noop, tonic, grpcio]` samples.
 async fn noop_beside_echoes(session: &Session, tonic: &str, grpcio: &str) -> [Vec<Duration>; 3] {
-    use mlbridge::adapters::pb;
-    use pb::callback_client::CallbackClient;
     const ROUNDS: usize = 10;
     const SAMPLES: usize = 3000;
-    let dial = |address: &str| {
-        let address = address.to_owned();
-        async move {
-            CallbackClient::new(
-                mlbridge::dial::channel(&address)
-                    .await
-                    .expect("dial an echo"),
-            )
-        }
-    };
-    let echoes = [dial(tonic).await, dial(grpcio).await];
-    let echo = |which: usize| {
-        let mut client = echoes[which].clone();
-        async move {
-            client
-                .execute_callback(pb::ExecuteCallbackRequest {
-                    callback_id: "bench".into(),
-                    callback_name: "noop".into(),
-                    session_id: "bench-session".into(),
-                    ..Default::default()
-                })
-                .await
-                .expect("echo");
-        }
-    };
+    let echoes = [echo_client(tonic).await, echo_client(grpcio).await];
+    let echo = |which: usize| echo(&echoes[which]);
     for _ in 0..300 {
         run(Op::Noop, session).await;
         echo(0).await;
