@@ -40,20 +40,7 @@ def measure(name: str, server: str, op: Callable[[int], object], samples: int = 
         start = time.perf_counter_ns()
         op(i)
         timings.append(time.perf_counter_ns() - start)
-    timings.sort()
-    total_s = sum(timings) / 1e9
-    print(
-        json.dumps(
-            {
-                "name": name,
-                "server": server,
-                "p50_us": timings[len(timings) // 2] / 1e3,
-                "p99_us": timings[int((len(timings) - 1) * 0.99)] / 1e3,
-                "ops_per_sec": len(timings) / total_s,
-            }
-        ),
-        flush=True,
-    )
+    summary(name, server, timings)
 
 
 def raw_get_set(address: str, server: str) -> None:
