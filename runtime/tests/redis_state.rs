@@ -407,3 +407,43 @@ async fn resuming_before_the_retained_feed_is_the_compacted_error() {
         [26, 27, 28, 29, 30]
     );
 }
+
+/// Milliseconds until a session's meta key expires, as Redis reports it.
+fn key_ttl_ms(redis: &RedisServer, session: &str) -> i64 {
+    let key = format!("mlb:{{{session}}}:meta");
+    redis
+        .command(&["PTTL", &key])
+        .and_then(|reply| reply.parse().ok())
+        .expect("PTTL answers a number")
+}
+
+#[tokio::test]
+async fn reads_mark_activity_at_most_once_per_hundredth_of_the_ttl() {
+    // A read that marks activity is a write to Redis's log (a disk sync with `appendfsync
+    // always`); a busy session's reads must not each be one. With a 60 s TTL, activity is
+    // marked at most every 600 ms: the keys' expiry is pushed back by the first read after
+    // that, not by every read.
+    let redis = RedisServer::start();
+    let (_engines, a, b) = engines(&redis, &[]).await;
+    let (sa, _sb) = shared(&a, &b, Some(Duration::from_secs(60))).await;
+    sa.register("x", T::Integer, int(1), Constraints::default())
+        .await
+        .unwrap();
+    let marked = key_ttl_ms(&redis, sa.id());
+    let until = tokio::time::Instant::now() + Duration::from_millis(300);
+    while tokio::time::Instant::now() < until {
+        sa.get("x").await.unwrap();
+    }
+    let unmarked = key_ttl_ms(&redis, sa.id());
+    assert!(
+        unmarked <= marked - 250,
+        "reads within 300 ms pushed the expiry back: {marked} ms then {unmarked} ms"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    sa.get("x").await.unwrap();
+    let remarked = key_ttl_ms(&redis, sa.id());
+    assert!(
+        remarked >= unmarked + 300,
+        "a read 700 ms after the last mark did not mark activity: {unmarked} ms then {remarked} ms"
+    );
+}

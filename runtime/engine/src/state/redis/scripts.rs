@@ -31,7 +31,10 @@ local function finish(why)
 end
 -- nil when the session is live (and, with `touch`, marks activity and pushes back the
 -- keys' expiry); else why it is not: 'ended' (it ran out its TTL just now), 'expired'
--- (earlier) or 'missing'.
+-- (earlier) or 'missing'. Activity is marked at most once per hundredth of the TTL (and at
+-- least once a second): a read that marks it is a write, appended (and with
+-- `appendfsync always`, synced) to Redis's log, so a busy session's reads would each cost
+-- a disk sync. A session may so expire up to that much before its last call + TTL.
 local function live(touch)
   if redis.call('EXISTS', KEYS[1]) == 0 then
     return redis.call('GET', KEYS[4]) or 'missing'
@@ -43,7 +46,7 @@ local function live(touch)
     finish('expired')
     return 'ended'
   end
-  if touch then
+  if touch and now - tonumber(m[1]) >= math.min(1000, math.floor(ttl / 100)) then
     redis.call('HSET', KEYS[1], 'active', now)
     local keep = ttl + tonumber(ARGV[1])
     redis.call('PEXPIRE', KEYS[1], keep)
