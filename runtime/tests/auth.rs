@@ -264,3 +264,42 @@ async fn a_watch_ends_with_session_not_found_when_its_session_ends_and_unauthent
     let ended = watch_error(&mut watch).await;
     assert_eq!(ended.kind, ErrorKind::Unauthenticated, "{ended}");
 }
+
+#[tokio::test]
+async fn revoking_a_token_ends_its_open_tool_stream() {
+    use mlbridge::WireValue;
+    use std::collections::HashMap;
+    use tokio_stream::StreamExt;
+    let engine = mlbridge::builtin_tools::builtin_tools()
+        .into_iter()
+        .fold(Engine::builder(), |builder, tool| builder.tool(tool))
+        .auth(AuthMode::Required)
+        .build();
+    let (address, _stop) = serve(engine).await;
+    let client = Client::connect(&address).await.unwrap();
+    let session = client.session().await.unwrap();
+    let (token, info) = session
+        .mint_token(pb::TokenScope::default(), "caller")
+        .await
+        .unwrap();
+    let join = SessionOptions {
+        id: Some(session.id().to_owned()),
+        ..SessionOptions::default()
+    };
+    let caller = client.with_token(&token).open(join).await.unwrap();
+    // 0, then a chunk a minute: the stream is still open when the token is revoked.
+    let arguments = HashMap::from([
+        ("to".to_owned(), 3i64.into_value()),
+        ("delay_ms".to_owned(), 60_000i64.into_value()),
+    ]);
+    let mut chunks = Box::pin(caller.stream_tool("count", arguments).await.unwrap());
+    assert!(chunks.next().await.unwrap().is_ok());
+    session.revoke_token(&info.token_id).await.unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), chunks.next())
+        .await
+        .expect("the stream ends with the revocation, not the tool's next chunk")
+        .expect("an error before the end")
+        .unwrap_err();
+    assert_eq!(ended.kind, ErrorKind::Unauthenticated, "{ended}");
+    assert!(ended.message.contains("tool stream"), "{ended}");
+}

@@ -199,7 +199,12 @@ async fn workers_describe_their_adapters_and_tools() {
     let sleep = &builtin.operations[3];
     assert_eq!(sleep.parameters[0].name, "seconds");
     assert_eq!(sleep.parameters[0].r#type, T::Float as i32);
-    assert_eq!(builtin.tools[0].name, "worker_pid");
+    let tools: Vec<(&str, bool)> = builtin
+        .tools
+        .iter()
+        .map(|t| (t.name.as_str(), t.supports_streaming))
+        .collect();
+    assert_eq!(tools, [("read_variables", true), ("worker_pid", false)]);
 
     assert_eq!(
         client.describe_adapters(&["builtin"]).await.unwrap().len(),

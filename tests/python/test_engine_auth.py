@@ -449,6 +449,48 @@ def test_a_worker_calls_back_with_a_child_token_of_the_callers_scope(engine_bin:
         running.stop()
 
 
+def test_a_streaming_worker_tool_calls_back_with_a_child_token_and_ends_with_its_revocation(engine_bin: Path) -> None:
+    running = start_engine(
+        engine_bin, "--auth", "required", "--workers", "1", "--adapter", "mlbridge_adapters.builtin", env=worker_env()
+    )
+    try:
+        with SessionContext(running.address, cache=False, watch_cache=False) as owner:
+            owner.register_variable("a", "integer", 1)
+            owner.register_variable("b", "integer", 2)
+            # The worker reads each variable back through the engine with a token minted
+            # for the stream, revoked when the stream ends.
+            assert list(owner.tools.read_variables.stream(names=["a", "b"])) == [1, 2]
+            assert [t.label for t in owner.list_tokens()] == ["owner"]
+
+            only_a = owner.mint_token(variables=["a"])
+            with SessionContext(running.address, owner.session_id, token=only_a.token, cache=False) as narrow:
+                chunks = iter(narrow.tools.read_variables.stream(names=["a", "b"]))
+                assert next(chunks) == 1
+                # The worker's read of `b` carries the caller's scope, so it is refused.
+                with pytest.raises(BridgeError) as refused:
+                    next(chunks)
+                assert refused.value.kind.name == "PERMISSION_DENIED"
+                assert refused.value.context.get("worker_id")
+
+            # Revoking the caller's token ends its open stream (and the worker's token).
+            revocable = owner.mint_token()
+            with SessionContext(running.address, owner.session_id, token=revocable.token, cache=False) as caller:
+                chunks = iter(caller.tools.read_variables.stream(names=["a", "a"], pause=30.0))
+                assert next(chunks) == 1
+                # The owner's, `only_a`, the caller's, and the stream's (the narrow one's is gone).
+                assert [t.label for t in owner.list_tokens()] == ["owner", "", "", "operation"]
+                started = time.monotonic()
+                owner.revoke_token(revocable.info.token_id)
+                with pytest.raises(BridgeError) as ended:
+                    next(chunks)
+                assert ended.value.kind.name == "UNAUTHENTICATED"
+                assert "tool stream" in str(ended.value)
+                assert time.monotonic() - started < 20  # not the worker's 30 s pause
+            assert [t.label for t in owner.list_tokens()] == ["owner", ""]
+    finally:
+        running.stop()
+
+
 def test_the_async_context_holds_sends_and_mints_tokens(secured: RunningEngine) -> None:
     async def body() -> None:
         async with AsyncSessionContext(secured.address) as owner:

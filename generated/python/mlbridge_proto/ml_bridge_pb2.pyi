@@ -4878,6 +4878,7 @@ class WorkerExecuteStreamingToolRequest(_message.Message):
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     ENGINE_ADDRESS_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The calling session."""
     tool_name: _builtins.str
@@ -4890,6 +4891,11 @@ class WorkerExecuteStreamingToolRequest(_message.Message):
         """Free-form call labels from the original request."""
     engine_address: _builtins.str
     """gRPC target of the engine's MLBridge service."""
+    session_token: _builtins.str
+    """A token for calls back into the engine while the stream runs (see
+    WorkerExecuteFrameworkOperationRequest.session_token); revoked when the
+    stream ends.
+    """
     def __init__(
         self,
         *,
@@ -4898,9 +4904,10 @@ class WorkerExecuteStreamingToolRequest(_message.Message):
         arguments: _abc.Mapping[_builtins.str, _Global_Value] | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         engine_address: _builtins.str = ...,
+        session_token: _builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: _typing_extensions.Never) -> _builtins.bool: ...
-    def ClearField(self, field_name: _typing.Literal["arguments", b"arguments", "engine_address", b"engine_address", "metadata", b"metadata", "session_id", b"session_id", "tool_name", b"tool_name"]) -> None: ...
+    def ClearField(self, field_name: _typing.Literal["arguments", b"arguments", "engine_address", b"engine_address", "metadata", b"metadata", "session_id", b"session_id", "session_token", b"session_token", "tool_name", b"tool_name"]) -> None: ...
     def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
 
 _Global_WorkerExecuteStreamingToolRequest: _typing_extensions.TypeAlias = WorkerExecuteStreamingToolRequest

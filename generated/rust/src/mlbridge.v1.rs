@@ -1808,6 +1808,11 @@ pub struct WorkerExecuteStreamingToolRequest {
     /// gRPC target of the engine's MLBridge service.
     #[prost(string, tag = "5")]
     pub engine_address: ::prost::alloc::string::String,
+    /// A token for calls back into the engine while the stream runs (see
+    /// WorkerExecuteFrameworkOperationRequest.session_token); revoked when the
+    /// stream ends.
+    #[prost(string, tag = "6")]
+    pub session_token: ::prost::alloc::string::String,
 }
 /// What a token may do within its session. A derived token's scope is never
 /// wider than its parent's.

@@ -367,6 +367,32 @@ pub trait Guarded {
     fn access(&self) -> Access<'_>;
 }
 
+/// A token minted for a worker's calls back into the engine while it serves one call;
+/// revoked (with anything derived from it) when dropped.
+pub struct OperationToken {
+    /// The token text, for the worker.
+    pub token: String,
+    id: String,
+    session_id: String,
+    auth: Auth,
+}
+
+impl Drop for OperationToken {
+    fn drop(&mut self) {
+        let ids = subtree(&self.auth.store.session(&self.session_id), &self.id);
+        self.auth.store.remove(&self.session_id, &ids);
+    }
+}
+
+impl std::fmt::Debug for OperationToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token text.
+        f.debug_struct("OperationToken")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The engine's tokens: issuing, checking, minting, revoking.
 #[derive(Debug, Clone)]
 pub struct Auth {
@@ -593,27 +619,32 @@ impl Auth {
         })
     }
 
-    /// Mints a child of `parent` with its scope that ends at `deadline`, for a worker
-    /// acting on the caller's behalf; `None` when no token is needed (a trusted caller).
+    /// Mints a child of the caller's token with its scope, for a worker acting on the
+    /// caller's behalf: it ends after `ttl` (unset: with its parent) and is revoked when
+    /// the returned guard drops. `None` when no token is needed (a trusted caller).
     pub fn mint_for_operation(
         &self,
         caller: &Caller,
-        deadline: Duration,
-    ) -> Result<Option<(String, String)>> {
+        ttl: Option<Duration>,
+    ) -> Result<Option<OperationToken>> {
         let Some(parent) = caller.token() else {
             return Ok(None);
         };
         let request = pb::MintTokenRequest {
             session_id: parent.session_id.clone(),
             scope: Some(pb::TokenScope {
-                ttl: prost_types::Duration::try_from(deadline).ok(),
+                ttl: ttl.and_then(|ttl| prost_types::Duration::try_from(ttl).ok()),
                 ..Default::default()
             }),
             label: "operation".to_owned(),
         };
         let minted = self.mint(&parent.session_id, Some(parent), &request)?;
-        let id = minted.info.map(|i| i.token_id).unwrap_or_default();
-        Ok(Some((minted.token, id)))
+        Ok(Some(OperationToken {
+            token: minted.token,
+            id: minted.info.map(|i| i.token_id).unwrap_or_default(),
+            session_id: parent.session_id.clone(),
+            auth: self.clone(),
+        }))
     }
 
     /// Revokes `token_id` and its descendants. The caller must be that token or one of
@@ -634,12 +665,6 @@ impl Auth {
         let ids = subtree(&tokens, token_id);
         self.store.remove(session_id, &ids);
         Ok(ids)
-    }
-
-    /// Revokes a token the engine minted itself (an operation's), quietly.
-    pub fn revoke_internal(&self, session_id: &str, token_id: &str) {
-        let ids = subtree(&self.store.session(session_id), token_id);
-        self.store.remove(session_id, &ids);
     }
 
     /// The caller's token and its descendants (a trusted caller: all), oldest first.

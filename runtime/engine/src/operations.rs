@@ -334,11 +334,13 @@ pub async fn execute_tool(
 /// Runs a worker-hosted tool as a stream of chunks (a unary tool gives one data chunk),
 /// for a session that the engine has just confirmed. The stream fails with
 /// `WORKER_CRASHED` as soon as the worker dies, and with `TIMEOUT` when no chunk comes
-/// within the operation timeout.
+/// within the operation timeout. `session_token` is for the worker's calls back into the
+/// engine (empty when tokens are not checked).
 pub async fn stream_tool(
     pool: &WorkerPool,
     max_payload_bytes: usize,
     request: pb::ExecuteStreamingToolRequest,
+    session_token: String,
 ) -> Result<ToolChunkStream> {
     let name = request.tool_name;
     let (_, arguments) = tool_arguments(pool, &name, request.arguments, max_payload_bytes)?;
@@ -349,6 +351,7 @@ pub async fn stream_tool(
         arguments,
         metadata: request.metadata,
         engine_address: String::new(),
+        session_token,
     };
     pool.open_tool_stream(what, worker_request).await
 }

@@ -274,7 +274,7 @@ class WorkerService(pb_grpc.WorkerServicer):
     def ExecuteStreamingTool(
         self, request: pb.WorkerExecuteStreamingToolRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ToolChunk]:
-        call = _call(request.session_id, request.engine_address, request.metadata)
+        call = _call(request.session_id, request.engine_address, request.metadata, session_token=request.session_token)
         sequence = 0
         try:
             owner = self._tool_owner(request.tool_name)

@@ -112,6 +112,27 @@ def _tool_worker_pid(module: ModuleType, call: Call, arguments: Mapping[str, Any
     )
 
 
+class ReadVariablesTool(Protocol):
+    """``mlbridge.frameworks.builtin.read_variables``: tool `read_variables`."""
+
+    def __call__(
+        self,
+        call: Call,
+        *,
+        names: list[Any],
+        pause: float,
+    ) -> Iterable[Any]: ...
+
+
+def _tool_read_variables(module: ModuleType, call: Call, arguments: Mapping[str, Any]) -> object:
+    function: ReadVariablesTool = module.read_variables
+    return function(
+        call,
+        names=arguments["names"],
+        pause=arguments["pause"],
+    )
+
+
 ADAPTER = Adapter(
     framework="builtin",
     implementation="mlbridge.frameworks.builtin",
@@ -167,6 +188,7 @@ ADAPTER = Adapter(
     ),
     tools=(
         HostedTool(name="worker_pid", call=_tool_worker_pid, returns=VariableType.INTEGER, description="The process id of the worker that runs the call."),
+        HostedTool(name="read_variables", call=_tool_read_variables, parameters=(ParameterSpec(name="names", type=VariableType.LIST, required=True, description="The variables to read, in order.", constraints=Constraints(element_type=VariableType.STRING, max_items=1000)), ParameterSpec(name="pause", type=VariableType.FLOAT, default=0.0, has_default=True, description="Seconds to wait before each value after the first.", constraints=Constraints(min=0.0, max=60.0)),), returns=VariableType.ANY, streaming=True, description="Streams the value of each named variable of the calling session, read back through the engine with the call's token, pausing between them."),
     ),
 )
 
@@ -178,3 +200,4 @@ if TYPE_CHECKING:
     _check_sleep: SleepFunction = _implementation.sleep
     _check_apply: ApplyFunction = _implementation.apply
     _check_tool_worker_pid: WorkerPidTool = _implementation.worker_pid
+    _check_tool_read_variables: ReadVariablesTool = _implementation.read_variables

@@ -224,15 +224,13 @@ impl Engine {
             .map(WorkerPool::operation_timeout)
             .unwrap_or(Duration::from_secs(300))
             + Duration::from_secs(5);
-        let (Some(parent), Some((token, id))) = (
-            caller.token(),
-            self.auth.mint_for_operation(caller, deadline)?,
-        ) else {
+        let Some(token) = self.auth.mint_for_operation(caller, Some(deadline))? else {
             return call.await;
         };
-        let result = crate::auth::OPERATION_TOKEN.scope(token, call).await;
-        self.auth.revoke_internal(&parent.session_id, &id);
-        result
+        // Revoked when `token` drops, after the call.
+        crate::auth::OPERATION_TOKEN
+            .scope(token.token.clone(), call)
+            .await
     }
 
     /// The worker pool, when the engine runs one.
@@ -585,22 +583,12 @@ impl MlBridge for Engine {
             }
             Err(_) => true,
         });
-        let ended = caller.token().map(|t| t.ended()).expect("a token caller");
-        let session = r.session_id.clone();
-        let revoked = futures_util::stream::once(ended).map(move |end| {
-            Err(Status::from(match end {
-                // The same answer as a watch without a token gets when its session ends,
-                // whichever of the two notices first.
-                TokenEnd::SessionEnded => BridgeError::session_not_found(&session),
-                TokenEnd::Revoked | TokenEnd::Expired => BridgeError::new(
-                    ErrorKind::Unauthenticated,
-                    "the token of this watch was revoked or expired",
-                ),
-            }))
-        });
-        Ok(Response::new(Box::pin(until_error(
-            readable.merge(revoked),
-        ))))
+        Ok(Response::new(until_token_ends(
+            &caller,
+            &r.session_id,
+            "watch",
+            readable,
+        )))
     }
 
     async fn start_optimization(
@@ -643,20 +631,34 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ExecuteStreamingToolRequest>,
     ) -> GrpcResult<BoxStream<pb::ToolChunk>> {
-        let _caller = self.authorize(&request)?;
+        let caller = self.authorize(&request)?;
         let r = traced(request);
+        let session = r.session_id.clone();
         if let Some(workers) = self.tool_worker(&r.tool_name) {
-            // A worker numbers its chunks and sends the final marker itself.
-            let chunks = async {
+            // A worker numbers its chunks and sends the final marker itself. Its calls back
+            // into the engine carry a child of the caller's token, revoked when the stream
+            // ends (it lives in the stream).
+            let (chunks, token) = async {
                 self.state
                     .session(required("session_id", &r.session_id)?)
                     .await?;
-                operations::stream_tool(workers, self.limits.max_value_bytes, r).await
+                let token = self.auth.mint_for_operation(&caller, None)?;
+                let text = token.as_ref().map(|t| t.token.clone()).unwrap_or_default();
+                let chunks =
+                    operations::stream_tool(workers, self.limits.max_value_bytes, r, text).await?;
+                Ok::<_, BridgeError>((chunks, token))
             }
             .await
             .map_err(Status::from)?;
-            return Ok(Response::new(Box::pin(
-                chunks.map(|chunk| chunk.map_err(Status::from)),
+            let chunks = chunks.map(move |chunk| {
+                let _held = &token;
+                chunk.map_err(Status::from)
+            });
+            return Ok(Response::new(until_token_ends(
+                &caller,
+                &session,
+                "tool stream",
+                chunks,
             )));
         }
         let chunks = async {
@@ -698,7 +700,12 @@ impl MlBridge for Engine {
             metadata: HashMap::new(),
         }));
         let stream = FinalNumbered::new(Box::pin(body.chain(end)));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(until_token_ends(
+            &caller,
+            &session,
+            "tool stream",
+            stream,
+        )))
     }
 
     async fn execute_framework_operation(
@@ -855,6 +862,32 @@ impl MlBridge for Engine {
 }
 
 /// `stream` up to and including its first error: a watch ends with its first failure.
+/// `stream`, ended once the caller's token ends: UNAUTHENTICATED when it was revoked or
+/// expired, and SESSION_NOT_FOUND when it ended with its session (the answer a stream
+/// without a token gets then, whichever of the two notices first). A caller without a
+/// token gets `stream` unchanged.
+fn until_token_ends<T: Send + 'static>(
+    caller: &Caller,
+    session: &str,
+    what: &'static str,
+    stream: impl Stream<Item = std::result::Result<T, Status>> + Send + 'static,
+) -> BoxStream<T> {
+    let Some(token) = caller.token() else {
+        return Box::pin(stream);
+    };
+    let session = session.to_owned();
+    let ended = futures_util::stream::once(token.ended()).map(move |end| {
+        Err(Status::from(match end {
+            TokenEnd::SessionEnded => BridgeError::session_not_found(&session),
+            TokenEnd::Revoked | TokenEnd::Expired => BridgeError::new(
+                ErrorKind::Unauthenticated,
+                format!("the token of this {what} was revoked or expired"),
+            ),
+        }))
+    });
+    until_error(stream.merge(ended))
+}
+
 fn until_error<T: Send + 'static>(
     stream: impl Stream<Item = std::result::Result<T, Status>> + Send + 'static,
 ) -> BoxStream<T> {

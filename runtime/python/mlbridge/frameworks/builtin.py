@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import time
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..dispatch import Call, RemoteCallback
 
-__all__ = ["apply", "echo", "noop", "sleep", "worker_pid"]
+__all__ = ["apply", "echo", "noop", "read_variables", "sleep", "worker_pid"]
 
 
 def noop(call: Call) -> dict[str, object]:
@@ -39,3 +39,13 @@ def apply(call: Call, *, callback: RemoteCallback, arguments: Mapping[str, Any] 
 def worker_pid(call: Call) -> int:
     """The process id of the worker that runs the call."""
     return os.getpid()
+
+
+def read_variables(call: Call, *, names: Sequence[str], pause: float) -> Iterator[object]:
+    """Yields each variable of `names` as the engine answers it to the call's own token,
+    waiting `pause` seconds before each after the first."""
+    session = call.session()
+    for index, name in enumerate(names):
+        if index and pause:
+            time.sleep(pause)
+        yield session.get_variable(name)
