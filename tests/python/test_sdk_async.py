@@ -205,6 +205,7 @@ def test_cache_invalidation_by_another_client(address: str) -> None:
     async def body() -> None:
         async with AsyncSessionContext(address, cache_ttl=600) as reader:
             await reader.register_variable("x", "integer", 1)
+            assert await reader["x"] == 1  # the first read starts the background watch
             assert (await eventually(lambda: asyncio.sleep(0, reader.cache_live), bool)) is True
             assert await reader["x"] == 1
             with SessionContext(address, reader.session_id, token=reader.token) as writer:

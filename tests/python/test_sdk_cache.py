@@ -16,6 +16,7 @@ def test_another_clients_write_is_seen_within_the_watch_latency(ctx: SessionCont
     reader_ctx = SessionContext(address, ctx.session_id, token=ctx.token, cache_ttl=600)
     with reader_ctx as reader, SessionContext(address, ctx.session_id, token=ctx.token) as writer:
         ctx.register_variable("x", "integer", 1)
+        assert reader["x"] == 1  # the first read starts the background watch
         assert eventually(lambda: reader.cache_live, bool), "the background watch should go live"
         assert reader["x"] == 1  # now cached for up to 10 minutes
         for value in range(2, 7):
@@ -48,6 +49,22 @@ def test_cached_reads_do_not_reach_the_engine(engines: Callable[..., RunningEngi
         assert ctx.get_variables(["y", "x"]) == {"y": 2, "x": "cached"}
 
 
+def test_the_watch_starts_with_the_first_read_and_misses_nothing_since_open(ctx: SessionContext, address: str) -> None:
+    ctx.register_variable("x", "integer", 1)
+    ctx.register_variable("y", "integer", 1)
+    with SessionContext(address, ctx.session_id, token=ctx.token, cache_ttl=600) as reader:
+        # A context that only writes (e.g. one driving an optimizer) keeps no watch open.
+        reader["x"] = 2  # cached by the reader as written
+        ctx["x"] = 3  # then changed by another client, before the reader watches
+        assert reader._watcher is None
+        assert not reader.cache_live
+        # The first read starts the watch from the session's sequence at open, so the
+        # other client's write is replayed and the reader's own cached `x` is not served.
+        assert reader["y"] == 1
+        assert eventually(lambda: reader.cache_live, bool)
+        assert reader["x"] == 3
+
+
 def test_the_cache_can_be_disabled(ctx: SessionContext, address: str) -> None:
     ctx.register_variable("x", "integer", 1)
     with SessionContext(address, ctx.session_id, token=ctx.token, cache=False) as reader:
@@ -72,8 +89,8 @@ def test_own_writes_are_read_back_at_once(ctx: SessionContext) -> None:
 def test_the_cache_recovers_after_a_dropped_connection(ctx: SessionContext, proxy: TcpProxy) -> None:
     ctx.register_variable("x", "integer", 1)
     with SessionContext(proxy.address, ctx.session_id, token=ctx.token, cache_ttl=600) as reader:
-        assert eventually(lambda: reader.cache_live, bool)
         assert reader["x"] == 1
+        assert eventually(lambda: reader.cache_live, bool)
         proxy.drop()
         ctx["x"] = 2  # possibly while the reader's watch is down
         assert eventually(lambda: reader["x"], lambda v: v == 2) == 2

@@ -124,6 +124,8 @@ class AsyncSessionContext:
         self._stream_channel: grpc.aio.Channel | None = None
         self._stream_stub: pb_grpc.MLBridgeAsyncStub | None = None
         self._watcher: AsyncCacheWatcher | None = None
+        # Where the background watch will resume from, until the first cached read starts it.
+        self._watch_from: int | None = None
         self._callbacks: CallbackServer | None = None
         self.tools = AsyncToolNamespace(self._load_tools)
         """The tools visible to the session: ``await ctx.tools.add(a=1, b=2)``."""
@@ -148,12 +150,19 @@ class AsyncSessionContext:
         except BaseException:
             await self._close_channel()
             raise
-        if options.watch_cache:
-            self._watcher = AsyncCacheWatcher(
-                self._stream_stub.WatchVariables, self.session_id, self._core.cache, response.session.current_sequence
-            )
-            self._watcher.start()
+        self._watch_from = response.session.current_sequence if options.watch_cache else None
         return self
+
+    def _start_watch(self) -> None:
+        """Starts the background watch on the first read that could be served from the
+        cache (see `SessionContext._start_watch`)."""
+        if self._watch_from is None or self._stream_stub is None:
+            return
+        self._watcher = AsyncCacheWatcher(
+            self._stream_stub.WatchVariables, self.session_id, self._core.cache, self._watch_from
+        )
+        self._watch_from = None
+        self._watcher.start()
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -249,7 +258,8 @@ class AsyncSessionContext:
 
     @property
     def cache_live(self) -> bool:
-        """Whether the background watch currently keeps the cache coherent."""
+        """Whether the background watch currently keeps the cache coherent (it starts with the
+        first read)."""
         return self._core.cache.live
 
     async def close(self, *, cleanup: bool | None = None) -> None:
@@ -258,6 +268,7 @@ class AsyncSessionContext:
         if self._stub is None:
             return
         try:
+            self._watch_from = None
             if self._watcher is not None:
                 await self._watcher.stop()
                 self._watcher = None
@@ -366,6 +377,8 @@ class AsyncSessionContext:
         return response.variable
 
     async def _read(self, name: str) -> pb.Variable:
+        if self._watch_from is not None:
+            self._start_watch()
         cached = self._core.cache.lookup(name)
         return cached if cached is not None else await self._fetch(name)
 
@@ -419,6 +432,8 @@ class AsyncSessionContext:
     async def get_variables(self, names: Iterable[str]) -> dict[str, Any]:
         """Values of several variables from one consistent snapshot (fresh cached values are
         used as is). Names that do not exist are left out of the result."""
+        if self._watch_from is not None:
+            self._start_watch()
         wanted = list(dict.fromkeys(names))
         found: dict[str, pb.Variable] = {}
         missing = []

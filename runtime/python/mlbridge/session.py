@@ -17,6 +17,7 @@ The methods in the ``@generated`` region are derived from `AsyncSessionContext` 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -98,7 +99,8 @@ class SessionContext:
             (default 5; None: until invalidated).
         watch_cache: keep the cache coherent with a background WatchVariables stream
             (a thread), so another client's write is seen within the watch latency. While
-            that stream is not live, reads go to the engine.
+            that stream is not live, reads go to the engine. It starts with the first read, so a
+            context that never reads keeps no watch open.
         validate: refuse a value over `max_value_bytes` before sending it
             (`PayloadTooLarge`). Every other check is the engine's; False sends
             everything as is.
@@ -161,6 +163,9 @@ class SessionContext:
         self._stream_channel: grpc.Channel | None = None
         self._stream_stub: pb_grpc.MLBridgeStub | None = None
         self._watcher: CacheWatcher | None = None
+        # Where the background watch will resume from, until the first cached read starts it.
+        self._watch_from: int | None = None
+        self._watch_lock = threading.Lock()
         self._callbacks: CallbackServer | None = None
         self.tools = ToolNamespace(self._load_tools)
         """The tools visible to the session, as typed proxies: ``ctx.tools.add(a=1, b=2)``."""
@@ -184,12 +189,22 @@ class SessionContext:
             self._close_channel()
             raise
         self._core.opened(response)
-        if options.watch_cache:
-            self._watcher = CacheWatcher(
-                self._stream_stub.WatchVariables, self.session_id, self._core.cache, response.session.current_sequence
-            )
-            self._watcher.start()
+        self._watch_from = response.session.current_sequence if options.watch_cache else None
         return self
+
+    def _start_watch(self) -> None:
+        """Starts the background watch that keeps the cache coherent, on the first read that
+        could be served from the cache: a context that never reads (say, one that drives an
+        optimizer while its variables change every millisecond) pays for no watch. It
+        resumes from the session's sequence at open, so no change since then is missed."""
+        with self._watch_lock:
+            if self._watch_from is None or self._stream_stub is None:
+                return
+            self._watcher = CacheWatcher(
+                self._stream_stub.WatchVariables, self.session_id, self._core.cache, self._watch_from
+            )
+            self._watch_from = None
+            self._watcher.start()
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -311,7 +326,8 @@ class SessionContext:
 
     @property
     def cache_live(self) -> bool:
-        """Whether the background watch currently keeps the cache coherent."""
+        """Whether the background watch currently keeps the cache coherent (it starts with the
+        first read)."""
         return self._core.cache.live
 
     def close(self, *, cleanup: bool | None = None) -> None:
@@ -320,6 +336,7 @@ class SessionContext:
         if self._stub is None:
             return
         try:
+            self._watch_from = None
             if self._watcher is not None:
                 self._watcher.stop()
                 self._watcher = None
@@ -428,6 +445,8 @@ class SessionContext:
         return response.variable
 
     def _read(self, name: str) -> pb.Variable:
+        if self._watch_from is not None:
+            self._start_watch()
         cached = self._core.cache.lookup(name)
         return cached if cached is not None else self._fetch(name)
 
@@ -481,6 +500,8 @@ class SessionContext:
     def get_variables(self, names: Iterable[str]) -> dict[str, Any]:
         """Values of several variables from one consistent snapshot (fresh cached values are
         used as is). Names that do not exist are left out of the result."""
+        if self._watch_from is not None:
+            self._start_watch()
         wanted = list(dict.fromkeys(names))
         found: dict[str, pb.Variable] = {}
         missing = []
