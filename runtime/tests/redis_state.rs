@@ -4,7 +4,8 @@
 //! across engines; a `kill -9` of Redis and a restart from its append-only file loses no
 //! acknowledged write and watchers resume; `CLIENT KILL` mid-stream neither loses nor
 //! duplicates a change; expiry is seen on both engines; resuming before the retained
-//! window is the "compacted" error.
+//! window is the "compacted" error; a write whose reply was lost is applied once (its
+//! request id); scripts come back after `SCRIPT FLUSH`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tokio_stream::{Stream, StreamExt};
 
 mod support;
 use support::Engine;
-use support::redis::RedisServer;
+use support::redis::{RedisServer, ReplyDropper};
 
 /// Two engines sharing `redis`, with `extra` flags, and a client of each.
 async fn engines(redis: &RedisServer, extra: &[&str]) -> (Vec<Engine>, Client, Client) {
@@ -446,4 +447,54 @@ async fn reads_mark_activity_at_most_once_per_hundredth_of_the_ttl() {
         remarked >= unmarked + 300,
         "a read 700 ms after the last mark did not mark activity: {unmarked} ms then {remarked} ms"
     );
+}
+
+// Multi-threaded: the proxy must relay while `Engine::start` blocks for the ready line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_reply_was_lost_is_applied_once() {
+    let redis = RedisServer::start();
+    let proxy = ReplyDropper::start(&redis).await;
+    let url = proxy.url();
+    let engine = Engine::start(&["--state", url.as_str()]);
+    let session = engine.client().await.session().await.unwrap();
+    session
+        .register("n", T::Integer, 0i64, Constraints::default())
+        .await
+        .unwrap();
+    for value in 1..=3i64 {
+        proxy.arm();
+        // Redis applies the commit; its reply never arrives. The engine retries with the
+        // same request id and answers what the first attempt stored.
+        let set = session.set("n", value).await.unwrap();
+        assert_eq!(proxy.dropped(), value as usize, "the reply was lost");
+        assert_eq!(set.version, value as u64 + 1);
+    }
+    let history = session.history("n", 100).await.unwrap();
+    let versions: Vec<u64> = history.iter().map(|v| v.version).collect();
+    assert_eq!(
+        versions,
+        [4, 3, 2, 1],
+        "one version per write, none applied twice"
+    );
+    // One change per write in the session's feed too.
+    let feed = Box::pin(session.watch(&["n"], false, Some(0)).await.unwrap());
+    let seen = collect(feed, 4).await;
+    assert_eq!(seen.iter().map(|s| s.2).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_consecutive(&seen);
+}
+
+#[tokio::test]
+async fn scripts_are_reloaded_after_a_script_flush() {
+    let redis = RedisServer::start();
+    let (_engines, a, b) = engines(&redis, &[]).await;
+    let (sa, sb) = shared(&a, &b, None).await;
+    sa.register("n", T::Integer, 1i64, Constraints::default())
+        .await
+        .unwrap();
+    // As after a Redis restart without persistence of scripts: every EVALSHA answers
+    // NOSCRIPT until the engine loads its script again.
+    assert_eq!(redis.command(&["SCRIPT", "FLUSH"]).as_deref(), Some("OK"));
+    sb.set("n", 2i64).await.unwrap();
+    assert_eq!(redis.command(&["SCRIPT", "FLUSH"]).as_deref(), Some("OK"));
+    assert_eq!(sa.get("n").await.unwrap().version, 2);
 }

@@ -111,3 +111,121 @@ impl Drop for RedisServer {
         self.kill9();
     }
 }
+
+/// A TCP proxy in front of a Redis server that can lose one reply. Armed, it forwards the
+/// next commit (a command that names a request-id key, `:req:`), gives Redis time to run
+/// it, then closes that connection without passing the reply on: the ambiguous failure
+/// (applied, but the engine cannot know) that a write retried by request id must survive.
+pub(crate) struct ReplyDropper {
+    port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReplyDropper {
+    /// Listens on a free port in front of `redis`.
+    pub(crate) async fn start(redis: &RedisServer) -> ReplyDropper {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy port");
+        let port = listener.local_addr().expect("proxy address").port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (target, arm, count) = (redis.port, armed.clone(), dropped.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (arm, count) = (arm.clone(), count.clone());
+                tokio::spawn(async move {
+                    if let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        relay(client, server, &arm, &count).await;
+                    }
+                });
+            }
+        });
+        ReplyDropper {
+            port,
+            armed,
+            dropped,
+            task,
+        }
+    }
+
+    /// `redis://127.0.0.1:<proxy port>`.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Loses the reply to the next commit.
+    pub(crate) fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many replies were lost so far.
+    pub(crate) fn dropped(&self) -> usize {
+        self.dropped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for ReplyDropper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Relays one connection until either side closes, or until an armed commit went up: then
+/// nothing more comes down, and both sides are closed once Redis had time to run it.
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    armed: &std::sync::atomic::AtomicBool,
+    dropped: &std::sync::atomic::AtomicUsize,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cut = AtomicBool::new(false);
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let up = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let commit = buf[..n].windows(5).any(|w| w == b":req:");
+            let lose = commit && armed.swap(false, SeqCst);
+            if lose {
+                cut.store(true, SeqCst);
+            }
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            if lose {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                dropped.fetch_add(1, SeqCst);
+                return;
+            }
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if cut.load(SeqCst) || client_write.write_all(&buf[..n]).await.is_err() {
+                // Waits for `up` to close the connection.
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
+}
