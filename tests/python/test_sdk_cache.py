@@ -65,6 +65,17 @@ def test_the_watch_starts_with_the_first_read_and_misses_nothing_since_open(ctx:
         assert reader["x"] == 3
 
 
+def test_cached_values_handed_out_cannot_change_the_cache(ctx: SessionContext, address: str) -> None:
+    ctx.register_variable("xs", "list", [1, 2])
+    ctx.register_variable("t", "float", 0.5)
+    with SessionContext(address, ctx.session_id, token=ctx.token, watch_cache=False, cache_ttl=600) as reader:
+        assert reader["t"] == 0.5 and reader["t"] == 0.5  # a scalar: decoded once, then shared
+        mine = reader["xs"]
+        mine.append(3)
+        assert reader["xs"] == [1, 2], "a list is decoded anew for every cached read"
+        assert reader["xs"] is not reader["xs"]
+
+
 def test_the_cache_can_be_disabled(ctx: SessionContext, address: str) -> None:
     ctx.register_variable("x", "integer", 1)
     with SessionContext(address, ctx.session_id, token=ctx.token, cache=False) as reader:

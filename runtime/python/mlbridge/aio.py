@@ -36,6 +36,7 @@ from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 from .session_protocol import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open, read_only_async
 from .auth import MintedToken, TokenInfo, scope_request
 from .batch import AsyncBatch
+from .cache import MISSING
 from .callbacks import CallbackServer, Registered
 from .channel import TlsConfig, aio_channel
 from .errors import BridgeError, ErrorKind, error_for, error_from_rpc
@@ -384,6 +385,11 @@ class AsyncSessionContext:
 
     async def get_variable(self, name: str) -> Any:
         """The variable's current value (from the cache when fresh). Raises `VariableNotFound`."""
+        if self._watch_from is not None:
+            self._start_watch()
+        plain = self._core.cache.plain_value(name)
+        if plain is not MISSING:
+            return plain
         return self._core.decode((await self._read(name)).value)
 
     async def describe_variable(self, name: str) -> Variable:

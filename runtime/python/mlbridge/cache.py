@@ -16,10 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mlbridge_proto import ml_bridge_pb2 as pb
 
 from . import telemetry
+from .values import from_value
 
 __all__ = ["Schema", "VariableCache"]
 
@@ -41,11 +43,28 @@ class Schema:
     constraints: pb.Constraints
 
 
+# The Python types of the values `_Entry.plain` keeps: immutable, so one object can be
+# handed to every reader.
+_PLAIN_CASES = frozenset({"null_value", "bool_value", "int_value", "float_value", "string_value", "bytes_value"})
+
+MISSING: Any = object()
+"""What `VariableCache.plain_value` answers when it has no plain value to give."""
+
+
 @dataclass
 class _Entry:
     variable: pb.Variable
     sequence: int
     stored_at: float
+    # Copied out of `variable` once, so that a cached read touches no protobuf field.
+    optimizing: bool = False
+    plain: Any = MISSING
+
+    @staticmethod
+    def of(variable: pb.Variable, sequence: int, stored_at: float) -> _Entry:
+        case = variable.value.WhichOneof("kind") if variable.HasField("value") else None
+        plain = from_value(variable.value) if case in _PLAIN_CASES else MISSING
+        return _Entry(variable, sequence, stored_at, variable.optimizing, plain)
 
 
 class VariableCache:
@@ -96,9 +115,21 @@ class VariableCache:
             return None
         found = self._lookup(name)
         telemetry.cache_lookup(found is not None)
-        return found
+        return found.variable if found is not None else None
 
-    def _lookup(self, name: str) -> pb.Variable | None:
+    def plain_value(self, name: str) -> Any:
+        """The fresh cached value of `name` when it is a scalar (None, bool, int, float,
+        str, bytes), already decoded: the fast path of a cached read. Else `MISSING`
+        (and nothing is counted: the caller's `lookup` counts the hit or miss)."""
+        if not self.enabled:
+            return MISSING
+        entry = self._lookup(name)
+        if entry is None or entry.plain is MISSING:
+            return MISSING
+        telemetry.cache_lookup(True)
+        return entry.plain
+
+    def _lookup(self, name: str) -> _Entry | None:
         if self.watched and not self._live:
             return None
         with self._lock:
@@ -108,10 +139,10 @@ class VariableCache:
             if self.ttl is not None and self._clock() - entry.stored_at > self.ttl:
                 del self._entries[name]
                 return None
-            if entry.variable.optimizing:
+            if entry.optimizing:
                 # A lock's lease can end with no update to say so: ask the engine.
                 return None
-            return entry.variable
+            return entry
 
     def schema(self, name: str) -> Schema | None:
         """The known type and constraints of `name`, or None."""
@@ -131,7 +162,7 @@ class VariableCache:
         self._schemas[name] = Schema(variable.type, variable.constraints)
         if self.enabled:
             previous = self._entries.get(name)
-            self._entries[name] = _Entry(variable, sequence, self._clock())
+            self._entries[name] = _Entry.of(variable, sequence, self._clock())
             if previous is None or previous.variable.version != variable.version:
                 self._drop_dependents(name)
 

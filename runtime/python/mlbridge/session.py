@@ -31,6 +31,7 @@ from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 from .session_protocol import DEFAULT_MAX_VALUE_BYTES, SessionCore, SessionOptions, not_open
 from .auth import MintedToken, TokenInfo, scope_request
 from .batch import Batch
+from .cache import MISSING
 from .callbacks import CallbackServer, Registered
 from .channel import TlsConfig, channel
 from .errors import BridgeError, ErrorKind, VariableNotFound, error_for, error_from_rpc
@@ -452,6 +453,11 @@ class SessionContext:
 
     def get_variable(self, name: str) -> Any:
         """The variable's current value (from the cache when fresh). Raises `VariableNotFound`."""
+        if self._watch_from is not None:
+            self._start_watch()
+        plain = self._core.cache.plain_value(name)
+        if plain is not MISSING:
+            return plain
         return self._core.decode((self._read(name)).value)
 
     def describe_variable(self, name: str) -> Variable:

@@ -272,17 +272,47 @@ def server_interceptors() -> list[grpc.ServerInterceptor]:
 
 def cache_lookup(hit: bool) -> None:
     """Counts a client cache lookup and notes it on the current span (when the application
-    has set a meter or tracer provider)."""
+    has set a meter or tracer provider). Without providers it costs two attribute reads:
+    a cached read is meant to take a microsecond or two."""
     if not enabled():
         return
-    from opentelemetry import trace  # noqa: PLC0415
-
+    metering, tracing_ = _providers_set()
+    if not (metering or tracing_):
+        return
     result = "hit" if hit else "miss"
-    if _metering():
+    if metering:
         _cache_counter()(result)
-    span = trace.get_current_span()
-    if span.is_recording():
-        span.add_event("mlbridge.cache", {"mlbridge.cache.result": result})
+    if tracing_:
+        from opentelemetry import trace  # noqa: PLC0415
+
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event("mlbridge.cache", {"mlbridge.cache.result": result})
+
+
+def _providers_set() -> tuple[bool, bool]:
+    """Whether the application has set a global meter provider and a tracer provider."""
+    holders = _provider_holders()
+    if holders is None:
+        return _metering(), tracing()
+    metrics_module, trace_module = holders
+    return metrics_module._METER_PROVIDER is not None, trace_module._TRACER_PROVIDER is not None
+
+
+@functools.cache
+def _provider_holders() -> tuple[Any, Any] | None:
+    """opentelemetry-api's modules that hold the global providers (``None`` until set, and
+    set at most once), read directly because the public getters look at ``os.environ`` on
+    every call; ``None`` when this version of the API keeps them elsewhere."""
+    from opentelemetry import trace  # noqa: PLC0415
+    from opentelemetry.metrics import _internal as metrics_internal  # noqa: PLC0415
+
+    if not hasattr(trace, "_TRACER_PROVIDER") or not hasattr(metrics_internal, "_METER_PROVIDER"):
+        return None
+    # Providers named by OTEL_PYTHON_*_PROVIDER are loaded by the first public get.
+    trace.get_tracer_provider()
+    metrics_internal.get_meter_provider()
+    return metrics_internal, trace
 
 
 @functools.cache
