@@ -104,8 +104,16 @@ DESCRIPTOR: _descriptor.FileDescriptor
 {% endfor -%}
 {{ c.indent }}) -> None: ...
 {% endif -%}
-{{ c.indent }}def HasField(self, field_name: {{ c.has_field }}) -> _builtins.bool: ...
-{{ c.indent }}def ClearField(self, field_name: {{ c.clear_field }}) -> None: ...
+{{ c.indent }}_HasFieldArgType: {{ c.type_alias }} = {{ c.has_field }}  # noqa: Y015
+{{ c.indent }}def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+{{ c.indent }}_ClearFieldArgType: {{ c.type_alias }} = {{ c.clear_field }}  # noqa: Y015
+{{ c.indent }}def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+{% for w in c.which_oneof -%}
+{% if let Some((name, argument, members)) = w.oneof -%}
+{{ c.indent }}_WhichOneofReturnType_{{ name }}: {{ c.type_alias }} = {{ members }}  # noqa: Y015
+{{ c.indent }}_WhichOneofArgType_{{ name }}: {{ c.type_alias }} = {{ argument }}  # noqa: Y015
+{% endif -%}
+{% endfor -%}
 {% for w in c.which_oneof -%}
 {% if w.overload -%}
 {{ c.indent }}@_typing.overload

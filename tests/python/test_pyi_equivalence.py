@@ -1,6 +1,8 @@
 """Our `_pb2.pyi` against mypy-protobuf's for the same inputs: the same message classes,
-the same keyword-only `__init__` parameters and the same field-name literals accepted by
-HasField / ClearField. (Layout and helper names differ on purpose.)"""
+the same keyword-only `__init__` parameters, the same field-name literals accepted by
+HasField / ClearField, and the same class-level aliases of those argument types and of
+WhichOneof's (`_HasFieldArgType`, `_WhichOneofArgType_<oneof>`, ...), which typed code
+may name. (Layout and helper names differ on purpose.)"""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ CASES = {
 
 
 def shape(pyi: Path) -> dict[str, dict[str, list[str]]]:
-    """class path -> {"init": kw-only names, "HasField": literals, "ClearField": literals}."""
+    """class path -> {"init": kw-only names, "HasField": literals, "ClearField": literals,
+    "aliases": ["name=literals", ...]}."""
     tree = ast.parse(pyi.read_text())
     out: dict[str, dict[str, list[str]]] = {}
 
@@ -47,6 +50,13 @@ def shape(pyi: Path) -> dict[str, dict[str, list[str]]]:
                     if isinstance(annotation, ast.Name) and annotation.id in aliases:
                         annotation = aliases[annotation.id]
                     entry[item.name] = literals(annotation) if annotation is not None else []
+            # mypy-protobuf's class-level aliases of the argument and result types of
+            # HasField, ClearField and WhichOneof: their names and literals.
+            entry["aliases"] = sorted(
+                f"{name}={literals(value)}"
+                for name, value in aliases.items()
+                if name.startswith(("_HasFieldArgType", "_ClearFieldArgType", "_WhichOneof"))
+            )
             if "init" in entry:
                 out[path] = entry
             visit(node.body, f"{path}.")

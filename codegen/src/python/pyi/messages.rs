@@ -99,9 +99,12 @@ pub(super) struct MessageClose {
     /// The name of `__init__`'s first parameter: `self`, unless a field takes that name.
     init_self: String,
     init_params: Vec<InitParam>,
-    /// The type of `HasField`'s and `ClearField`'s argument.
+    /// The type of `HasField`'s and `ClearField`'s argument (each declared as a class-level
+    /// alias, `_HasFieldArgType` and `_ClearFieldArgType`, as mypy-protobuf does).
     has_field: String,
     clear_field: String,
+    /// `typing_extensions.TypeAlias`, under its import alias.
+    type_alias: String,
     which_oneof: Vec<WhichOneof>,
     /// The class name, and for top-level messages the module-level alias other classes
     /// use to name it.
@@ -134,11 +137,15 @@ struct InitParam {
     ty: String,
 }
 
-/// One `WhichOneof` signature.
+/// One `WhichOneof` signature. For a oneof, its argument and result types are declared
+/// as aliases first (`_WhichOneofArgType_<oneof>`, `_WhichOneofReturnType_<oneof>`, as
+/// mypy-protobuf names them), and the signature uses them.
 struct WhichOneof {
     overload: bool,
     argument: String,
     result: String,
+    /// For a oneof: its name and the two aliased types (argument, members).
+    oneof: Option<(String, String, String)>,
 }
 
 /// An extension: a `<NAME>_FIELD_NUMBER` constant and a descriptor attribute, usable with
@@ -276,27 +283,38 @@ impl MessagesBuilder<'_> {
                 overload: false,
                 argument: self.types.helper(Helper::TypingExtensions, "Never"),
                 result: "None".to_owned(),
+                oneof: None,
             }]
         } else {
             let overload = oneofs.len() > 1;
             if overload {
                 self.types.imports.require(Helper::Typing);
             }
-            oneofs
-                .iter()
+            // By name, as mypy-protobuf orders them (a proto3 `optional` field's synthetic
+            // oneof, `_<field>`, sorts first).
+            let mut sorted: Vec<&OneofDescriptor> = oneofs.iter().collect();
+            sorted.sort_by(|a, b| a.name().cmp(b.name()));
+            sorted
+                .into_iter()
                 .map(|oneof| {
                     let members: Vec<String> = oneof
                         .fields()
                         .map(|f| format!("\"{}\"", f.name()))
                         .collect();
+                    let name = oneof.name();
                     WhichOneof {
                         overload,
-                        argument: self.types.field_names([oneof.name()]),
-                        result: format!(
-                            "{}[{}] | None",
-                            self.types.helper(Helper::Typing, "Literal"),
-                            members.join(", ")
-                        ),
+                        argument: format!("_WhichOneofArgType_{name}"),
+                        result: format!("_WhichOneofReturnType_{name} | None"),
+                        oneof: Some((
+                            name.to_owned(),
+                            self.types.field_names([name]),
+                            format!(
+                                "{}[{}]",
+                                self.types.helper(Helper::Typing, "Literal"),
+                                members.join(", ")
+                            ),
+                        )),
                     }
                 })
                 .collect()
@@ -309,6 +327,7 @@ impl MessagesBuilder<'_> {
             init_params,
             has_field,
             clear_field,
+            type_alias: self.types.helper(Helper::TypingExtensions, "TypeAlias"),
             which_oneof,
             name: message.name().to_owned(),
             global_alias: top.then(|| global_alias(message.name())),
