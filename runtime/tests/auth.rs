@@ -266,7 +266,7 @@ async fn a_watch_ends_with_session_not_found_when_its_session_ends_and_unauthent
 }
 
 #[tokio::test]
-async fn revoking_a_token_ends_its_open_tool_stream() {
+async fn a_tool_stream_ends_with_its_last_chunk_or_with_the_revocation_of_its_token() {
     use mlbridge::WireValue;
     use std::collections::HashMap;
     use tokio_stream::StreamExt;
@@ -287,6 +287,21 @@ async fn revoking_a_token_ends_its_open_tool_stream() {
         ..SessionOptions::default()
     };
     let caller = client.with_token(&token).open(join).await.unwrap();
+    // While the token lives, a stream ends by itself after its final chunk.
+    let counted: Vec<mlbridge::Result<pb::Value>> = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        caller
+            .stream_tool(
+                "count",
+                HashMap::from([("to".to_owned(), 3i64.into_value())]),
+            )
+            .await
+            .unwrap()
+            .collect(),
+    )
+    .await
+    .expect("a finished stream ends although its token's watch is still open");
+    assert_eq!(counted.len(), 3);
     // 0, then a chunk a minute: the stream is still open when the token is revoked.
     let arguments = HashMap::from([
         ("to".to_owned(), 3i64.into_value()),

@@ -861,11 +861,11 @@ impl MlBridge for Engine {
     }
 }
 
-/// `stream` up to and including its first error: a watch ends with its first failure.
 /// `stream`, ended once the caller's token ends: UNAUTHENTICATED when it was revoked or
 /// expired, and SESSION_NOT_FOUND when it ended with its session (the answer a stream
-/// without a token gets then, whichever of the two notices first). A caller without a
-/// token gets `stream` unchanged.
+/// without a token gets then, whichever of the two notices first). The stream still ends
+/// when it ends by itself, or with its first error. A caller without a token gets `stream`
+/// unchanged.
 fn until_token_ends<T: Send + 'static>(
     caller: &Caller,
     session: &str,
@@ -877,17 +877,36 @@ fn until_token_ends<T: Send + 'static>(
     };
     let session = session.to_owned();
     let ended = futures_util::stream::once(token.ended()).map(move |end| {
-        Err(Status::from(match end {
+        Some(Err(Status::from(match end {
             TokenEnd::SessionEnded => BridgeError::session_not_found(&session),
             TokenEnd::Revoked | TokenEnd::Expired => BridgeError::new(
                 ErrorKind::Unauthenticated,
                 format!("the token of this {what} was revoked or expired"),
             ),
-        }))
+        })))
     });
-    until_error(stream.merge(ended))
+    // `None` marks the end of `stream` itself: the token's watcher must not keep the
+    // merged stream open after it.
+    let items = stream
+        .map(Some)
+        .chain(futures_util::stream::once(std::future::ready(None)));
+    Box::pin(futures_util::StreamExt::scan(
+        items.merge(ended),
+        false,
+        |failed, item| {
+            let next = match item {
+                Some(item) if !*failed => {
+                    *failed = item.is_err();
+                    Some(item)
+                }
+                _ => None,
+            };
+            std::future::ready(next)
+        },
+    ))
 }
 
+/// `stream` up to and including its first error: a watch ends with its first failure.
 fn until_error<T: Send + 'static>(
     stream: impl Stream<Item = std::result::Result<T, Status>> + Send + 'static,
 ) -> BoxStream<T> {
