@@ -905,17 +905,3 @@ fn until_token_ends<T: Send + 'static>(
         },
     ))
 }
-
-/// `stream` up to and including its first error: a watch ends with its first failure.
-fn until_error<T: Send + 'static>(
-    stream: impl Stream<Item = std::result::Result<T, Status>> + Send + 'static,
-) -> BoxStream<T> {
-    use futures_util::StreamExt as _;
-    Box::pin(stream.scan(false, |failed, item| {
-        let next = (!*failed).then(|| {
-            *failed = item.is_err();
-            item
-        });
-        std::future::ready(next)
-    }))
-}
