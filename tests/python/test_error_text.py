@@ -159,6 +159,7 @@ def test_the_watcher_limit_is_resource_exhausted_and_the_cache_stops_asking(
 
         caplog.set_level(logging.WARNING, logger="mlbridge.watch")
         with SessionContext(two_watchers.address, owner.session_id, keep_session=True) as cached:
+            assert cached.get_variable("t") == 0.5  # the first read starts the cache's watch
             watcher = cached._watcher
             assert watcher is not None
             watcher._thread.join(timeout=30)
