@@ -275,7 +275,7 @@ async fn a_tool_stream_ends_with_its_last_chunk_or_with_the_revocation_of_its_to
         .fold(Engine::builder(), |builder, tool| builder.tool(tool))
         .auth(AuthMode::Required)
         .build();
-    let (address, _stop) = serve(engine).await;
+    let (address, _stop) = serve(engine.clone()).await;
     let client = Client::connect(&address).await.unwrap();
     let session = client.session().await.unwrap();
     let (token, info) = session
@@ -317,4 +317,42 @@ async fn a_tool_stream_ends_with_its_last_chunk_or_with_the_revocation_of_its_to
         .unwrap_err();
     assert_eq!(ended.kind, ErrorKind::Unauthenticated, "{ended}");
     assert!(ended.message.contains("tool stream"), "{ended}");
+
+    // In-process, the stream is read to its end: it ends right after the error, not with
+    // the tool's next chunk a minute later.
+    let (token, info) = session
+        .mint_token(pb::TokenScope::default(), "in-process")
+        .await
+        .unwrap();
+    let join = SessionOptions {
+        id: Some(session.id().to_owned()),
+        ..SessionOptions::default()
+    };
+    let local = engine
+        .in_process_client()
+        .with_token(&token)
+        .open(join)
+        .await
+        .unwrap();
+    let arguments = HashMap::from([
+        ("to".to_owned(), 3i64.into_value()),
+        ("delay_ms".to_owned(), 60_000i64.into_value()),
+    ]);
+    let mut chunks = Box::pin(local.stream_tool("count", arguments).await.unwrap());
+    assert!(chunks.next().await.unwrap().is_ok());
+    session.revoke_token(&info.token_id).await.unwrap();
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut rest = Vec::new();
+        while let Some(item) = chunks.next().await {
+            rest.push(item);
+        }
+        rest
+    })
+    .await
+    .expect("the stream ends with its error, without waiting for the tool");
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(
+        rest[0].as_ref().unwrap_err().kind,
+        ErrorKind::Unauthenticated
+    );
 }

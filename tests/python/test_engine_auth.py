@@ -25,7 +25,7 @@ from mlbridge.auth import Bearer, BearerInterceptor
 from mlbridge_adapters.builtin import Builtin
 from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
-from sdk_engine import RunningEngine, start_engine, unique, worker_env
+from sdk_engine import RunningEngine, eventually, start_engine, unique, worker_env
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MLBridge"]
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
@@ -461,6 +461,12 @@ def test_a_streaming_worker_tool_calls_back_with_a_child_token_and_ends_with_its
             # for the stream, revoked when the stream ends.
             assert list(owner.tools.read_variables.stream(names=["a", "b"])) == [1, 2]
             assert [t.label for t in owner.list_tokens()] == ["owner"]
+            # A client that goes away mid-stream takes the stream's token with it.
+            left = iter(owner.tools.read_variables.stream(names=["a", "a"], pause=30.0))
+            assert next(left) == 1
+            assert [t.label for t in owner.list_tokens()] == ["owner", "operation"]
+            left.close()  # type: ignore[attr-defined]
+            assert eventually(lambda: [t.label for t in owner.list_tokens()], lambda labels: labels == ["owner"])
 
             only_a = owner.mint_token(variables=["a"])
             with SessionContext(running.address, owner.session_id, token=only_a.token, cache=False) as narrow:

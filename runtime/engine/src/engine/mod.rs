@@ -890,18 +890,18 @@ fn until_token_ends<T: Send + 'static>(
     let items = stream
         .map(Some)
         .chain(futures_util::stream::once(std::future::ready(None)));
-    Box::pin(futures_util::StreamExt::scan(
-        items.merge(ended),
-        false,
-        |failed, item| {
-            let next = match item {
-                Some(item) if !*failed => {
-                    *failed = item.is_err();
-                    Some(item)
-                }
-                _ => None,
-            };
-            std::future::ready(next)
+    let merged = Box::pin(items.merge(ended));
+    // Dropped (with what it holds: the state's subscription, a worker call and its token)
+    // as soon as it ends or fails, not when the consumer lets go of the response.
+    Box::pin(futures_util::stream::unfold(
+        Some(merged),
+        |state| async move {
+            let mut merged = state?;
+            match merged.next().await {
+                Some(Some(Ok(item))) => Some((Ok(item), Some(merged))),
+                Some(Some(Err(error))) => Some((Err(error), None)),
+                Some(None) | None => None,
+            }
         },
     ))
 }
