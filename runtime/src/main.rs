@@ -163,21 +163,43 @@ struct WorkerArgs {
     /// Seconds one framework operation or worker tool call may run.
     #[arg(long, default_value_t = 300)]
     operation_timeout_secs: u64,
+    /// Let workers started elsewhere attach (`python -m mlbridge.worker --connect ADDRESS
+    /// --token-file FILE`) when they present the token in FILE (at least 16 characters;
+    /// surrounding whitespace is ignored). They must serve the same adapters as the other
+    /// workers. With it, --workers may be 0: the engine then serves what attached workers
+    /// serve.
+    #[arg(long, value_name = "FILE")]
+    attach_token_file: Option<PathBuf>,
+    /// Attached workers at most at once.
+    #[arg(long, default_value_t = mlbridge::workers::DEFAULT_MAX_ATTACHED)]
+    max_attached_workers: usize,
 }
 
 impl WorkerArgs {
-    fn config(&self, limits: &Limits) -> WorkerPoolConfig {
+    fn config(&self, limits: &Limits) -> anyhow::Result<WorkerPoolConfig> {
         let mut config = WorkerPoolConfig::new(self.workers)
             .startup_timeout(Duration::from_secs(self.worker_startup_timeout_secs))
             .operation_timeout(Duration::from_secs(self.operation_timeout_secs))
-            .max_pinned_sessions(limits.max_sessions);
+            .max_pinned_sessions(limits.max_sessions)
+            .max_attached(self.max_attached_workers);
+        if let Some(path) = &self.attach_token_file {
+            let token = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("--attach-token-file {}: cannot read: {e}", path.display())
+            })?;
+            config = config.attach_token(token.trim());
+        }
         if let Some(python) = &self.python {
             config = config.python(python);
         }
         for adapter in &self.adapters {
             config = config.adapter(adapter);
         }
-        config
+        Ok(config)
+    }
+
+    /// Whether the engine runs a worker pool: spawned workers, attached ones, or both.
+    fn pool(&self) -> bool {
+        self.workers > 0 || self.attach_token_file.is_some()
     }
 }
 
@@ -337,8 +359,8 @@ async fn main() -> anyhow::Result<()> {
             }
             // Workers are ready before the engine listens, so that its listening line means
             // framework operations can run.
-            let pool = if worker_args.workers > 0 {
-                let mut config = worker_args.config(&limits);
+            let pool = if worker_args.pool() {
+                let mut config = worker_args.config(&limits)?;
                 if let Some(endpoint) = &telemetry.otlp_endpoint {
                     // Workers export their spans where the engine exports its own.
                     config = config.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);

@@ -62,6 +62,7 @@ async fn reflection_v1_lists_services_and_resolves_the_schema() {
                 "grpc.reflection.v1.ServerReflection",
                 "grpc.reflection.v1alpha.ServerReflection",
                 "mlbridge.v1.MLBridge",
+                "mlbridge.v1.WorkerHub",
             ]
             .map(String::from)
         )

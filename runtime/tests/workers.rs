@@ -4,94 +4,22 @@
 //! orphaned workers when the engine dies.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use mlbridge::{BridgeError, ErrorKind, Session};
+use tokio_stream::StreamExt;
+
+use mlbridge::{BridgeError, ErrorKind, Session, SessionOptions};
 use mlbridge_proto::mlbridge::v1::{
     self as pb, Constraints, VariableType as T, parameter_value, value::Kind,
 };
 
 mod support;
 use support::Engine;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the runtime crate lives in the workspace")
-        .to_owned()
-}
-
-/// The interpreter that runs workers: `$MLBRIDGE_PYTHON`, else the workspace's `.venv`.
-fn python() -> PathBuf {
-    std::env::var_os("MLBRIDGE_PYTHON")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".venv/bin/python"))
-}
-
-/// A hand-written `mlbridge_adapters.builtin.dispatch`, used until the generated one
-/// exists in `generated/python`.
-const BUILTIN_DISPATCH: &str = r#"
-from mlbridge.dispatch import Adapter, HostedTool, OperationSpec, ParameterSpec, ResultSpec
-from mlbridge.value_types import Constraints, VariableType
-
-ADAPTER = Adapter(
-    framework="builtin",
-    implementation="mlbridge.frameworks.builtin",
-    description="Operations with no framework behind them.",
-    operations=(
-        OperationSpec(name="noop", kind="function", call=lambda m, c, a: m.noop(c)),
-        OperationSpec(
-            name="echo", kind="function", call=lambda m, c, a: m.echo(c, value=a["value"]),
-            parameters=(ParameterSpec(name="value", type=VariableType.ANY, required=True, bindable=True),),
-            results=(ResultSpec(name="value", type=VariableType.ANY),),
-        ),
-        OperationSpec(
-            name="sleep", kind="function", call=lambda m, c, a: m.sleep(c, seconds=a["seconds"]),
-            parameters=(ParameterSpec(name="seconds", type=VariableType.FLOAT, required=True,
-                                  constraints=Constraints(min=0.0, max=600.0)),),
-            results=(ResultSpec(name="slept", type=VariableType.FLOAT),),
-        ),
-    ),
-    tools=(HostedTool(name="worker_pid", call=lambda m, c, a: m.worker_pid(c), returns=VariableType.INTEGER),),
-)
-"#;
-
-/// The environment workers need: the interpreter, and a `PYTHONPATH` with the SDK, the
-/// generated messages and the adapters (the generated ones when they exist, else the
-/// stand-in above). The one place to change when the adapters move.
-fn worker_env(command: &mut Command) {
-    let root = workspace();
-    let generated = root.join("generated/python");
-    let mut path = vec![root.join("runtime/python"), generated.clone()];
-    if !generated
-        .join("mlbridge_adapters/builtin/dispatch.py")
-        .exists()
-    {
-        path.insert(0, stand_in_adapters().to_owned());
-    }
-    command
-        .env("MLBRIDGE_PYTHON", python())
-        .env("PYTHONPATH", std::env::join_paths(path).unwrap())
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-}
-
-fn stand_in_adapters() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("mlbridge-test-adapters-{}", std::process::id()));
-        let package = dir.join("mlbridge_adapters/builtin");
-        std::fs::create_dir_all(&package).unwrap();
-        std::fs::write(dir.join("mlbridge_adapters/__init__.py"), "").unwrap();
-        std::fs::write(package.join("__init__.py"), "").unwrap();
-        std::fs::write(package.join("dispatch.py"), BUILTIN_DISPATCH).unwrap();
-        dir
-    })
-}
+use support::redis::RedisServer;
+use support::workers::{
+    Attached, signal, stand_in_adapters, token_file, wait_gone, worker_env, workspace,
+};
 
 /// An engine process with `workers` workers serving the builtin adapter.
 fn start_engine(workers: usize, extra: &[&str]) -> Engine {
@@ -151,37 +79,6 @@ async fn worker_pid(session: &Session) -> u32 {
         Some(Kind::IntValue(pid)) => pid as u32,
         other => panic!("worker_pid returned {other:?}"),
     }
-}
-
-/// Whether process `pid` is gone (or a zombie nobody has reaped yet).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
-}
-
-fn wait_gone(pids: &[u32], within: Duration) {
-    let deadline = Instant::now() + within;
-    while pids.iter().any(|&pid| !gone(pid)) {
-        assert!(
-            Instant::now() < deadline,
-            "workers still running after {within:?}: {:?}",
-            pids.iter().filter(|&&pid| !gone(pid)).collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid} failed");
 }
 
 #[tokio::test]
@@ -840,4 +737,237 @@ async fn modules_run_their_operation_with_bindings_and_go_with_their_session() {
     );
     let cleaned = session.close().await.unwrap();
     assert_eq!(cleaned.resources_released, 1);
+}
+
+/// A session id no other test uses.
+fn fresh_session_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("attached-{}-{nanos}", std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_attached_to_engine_b_serves_engine_a_sessions_and_its_death_is_worker_crashed() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "attach-0123456789abcdef");
+    let a = Engine::start(&["--state", &url]);
+    let b = Engine::spawn(Engine::command(&[
+        "--state",
+        &url,
+        "--workers",
+        "0",
+        "--attach-token-file",
+        token.to_str().unwrap(),
+    ]));
+    let id = fresh_session_id();
+    let options = || SessionOptions {
+        id: Some(id.clone()),
+        ..Default::default()
+    };
+    let through_a = a.client().await.open(options()).await.unwrap();
+    let through_b = b.client().await.open(options()).await.unwrap();
+
+    // Before any worker attaches, engine B knows no framework, and says how to add one.
+    let error = run(&through_b, "noop", vec![]).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::WorkerUnavailable, "{error}");
+    assert!(error.message.contains("--connect"), "{}", error.message);
+
+    let worker = Attached::spawn(Attached::command(&b.address, &token));
+    assert_eq!(worker.worker_id, "attached-0");
+    let adapters = b.client().await.describe_adapters(&[]).await.unwrap();
+    assert_eq!(adapters.len(), 1);
+    assert_eq!(adapters[0].framework, "builtin");
+
+    // State written through A; the operation asked of B, bound to it, runs on the worker.
+    through_a
+        .register(
+            "greeting",
+            T::String,
+            "written through A".to_owned(),
+            Constraints::default(),
+        )
+        .await
+        .unwrap();
+    let response = run(&through_b, "echo", vec![("value", binding("greeting"))])
+        .await
+        .unwrap();
+    assert_eq!(response.worker_id, "attached-0");
+    assert_eq!(
+        response.results["value"],
+        value(Kind::StringValue("written through A".into()))
+    );
+    assert_eq!(worker_pid(&through_b).await, worker.pid());
+    // A streaming tool whose chunks the worker reads back through the engine it dialed.
+    let chunks: Vec<pb::Value> = through_b
+        .stream_tool(
+            "read_variables",
+            HashMap::from([
+                (
+                    "names".to_owned(),
+                    value(Kind::ListValue(pb::ValueList {
+                        values: vec![value(Kind::StringValue("greeting".into()))],
+                    })),
+                ),
+                ("pause".to_owned(), value(Kind::FloatValue(0.0))),
+            ]),
+        )
+        .await
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap();
+    assert_eq!(
+        chunks,
+        [value(Kind::StringValue("written through A".into()))]
+    );
+    // A worker's own failure comes back typed, with its origin.
+    let error = run(
+        &through_b,
+        "sleep",
+        vec![("seconds", literal(Kind::FloatValue(-1.0)))],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::ConstraintViolation, "{error}");
+
+    // Killed mid-call: the call fails with WORKER_CRASHED at once, not at a timeout.
+    let sleeper = through_b.clone();
+    let started = Instant::now();
+    let call = tokio::spawn(async move {
+        run(
+            &sleeper,
+            "sleep",
+            vec![("seconds", literal(Kind::FloatValue(60.0)))],
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(worker.pid(), "-KILL");
+    let error = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the call in flight must end once its worker dies")
+        .unwrap()
+        .expect_err("the call ran on a killed worker");
+    assert_eq!(error.kind, ErrorKind::WorkerCrashed, "{error}");
+    assert_eq!(error.context["worker_id"], "attached-0");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    drop(worker);
+
+    // The next call says the worker left, at once; a worker that attaches takes its slot.
+    let error = run(&through_b, "noop", vec![]).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::WorkerUnavailable, "{error}");
+    let again = Attached::spawn(Attached::command(&b.address, &token));
+    assert_eq!(again.worker_id, "attached-0");
+    let response = run(&through_b, "noop", vec![]).await.unwrap();
+    assert_eq!(response.worker_id, "attached-0");
+    assert_eq!(worker_pid(&through_b).await, again.pid());
+}
+
+#[tokio::test]
+async fn attaching_takes_the_token_and_the_same_adapters_and_sessions_use_both_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "attach-0123456789abcdef");
+    let engine = start_engine(1, &["--attach-token-file", token.to_str().unwrap()]);
+    let refused = |command: &mut Command| {
+        let output = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+
+    let wrong = tempfile::tempdir().unwrap();
+    let wrong = token_file(wrong.path(), "not-the-engine-token-at-all");
+    let stderr = refused(&mut Attached::command(&engine.address, &wrong));
+    assert!(stderr.contains("UNAUTHENTICATED"), "{stderr}");
+    assert!(
+        !stderr.contains("not-the-engine-token"),
+        "the token leaked: {stderr}"
+    );
+
+    // A worker whose builtin adapter has other operations than the spawned worker's.
+    let mut other = Attached::command(&engine.address, &token);
+    let root = workspace();
+    other.env(
+        "PYTHONPATH",
+        std::env::join_paths([
+            stand_in_adapters().to_owned(),
+            root.join("runtime/python"),
+            root.join("generated/python"),
+        ])
+        .unwrap(),
+    );
+    let stderr = refused(&mut other);
+    assert!(stderr.contains("INVALID_ARGUMENT"), "{stderr}");
+    assert!(stderr.contains("builtin"), "{stderr}");
+
+    let worker = Attached::spawn(Attached::command(&engine.address, &token));
+    assert_eq!(worker.worker_id, "attached-0");
+    let client = engine.client().await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let session = client.session().await.unwrap();
+        seen.insert(run(&session, "noop", vec![]).await.unwrap().worker_id);
+    }
+    assert_eq!(
+        seen,
+        ["attached-0".to_owned(), "worker-0".to_owned()].into(),
+        "sessions go to spawned and attached workers"
+    );
+
+    // An engine without an attach token takes no attached worker.
+    let closed = start_engine(1, &[]);
+    let stderr = refused(&mut Attached::command(&closed.address, &token));
+    assert!(stderr.contains("PERMISSION_DENIED"), "{stderr}");
+    assert!(stderr.contains("--attach-token-file"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_attached_worker_that_stops_answering_is_dropped_and_its_calls_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "attach-0123456789abcdef");
+    let engine = Engine::spawn(Engine::command(&[
+        "--workers",
+        "0",
+        "--attach-token-file",
+        token.to_str().unwrap(),
+    ]));
+    let mut worker = Attached::spawn(Attached::command(&engine.address, &token));
+    let session = engine.client().await.session().await.unwrap();
+    let sleeper = session.clone();
+    let call = tokio::spawn(async move {
+        run(
+            &sleeper,
+            "sleep",
+            vec![("seconds", literal(Kind::FloatValue(120.0)))],
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stopped, not dead: its connection stays open, only its pings go unanswered.
+    signal(worker.pid(), "-STOP");
+    let error = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the call must fail once the worker misses its pings")
+        .unwrap()
+        .expect_err("the call ran on a stopped worker");
+    assert_eq!(error.kind, ErrorKind::WorkerCrashed, "{error}");
+    assert!(error.message.contains("health pings"), "{}", error.message);
+    // Let go by the engine, the worker exits with status 1 when it runs again.
+    signal(worker.pid(), "-CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = worker.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the dropped worker kept running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
 }

@@ -135,6 +135,7 @@ def test_reflection_lists_the_served_services(running: sdk_engine.RunningEngine)
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
         MLBRIDGE,
+        "mlbridge.v1.WorkerHub",
     ]
 
 

@@ -5233,6 +5233,188 @@ class WorkerExecuteStreamingToolRequest(_message.Message):
 _Global_WorkerExecuteStreamingToolRequest: _typing_extensions.TypeAlias = WorkerExecuteStreamingToolRequest
 
 @_typing.final
+class WorkerToEngine(_message.Message):
+    """A message from an attached worker to the engine."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    HELLO_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    TOOL_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    PONG_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    """The engine's call this message answers; 0 for `hello`."""
+    @_builtins.property
+    def hello(self) -> _Global_WorkerHello:
+        """First message of the stream: who the worker is and what it serves."""
+    @_builtins.property
+    def operation(self) -> _Global_ExecuteFrameworkOperationResponse:
+        """The answer of a framework operation."""
+    @_builtins.property
+    def tool(self) -> _Global_ExecuteToolResponse:
+        """The answer of a unary tool call."""
+    @_builtins.property
+    def chunk(self) -> _Global_ToolChunk:
+        """One chunk of a streaming tool call; the last has `is_final` set."""
+    @_builtins.property
+    def error(self) -> _Global_BridgeError:
+        """The call failed (any kind of call): the error as the Worker service
+        would have put it in its status details.
+        """
+    @_builtins.property
+    def pong(self) -> _Global_PingResponse:
+        """The answer of a ping."""
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        hello: _Global_WorkerHello | None = ...,
+        operation: _Global_ExecuteFrameworkOperationResponse | None = ...,
+        tool: _Global_ExecuteToolResponse | None = ...,
+        chunk: _Global_ToolChunk | None = ...,
+        error: _Global_BridgeError | None = ...,
+        pong: _Global_PingResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _typing_extensions.TypeAlias = _typing.Literal["body", b"body", "chunk", b"chunk", "error", b"error", "hello", b"hello", "operation", b"operation", "pong", b"pong", "tool", b"tool"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _typing_extensions.TypeAlias = _typing.Literal["body", b"body", "call_id", b"call_id", "chunk", b"chunk", "error", b"error", "hello", b"hello", "operation", b"operation", "pong", b"pong", "tool", b"tool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _typing_extensions.TypeAlias = _typing.Literal["hello", "operation", "tool", "chunk", "error", "pong"]  # noqa: Y015
+    _WhichOneofArgType_body: _typing_extensions.TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+_Global_WorkerToEngine: _typing_extensions.TypeAlias = WorkerToEngine
+
+@_typing.final
+class WorkerHello(_message.Message):
+    """The first message of an attached worker."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A name for logs and errors, e.g. the host name; may be empty. The
+    engine assigns the worker's id ("attached-<n>").
+    """
+    @_builtins.property
+    def description(self) -> _Global_DescribeResponse:
+        """What Worker.Describe would answer (its worker_id is ignored)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _Global_DescribeResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _typing_extensions.TypeAlias = _typing.Literal["description", b"description"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _typing_extensions.TypeAlias = _typing.Literal["description", b"description", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_WorkerHello: _typing_extensions.TypeAlias = WorkerHello
+
+@_typing.final
+class EngineToWorker(_message.Message):
+    """A message from the engine to an attached worker."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    WELCOME_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    TOOL_FIELD_NUMBER: _builtins.int
+    STREAMING_TOOL_FIELD_NUMBER: _builtins.int
+    PING_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    """Identifies the call; answers carry it back. 0 for `welcome`."""
+    @_builtins.property
+    def welcome(self) -> _Global_WorkerWelcome:
+        """The answer to `hello`: the worker is attached."""
+    @_builtins.property
+    def operation(self) -> _Global_WorkerExecuteFrameworkOperationRequest:
+        """Run a framework operation (as Worker.ExecuteFrameworkOperation)."""
+    @_builtins.property
+    def tool(self) -> _Global_WorkerExecuteToolRequest:
+        """Run a unary tool (as Worker.ExecuteTool)."""
+    @_builtins.property
+    def streaming_tool(self) -> _Global_WorkerExecuteStreamingToolRequest:
+        """Run a streaming tool (as Worker.ExecuteStreamingTool)."""
+    @_builtins.property
+    def ping(self) -> _Global_PingRequest:
+        """Answer with `pong` (the engine's health check)."""
+    @_builtins.property
+    def cancel(self) -> _Global_CancelWorkerCall:
+        """The engine gave up on call `call_id` (its caller left or its deadline
+        passed): stop it if possible and send nothing more for it.
+        """
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        welcome: _Global_WorkerWelcome | None = ...,
+        operation: _Global_WorkerExecuteFrameworkOperationRequest | None = ...,
+        tool: _Global_WorkerExecuteToolRequest | None = ...,
+        streaming_tool: _Global_WorkerExecuteStreamingToolRequest | None = ...,
+        ping: _Global_PingRequest | None = ...,
+        cancel: _Global_CancelWorkerCall | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _typing_extensions.TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "operation", b"operation", "ping", b"ping", "streaming_tool", b"streaming_tool", "tool", b"tool", "welcome", b"welcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _typing_extensions.TypeAlias = _typing.Literal["body", b"body", "call_id", b"call_id", "cancel", b"cancel", "operation", b"operation", "ping", b"ping", "streaming_tool", b"streaming_tool", "tool", b"tool", "welcome", b"welcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _typing_extensions.TypeAlias = _typing.Literal["welcome", "operation", "tool", "streaming_tool", "ping", "cancel"]  # noqa: Y015
+    _WhichOneofArgType_body: _typing_extensions.TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+_Global_EngineToWorker: _typing_extensions.TypeAlias = EngineToWorker
+
+@_typing.final
+class WorkerWelcome(_message.Message):
+    """The answer to WorkerHello."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    ENGINE_ID_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    """The id the engine gave the worker, e.g. "attached-0"."""
+    engine_id: _builtins.str
+    """The engine's instance id."""
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+        engine_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _typing_extensions.TypeAlias = _typing_extensions.Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _typing_extensions.TypeAlias = _typing.Literal["engine_id", b"engine_id", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_WorkerWelcome: _typing_extensions.TypeAlias = WorkerWelcome
+
+@_typing.final
+class CancelWorkerCall(_message.Message):
+    """Body of EngineToWorker.cancel; the call is EngineToWorker.call_id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(self) -> None: ...
+    _HasFieldArgType: _typing_extensions.TypeAlias = _typing_extensions.Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _typing_extensions.TypeAlias = _typing_extensions.Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
+_Global_CancelWorkerCall: _typing_extensions.TypeAlias = CancelWorkerCall
+
+@_typing.final
 class TokenScope(_message.Message):
     """What a token may do within its session. A derived token's scope is never
     wider than its parent's.

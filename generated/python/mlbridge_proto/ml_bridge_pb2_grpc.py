@@ -887,3 +887,71 @@ def add_CallbackServicer_to_server(servicer, server):
             'mlbridge.v1.Callback', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
     server.add_registered_method_handlers('mlbridge.v1.Callback', rpc_method_handlers)
+
+
+class WorkerHubStub(object):
+    """WorkerHub lets a worker that the engine did not spawn (`python -m
+    mlbridge.worker --connect ENGINE --token ...`, e.g. on another machine)
+    serve the engine's sessions. The worker dials the engine and keeps one
+    stream open; the engine sends it the same requests it sends a spawned
+    worker's Worker service, each tagged with a call id, and the worker
+    answers on the same stream. Every worker of an engine serves the same
+    adapters. The engine pings the worker over the stream; a worker that
+    misses its pings, or whose stream breaks, is dropped and its calls in
+    flight fail with WORKER_CRASHED. Restarting it is the operator's job.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel or a grpc.aio.Channel.
+        """
+        self.Attach = channel.stream_stream(
+                '/mlbridge.v1.WorkerHub/Attach',
+                request_serializer=mlbridge__proto_dot_ml__bridge__pb2.WorkerToEngine.SerializeToString,
+                response_deserializer=mlbridge__proto_dot_ml__bridge__pb2.EngineToWorker.FromString,
+                _registered_method=True)
+
+
+class WorkerHubServicer(object):
+    """WorkerHub lets a worker that the engine did not spawn (`python -m
+    mlbridge.worker --connect ENGINE --token ...`, e.g. on another machine)
+    serve the engine's sessions. The worker dials the engine and keeps one
+    stream open; the engine sends it the same requests it sends a spawned
+    worker's Worker service, each tagged with a call id, and the worker
+    answers on the same stream. Every worker of an engine serves the same
+    adapters. The engine pings the worker over the stream; a worker that
+    misses its pings, or whose stream breaks, is dropped and its calls in
+    flight fail with WORKER_CRASHED. Restarting it is the operator's job.
+    """
+
+    def Attach(self, request_iterator, context):
+        """Attaches a worker. The call carries `authorization: Bearer <token>`,
+        the engine's attach token (`mlbridge serve --attach-token-file`). The
+        worker's first message is `hello`; the engine answers `welcome` (or
+        ends the call with an error) and then sends calls until either side
+        ends the stream.
+        Errors: UNAUTHENTICATED (missing or wrong attach token),
+        PERMISSION_DENIED (the engine takes no attached workers),
+        INVALID_ARGUMENT (no hello first, or adapters that differ from the
+        engine's other workers'), UNAVAILABLE (the attached worker limit is
+        reached).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WorkerHubServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Attach': grpc.stream_stream_rpc_method_handler(
+                    servicer.Attach,
+                    request_deserializer=mlbridge__proto_dot_ml__bridge__pb2.WorkerToEngine.FromString,
+                    response_serializer=mlbridge__proto_dot_ml__bridge__pb2.EngineToWorker.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mlbridge.v1.WorkerHub', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mlbridge.v1.WorkerHub', rpc_method_handlers)

@@ -15,6 +15,10 @@ _TRequest = _typing.TypeVar("_TRequest")
 _TResponse = _typing.TypeVar("_TResponse")
 
 @_typing.type_check_only
+class _MaybeAsyncIterator(_abc.AsyncIterator[_TRequest], _abc.Iterator[_TRequest], metaclass=_ABCMeta):
+    """A request stream: iterated with `for` by `grpc` servers, `async for` by `grpc.aio` ones."""
+
+@_typing.type_check_only
 class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext[_TRequest, _TResponse]):  # type: ignore[misc]
     """The context a servicer gets: a `grpc.ServicerContext` or a `grpc.aio.ServicerContext`."""
 
@@ -1048,3 +1052,82 @@ class CallbackServicer(metaclass=_ABCMeta):
         """
 
 def add_CallbackServicer_to_server(servicer: CallbackServicer, server: _grpc.Server | _aio.Server) -> None: ...
+
+class WorkerHubStub:
+    """WorkerHub lets a worker that the engine did not spawn (`python -m
+    mlbridge.worker --connect ENGINE --token ...`, e.g. on another machine)
+    serve the engine's sessions. The worker dials the engine and keeps one
+    stream open; the engine sends it the same requests it sends a spawned
+    worker's Worker service, each tagged with a call id, and the worker
+    answers on the same stream. Every worker of an engine serves the same
+    adapters. The engine pings the worker over the stream; a worker that
+    misses its pings, or whose stream breaks, is dropped and its calls in
+    flight fail with WORKER_CRASHED. Restarting it is the operator's job.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _typing_extensions.Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> WorkerHubAsyncStub: ...
+    Attach: _grpc.StreamStreamMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.WorkerToEngine, mlbridge__proto_dot_ml__bridge__pb2.EngineToWorker]
+    """Attaches a worker. The call carries `authorization: Bearer <token>`,
+    the engine's attach token (`mlbridge serve --attach-token-file`). The
+    worker's first message is `hello`; the engine answers `welcome` (or
+    ends the call with an error) and then sends calls until either side
+    ends the stream.
+    Errors: UNAUTHENTICATED (missing or wrong attach token),
+    PERMISSION_DENIED (the engine takes no attached workers),
+    INVALID_ARGUMENT (no hello first, or adapters that differ from the
+    engine's other workers'), UNAVAILABLE (the attached worker limit is
+    reached).
+    """
+
+@_typing.type_check_only
+class WorkerHubAsyncStub(WorkerHubStub):
+    """WorkerHubStub as built on a `grpc.aio.Channel`: its calls are awaited."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Attach: _aio.StreamStreamMultiCallable[mlbridge__proto_dot_ml__bridge__pb2.WorkerToEngine, mlbridge__proto_dot_ml__bridge__pb2.EngineToWorker]  # type: ignore[assignment]
+    """Attaches a worker. The call carries `authorization: Bearer <token>`,
+    the engine's attach token (`mlbridge serve --attach-token-file`). The
+    worker's first message is `hello`; the engine answers `welcome` (or
+    ends the call with an error) and then sends calls until either side
+    ends the stream.
+    Errors: UNAUTHENTICATED (missing or wrong attach token),
+    PERMISSION_DENIED (the engine takes no attached workers),
+    INVALID_ARGUMENT (no hello first, or adapters that differ from the
+    engine's other workers'), UNAVAILABLE (the attached worker limit is
+    reached).
+    """
+
+class WorkerHubServicer(metaclass=_ABCMeta):
+    """WorkerHub lets a worker that the engine did not spawn (`python -m
+    mlbridge.worker --connect ENGINE --token ...`, e.g. on another machine)
+    serve the engine's sessions. The worker dials the engine and keeps one
+    stream open; the engine sends it the same requests it sends a spawned
+    worker's Worker service, each tagged with a call id, and the worker
+    answers on the same stream. Every worker of an engine serves the same
+    adapters. The engine pings the worker over the stream; a worker that
+    misses its pings, or whose stream breaks, is dropped and its calls in
+    flight fail with WORKER_CRASHED. Restarting it is the operator's job.
+    """
+
+    @_abstractmethod
+    def Attach(
+        self,
+        request_iterator: _MaybeAsyncIterator[mlbridge__proto_dot_ml__bridge__pb2.WorkerToEngine],
+        context: _ServicerContext[mlbridge__proto_dot_ml__bridge__pb2.WorkerToEngine, mlbridge__proto_dot_ml__bridge__pb2.EngineToWorker],
+    ) -> _abc.Iterator[mlbridge__proto_dot_ml__bridge__pb2.EngineToWorker] | _abc.AsyncIterator[mlbridge__proto_dot_ml__bridge__pb2.EngineToWorker]:
+        """Attaches a worker. The call carries `authorization: Bearer <token>`,
+        the engine's attach token (`mlbridge serve --attach-token-file`). The
+        worker's first message is `hello`; the engine answers `welcome` (or
+        ends the call with an error) and then sends calls until either side
+        ends the stream.
+        Errors: UNAUTHENTICATED (missing or wrong attach token),
+        PERMISSION_DENIED (the engine takes no attached workers),
+        INVALID_ARGUMENT (no hello first, or adapters that differ from the
+        engine's other workers'), UNAVAILABLE (the attached worker limit is
+        reached).
+        """
+
+def add_WorkerHubServicer_to_server(servicer: WorkerHubServicer, server: _grpc.Server | _aio.Server) -> None: ...

@@ -1814,6 +1814,98 @@ pub struct WorkerExecuteStreamingToolRequest {
     #[prost(string, tag = "6")]
     pub session_token: ::prost::alloc::string::String,
 }
+/// A message from an attached worker to the engine.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WorkerToEngine {
+    /// The engine's call this message answers; 0 for `hello`.
+    #[prost(uint64, tag = "1")]
+    pub call_id: u64,
+    #[prost(oneof = "worker_to_engine::Body", tags = "2, 3, 4, 5, 6, 7")]
+    pub body: ::core::option::Option<worker_to_engine::Body>,
+}
+/// Nested message and enum types in `WorkerToEngine`.
+pub mod worker_to_engine {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Body {
+        /// First message of the stream: who the worker is and what it serves.
+        #[prost(message, tag = "2")]
+        Hello(super::WorkerHello),
+        /// The answer of a framework operation.
+        #[prost(message, tag = "3")]
+        Operation(super::ExecuteFrameworkOperationResponse),
+        /// The answer of a unary tool call.
+        #[prost(message, tag = "4")]
+        Tool(super::ExecuteToolResponse),
+        /// One chunk of a streaming tool call; the last has `is_final` set.
+        #[prost(message, tag = "5")]
+        Chunk(super::ToolChunk),
+        /// The call failed (any kind of call): the error as the Worker service
+        /// would have put it in its status details.
+        #[prost(message, tag = "6")]
+        Error(super::BridgeError),
+        /// The answer of a ping.
+        #[prost(message, tag = "7")]
+        Pong(super::PingResponse),
+    }
+}
+/// The first message of an attached worker.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WorkerHello {
+    /// A name for logs and errors, e.g. the host name; may be empty. The
+    /// engine assigns the worker's id ("attached-<n>").
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// What Worker.Describe would answer (its worker_id is ignored).
+    #[prost(message, optional, tag = "2")]
+    pub description: ::core::option::Option<DescribeResponse>,
+}
+/// A message from the engine to an attached worker.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EngineToWorker {
+    /// Identifies the call; answers carry it back. 0 for `welcome`.
+    #[prost(uint64, tag = "1")]
+    pub call_id: u64,
+    #[prost(oneof = "engine_to_worker::Body", tags = "2, 3, 4, 5, 6, 7")]
+    pub body: ::core::option::Option<engine_to_worker::Body>,
+}
+/// Nested message and enum types in `EngineToWorker`.
+pub mod engine_to_worker {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Body {
+        /// The answer to `hello`: the worker is attached.
+        #[prost(message, tag = "2")]
+        Welcome(super::WorkerWelcome),
+        /// Run a framework operation (as Worker.ExecuteFrameworkOperation).
+        #[prost(message, tag = "3")]
+        Operation(super::WorkerExecuteFrameworkOperationRequest),
+        /// Run a unary tool (as Worker.ExecuteTool).
+        #[prost(message, tag = "4")]
+        Tool(super::WorkerExecuteToolRequest),
+        /// Run a streaming tool (as Worker.ExecuteStreamingTool).
+        #[prost(message, tag = "5")]
+        StreamingTool(super::WorkerExecuteStreamingToolRequest),
+        /// Answer with `pong` (the engine's health check).
+        #[prost(message, tag = "6")]
+        Ping(super::PingRequest),
+        /// The engine gave up on call `call_id` (its caller left or its deadline
+        /// passed): stop it if possible and send nothing more for it.
+        #[prost(message, tag = "7")]
+        Cancel(super::CancelWorkerCall),
+    }
+}
+/// The answer to WorkerHello.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WorkerWelcome {
+    /// The id the engine gave the worker, e.g. "attached-0".
+    #[prost(string, tag = "1")]
+    pub worker_id: ::prost::alloc::string::String,
+    /// The engine's instance id.
+    #[prost(string, tag = "2")]
+    pub engine_id: ::prost::alloc::string::String,
+}
+/// Body of EngineToWorker.cancel; the call is EngineToWorker.call_id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CancelWorkerCall {}
 /// What a token may do within its session. A derived token's scope is never
 /// wider than its parent's.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -6513,6 +6605,346 @@ pub mod callback_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "mlbridge.v1.Callback";
     impl<T> tonic::server::NamedService for CallbackServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Generated client implementations.
+pub mod worker_hub_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    /// WorkerHub lets a worker that the engine did not spawn (`python -m  mlbridge.worker --connect ENGINE --token ...`, e.g. on another machine)
+    /// serve the engine's sessions. The worker dials the engine and keeps one
+    /// stream open; the engine sends it the same requests it sends a spawned
+    /// worker's Worker service, each tagged with a call id, and the worker
+    /// answers on the same stream. Every worker of an engine serves the same
+    /// adapters. The engine pings the worker over the stream; a worker that
+    /// misses its pings, or whose stream breaks, is dropped and its calls in
+    /// flight fail with WORKER_CRASHED. Restarting it is the operator's job.
+    #[derive(Debug, Clone)]
+    pub struct WorkerHubClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl WorkerHubClient<tonic::transport::Channel> {
+        /// Attempt to create a new client by connecting to a given endpoint.
+        pub async fn connect<D>(dst: D) -> Result<Self, tonic::transport::Error>
+        where
+            D: TryInto<tonic::transport::Endpoint>,
+            D::Error: Into<StdError>,
+        {
+            let conn = tonic::transport::Endpoint::new(dst)?.connect().await?;
+            Ok(Self::new(conn))
+        }
+    }
+    impl<T> WorkerHubClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> WorkerHubClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            WorkerHubClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Attaches a worker. The call carries `authorization: Bearer <token>`,
+        /// the engine's attach token (`mlbridge serve --attach-token-file`). The
+        /// worker's first message is `hello`; the engine answers `welcome` (or
+        /// ends the call with an error) and then sends calls until either side
+        /// ends the stream.
+        /// Errors: UNAUTHENTICATED (missing or wrong attach token),
+        /// PERMISSION_DENIED (the engine takes no attached workers),
+        /// INVALID_ARGUMENT (no hello first, or adapters that differ from the
+        /// engine's other workers'), UNAVAILABLE (the attached worker limit is
+        /// reached).
+        pub async fn attach(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::WorkerToEngine>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::EngineToWorker>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/mlbridge.v1.WorkerHub/Attach",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("mlbridge.v1.WorkerHub", "Attach"));
+            self.inner.streaming(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod worker_hub_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with WorkerHubServer.
+    #[async_trait]
+    pub trait WorkerHub: std::marker::Send + std::marker::Sync + 'static {
+        /// Attaches a worker. The call carries `authorization: Bearer <token>`,
+        /// the engine's attach token (`mlbridge serve --attach-token-file`). The
+        /// worker's first message is `hello`; the engine answers `welcome` (or
+        /// ends the call with an error) and then sends calls until either side
+        /// ends the stream.
+        /// Errors: UNAUTHENTICATED (missing or wrong attach token),
+        /// PERMISSION_DENIED (the engine takes no attached workers),
+        /// INVALID_ARGUMENT (no hello first, or adapters that differ from the
+        /// engine's other workers'), UNAVAILABLE (the attached worker limit is
+        /// reached).
+        async fn attach(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::WorkerToEngine>>,
+        ) -> std::result::Result<
+            tonic::Response<BoxStream<super::EngineToWorker>>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+    }
+    /// WorkerHub lets a worker that the engine did not spawn (`python -m  mlbridge.worker --connect ENGINE --token ...`, e.g. on another machine)
+    /// serve the engine's sessions. The worker dials the engine and keeps one
+    /// stream open; the engine sends it the same requests it sends a spawned
+    /// worker's Worker service, each tagged with a call id, and the worker
+    /// answers on the same stream. Every worker of an engine serves the same
+    /// adapters. The engine pings the worker over the stream; a worker that
+    /// misses its pings, or whose stream breaks, is dropped and its calls in
+    /// flight fail with WORKER_CRASHED. Restarting it is the operator's job.
+    #[derive(Debug)]
+    pub struct WorkerHubServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> WorkerHubServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for WorkerHubServer<T>
+    where
+        T: WorkerHub,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/mlbridge.v1.WorkerHub/Attach" => {
+                    #[allow(non_camel_case_types)]
+                    struct AttachSvc<T: WorkerHub>(pub Arc<T>);
+                    impl<
+                        T: WorkerHub,
+                    > tonic::server::StreamingService<super::WorkerToEngine>
+                    for AttachSvc<T> {
+                        type Response = super::EngineToWorker;
+                        type ResponseStream = BoxStream<super::EngineToWorker>;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                tonic::Streaming<super::WorkerToEngine>,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as WorkerHub>::attach(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AttachSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for WorkerHubServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "mlbridge.v1.WorkerHub";
+    impl<T> tonic::server::NamedService for WorkerHubServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

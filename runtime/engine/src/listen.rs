@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use mlbridge_proto::mlbridge::v1::ml_bridge_server::MlBridgeServer;
+use mlbridge_proto::mlbridge::v1::worker_hub_server::WorkerHubServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
@@ -30,6 +31,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::Engine;
 use crate::error::BridgeError;
+use crate::workers::WorkerHubService;
 
 use tonic::codegen::http;
 
@@ -99,7 +101,10 @@ impl fmt::Display for ListenAddr {
 }
 
 /// The service name health reports for `MLBridge` (besides `""`, the whole server).
-pub const MLBRIDGE_SERVICE: &str = "mlbridge.v1.MLBridge";
+pub const MLBRIDGE_SERVICE: &str = mlbridge_proto::mlbridge::v1::ml_bridge_server::SERVICE_NAME;
+
+/// Where workers started elsewhere attach (`WorkerHub`).
+const WORKER_HUB_SERVICE: &str = mlbridge_proto::mlbridge::v1::worker_hub_server::SERVICE_NAME;
 
 /// TLS for the engine's listener: its certificate chain and key, and optionally the CA that
 /// client certificates must chain to (mutual TLS: a client without one is refused).
@@ -190,6 +195,8 @@ pub async fn serve_with(
         .limits()
         .max_value_bytes
         .saturating_add(4 * 1024 * 1024);
+    let workers = engine.workers().cloned();
+    let engine_id = engine.id().to_owned();
     let service = MlBridgeServer::new(engine)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
@@ -199,6 +206,13 @@ pub async fn serve_with(
         .set_service_status(MLBRIDGE_SERVICE, ServingStatus::Serving)
         .await;
     let (stopping, stopping_rx) = watch::channel(false);
+    let hub = WorkerHubServer::new(WorkerHubService::new(
+        workers,
+        engine_id,
+        stopping_rx.clone(),
+    ))
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(usize::MAX);
     let health_service = HealthServer::new(EndingHealth {
         inner: HealthService::from_health_reporter(health.reporter.clone()),
         stopping: stopping_rx,
@@ -231,6 +245,7 @@ pub async fn serve_with(
                 .then_some(RequireClientCertLayer),
         ))
         .add_service(service)
+        .add_service(hub)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
@@ -300,6 +315,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// The services this listener serves, as reflection lists them.
 const SERVED: &[&str] = &[
     MLBRIDGE_SERVICE,
+    WORKER_HUB_SERVICE,
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",

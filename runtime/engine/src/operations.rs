@@ -51,6 +51,15 @@ pub(crate) fn find_operation<'a>(
             .with("framework", framework)
             .with("operation", operation)
     };
+    if !pool.has_workers() {
+        return Err(BridgeError::new(
+            ErrorKind::WorkerUnavailable,
+            "no worker has attached to this engine yet, so it knows no framework; start one \
+             with `python -m mlbridge.worker --connect ENGINE --token-file FILE`",
+        )
+        .with("framework", framework)
+        .with("operation", operation));
+    }
     let Some(adapter) = pool.adapters().iter().find(|a| a.framework == framework) else {
         let known: Vec<&str> = pool
             .adapters()

@@ -1,4 +1,6 @@
-"""The Python worker: ``python -m mlbridge.worker --listen ADDR --worker-id ID``.
+"""The Python worker: ``python -m mlbridge.worker --listen ADDR --worker-id ID``, or
+``python -m mlbridge.worker --connect ENGINE --token-file FILE`` for a worker started
+elsewhere that attaches itself to an engine (see `mlbridge.attached`).
 
 The engine spawns workers, waits for the one line ``MLBRIDGE_WORKER_READY <address>`` on
 their stdout, and calls the `mlbridge.v1.Worker` service to run framework operations and
@@ -48,10 +50,17 @@ from .errors import (
     send_error,
 )
 
-__all__ = ["READY_PREFIX", "WorkerService", "discover_adapters", "load_adapter", "main", "serve"]
+__all__ = ["ATTACHED_PREFIX", "READY_PREFIX", "WorkerService", "discover_adapters", "load_adapter", "main", "serve"]
 
 READY_PREFIX = "MLBRIDGE_WORKER_READY"
 """The first word of the one line a worker prints on stdout once it serves."""
+
+ATTACHED_PREFIX = "MLBRIDGE_WORKER_ATTACHED"
+"""The first word of the line an attached worker prints once the engine took it, followed
+by the id the engine gave it."""
+
+ATTACH_TOKEN_ENV = "MLBRIDGE_ATTACH_TOKEN"
+"""Where ``--connect`` finds the engine's attach token without ``--token-file``."""
 
 PROTOCOL_VERSION = "mlbridge.v1"
 
@@ -375,8 +384,26 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m mlbridge.worker",
         description="Serve mlbridge framework adapters to the engine (mlbridge.v1.Worker).",
     )
-    parser.add_argument("--listen", required=True, help="HOST:PORT (port 0 picks one) or unix:PATH")
-    parser.add_argument("--worker-id", required=True, help="the id the engine gave this worker")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--listen", help="serve the Worker service on HOST:PORT (port 0 picks one) or unix:PATH")
+    where.add_argument(
+        "--connect",
+        metavar="ENGINE",
+        help="attach to the engine at HOST:PORT or unix:PATH and serve it over that connection",
+    )
+    parser.add_argument("--worker-id", help="the id the engine gave this worker (with --listen)")
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"with --connect: the file holding the engine's attach token [default: ${ATTACH_TOKEN_ENV}]",
+    )
+    parser.add_argument(
+        "--token",
+        help="with --connect: the attach token itself (visible to other users in the process "
+        "list; prefer --token-file)",
+    )
+    parser.add_argument("--name", help="with --connect: this worker's name in the engine's logs [default: host name]")
+    parser.add_argument("--tls-ca", metavar="PEM", help="with --connect: dial the engine over TLS, trusting this CA")
     parser.add_argument(
         "--adapter",
         action="append",
@@ -396,7 +423,22 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep running when stdin closes (for running a worker by hand)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.listen is not None and not args.worker_id:
+        parser.error("--listen needs --worker-id")
+    if args.connect is not None:
+        args.worker_id = args.worker_id or "attaching"
+    return args
+
+
+def _attach_token(args: argparse.Namespace) -> str:
+    """The attach token from --token-file, --token or the environment (taken out of it, so
+    that framework code does not see it); empty when none is given."""
+    from_env = os.environ.pop(ATTACH_TOKEN_ENV, "")
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as file:
+            return file.read().strip()
+    return (args.token or from_env).strip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -415,7 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = _Stop()
     # Watched from the start: an engine that dies while this worker imports its frameworks
     # must not leave it behind.
-    if not args.ignore_stdin_eof:
+    # An attached worker is nobody's child: its stream to the engine is its lifeline.
+    if not args.ignore_stdin_eof and args.connect is None:
         threading.Thread(target=_watch_stdin, args=(stop,), name="mlbridge-stdin", daemon=True).start()
     try:
         if args.adapter:
@@ -448,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if args.connect is not None:
+        return _run_attached(args, adapters, started_at, stop)
     try:
         server, address = serve(
             args.listen, args.worker_id, adapters, threads=max(2, args.threads), started_at=started_at, secret=secret
@@ -477,11 +522,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _exit_later(seconds: float) -> None:
+def _run_attached(args: argparse.Namespace, adapters: Sequence[Adapter], started_at: float, stop: _Stop) -> int:
+    """Serves the engine at ``--connect`` over one attached stream until it ends (status 1)
+    or a signal stops the worker (status 0); a refused attachment is status 2."""
+    from .attached import AttachedWorker, Detached
+    from .channel import TlsConfig
+
+    token = _attach_token(args)
+    if not token:
+        print(
+            f"mlbridge worker: --connect needs the engine's attach token (--token-file FILE or ${ATTACH_TOKEN_ENV})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
+    name = args.name or platform.node()
+    service = WorkerService(name, adapters, started_at)
+    tls = TlsConfig.from_files(args.tls_ca) if args.tls_ca else None
+    worker = AttachedWorker(args.connect, token, service, name=name, threads=max(2, args.threads), tls=tls)
+    outcome = {"status": 0}
+
+    def attached(worker_id: str) -> None:
+        _log.info("attached to %s as %s, serving %s", args.connect, worker_id, ", ".join(a.framework for a in adapters))
+        sys.stdout.write(f"{ATTACHED_PREFIX} {worker_id}\n")
+        sys.stdout.flush()
+
+    def run() -> None:
+        try:
+            worker.run(on_attached=attached)
+        except Detached as detached:
+            outcome["status"] = 1
+            stop.set(f"the stream to the engine ended: {detached}")
+        except grpc.RpcError as refused:
+            code = refused.code()
+            outcome["status"] = 2
+            stop.set(f"the engine refused this worker ({code.name if code else 'UNKNOWN'}): {refused.details()}")
+        except BaseException as error:  # a bug: say so rather than hang
+            outcome["status"] = 2
+            stop.set(f"attaching failed: {type(error).__name__}: {error}")
+
+    stop.serving = True
+    threading.Thread(target=run, name="mlbridge-attached", daemon=True).start()
+    reason = stop.wait()
+    if outcome["status"]:
+        print(f"mlbridge worker: {reason}", file=sys.stderr, flush=True)
+    else:
+        _log.info("stopping: %s", reason)
+    worker.stop()
+    telemetry.shutdown()
+    # Calls still running are abandoned, as a spawned worker abandons them.
+    _exit_later(1.0, outcome["status"])
+    return outcome["status"]
+
+
+def _exit_later(seconds: float, status: int = 0) -> None:
     def force() -> None:
         time.sleep(seconds)
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(status)
 
     threading.Thread(target=force, name="mlbridge-exit", daemon=True).start()
 

@@ -62,3 +62,4 @@ impl Drop for Engine {
     }
 }
 pub(crate) mod redis;
+pub(crate) mod workers;

@@ -27,7 +27,23 @@ pub struct WorkerPoolConfig {
     pub(super) stop_grace: Duration,
     pub(super) max_pinned_sessions: usize,
     pub(super) max_concurrent_calls: usize,
+    pub(super) attach_token: Option<AttachToken>,
+    pub(super) max_attached: usize,
 }
+
+/// The secret a worker started elsewhere presents to attach (`authorization: Bearer
+/// <token>`). Never printed: its `Debug` is redacted.
+#[derive(Clone)]
+pub(super) struct AttachToken(pub(super) String);
+
+impl std::fmt::Debug for AttachToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttachToken(<redacted>)")
+    }
+}
+
+/// The default [`WorkerPoolConfig::max_attached`].
+pub const DEFAULT_MAX_ATTACHED: usize = 16;
 
 impl Default for WorkerPoolConfig {
     fn default() -> Self {
@@ -48,6 +64,8 @@ impl Default for WorkerPoolConfig {
             stop_grace: Duration::from_secs(3),
             max_pinned_sessions: crate::state::Limits::default().max_sessions,
             max_concurrent_calls: 32,
+            attach_token: None,
+            max_attached: DEFAULT_MAX_ATTACHED,
         }
     }
 }
@@ -142,6 +160,23 @@ impl WorkerPoolConfig {
     /// always answered.
     pub fn max_concurrent_calls(mut self, max: usize) -> Self {
         self.max_concurrent_calls = max.max(1);
+        self
+    }
+
+    /// Lets workers started elsewhere (`python -m mlbridge.worker --connect ENGINE
+    /// --token-file FILE`) attach to the engine and serve its sessions, when they present
+    /// `token`. Every such worker must serve the same adapters as the pool's other workers.
+    /// With a token the pool may spawn no worker at all (`WorkerPoolConfig::new(0)`); it
+    /// then serves what the first attached worker serves. A token shorter than 16
+    /// characters is refused when the pool starts.
+    pub fn attach_token(mut self, token: impl Into<String>) -> Self {
+        self.attach_token = Some(AttachToken(token.into()));
+        self
+    }
+
+    /// Attached workers at most at once (default 16); more are refused with `UNAVAILABLE`.
+    pub fn max_attached(mut self, max: usize) -> Self {
+        self.max_attached = max;
         self
     }
 

@@ -30,12 +30,20 @@ fn worker_span(method: &str) -> tracing::Span {
 impl WorkerPool {
     /// The spec of the worker-hosted tool `name`, if a worker offers one.
     pub fn tool(&self, name: &str) -> Option<&pb::ToolSpec> {
-        self.inner.tools.get(name).map(|(spec, _)| spec)
+        self.inner
+            .catalog
+            .get()
+            .and_then(|catalog| catalog.tools.get(name))
+            .map(|(spec, _)| spec)
     }
 
     /// Every worker-hosted tool's spec and the framework whose worker hosts it.
     pub(crate) fn tools(&self) -> impl Iterator<Item = &(pb::ToolSpec, String)> {
-        self.inner.tools.values()
+        self.inner
+            .catalog
+            .get()
+            .into_iter()
+            .flat_map(|catalog| catalog.tools.values())
     }
 
     /// Runs a checked framework operation on the session's worker; returns the answer and
@@ -48,9 +56,8 @@ impl WorkerPool {
     ) -> Result<(pb::ExecuteFrameworkOperationResponse, String)> {
         request.engine_address = self.engine_address();
         request.session_token = crate::auth::operation_token();
-        self.call(session_id, what, move |mut client| async move {
-            client
-                .execute_framework_operation(crate::telemetry::traced_request(request))
+        self.call(session_id, what, move |link| async move {
+            link.operation(crate::telemetry::traced_request(request))
                 .await
         })
         .instrument(worker_span("ExecuteFrameworkOperation"))
@@ -67,10 +74,8 @@ impl WorkerPool {
     ) -> Result<(pb::ExecuteToolResponse, String)> {
         request.engine_address = self.engine_address();
         request.session_token = crate::auth::operation_token();
-        self.call(session_id, what, move |mut client| async move {
-            client
-                .execute_tool(crate::telemetry::traced_request(request))
-                .await
+        self.call(session_id, what, move |link| async move {
+            link.tool(crate::telemetry::traced_request(request)).await
         })
         .instrument(worker_span("ExecuteTool"))
         .await
@@ -85,7 +90,7 @@ impl WorkerPool {
         mut worker_request: pb::WorkerExecuteStreamingToolRequest,
     ) -> Result<ToolChunkStream> {
         worker_request.engine_address = self.engine_address();
-        let slot = self.slot_for(&worker_request.session_id);
+        let slot = self.slot_for(&worker_request.session_id)?;
         let permit = self.permit(&slot).await?;
         let worker = self.ready_worker(&slot).await?;
         let timeout = self.inner.config.operation_timeout;
@@ -100,10 +105,10 @@ impl WorkerPool {
         tokio::spawn(async move {
             let _permit = permit;
             let mut ended = worker.ended.clone();
-            let mut client = worker.client.clone();
+            let link = worker.client.clone();
             let opened = tokio::select! {
-                opened = tokio::time::timeout(timeout, client.execute_streaming_tool(worker_request)) => match opened {
-                    Ok(Ok(response)) => Ok(response.into_inner()),
+                opened = tokio::time::timeout(timeout, link.streaming_tool(worker_request)) => match opened {
+                    Ok(Ok(chunks)) => Ok(chunks),
                     Ok(Err(status)) => Err(failure(&slot, &worker, &what, status).await),
                     Err(_) => Err(timed_out(&slot, &what, timeout)),
                 },

@@ -1,14 +1,18 @@
-//! The worker pool: a fixed number of slots, each running one Python worker
-//! (`python -m mlbridge.worker`). The pool starts them, waits until they are ready, keeps
-//! them healthy (exit detection, health pings, restart with exponential backoff), pins each
-//! session to one slot, and routes checked framework operation and tool calls to the
+//! The worker pool: slots, each served by one Python worker (`python -m mlbridge.worker`).
+//! Spawned slots run a worker the pool starts, waits for and keeps healthy (exit
+//! detection, health pings, restart with exponential backoff); attached slots are served
+//! by workers started elsewhere that dialed the engine (`attach`). The pool pins each
+//! session to one slot and routes checked framework operation and tool calls to the
 //! session's worker. It hears that a session ended from the state backend's session events.
 //!
-//! No worker outlives the engine: each one exits when its stdin (a pipe the engine holds)
-//! closes, which the kernel does however the engine ends.
+//! No spawned worker outlives the engine: each one exits when its stdin (a pipe the engine
+//! holds) closes, which the kernel does however the engine ends. An attached worker exits
+//! when its stream to the engine ends.
 
+mod attach;
 mod config;
 mod dispatch;
+mod link;
 mod pins;
 mod process;
 mod supervise;
@@ -16,10 +20,10 @@ mod supervise;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::SystemTime;
 
-use mlbridge_proto::mlbridge::v1::{self as pb, worker_client::WorkerClient};
+use mlbridge_proto::mlbridge::v1 as pb;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tonic::Status;
@@ -28,8 +32,10 @@ use crate::error::{BridgeError, ErrorKind, Result};
 use crate::listen::ListenAddr;
 use crate::state::SessionEvents;
 
-pub use config::{WorkerPoolConfig, default_python};
+pub use attach::WorkerHubService;
+pub use config::{DEFAULT_MAX_ATTACHED, WorkerPoolConfig, default_python};
 pub use dispatch::ToolChunkStream;
+use link::Link;
 use pins::{Pins, unpin_ended};
 pub use process::READY_PREFIX;
 use supervise::{crashed, failure, supervise, timed_out, until_ended};
@@ -43,11 +49,13 @@ enum SlotState {
     Ready(Arc<Incarnation>),
     /// The pool has shut down.
     Stopped,
+    /// An attached slot whose worker left; a worker that attaches later may take it.
+    Detached,
 }
 
 /// One run of a slot's worker process.
 struct Incarnation {
-    client: WorkerClient<process::WorkerChannel>,
+    client: Link,
     pid: u32,
     /// Becomes `Some(how it ended)` when the process dies or is killed.
     ended: watch::Receiver<Option<String>>,
@@ -55,7 +63,9 @@ struct Incarnation {
 
 struct Slot {
     id: String,
+    /// Where a spawned worker listens; empty for an attached slot.
     listen: String,
+    attached: bool,
     state: watch::Sender<SlotState>,
     /// One permit per call the worker may run at once.
     calls: Arc<Semaphore>,
@@ -64,9 +74,11 @@ struct Slot {
 
 struct PoolInner {
     config: WorkerPoolConfig,
-    slots: Vec<Arc<Slot>>,
-    adapters: Vec<pb::AdapterDescription>,
-    tools: HashMap<String, (pb::ToolSpec, String)>,
+    /// Spawned slots first, then attached ones (which only grow up to the attach limit).
+    /// Lock order: `slots`, then `pins`.
+    slots: RwLock<Vec<Arc<Slot>>>,
+    /// What every worker serves: set by the first worker, spawned or attached.
+    catalog: OnceLock<Catalog>,
     engine_address: OnceLock<String>,
     pins: Mutex<Pins>,
     shutdown: watch::Sender<bool>,
@@ -118,12 +130,11 @@ pub struct WorkerPool {
 impl std::fmt::Debug for WorkerPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerPool")
-            .field("size", &self.inner.slots.len())
+            .field("size", &self.inner.slots().len())
             .field(
                 "frameworks",
                 &self
-                    .inner
-                    .adapters
+                    .adapters()
                     .iter()
                     .map(|a| a.framework.as_str())
                     .collect::<Vec<_>>(),
@@ -139,10 +150,22 @@ fn worker_id(index: usize) -> String {
 
 impl WorkerPool {
     async fn start(config: WorkerPoolConfig) -> Result<WorkerPool> {
-        if config.size == 0 {
+        if config.size == 0 && config.attach_token.is_none() {
             return Err(BridgeError::invalid_argument(
                 "workers",
-                "a worker pool needs at least one worker",
+                "a worker pool needs at least one worker, or an attach token for workers \
+                 started elsewhere (`--attach-token-file`)",
+            ));
+        }
+        if let Some(token) = &config.attach_token
+            && token.0.chars().count() < attach::MIN_ATTACH_TOKEN_CHARS
+        {
+            return Err(BridgeError::invalid_argument(
+                "attach_token",
+                format!(
+                    "the attach token must have at least {} characters",
+                    attach::MIN_ATTACH_TOKEN_CHARS
+                ),
             ));
         }
         let socket_dir = socket_dir()?;
@@ -151,6 +174,7 @@ impl WorkerPool {
                 let id = worker_id(index);
                 Arc::new(Slot {
                     listen: format!("unix:{}", socket_dir.join(format!("{id}.sock")).display()),
+                    attached: false,
                     id,
                     state: watch::Sender::new(SlotState::Starting),
                     calls: Arc::new(Semaphore::new(config.max_concurrent_calls)),
@@ -193,30 +217,24 @@ impl WorkerPool {
             return Err(error);
         }
         let launched: Vec<process::Launched> = launched.into_iter().flatten().collect();
-        let mut adapters = launched[0].description.frameworks.clone();
-        adapters.sort_by(|a, b| a.framework.cmp(&b.framework));
-        let mut tools = HashMap::new();
-        for adapter in &adapters {
-            for tool in &adapter.tools {
-                tools
-                    .entry(tool.name.clone())
-                    .or_insert_with(|| (tool.clone(), adapter.framework.clone()));
-            }
+        let catalog = OnceLock::new();
+        if let Some(first) = launched.first() {
+            let _ = catalog.set(Catalog::new(first.description.frameworks.clone()));
         }
         let inner = Arc::new(PoolInner {
             pins: Mutex::new(Pins::new(config.size, config.max_pinned_sessions)),
             config,
-            slots,
-            adapters,
-            tools,
+            slots: RwLock::new(slots),
+            catalog,
             engine_address: OnceLock::new(),
             shutdown: watch::Sender::new(false),
             supervisors: Mutex::new(Vec::new()),
             socket_dir,
         });
+        let spawned = inner.slots().clone();
         let supervisors = launched
             .into_iter()
-            .zip(inner.slots.iter())
+            .zip(spawned.iter())
             .map(|(worker, slot)| {
                 tokio::spawn(supervise(
                     Arc::clone(slot),
@@ -230,14 +248,23 @@ impl WorkerPool {
         Ok(WorkerPool { inner })
     }
 
-    /// Number of slots.
+    /// Number of slots, spawned and attached (detached ones included).
     pub fn size(&self) -> usize {
-        self.inner.slots.len()
+        self.inner.slots().len()
     }
 
-    /// The adapters the workers serve, sorted by framework id.
+    /// The adapters the workers serve, sorted by framework id (none while an
+    /// attached-only pool waits for its first worker).
     pub fn adapters(&self) -> &[pb::AdapterDescription] {
-        &self.inner.adapters
+        self.inner
+            .catalog
+            .get()
+            .map_or(&[], |catalog| &catalog.adapters[..])
+    }
+
+    /// Whether some worker has told the pool what it serves.
+    pub fn has_workers(&self) -> bool {
+        self.inner.catalog.get().is_some()
     }
 
     /// Tells workers where the engine listens, for their calls back into it. A TCP
@@ -269,11 +296,12 @@ impl WorkerPool {
     /// The pool's health, for metrics.
     pub fn health(&self) -> PoolHealth {
         let max_calls = self.inner.config.max_concurrent_calls;
+        let slots = self.inner.slots();
         let mut health = PoolHealth {
-            slots: self.inner.slots.len(),
+            slots: slots.len(),
             ..PoolHealth::default()
         };
-        for slot in &self.inner.slots {
+        for slot in slots.iter() {
             if let SlotState::Ready(worker) = &*slot.state.borrow()
                 && worker.ended.borrow().is_none()
             {
@@ -290,7 +318,7 @@ impl WorkerPool {
     /// The process id of each slot's worker (`None` while it is down), by slot.
     pub fn pids(&self) -> Vec<Option<u32>> {
         self.inner
-            .slots
+            .slots()
             .iter()
             .map(|slot| match &*slot.state.borrow() {
                 SlotState::Ready(worker) => Some(worker.pid),
@@ -302,7 +330,7 @@ impl WorkerPool {
     /// How many times each slot's worker has been restarted, by slot.
     pub fn restarts(&self) -> Vec<u64> {
         self.inner
-            .slots
+            .slots()
             .iter()
             .map(|slot| slot.restarts.load(Ordering::Relaxed))
             .collect()
@@ -323,20 +351,31 @@ impl WorkerPool {
     }
 
     /// The slot serving `session_id`: its pin, or a new pin on the slot with the fewest
-    /// sessions (preferring slots whose worker is up; ties go round-robin).
-    fn slot_for(&self, session_id: &str) -> Arc<Slot> {
-        let slots = &self.inner.slots;
-        let chosen = self
-            .inner
-            .pins
-            .lock()
-            .expect("pins lock")
-            .slot(session_id, |slot, pinned| {
-                let down = !matches!(*slots[slot].state.borrow(), SlotState::Ready(_));
-                let idle = slots[slot].calls.available_permits();
-                (down, pinned, std::cmp::Reverse(idle))
-            });
-        Arc::clone(&slots[chosen])
+    /// sessions (preferring slots whose worker is up; ties go round-robin). A pin on an
+    /// attached slot whose worker left moves.
+    fn slot_for(&self, session_id: &str) -> Result<Arc<Slot>> {
+        let slots = self.inner.slots();
+        if slots.is_empty() {
+            return Err(BridgeError::new(
+                ErrorKind::WorkerUnavailable,
+                "no worker serves this engine yet: it spawns none and none has attached",
+            ));
+        }
+        let detached = |slot: usize| matches!(*slots[slot].state.borrow(), SlotState::Detached);
+        let mut pins = self.inner.pins.lock().expect("pins lock");
+        let rank = |slot: usize, pinned: usize| {
+            let state = slots[slot].state.borrow();
+            let gone = matches!(*state, SlotState::Detached);
+            let down = !matches!(*state, SlotState::Ready(_));
+            let idle = slots[slot].calls.available_permits();
+            (gone, down, pinned, std::cmp::Reverse(idle))
+        };
+        let mut chosen = pins.slot(session_id, rank);
+        if detached(chosen) {
+            pins.forget(session_id);
+            chosen = pins.slot(session_id, rank);
+        }
+        Ok(Arc::clone(&slots[chosen]))
     }
 
     /// A permit to run one call on the slot's worker, waiting (up to the unavailable wait)
@@ -366,7 +405,7 @@ impl WorkerPool {
             wait,
             state.wait_for(|s| match s {
                 SlotState::Ready(worker) => worker.ended.borrow().is_none(),
-                SlotState::Stopped => true,
+                SlotState::Stopped | SlotState::Detached => true,
                 SlotState::Starting => false,
             }),
         )
@@ -374,6 +413,11 @@ impl WorkerPool {
         match up {
             Ok(Ok(state)) => match &*state {
                 SlotState::Ready(worker) => Ok(Arc::clone(worker)),
+                SlotState::Detached => Err(BridgeError::new(
+                    ErrorKind::WorkerUnavailable,
+                    format!("attached worker {} has left; retry", slot.id),
+                )
+                .with("worker_id", &slot.id)),
                 _ => Err(BridgeError::new(
                     ErrorKind::WorkerUnavailable,
                     format!("worker {} is stopped: the engine is shutting down", slot.id),
@@ -402,17 +446,17 @@ impl WorkerPool {
     /// own `BridgeError` through. Returns the result and the worker's id.
     async fn call<T, F, Fut>(&self, session_id: &str, what: &str, rpc: F) -> Result<(T, String)>
     where
-        F: FnOnce(WorkerClient<process::WorkerChannel>) -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+        F: FnOnce(Link) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, Status>>,
     {
-        let slot = self.slot_for(session_id);
+        let slot = self.slot_for(session_id)?;
         let _permit = self.permit(&slot).await?;
         let worker = self.ready_worker(&slot).await?;
         let mut ended = worker.ended.clone();
         let timeout = self.inner.config.operation_timeout;
         tokio::select! {
             outcome = tokio::time::timeout(timeout, rpc(worker.client.clone())) => match outcome {
-                Ok(Ok(response)) => Ok((response.into_inner(), slot.id.clone())),
+                Ok(Ok(response)) => Ok((response, slot.id.clone())),
                 Ok(Err(status)) => Err(failure(&slot, &worker, what, status).await),
                 Err(_) => Err(timed_out(&slot, what, timeout)),
             },
@@ -446,6 +490,33 @@ impl Drop for PoolInner {
             supervisor.abort();
         }
         let _ = std::fs::remove_dir_all(&self.socket_dir);
+    }
+}
+
+/// What the workers of a pool serve; every worker of a pool serves the same.
+struct Catalog {
+    adapters: Vec<pb::AdapterDescription>,
+    tools: HashMap<String, (pb::ToolSpec, String)>,
+}
+
+impl Catalog {
+    fn new(mut adapters: Vec<pb::AdapterDescription>) -> Self {
+        adapters.sort_by(|a, b| a.framework.cmp(&b.framework));
+        let mut tools = HashMap::new();
+        for adapter in &adapters {
+            for tool in &adapter.tools {
+                tools
+                    .entry(tool.name.clone())
+                    .or_insert_with(|| (tool.clone(), adapter.framework.clone()));
+            }
+        }
+        Catalog { adapters, tools }
+    }
+}
+
+impl PoolInner {
+    fn slots(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Slot>>> {
+        self.slots.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 

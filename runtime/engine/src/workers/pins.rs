@@ -64,6 +64,11 @@ impl Pins {
         chosen
     }
 
+    /// Makes room for one more slot (an attached worker's).
+    pub(super) fn add_slot(&mut self) {
+        self.per_slot.push(0);
+    }
+
     pub(super) fn forget(&mut self, session: &str) {
         if let Some((slot, _)) = self.by_session.remove(session) {
             self.per_slot[slot] -= 1;

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mlbridge_proto::mlbridge::v1::{self as pb, worker_client::WorkerClient};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Status;
 
-use super::{Incarnation, Slot, SlotState, WorkerPoolConfig, process};
+use super::{Incarnation, Link, Slot, SlotState, WorkerPoolConfig, process};
 use crate::error::{BridgeError, ErrorKind};
 
 pub(super) fn crashed(slot: &Slot, worker: &Incarnation, what: &str) -> BridgeError {
@@ -125,6 +124,7 @@ pub(super) async fn supervise(
         // `Child::wait` closes the child's stdin, which tells a worker to exit: hold it here.
         let stdin = child.stdin.take();
         let (ended_tx, ended) = watch::channel(None);
+        let client = Link::Spawned(client);
         slot.state
             .send_replace(SlotState::Ready(Arc::new(Incarnation {
                 client: client.clone(),
@@ -139,7 +139,7 @@ pub(super) async fn supervise(
             },
             reason = unhealthy(client, &config) => {
                 let _ = child.kill().await;
-                reason
+                format!("{reason} and was killed")
             }
             () = until_shutdown(&mut shutdown) => {
                 ended_tx.send_replace(Some("the engine is shutting down".to_owned()));
@@ -197,7 +197,7 @@ pub(super) async fn supervise(
 
 /// A line about the pool's health: a log event under `mlbridge serve`'s subscriber, plain
 /// stderr when the engine is embedded without one.
-fn warn(message: std::fmt::Arguments<'_>) {
+pub(super) fn warn(message: std::fmt::Arguments<'_>) {
     if tracing::dispatcher::has_been_set() {
         tracing::warn!("{message}");
     } else {
@@ -205,20 +205,21 @@ fn warn(message: std::fmt::Arguments<'_>) {
     }
 }
 
+/// A line about a worker that comes or goes as planned: an info event under a subscriber,
+/// nothing when the engine is embedded without one.
+pub(super) fn info(message: std::fmt::Arguments<'_>) {
+    tracing::info!("{message}");
+}
+
 /// Completes when the worker misses `health_failures` pings in a row, with the reason.
-pub(super) async fn unhealthy(
-    mut client: WorkerClient<super::process::WorkerChannel>,
-    config: &WorkerPoolConfig,
-) -> String {
+pub(super) async fn unhealthy(client: Link, config: &WorkerPoolConfig) -> String {
     let mut missed = 0u32;
     let mut tick = tokio::time::interval(config.health_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let ping = client.ping(pb::PingRequest {
-            message: "health".to_owned(),
-        });
+        let ping = client.ping();
         let last = match tokio::time::timeout(config.health_timeout, ping).await {
             Ok(Ok(_)) => {
                 missed = 0;
@@ -229,9 +230,7 @@ pub(super) async fn unhealthy(
         };
         missed += 1;
         if missed >= config.health_failures {
-            return format!(
-                "it failed {missed} health pings in a row (last: {last}) and was killed"
-            );
+            return format!("it failed {missed} health pings in a row (last: {last})");
         }
     }
 }

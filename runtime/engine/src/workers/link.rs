@@ -1,0 +1,290 @@
+//! How the engine reaches one worker: the `Worker` gRPC service of a worker it spawned, or
+//! the `WorkerHub.Attach` stream of a worker that dialed the engine. Both carry the same
+//! request and response messages; calls see one [`Link`] and cannot tell them apart.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mlbridge_proto::mlbridge::v1::{
+    self as pb, engine_to_worker, worker_client::WorkerClient, worker_to_engine,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
+use tonic::Status;
+
+use super::process::WorkerChannel;
+use crate::error::BridgeError;
+
+/// A worker's chunks of one streaming tool call, as the transport delivers them.
+pub(super) type RawChunks = Pin<Box<dyn Stream<Item = Result<pb::ToolChunk, Status>> + Send>>;
+
+/// The way to one worker. Cheap to clone.
+#[derive(Clone)]
+pub(super) enum Link {
+    /// A spawned worker's own gRPC server.
+    Spawned(WorkerClient<WorkerChannel>),
+    /// An attached worker's stream.
+    Attached(Arc<AttachedLink>),
+}
+
+impl Link {
+    pub(super) async fn operation(
+        &self,
+        request: tonic::Request<pb::WorkerExecuteFrameworkOperationRequest>,
+    ) -> Result<pb::ExecuteFrameworkOperationResponse, Status> {
+        match self {
+            Link::Spawned(client) => Ok(client
+                .clone()
+                .execute_framework_operation(request)
+                .await?
+                .into_inner()),
+            Link::Attached(link) => {
+                match link
+                    .unary(engine_to_worker::Body::Operation(request.into_inner()))
+                    .await?
+                {
+                    worker_to_engine::Body::Operation(response) => Ok(response),
+                    other => Err(link.wrong_answer("a framework operation", &other)),
+                }
+            }
+        }
+    }
+
+    pub(super) async fn tool(
+        &self,
+        request: tonic::Request<pb::WorkerExecuteToolRequest>,
+    ) -> Result<pb::ExecuteToolResponse, Status> {
+        match self {
+            Link::Spawned(client) => Ok(client.clone().execute_tool(request).await?.into_inner()),
+            Link::Attached(link) => {
+                match link
+                    .unary(engine_to_worker::Body::Tool(request.into_inner()))
+                    .await?
+                {
+                    worker_to_engine::Body::Tool(response) => Ok(response),
+                    other => Err(link.wrong_answer("a tool call", &other)),
+                }
+            }
+        }
+    }
+
+    pub(super) async fn streaming_tool(
+        &self,
+        request: tonic::Request<pb::WorkerExecuteStreamingToolRequest>,
+    ) -> Result<RawChunks, Status> {
+        match self {
+            Link::Spawned(client) => Ok(Box::pin(
+                client
+                    .clone()
+                    .execute_streaming_tool(request)
+                    .await?
+                    .into_inner(),
+            )),
+            Link::Attached(link) => Ok(link.stream(request.into_inner())),
+        }
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), Status> {
+        let request = pb::PingRequest {
+            message: "health".to_owned(),
+        };
+        match self {
+            Link::Spawned(client) => client.clone().ping(request).await.map(drop),
+            Link::Attached(link) => {
+                match link.unary(engine_to_worker::Body::Ping(request)).await? {
+                    worker_to_engine::Body::Pong(_) => Ok(()),
+                    other => Err(link.wrong_answer("a ping", &other)),
+                }
+            }
+        }
+    }
+}
+
+/// Where the answers of one call on an attached worker go.
+enum Pending {
+    Unary(oneshot::Sender<Result<worker_to_engine::Body, Status>>),
+    Stream(mpsc::Sender<Result<pb::ToolChunk, Status>>),
+}
+
+/// The engine's side of an attached worker's stream: calls go out tagged with an id, and
+/// the reader ([`AttachedLink::deliver`]) routes each answer to its call. Calls in flight
+/// are bounded by the worker's slot (its call permits, plus one health ping).
+pub(crate) struct AttachedLink {
+    worker_id: String,
+    outbound: mpsc::Sender<Result<pb::EngineToWorker, Status>>,
+    calls: Mutex<HashMap<u64, Pending>>,
+    next: AtomicU64,
+}
+
+/// Chunks a streaming call may have buffered before the reader waits for its caller.
+const STREAM_BUFFER: usize = 16;
+
+impl AttachedLink {
+    pub(super) fn new(
+        worker_id: String,
+        outbound: mpsc::Sender<Result<pb::EngineToWorker, Status>>,
+    ) -> Self {
+        AttachedLink {
+            worker_id,
+            outbound,
+            calls: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends one call and registers where its answers go; the guard cancels it if the
+    /// caller leaves before it is answered.
+    fn start(self: &Arc<Self>, body: engine_to_worker::Body, pending: Pending) -> CallGuard {
+        let call_id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.calls().insert(call_id, pending);
+        let message = pb::EngineToWorker {
+            call_id,
+            body: Some(body),
+        };
+        // The stream's buffer is bounded like the calls; a full one means the worker
+        // stopped reading, which its health pings will notice.
+        if self.outbound.try_send(Ok(message)).is_err() {
+            self.calls().remove(&call_id);
+        }
+        CallGuard {
+            link: Arc::clone(self),
+            call_id,
+        }
+    }
+
+    async fn unary(
+        self: &Arc<Self>,
+        body: engine_to_worker::Body,
+    ) -> Result<worker_to_engine::Body, Status> {
+        let (answer, answered) = oneshot::channel();
+        let _guard = self.start(body, Pending::Unary(answer));
+        answered.await.unwrap_or_else(|_| Err(self.gone()))
+    }
+
+    fn stream(self: &Arc<Self>, request: pb::WorkerExecuteStreamingToolRequest) -> RawChunks {
+        let (chunks, receiver) = mpsc::channel(STREAM_BUFFER);
+        let guard = self.start(
+            engine_to_worker::Body::StreamingTool(request),
+            Pending::Stream(chunks),
+        );
+        let gone = self.gone();
+        Box::pin(futures_util::stream::unfold(
+            (receiver, guard, Some(gone)),
+            |(mut receiver, guard, gone)| async move {
+                match receiver.recv().await {
+                    Some(item) => Some((item, (receiver, guard, gone))),
+                    // The reader dropped the call: the stream ended without a final chunk.
+                    None => {
+                        let gone = gone?;
+                        Some((Err(gone), (receiver, guard, None)))
+                    }
+                }
+            },
+        ))
+    }
+
+    /// The status of a call whose worker's stream ended (the caller then reports how the
+    /// worker ended).
+    fn gone(&self) -> Status {
+        Status::unavailable(format!(
+            "the stream of attached worker {} ended",
+            self.worker_id
+        ))
+    }
+
+    fn wrong_answer(&self, what: &str, got: &worker_to_engine::Body) -> Status {
+        Status::internal(format!(
+            "attached worker {} answered {what} with {}",
+            self.worker_id,
+            body_name(got)
+        ))
+    }
+
+    /// Routes one message from the worker to its call. Answers to calls that are gone
+    /// (cancelled, timed out) are dropped.
+    pub(super) async fn deliver(&self, message: pb::WorkerToEngine) {
+        let Some(body) = message.body else {
+            return;
+        };
+        let call_id = message.call_id;
+        let answer = match body {
+            worker_to_engine::Body::Error(error) => Err(Status::from(BridgeError::from(error))),
+            other => Ok(other),
+        };
+        let stream = {
+            let mut calls = self.calls();
+            match calls.get(&call_id) {
+                None => return,
+                Some(Pending::Unary(_)) => {
+                    if let Some(Pending::Unary(sender)) = calls.remove(&call_id) {
+                        let _ = sender.send(answer);
+                    }
+                    return;
+                }
+                Some(Pending::Stream(sender)) => sender.clone(),
+            }
+        };
+        let (item, last) = match answer {
+            Ok(worker_to_engine::Body::Chunk(chunk)) => {
+                let last = chunk.is_final;
+                (Ok(chunk), last)
+            }
+            Ok(other) => (
+                Err(self.wrong_answer("a streaming tool call", &other)),
+                true,
+            ),
+            Err(status) => (Err(status), true),
+        };
+        if last {
+            self.calls().remove(&call_id);
+        }
+        // Waits while the caller has `STREAM_BUFFER` chunks unread, as a spawned worker's
+        // stream would under flow control.
+        let _ = stream.send(item).await;
+    }
+
+    /// Fails every call in flight (their callers then see the worker's end) and ends the
+    /// worker's stream with `how`.
+    pub(super) fn close(&self, how: &str) {
+        self.calls().clear();
+        let _ = self.outbound.try_send(Err(Status::unavailable(format!(
+            "the engine let worker {} go: {how}",
+            self.worker_id
+        ))));
+    }
+}
+
+/// A call in flight; dropped before its last answer came, it tells the worker to cancel
+/// the call.
+struct CallGuard {
+    link: Arc<AttachedLink>,
+    call_id: u64,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if self.link.calls().remove(&self.call_id).is_some() {
+            let _ = self.link.outbound.try_send(Ok(pb::EngineToWorker {
+                call_id: self.call_id,
+                body: Some(engine_to_worker::Body::Cancel(pb::CancelWorkerCall {})),
+            }));
+        }
+    }
+}
+
+fn body_name(body: &worker_to_engine::Body) -> &'static str {
+    match body {
+        worker_to_engine::Body::Hello(_) => "a second hello",
+        worker_to_engine::Body::Operation(_) => "an operation's answer",
+        worker_to_engine::Body::Tool(_) => "a tool's answer",
+        worker_to_engine::Body::Chunk(_) => "a tool chunk",
+        worker_to_engine::Body::Error(_) => "an error",
+        worker_to_engine::Body::Pong(_) => "a pong",
+    }
+}
