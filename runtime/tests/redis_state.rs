@@ -498,3 +498,87 @@ async fn scripts_are_reloaded_after_a_script_flush() {
     assert_eq!(redis.command(&["SCRIPT", "FLUSH"]).as_deref(), Some("OK"));
     assert_eq!(sa.get("n").await.unwrap().version, 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_minted_through_one_engine_hold_and_end_on_the_other() {
+    let redis = RedisServer::start();
+    let (_engines, a, b) = engines(&redis, &["--auth", "required"]).await;
+    let session = a.session().await.unwrap();
+    let owner = session.token().expect("an owner token").to_owned();
+    session
+        .register("x", T::Integer, 1i64, Constraints::default())
+        .await
+        .unwrap();
+    let join = SessionOptions {
+        id: Some(session.id().to_owned()),
+        ..Default::default()
+    };
+
+    // The owner token of a session created through A opens it through B; none does not.
+    let refused = b.open(join.clone()).await.unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::Unauthenticated, "{refused}");
+    let through_b = b.with_token(&owner).open(join.clone()).await.unwrap();
+    assert_eq!(through_b.value::<i64>("x").await.unwrap(), 1);
+
+    // A read-only token minted through B is read-only through A.
+    let (reader, info) = through_b
+        .mint_token(
+            pb::TokenScope {
+                read_only: true,
+                ..Default::default()
+            },
+            "reader",
+        )
+        .await
+        .unwrap();
+    let reader_on_a = a.with_token(&reader).open(join.clone()).await.unwrap();
+    assert_eq!(reader_on_a.value::<i64>("x").await.unwrap(), 1);
+    let denied = reader_on_a.set("x", 2i64).await.unwrap_err();
+    assert_eq!(denied.kind, ErrorKind::PermissionDenied, "{denied}");
+    // Both engines list it.
+    for engine_session in [&session, &through_b] {
+        let listed = engine_session.tokens().await.unwrap();
+        assert!(listed.iter().any(|t| t.label == "reader"), "{listed:?}");
+    }
+
+    // Revoked through A: its watch on B ends, and B refuses it from then on.
+    let reader_on_b = b.with_token(&reader).open(join.clone()).await.unwrap();
+    let mut watch = Box::pin(reader_on_b.watch(&[], false, None).await.unwrap());
+    let token_id = info.token_id;
+    session.revoke_token(&token_id).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match watch.next().await.expect("an error before the end") {
+                Ok(_) => continue,
+                Err(error) => break error,
+            }
+        }
+    })
+    .await
+    .expect("the watch on B ends with the revocation through A");
+    assert_eq!(ended.kind, ErrorKind::Unauthenticated, "{ended}");
+    let gone = b.with_token(&reader).open(join.clone()).await.unwrap_err();
+    assert_eq!(gone.kind, ErrorKind::Unauthenticated, "{gone}");
+
+    // The per-session limit counts the tokens minted through both engines.
+    let mut minted = 1; // the owner (the reader was revoked)
+    while minted < mlbridge::auth::MAX_TOKENS_PER_SESSION {
+        let through = if minted % 2 == 0 {
+            &session
+        } else {
+            &through_b
+        };
+        through
+            .mint_token(pb::TokenScope::default(), "")
+            .await
+            .unwrap();
+        minted += 1;
+    }
+    for through in [&session, &through_b] {
+        let full = through
+            .mint_token(pb::TokenScope::default(), "")
+            .await
+            .unwrap_err();
+        assert_eq!(full.kind, ErrorKind::PermissionDenied, "{full}");
+    }
+}

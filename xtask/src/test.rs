@@ -85,7 +85,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     pytest.env("MLBRIDGE_WHEEL", &wheel);
     run::status(&mut pytest)?;
 
-    step("pytest: the conformance suites on the Redis state backend");
+    step("pytest: the conformance and access-control suites on the Redis state backend");
     let redis = crate::redis::RedisServer::start(&redis_server)?;
     let mut pytest = venv.command(
         &[
@@ -94,6 +94,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "-q",
             "tests/python/test_engine_conformance.py",
             "tests/python/test_sdk_engine_conformance.py",
+            // Access control, whose tokens live in Redis too.
+            "tests/python/test_engine_auth.py",
         ],
         &root,
     );

@@ -92,6 +92,21 @@ impl Scope {
         }
     }
 
+    /// A scope as stored (its globs were checked when it was granted).
+    fn from_proto(stored: pb::TokenScope) -> Result<Scope> {
+        let variables = stored
+            .variables
+            .into_iter()
+            .map(|text| Glob::new(&text).map(|glob| (text, glob)))
+            .collect::<Result<_>>()?;
+        Ok(Scope {
+            read_only: stored.read_only,
+            variables,
+            deny_tools: stored.deny_tools,
+            deny_operations: stored.deny_operations,
+        })
+    }
+
     /// The scope `asked` narrowed to this (the parent's): flags only add restrictions,
     /// and every glob must provably lie within one of the parent's, else
     /// `PERMISSION_DENIED` (minting never widens).
@@ -168,6 +183,17 @@ pub struct TokenRecord {
     revoked: tokio::sync::watch::Sender<Option<TokenEnd>>,
 }
 
+/// A token record as a shared store keeps it (never the secret, only its hash).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredToken {
+    /// Id, parent, scope, expiry, creation and label.
+    #[prost(message, optional, tag = "1")]
+    pub info: Option<pb::TokenInfo>,
+    /// SHA-256 of the secret.
+    #[prost(bytes = "vec", tag = "2")]
+    pub hash: Vec<u8>,
+}
+
 /// Why a token stopped working, so an open stream can end with the right error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenEnd {
@@ -191,8 +217,40 @@ impl TokenRecord {
         }
     }
 
-    fn expired(&self, now: SystemTime) -> bool {
+    pub(crate) fn expired(&self, now: SystemTime) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Ends the token's open streams, saying why.
+    pub(crate) fn end(&self, why: TokenEnd) {
+        self.revoked.send_replace(Some(why));
+    }
+
+    /// A record as a store keeps it: everything but the live stream notifier.
+    pub(crate) fn to_stored(&self) -> StoredToken {
+        StoredToken {
+            info: Some(self.info()),
+            hash: self.hash.to_vec(),
+        }
+    }
+
+    /// The record of a stored one (`None` when it does not decode to one).
+    pub(crate) fn from_stored(session_id: &str, stored: StoredToken) -> Option<Self> {
+        let info = stored.info?;
+        Some(TokenRecord {
+            id: info.token_id,
+            session_id: session_id.to_owned(),
+            parent: Some(info.parent_id).filter(|p| !p.is_empty()),
+            hash: stored.hash.try_into().ok()?,
+            scope: Scope::from_proto(info.scope.unwrap_or_default()).ok()?,
+            expires_at: info.expires_at.and_then(|t| SystemTime::try_from(t).ok()),
+            created_at: info
+                .created_at
+                .and_then(|t| SystemTime::try_from(t).ok())
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            label: info.label,
+            revoked: tokio::sync::watch::channel(None).0,
+        })
     }
 
     /// Resolves once the token is revoked, expires or its session ends, saying which:
@@ -222,20 +280,25 @@ impl TokenRecord {
 }
 
 /// Where token records are kept. The in-memory [`MemoryTokens`] keeps them per session
-/// and drops them with it; a shared backend can implement the same few calls.
+/// and drops them with it; the Redis state backend keeps them in Redis, so that a token
+/// works on every engine sharing the state (`StateBackend::token_store`). Errors are the
+/// store's own (e.g. `UNAVAILABLE` when Redis is down).
+#[tonic::async_trait]
 pub trait TokenStore: Send + Sync + std::fmt::Debug {
     /// Adds a record; `PERMISSION_DENIED` when its session already holds
     /// [`MAX_TOKENS_PER_SESSION`] live tokens.
-    fn insert(&self, record: Arc<TokenRecord>) -> Result<()>;
+    async fn insert(&self, record: Arc<TokenRecord>) -> Result<()>;
     /// The record `id` of session `session_id`, if there is one.
-    fn get(&self, session_id: &str, id: &str) -> Option<Arc<TokenRecord>>;
+    async fn get(&self, session_id: &str, id: &str) -> Result<Option<Arc<TokenRecord>>>;
     /// The session holding token `id`, if any (for calls that name no session).
-    fn session_of(&self, id: &str) -> Option<String>;
+    async fn session_of(&self, id: &str) -> Result<Option<String>>;
     /// Every record of a session.
-    fn session(&self, session_id: &str) -> Vec<Arc<TokenRecord>>;
-    /// Removes records (already chosen by the caller, e.g. a revoked subtree).
-    fn remove(&self, session_id: &str, ids: &[String]);
-    /// Removes every record of a session (it ended, or its id is being reused).
+    async fn session(&self, session_id: &str) -> Result<Vec<Arc<TokenRecord>>>;
+    /// Removes records (already chosen by the caller, e.g. a revoked subtree); their open
+    /// streams end, on every engine that shares the store.
+    async fn remove(&self, session_id: &str, ids: &[String]) -> Result<()>;
+    /// Forgets every record of a session that ended (ending their streams); the session's
+    /// end takes the stored records with it.
     fn forget_session(&self, session_id: &str);
 }
 
@@ -253,8 +316,9 @@ impl MemoryTokens {
     }
 }
 
+#[tonic::async_trait]
 impl TokenStore for MemoryTokens {
-    fn insert(&self, record: Arc<TokenRecord>) -> Result<()> {
+    async fn insert(&self, record: Arc<TokenRecord>) -> Result<()> {
         let mut sessions = self.lock();
         let tokens = sessions.entry(record.session_id.clone()).or_default();
         if tokens.len() >= MAX_TOKENS_PER_SESSION {
@@ -276,39 +340,46 @@ impl TokenStore for MemoryTokens {
         Ok(())
     }
 
-    fn get(&self, session_id: &str, id: &str) -> Option<Arc<TokenRecord>> {
-        self.lock().get(session_id)?.get(id).cloned()
+    async fn get(&self, session_id: &str, id: &str) -> Result<Option<Arc<TokenRecord>>> {
+        Ok(self
+            .lock()
+            .get(session_id)
+            .and_then(|tokens| tokens.get(id))
+            .cloned())
     }
 
-    fn session_of(&self, id: &str) -> Option<String> {
-        self.lock()
+    async fn session_of(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .lock()
             .iter()
             .find(|(_, tokens)| tokens.contains_key(id))
-            .map(|(session, _)| session.clone())
+            .map(|(session, _)| session.clone()))
     }
 
-    fn session(&self, session_id: &str) -> Vec<Arc<TokenRecord>> {
-        self.lock()
+    async fn session(&self, session_id: &str) -> Result<Vec<Arc<TokenRecord>>> {
+        Ok(self
+            .lock()
             .get(session_id)
             .map(|t| t.values().cloned().collect())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
-    fn remove(&self, session_id: &str, ids: &[String]) {
+    async fn remove(&self, session_id: &str, ids: &[String]) -> Result<()> {
         let mut sessions = self.lock();
         if let Some(tokens) = sessions.get_mut(session_id) {
             for id in ids {
                 if let Some(record) = tokens.remove(id) {
-                    record.revoked.send_replace(Some(TokenEnd::Revoked));
+                    record.end(TokenEnd::Revoked);
                 }
             }
         }
+        Ok(())
     }
 
     fn forget_session(&self, session_id: &str) {
         if let Some(tokens) = self.lock().remove(session_id) {
             for record in tokens.values() {
-                record.revoked.send_replace(Some(TokenEnd::SessionEnded));
+                record.end(TokenEnd::SessionEnded);
             }
         }
     }
@@ -379,8 +450,21 @@ pub struct OperationToken {
 
 impl Drop for OperationToken {
     fn drop(&mut self) {
-        let ids = subtree(&self.auth.store.session(&self.session_id), &self.id);
-        self.auth.store.remove(&self.session_id, &ids);
+        let store = Arc::clone(&self.auth.store);
+        let (session_id, id) = (self.session_id.clone(), self.id.clone());
+        let revoke = async move {
+            let tokens = store.session(&session_id).await?;
+            store.remove(&session_id, &subtree(&tokens, &id)).await
+        };
+        // Outside a runtime nothing runs streams or calls back; the token then ends with
+        // its expiry.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = revoke.await {
+                    tracing::warn!("revoking an operation's token failed: {}", error.message);
+                }
+            });
+        }
     }
 }
 
@@ -490,11 +574,11 @@ impl Auth {
 
     /// Issues the owner token of a session just created. Tokens left under the same id
     /// by an earlier session are dropped first, so they cannot open the new one.
-    pub fn issue_owner(&self, session_id: &str) -> Result<(String, String)> {
+    pub async fn issue_owner(&self, session_id: &str) -> Result<(String, String)> {
         self.store.forget_session(session_id);
         let (token, record) = self.new_token(session_id, None, Scope::default(), None, "owner")?;
         let id = record.id.clone();
-        self.store.insert(record)?;
+        self.store.insert(record).await?;
         Ok((token, id))
     }
 
@@ -523,10 +607,14 @@ impl Auth {
     }
 
     /// The record of `token` if it is a live token of `session_id`.
-    fn check(&self, session_id: &str, token: &str) -> Result<Arc<TokenRecord>> {
+    async fn check(&self, session_id: &str, token: &str) -> Result<Arc<TokenRecord>> {
         let (id, secret) =
             parse(token).ok_or_else(|| unauthenticated("the bearer token is malformed"))?;
-        let record = self.store.get(session_id, id).ok_or_else(not_valid)?;
+        let record = self
+            .store
+            .get(session_id, id)
+            .await?
+            .ok_or_else(not_valid)?;
         let matches: bool = digest(secret).ct_eq(&record.hash).into();
         if !matches || record.expired(SystemTime::now()) {
             return Err(not_valid());
@@ -537,7 +625,10 @@ impl Auth {
     /// The caller of a request, or `UNAUTHENTICATED` / `PERMISSION_DENIED` per its
     /// [`Access`]. Session-less requests (`Ping`, `DescribeAdapters`) take a valid token
     /// of any session.
-    pub fn authorize<T: Guarded>(&self, request: &tonic::Request<T>) -> Result<Caller> {
+    pub async fn authorize<T: Guarded + Sync>(
+        &self,
+        request: &tonic::Request<T>,
+    ) -> Result<Caller> {
         let in_process = request.extensions().get::<InProcessCall>().is_some();
         if self.mode == AuthMode::Off {
             return Ok(Caller::Trusted);
@@ -554,24 +645,24 @@ impl Auth {
         };
         let access = request.get_ref().access();
         let record = if access.session.is_empty() {
-            self.check_any(&token)?
+            self.check_any(&token).await?
         } else {
-            self.check(access.session, &token)?
+            self.check(access.session, &token).await?
         };
         permit(&record.scope, &access)?;
         Ok(Caller::Token(record))
     }
 
     /// A token valid for some session, for calls that name none.
-    fn check_any(&self, token: &str) -> Result<Arc<TokenRecord>> {
+    async fn check_any(&self, token: &str) -> Result<Arc<TokenRecord>> {
         let (id, _) =
             parse(token).ok_or_else(|| unauthenticated("the bearer token is malformed"))?;
-        let session = self.store.session_of(id).ok_or_else(not_valid)?;
-        self.check(&session, token)
+        let session = self.store.session_of(id).await?.ok_or_else(not_valid)?;
+        self.check(&session, token).await
     }
 
     /// Mints a token under `parent` (the caller's token; `None`: the session's owner).
-    pub fn mint(
+    pub async fn mint(
         &self,
         session_id: &str,
         parent: Option<&Arc<TokenRecord>>,
@@ -582,6 +673,7 @@ impl Auth {
             None => self
                 .store
                 .session(session_id)
+                .await?
                 .into_iter()
                 .find(|t| t.parent.is_none())
                 .ok_or_else(|| BridgeError::session_not_found(session_id))?,
@@ -612,7 +704,7 @@ impl Auth {
             &request.label,
         )?;
         let info = record.info();
-        self.store.insert(record)?;
+        self.store.insert(record).await?;
         Ok(pb::MintTokenResponse {
             token,
             info: Some(info),
@@ -622,7 +714,7 @@ impl Auth {
     /// Mints a child of the caller's token with its scope, for a worker acting on the
     /// caller's behalf: it ends after `ttl` (unset: with its parent) and is revoked when
     /// the returned guard drops. `None` when no token is needed (a trusted caller).
-    pub fn mint_for_operation(
+    pub async fn mint_for_operation(
         &self,
         caller: &Caller,
         ttl: Option<Duration>,
@@ -638,7 +730,9 @@ impl Auth {
             }),
             label: "operation".to_owned(),
         };
-        let minted = self.mint(&parent.session_id, Some(parent), &request)?;
+        let minted = self
+            .mint(&parent.session_id, Some(parent), &request)
+            .await?;
         Ok(Some(OperationToken {
             token: minted.token,
             id: minted.info.map(|i| i.token_id).unwrap_or_default(),
@@ -649,8 +743,13 @@ impl Auth {
 
     /// Revokes `token_id` and its descendants. The caller must be that token or one of
     /// its ancestors (a trusted caller may revoke any).
-    pub fn revoke(&self, session_id: &str, caller: &Caller, token_id: &str) -> Result<Vec<String>> {
-        let tokens = self.store.session(session_id);
+    pub async fn revoke(
+        &self,
+        session_id: &str,
+        caller: &Caller,
+        token_id: &str,
+    ) -> Result<Vec<String>> {
+        let tokens = self.store.session(session_id).await?;
         if !tokens.iter().any(|t| t.id == token_id) {
             return Ok(Vec::new());
         }
@@ -663,13 +762,13 @@ impl Auth {
             .with("token_id", token_id));
         }
         let ids = subtree(&tokens, token_id);
-        self.store.remove(session_id, &ids);
+        self.store.remove(session_id, &ids).await?;
         Ok(ids)
     }
 
     /// The caller's token and its descendants (a trusted caller: all), oldest first.
-    pub fn list(&self, session_id: &str, caller: &Caller) -> Vec<pb::TokenInfo> {
-        let tokens = self.store.session(session_id);
+    pub async fn list(&self, session_id: &str, caller: &Caller) -> Result<Vec<pb::TokenInfo>> {
+        let tokens = self.store.session(session_id).await?;
         let now = SystemTime::now();
         let mut shown: Vec<&Arc<TokenRecord>> = match caller.token() {
             Some(me) => {
@@ -680,7 +779,7 @@ impl Auth {
         };
         shown.retain(|t| !t.expired(now));
         shown.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        shown.into_iter().map(|t| t.info()).collect()
+        Ok(shown.into_iter().map(|t| t.info()).collect())
     }
 }
 
@@ -737,10 +836,10 @@ fn permit(scope: &Scope, access: &Access<'_>) -> Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tokens_parse_only_in_their_format() {
+    #[tokio::test]
+    async fn tokens_parse_only_in_their_format() {
         let auth = Auth::new(AuthMode::Required);
-        let (token, _) = auth.issue_owner("s").unwrap();
+        let (token, _) = auth.issue_owner("s").await.unwrap();
         assert!(token.starts_with("mlb_"));
         assert!(parse(&token).is_some());
         for bad in ["", "mlb_", "mlb_x_y", "Bearer", &token[..token.len() - 1]] {
@@ -778,18 +877,46 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_token_limit_holds() {
+    #[tokio::test]
+    async fn the_token_limit_holds() {
         let auth = Auth::new(AuthMode::Required);
-        auth.issue_owner("s").unwrap();
+        auth.issue_owner("s").await.unwrap();
         let request = pb::MintTokenRequest {
             session_id: "s".to_owned(),
             ..Default::default()
         };
         for _ in 1..MAX_TOKENS_PER_SESSION {
-            auth.mint("s", None, &request).unwrap();
+            auth.mint("s", None, &request).await.unwrap();
         }
-        let error = auth.mint("s", None, &request).unwrap_err();
+        let error = auth.mint("s", None, &request).await.unwrap_err();
         assert_eq!(error.kind, ErrorKind::PermissionDenied);
+    }
+
+    #[tokio::test]
+    async fn a_stored_record_comes_back_the_same() {
+        let auth = Auth::new(AuthMode::Required);
+        auth.issue_owner("s").await.unwrap();
+        let request = pb::MintTokenRequest {
+            session_id: "s".to_owned(),
+            scope: Some(pb::TokenScope {
+                read_only: true,
+                variables: vec!["a.*".to_owned()],
+                deny_tools: true,
+                deny_operations: true,
+                ttl: Some(prost_types::Duration {
+                    seconds: 60,
+                    nanos: 0,
+                }),
+            }),
+            label: "dashboard".to_owned(),
+        };
+        let minted = auth.mint("s", None, &request).await.unwrap();
+        let id = minted.info.unwrap().token_id;
+        let record = auth.store.get("s", &id).await.unwrap().unwrap();
+        let back = TokenRecord::from_stored("s", record.to_stored()).unwrap();
+        assert_eq!(back.info(), record.info());
+        assert_eq!(back.hash, record.hash);
+        assert_eq!(back.parent, record.parent);
+        assert!(back.scope.read_only && !back.scope.covers("b") && back.scope.covers("a.x"));
     }
 }

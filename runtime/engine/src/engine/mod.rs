@@ -132,7 +132,7 @@ impl EngineBuilder {
         // Callbacks go with their session. Outside a runtime nobody follows the events;
         // calls still check that the session is live.
         let resources = Arc::new(ResourceRegistry::new(limits.max_resources_per_session));
-        let auth = Auth::new(self.auth);
+        let auth = Auth::with_store(self.auth, state.token_store());
         if tokio::runtime::Handle::try_current().is_ok() {
             auth.follow_sessions(state.session_events());
             callbacks.follow_sessions(state.session_events());
@@ -195,8 +195,11 @@ impl Engine {
 
     /// The caller of `request` per its access rule (`rules.rs`): the check at the top of
     /// every handler.
-    fn authorize<T: Guarded>(&self, request: &Request<T>) -> std::result::Result<Caller, Status> {
-        let caller = self.auth.authorize(request)?;
+    async fn authorize<T: Guarded + Sync>(
+        &self,
+        request: &Request<T>,
+    ) -> std::result::Result<Caller, Status> {
+        let caller = self.auth.authorize(request).await?;
         if caller.token().is_some() && request.get_ref().access().session.is_empty() {
             let access = request.get_ref().access();
             if access.mutates || access.tools {
@@ -224,7 +227,7 @@ impl Engine {
             .map(WorkerPool::operation_timeout)
             .unwrap_or(Duration::from_secs(300))
             + Duration::from_secs(5);
-        let Some(token) = self.auth.mint_for_operation(caller, Some(deadline))? else {
+        let Some(token) = self.auth.mint_for_operation(caller, Some(deadline)).await? else {
             return call.await;
         };
         // Revoked when `token` drops, after the call.
@@ -420,7 +423,7 @@ fn answer<T>(result: Result<T>) -> GrpcResult<T> {
 #[tonic::async_trait]
 impl MlBridge for Engine {
     async fn ping(&self, request: Request<pb::PingRequest>) -> GrpcResult<pb::PingResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         Ok(Response::new(pb::PingResponse {
             message: request.into_inner().message,
             server_id: self.id.clone(),
@@ -437,7 +440,7 @@ impl MlBridge for Engine {
         // Creating a session needs no token (it is how a program gets one); joining a live
         // one needs a token of it, checked now and answered once the backend said which
         // it was.
-        let joining = self.authorize(&request);
+        let joining = self.authorize(&request).await;
         let response = sessions::initialize_session(self, traced(request)).await;
         if let Ok(r) = &response
             && !r.created
@@ -451,7 +454,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::GetSessionRequest>,
     ) -> GrpcResult<pb::GetSessionResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(sessions::get_session(self, traced(request)).await)
     }
 
@@ -459,7 +462,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> GrpcResult<pb::HeartbeatResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(sessions::heartbeat(self, traced(request)).await)
     }
 
@@ -467,7 +470,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::CleanupSessionRequest>,
     ) -> GrpcResult<pb::CleanupSessionResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(sessions::cleanup_session(self, traced(request)).await)
     }
 
@@ -475,7 +478,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::RegisterVariableRequest>,
     ) -> GrpcResult<pb::RegisterVariableResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(variables::register_variable(self, traced(request)).await)
     }
 
@@ -483,7 +486,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::GetVariableRequest>,
     ) -> GrpcResult<pb::GetVariableResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(variables::get_variable(self, traced(request)).await)
     }
 
@@ -491,7 +494,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::SetVariableRequest>,
     ) -> GrpcResult<pb::SetVariableResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(variables::set_variable(self, traced(request)).await)
     }
 
@@ -499,7 +502,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::DeleteVariableRequest>,
     ) -> GrpcResult<pb::DeleteVariableResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(variables::delete_variable(self, traced(request)).await)
     }
 
@@ -507,7 +510,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ListVariablesRequest>,
     ) -> GrpcResult<pb::ListVariablesResponse> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let mut listed = variables::list_variables(self, traced(request)).await;
         if let Ok(listed) = &mut listed {
             listed.variables.retain(|v| caller.may_read(&v.name));
@@ -519,7 +522,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::GetVariablesRequest>,
     ) -> GrpcResult<pb::GetVariablesResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(variables::get_variables(self, traced(request)).await)
     }
 
@@ -527,7 +530,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::SetVariablesRequest>,
     ) -> GrpcResult<pb::SetVariablesResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(variables::set_variables(self, traced(request)).await)
     }
 
@@ -535,7 +538,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::GetVariableHistoryRequest>,
     ) -> GrpcResult<pb::GetVariableHistoryResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(variables::get_variable_history(self, traced(request)).await)
     }
 
@@ -543,7 +546,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::RollbackVariableRequest>,
     ) -> GrpcResult<pb::RollbackVariableResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(variables::rollback_variable(self, traced(request)).await)
     }
 
@@ -551,7 +554,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::WatchVariablesRequest>,
     ) -> GrpcResult<BoxStream<pb::VariableUpdate>> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let r = traced(request);
         let stream = async {
             let start = match (r.include_initial_values, r.resume_from_sequence) {
@@ -595,7 +598,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::StartOptimizationRequest>,
     ) -> GrpcResult<pb::StartOptimizationResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(locks::start_optimization(self, traced(request)).await)
     }
 
@@ -603,7 +606,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::StopOptimizationRequest>,
     ) -> GrpcResult<pb::StopOptimizationResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(locks::stop_optimization(self, traced(request)).await)
     }
 
@@ -611,7 +614,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ListToolsRequest>,
     ) -> GrpcResult<pb::ListToolsResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(tools::list_tools(self, traced(request)).await)
     }
 
@@ -619,7 +622,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ExecuteToolRequest>,
     ) -> GrpcResult<pb::ExecuteToolResponse> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let request = traced(request);
         answer(
             self.on_behalf_of(&caller, async { tools::execute_tool(self, request).await })
@@ -631,7 +634,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ExecuteStreamingToolRequest>,
     ) -> GrpcResult<BoxStream<pb::ToolChunk>> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let r = traced(request);
         let session = r.session_id.clone();
         if let Some(workers) = self.tool_worker(&r.tool_name) {
@@ -642,7 +645,7 @@ impl MlBridge for Engine {
                 self.state
                     .session(required("session_id", &r.session_id)?)
                     .await?;
-                let token = self.auth.mint_for_operation(&caller, None)?;
+                let token = self.auth.mint_for_operation(&caller, None).await?;
                 let text = token.as_ref().map(|t| t.token.clone()).unwrap_or_default();
                 let chunks =
                     operations::stream_tool(workers, self.limits.max_value_bytes, r, text).await?;
@@ -712,7 +715,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ExecuteFrameworkOperationRequest>,
     ) -> GrpcResult<pb::ExecuteFrameworkOperationResponse> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let request = traced(request);
         answer(
             self.on_behalf_of(&caller, async {
@@ -726,7 +729,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::RegisterCallbackRequest>,
     ) -> GrpcResult<pb::RegisterCallbackResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(callbacks::register_callback(self, traced(request)).await)
     }
 
@@ -734,7 +737,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::UnregisterCallbackRequest>,
     ) -> GrpcResult<pb::UnregisterCallbackResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(callbacks::unregister_callback(self, traced(request)).await)
     }
 
@@ -742,7 +745,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::RegisterToolsRequest>,
     ) -> GrpcResult<pb::RegisterToolsResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(callbacks::register_tools(self, traced(request)).await)
     }
 
@@ -750,7 +753,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::InvokeCallbackRequest>,
     ) -> GrpcResult<pb::ExecuteCallbackResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         let r = traced(request);
         answer(
             async {
@@ -767,7 +770,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::CreateResourceRequest>,
     ) -> GrpcResult<pb::CreateResourceResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(resources::create_resource(self, traced(request)).await)
     }
 
@@ -775,7 +778,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::InvokeResourceRequest>,
     ) -> GrpcResult<pb::InvokeResourceResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(resources::invoke_resource(self, traced(request)).await)
     }
 
@@ -783,7 +786,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ReleaseResourceRequest>,
     ) -> GrpcResult<pb::ReleaseResourceResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(resources::release_resource(self, traced(request)).await)
     }
 
@@ -791,7 +794,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ListResourcesRequest>,
     ) -> GrpcResult<pb::ListResourcesResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         answer(resources::list_resources(self, traced(request)).await)
     }
 
@@ -799,7 +802,7 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::DescribeAdaptersRequest>,
     ) -> GrpcResult<pb::DescribeAdaptersResponse> {
-        let _caller = self.authorize(&request)?;
+        let _caller = self.authorize(&request).await?;
         let r = request.into_inner();
         answer(
             self.worker_pool("DescribeAdapters")
@@ -813,13 +816,13 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::MintTokenRequest>,
     ) -> GrpcResult<pb::MintTokenResponse> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let r = traced(request);
         answer(
             async {
                 let session = required("session_id", &r.session_id)?;
                 self.state.session(session).await?;
-                self.auth.mint(session, caller.token(), &r)
+                self.auth.mint(session, caller.token(), &r).await
             }
             .await,
         )
@@ -829,13 +832,13 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> GrpcResult<pb::RevokeTokenResponse> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let r = traced(request);
         answer(
             async {
                 let session = required("session_id", &r.session_id)?;
                 let token_id = required("token_id", &r.token_id)?;
-                let revoked = self.auth.revoke(session, &caller, token_id)?;
+                let revoked = self.auth.revoke(session, &caller, token_id).await?;
                 Ok(pb::RevokeTokenResponse { revoked })
             }
             .await,
@@ -846,14 +849,14 @@ impl MlBridge for Engine {
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> GrpcResult<pb::ListTokensResponse> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let r = traced(request);
         answer(
             async {
                 let session = required("session_id", &r.session_id)?;
                 self.state.session(session).await?;
                 Ok(pb::ListTokensResponse {
-                    tokens: self.auth.list(session, &caller),
+                    tokens: self.auth.list(session, &caller).await?,
                 })
             }
             .await,

@@ -18,7 +18,7 @@ pub(super) async fn initialize_session(
     session.callback_count = engine.callbacks.count(&session.session_id) as u32;
     session.resource_count = engine.resources.count(&session.session_id) as u32;
     let (owner_token, owner_token_id) = if created {
-        engine.auth.issue_owner(&session.session_id)?
+        engine.auth.issue_owner(&session.session_id).await?
     } else {
         Default::default()
     };

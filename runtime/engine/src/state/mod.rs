@@ -232,6 +232,11 @@ pub trait StateBackend: Send + Sync + 'static {
     }
     /// Events about sessions as a whole (a session ended), from now on.
     fn session_events(&self) -> SessionEvents;
+    /// Where the engine keeps access tokens: in this process's memory unless the backend
+    /// shares its state with other engines (then tokens must be shared too).
+    fn token_store(&self) -> std::sync::Arc<dyn crate::auth::TokenStore> {
+        std::sync::Arc::new(crate::auth::MemoryTokens::default())
+    }
 }
 
 /// What a backend holds, for metrics.

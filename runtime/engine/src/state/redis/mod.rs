@@ -30,6 +30,9 @@
 
 mod scripts;
 pub mod stored;
+mod tokens;
+
+pub use tokens::RedisTokens;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -120,6 +123,8 @@ struct Inner {
     options: RedisOptions,
     scripts: Scripts,
     events: broadcast::Sender<SessionEvent>,
+    /// The token records this engine has read (`tokens.rs`).
+    tokens: tokens::TokenCache,
     /// Open watch streams of this engine, per session.
     watchers: Mutex<HashMap<String, usize>>,
     follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -316,6 +321,7 @@ impl RedisBackend {
             options,
             scripts: Scripts::default(),
             events: broadcast::channel(SESSION_EVENT_BUFFER).0,
+            tokens: tokens::TokenCache::default(),
             watchers: Mutex::new(HashMap::new()),
             follower: Mutex::new(None),
         });
@@ -701,6 +707,7 @@ async fn follow_events(inner: std::sync::Weak<Inner>) {
             }
         }
         let events = backend.events.clone();
+        let tokens = std::sync::Arc::downgrade(&backend);
         drop(backend);
         let Some(connection) = conn.as_mut() else {
             continue;
@@ -713,6 +720,16 @@ async fn follow_events(inner: std::sync::Weak<Inner>) {
             Ok(Some(reply)) => {
                 for entry in reply.keys.into_iter().flat_map(|key| key.ids) {
                     last.clone_from(&entry.id);
+                    if let Some(session) = entry.get::<String>("tokens") {
+                        // Tokens revoked through some engine: their streams end here too.
+                        let revision: u64 = entry.get("revision").unwrap_or(0);
+                        let ids: String = entry.get("ids").unwrap_or_default();
+                        let ids: Vec<String> = ids.split(',').map(str::to_owned).collect();
+                        if let Some(backend) = tokens.upgrade() {
+                            backend.tokens.removed(&session, revision, &ids);
+                        }
+                        continue;
+                    }
                     let session_id: Option<String> = entry.get("session");
                     let expired: Option<String> = entry.get("expired");
                     if let Some(session_id) = session_id {
@@ -1098,6 +1115,10 @@ impl StateBackend for RedisBackend {
                 .sum(),
             ..StateStats::default()
         }
+    }
+
+    fn token_store(&self) -> Arc<dyn crate::auth::TokenStore> {
+        Arc::new(RedisTokens::new(self.clone()))
     }
 
     fn session_events(&self) -> SessionEvents {

@@ -149,6 +149,52 @@ local m = redis.call('HMGET', KEYS[1], 'active', 'ttl')
 return {'alive', tonumber(m[1]) + tonumber(m[2])}
 "#;
 
+/// Adds a token record to a live session (in its meta hash, field `t:<id>`, so that it goes
+/// with the session), unless the session holds `limit` already. ARGV: 4 id, 5 record, 6
+/// limit. Answers `{status}`, `{'full'}` or `{'ok'}`.
+const TOKEN_ADD: &str = r#"
+local gone = live(true)
+if gone then return {gone} end
+if tonumber(redis.call('HGET', KEYS[1], 'tcount') or '0') >= tonumber(ARGV[6]) then
+  return {'full'}
+end
+if redis.call('HSETNX', KEYS[1], 't:' .. ARGV[4], ARGV[5]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'tcount', 1)
+end
+return {'ok'}
+"#;
+
+/// Reads token records of a live session. ARGV: 4 `one` (5: the id) or `all`. Answers
+/// `{status}` or `{'ok', revision, records...}` (`''` for a missing id); the revision
+/// counts the removals so far.
+const TOKEN_READ: &str = r#"
+local gone = live(false)
+if gone then return {gone} end
+local out = {'ok', redis.call('HGET', KEYS[1], 'trev') or '0'}
+if ARGV[4] == 'one' then
+  out[3] = redis.call('HGET', KEYS[1], 't:' .. ARGV[5]) or ''
+else
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == 't:' then out[#out + 1] = all[i + 1] end
+  end
+end
+return out
+"#;
+
+/// Removes token records (ids from ARGV[4]) and counts the removal. Answers `{status}` or
+/// `{'ok', revision}`.
+const TOKEN_REMOVE: &str = r#"
+local gone = live(false)
+if gone then return {gone} end
+local removed = 0
+for i = 4, #ARGV do
+  removed = removed + redis.call('HDEL', KEYS[1], 't:' .. ARGV[i])
+end
+redis.call('HINCRBY', KEYS[1], 'tcount', -removed)
+return {'ok', redis.call('HINCRBY', KEYS[1], 'trev', 1)}
+"#;
+
 /// The backend's scripts, loaded on first use and again after NOSCRIPT (a Redis restart or
 /// `SCRIPT FLUSH`): `redis::Script` sends EVALSHA and falls back to loading the script.
 #[derive(Debug)]
@@ -163,6 +209,12 @@ pub(super) struct Scripts {
     pub remove: Script,
     /// [`SWEEP`].
     pub sweep: Script,
+    /// [`TOKEN_ADD`].
+    pub token_add: Script,
+    /// [`TOKEN_READ`].
+    pub token_read: Script,
+    /// [`TOKEN_REMOVE`].
+    pub token_remove: Script,
 }
 
 impl Default for Scripts {
@@ -174,6 +226,9 @@ impl Default for Scripts {
             create: script(CREATE),
             remove: script(REMOVE),
             sweep: script(SWEEP),
+            token_add: script(TOKEN_ADD),
+            token_read: script(TOKEN_READ),
+            token_remove: script(TOKEN_REMOVE),
         }
     }
 }
