@@ -23,12 +23,15 @@ pub(crate) mod path {
 #[derive(Debug, Default)]
 pub(crate) struct Comments {
     by_path: HashMap<Vec<i32>, String>,
+    /// Every comment line of each element as grpcio-tools' Python plugin takes them.
+    grpc_lines: HashMap<Vec<i32>, Vec<String>>,
 }
 
 impl Comments {
     /// Indexes the leading (else trailing) comment of every element of `file`.
     pub(crate) fn new(file: &FileDescriptorProto) -> Self {
         let mut by_path = HashMap::new();
+        let mut by_path_grpc = HashMap::new();
         if let Some(info) = &file.source_code_info {
             for location in &info.location {
                 let text = location
@@ -40,9 +43,39 @@ impl Comments {
                 if !text.is_empty() {
                     by_path.entry(location.path.clone()).or_insert(text);
                 }
+                let lines = grpc_lines(location);
+                if !lines.is_empty() {
+                    by_path_grpc.entry(location.path.clone()).or_insert(lines);
+                }
             }
         }
-        Comments { by_path }
+        Comments {
+            by_path,
+            grpc_lines: by_path_grpc,
+        }
+    }
+
+    /// The docstring grpcio-tools writes for the element at `path`, its closing quotes
+    /// on their own line at `indent`: every leading detached comment (each followed by an
+    /// empty line), the leading and the trailing comment, line by line with leading spaces
+    /// removed; a fixed sentence when there is none.
+    pub(crate) fn grpc_docstring(&self, path: &[i32], indent: &str) -> String {
+        let Some(lines) = self.grpc_lines.get(path) else {
+            return "\"\"\"Missing associated documentation comment in .proto file.\"\"\""
+                .to_owned();
+        };
+        let mut text = String::from("\"\"\"");
+        for (i, line) in lines.iter().enumerate() {
+            let line = line.trim_start_matches(' ');
+            if i > 0 && !line.is_empty() {
+                text.push_str(indent);
+            }
+            text.push_str(&python_docstring_line(line));
+            text.push('\n');
+        }
+        text.push_str(indent);
+        text.push_str("\"\"\"");
+        text
     }
 
     /// The comment at `path`, trimmed, with common indentation removed; `None` if absent.
@@ -64,6 +97,36 @@ fn clean(comment: &str) -> String {
         .map(|line| line.get(indent..).unwrap_or(""))
         .collect();
     text.join("\n").trim().to_owned()
+}
+
+/// The comment lines of `location` as grpcio-tools' Python plugin collects them: each
+/// leading detached comment then an empty line, the leading comment, the trailing one,
+/// each split as C++'s `getline` splits (no piece after a final newline).
+fn grpc_lines(location: &prost_types::source_code_info::Location) -> Vec<String> {
+    fn split(text: &str, into: &mut Vec<String>) {
+        if text.is_empty() {
+            return;
+        }
+        let mut pieces: Vec<&str> = text.split('\n').collect();
+        if text.ends_with('\n') {
+            pieces.pop();
+        }
+        into.extend(pieces.into_iter().map(str::to_owned));
+    }
+    let mut lines = Vec::new();
+    for detached in &location.leading_detached_comments {
+        split(detached, &mut lines);
+        lines.push(String::new());
+    }
+    split(location.leading_comments(), &mut lines);
+    split(location.trailing_comments(), &mut lines);
+    lines
+}
+
+/// One line of a docstring as grpcio-tools writes it, but never breaking the string: a
+/// triple quote (which ends protoc's docstring, a syntax error) is escaped.
+fn python_docstring_line(line: &str) -> String {
+    line.replace("\"\"\"", "\\\"\\\"\\\"")
 }
 
 /// A Python docstring body: backslashes and triple quotes cannot end or break it.

@@ -155,6 +155,14 @@ impl Builder {
         self
     }
 
+    /// The grpcio version that `_pb2_grpc.py` files require (default
+    /// [`ProtobufVersion::GRPC_DEFAULT`]): they raise at import under an older grpcio, as
+    /// grpcio-tools' output does.
+    pub fn grpc_version(mut self, version: ProtobufVersion) -> Self {
+        self.python_settings.grpc_version = version;
+        self
+    }
+
     /// A folder of framework adapter manifests (`*.toml`, format in
     /// `proto/adapters/README.md`). Rust output then includes `mlbridge_adapters.rs` (typed
     /// clients, one module per framework; they use the `mlbridge` runtime crate) and Python

@@ -25,6 +25,9 @@ struct Cli {
     /// Protobuf runtime version the _pb2.py files require.
     #[arg(long, value_name = "X.Y.Z", default_value = ProtobufVersion::DEFAULT)]
     protobuf_version: String,
+    /// grpcio version the _pb2_grpc.py files require (their import fails under an older one).
+    #[arg(long, value_name = "X.Y.Z", default_value = ProtobufVersion::GRPC_DEFAULT)]
+    grpc_version: String,
     /// Folder of framework adapter manifests (*.toml): adds typed Rust clients
     /// (mlbridge_adapters.rs) and the Python adapter package to the outputs.
     #[arg(long, value_name = "DIR")]
@@ -71,6 +74,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         builder = builder.python_package(package);
     }
     builder = builder.protobuf_version(ProtobufVersion::parse(&cli.protobuf_version)?);
+    builder = builder.grpc_version(ProtobufVersion::parse_setting(
+        "grpc_version",
+        &cli.grpc_version,
+    )?);
     if let Some(manifests) = cli.manifests {
         builder = builder
             .manifests(manifests)

@@ -16,6 +16,9 @@ class _MaybeAsyncIterator(_abc.AsyncIterator[_TRequest], _abc.Iterator[_TRequest
 @_typing.type_check_only
 class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext[_TRequest, _TResponse]):  # type: ignore[misc]
     """The context a servicer gets: a `grpc.ServicerContext` or a `grpc.aio.ServicerContext`."""
+
+GRPC_GENERATED_VERSION: str
+GRPC_VERSION: str
 {% for service in services %}
 class {{ service.name }}Stub:
 {%- if let Some(doc) = service.doc %}

@@ -72,12 +72,33 @@ def protoc_python_version(pb2_file: Path) -> str:
     return match.group(1)
 
 
+def protoc_grpc_version(pb2_grpc_file: Path) -> str:
+    match = re.search(r"^GRPC_GENERATED_VERSION = '(\S+)'$", pb2_grpc_file.read_text(), re.M)
+    assert match, f"no version check in {pb2_grpc_file}"
+    return match.group(1)
+
+
 def generate_both(codegen: Path, tmp: Path, include: Path, files: list[str]) -> Outputs:
-    """Generates Python code for `files` with protoc and with ours, at protoc's runtime version."""
+    """Generates Python code for `files` with protoc and with ours, at protoc's runtime and
+    grpcio versions."""
     theirs, ours = tmp / "theirs", tmp / "ours"
     protoc(theirs, include, files, "--python_out", "--grpc_python_out")
     version = protoc_python_version(theirs / files[0].replace(".proto", "_pb2.py"))
-    run([codegen, "-I", include, "--python-out", ours, "--protobuf-version", version, *files])
+    grpc_version = protoc_grpc_version(theirs / files[0].replace(".proto", "_pb2_grpc.py"))
+    run(
+        [
+            codegen,
+            "-I",
+            include,
+            "--python-out",
+            ours,
+            "--protobuf-version",
+            version,
+            "--grpc-version",
+            grpc_version,
+            *files,
+        ]
+    )
     return Outputs(ours=ours, theirs=theirs, protobuf_version=version)
 
 

@@ -21,10 +21,21 @@ def outputs(codegen_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Outp
 @pytest.mark.parametrize("mode", ["sync", "aio"])
 @pytest.mark.parametrize(("server_side", "client_side"), [("theirs", "ours"), ("ours", "theirs"), ("ours", "ours")])
 def test_client_calls_server(outputs: Outputs, mode: str, server_side: str, client_side: str) -> None:
+    call_kitchen(outputs, mode, mode, server_side, client_side)
+
+
+@pytest.mark.parametrize("server_side", ["theirs", "ours"])
+def test_the_experimental_service_class_calls_a_server(outputs: Outputs, server_side: str) -> None:
+    call_kitchen(outputs, "sync", "experimental", server_side, "ours")
+
+
+def call_kitchen(outputs: Outputs, server_mode: str, client_mode: str, server_side: str, client_side: str) -> None:
+    """Serves the kitchen with `server_side`'s code and calls it with `client_side`'s."""
     server_root: Path = getattr(outputs, server_side)
     client_root: Path = getattr(outputs, client_side)
+    mode = client_mode
     server = subprocess.Popen(
-        [sys.executable, str(SUPPORT / "kitchen_server.py"), mode],
+        [sys.executable, str(SUPPORT / "kitchen_server.py"), server_mode],
         env={**os.environ, "PYTHONPATH": str(server_root)},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -28,7 +28,9 @@ def test_without_a_package_the_layout_is_protocs(codegen_bin: Path, tmp_path: Pa
     run([codegen_bin, "-I", FIXTURES, "--python-out", tmp_path, *KITCHEN_FILES])
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.py")) == [
         "fixtures/common/v1/common_pb2.py",
+        "fixtures/common/v1/common_pb2_grpc.py",
         "fixtures/kitchen/v1/kitchen_pb2.py",
         "fixtures/kitchen/v1/kitchen_pb2_grpc.py",
         "fixtures/options/v1/options_pb2.py",
+        "fixtures/options/v1/options_pb2_grpc.py",
     ]

@@ -15,6 +15,9 @@ use crate::names;
 struct GrpcModule<'a> {
     header: &'a str,
     source: &'a str,
+    /// The module's own path, which its version check names.
+    path: String,
+    grpc_version: &'a str,
     imports: Vec<String>,
     services: Vec<Service>,
 }
@@ -24,6 +27,8 @@ pub(crate) fn render(ctx: &PythonContext<'_>, file: &FileDescriptor) -> Result<S
     let module = GrpcModule {
         header: super::HEADER,
         source: file.name(),
+        path: ctx.path(file.name(), "_pb2_grpc.py"),
+        grpc_version: &ctx.settings.grpc_version.text,
         imports: message_imports(ctx, file),
         services: services::services(ctx, file),
     };

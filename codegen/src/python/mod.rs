@@ -35,14 +35,18 @@ impl ProtobufVersion {
     /// The default: the oldest protobuf runtime line this generator's output is tested with.
     pub const DEFAULT: &'static str = "6.31.1";
 
+    /// The default grpcio version that `_pb2_grpc.py` files require: the oldest the
+    /// mlbridge packages accept (`grpcio>=1.66`).
+    pub const GRPC_DEFAULT: &'static str = "1.66.0";
+
     /// Parses `MAJOR.MINOR.PATCH` with an optional suffix such as `-rc1`.
     pub fn parse(text: &str) -> Result<Self> {
-        let invalid = || {
-            Error::setting(
-                "protobuf_version",
-                format!("`{text}` is not a version like 6.31.1"),
-            )
-        };
+        Self::parse_setting("protobuf_version", text)
+    }
+
+    /// [`ProtobufVersion::parse`] for the setting named `setting` (errors name it).
+    pub fn parse_setting(setting: &'static str, text: &str) -> Result<Self> {
+        let invalid = || Error::setting(setting, format!("`{text}` is not a version like 6.31.1"));
         let (numbers, suffix) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
             Some(at) => text.split_at(at),
             None => (text, ""),
@@ -74,11 +78,27 @@ impl Default for ProtobufVersion {
 }
 
 /// How Python code is laid out.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct PythonSettings {
     /// Put every module under this package (`a.b`), with imports that resolve there.
     pub package: Option<String>,
     pub protobuf_version: ProtobufVersion,
+    /// The grpcio version `_pb2_grpc.py` files check for, as grpcio-tools writes it.
+    pub grpc_version: ProtobufVersion,
+}
+
+impl Default for PythonSettings {
+    fn default() -> Self {
+        PythonSettings {
+            package: None,
+            protobuf_version: ProtobufVersion::default(),
+            grpc_version: ProtobufVersion::parse_setting(
+                "grpc_version",
+                ProtobufVersion::GRPC_DEFAULT,
+            )
+            .expect("the default grpc version parses"),
+        }
+    }
 }
 
 /// What the Python emitters share: the parsed input and the layout settings.
@@ -172,18 +192,18 @@ pub(crate) fn generate(
         if let Some(facts) = facts::render(&ctx, &file)? {
             insert(&mut files, ctx.path(file.name(), "_facts.py"), facts)?;
         }
-        if file.services().len() > 0 {
-            insert(
-                &mut files,
-                ctx.path(file.name(), "_pb2_grpc.py"),
-                grpc::render(&ctx, &file)?,
-            )?;
-            insert(
-                &mut files,
-                ctx.path(file.name(), "_pb2_grpc.pyi"),
-                pyi::render_grpc(&ctx, &file)?,
-            )?;
-        }
+        // Like grpcio-tools (and mypy-protobuf), every file gets a gRPC module, services
+        // or not: it carries the grpcio version check.
+        insert(
+            &mut files,
+            ctx.path(file.name(), "_pb2_grpc.py"),
+            grpc::render(&ctx, &file)?,
+        )?;
+        insert(
+            &mut files,
+            ctx.path(file.name(), "_pb2_grpc.pyi"),
+            pyi::render_grpc(&ctx, &file)?,
+        )?;
     }
     if let Some(package) = &settings.package {
         add_package_markers(package, &mut files);

@@ -14,6 +14,8 @@ pub(crate) struct Service {
     /// `package.Service`, the gRPC service name.
     pub full_name: String,
     pub doc: Option<String>,
+    /// The class docstring as grpcio-tools writes it (closing quotes at 4 spaces).
+    pub grpc_doc: String,
     pub methods: Vec<Method>,
 }
 
@@ -31,6 +33,8 @@ pub(crate) struct Method {
     pub request: String,
     pub response: String,
     pub doc: Option<String>,
+    /// The servicer method's docstring as grpcio-tools writes it (at 8 spaces).
+    pub grpc_doc: String,
     pub deprecated: bool,
 }
 
@@ -52,6 +56,7 @@ fn service_model(
         name: service.name().to_owned(),
         full_name: service.full_name().to_owned(),
         doc: comments.get(&service_path).map(comments::python_docstring),
+        grpc_doc: comments.grpc_docstring(&service_path, "    "),
         methods: service
             .methods()
             .map(|method| method_model(ctx, comments, &service_path, &method))
@@ -71,6 +76,7 @@ fn method_model(
         (true, false) => "stream_unary",
         (true, true) => "stream_stream",
     };
+    let method_path = comments::path::child(service_path, 2, method.index());
     Method {
         name: method.name().to_owned(),
         attr: names::python_identifier(method.name()),
@@ -79,9 +85,8 @@ fn method_model(
         server_streaming: method.is_server_streaming(),
         request: message_expression(ctx, &method.input()),
         response: message_expression(ctx, &method.output()),
-        doc: comments
-            .get(&comments::path::child(service_path, 2, method.index()))
-            .map(comments::python_docstring),
+        doc: comments.get(&method_path).map(comments::python_docstring),
+        grpc_doc: comments.grpc_docstring(&method_path, "        "),
         deprecated: method
             .method_descriptor_proto()
             .options

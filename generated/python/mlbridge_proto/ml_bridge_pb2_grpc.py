@@ -2,13 +2,36 @@
 # source: ml_bridge.proto
 """Client and server classes corresponding to protobuf-defined services."""
 import grpc
+import warnings
 
 from mlbridge_proto import ml_bridge_pb2 as mlbridge__proto_dot_ml__bridge__pb2
 
+GRPC_GENERATED_VERSION = '1.66.0'
+GRPC_VERSION = grpc.__version__
+_version_not_supported = False
+
+try:
+    from grpc._utilities import first_version_is_lower
+    _version_not_supported = first_version_is_lower(GRPC_VERSION, GRPC_GENERATED_VERSION)
+except ImportError:
+    _version_not_supported = True
+
+if _version_not_supported:
+    raise RuntimeError(
+        f'The grpc package installed is at version {GRPC_VERSION},'
+        + ' but the generated code in mlbridge_proto/ml_bridge_pb2_grpc.py depends on'
+        + f' grpcio>={GRPC_GENERATED_VERSION}.'
+        + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
+        + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
+    )
 
 
-class MLBridgeStub(object):
-    """MLBridge is the engine's public API. Python clients, Python workers (for
+class MLBridgeStub:
+    """============================================================================
+    Service: MLBridge (served by the Rust engine)
+    ============================================================================
+
+    MLBridge is the engine's public API. Python clients, Python workers (for
     callbacks into the engine, e.g. reading variables) and generated Rust
     clients all call it. Every failure returns a `BridgeError` in the gRPC
     status details.
@@ -18,7 +41,7 @@ class MLBridgeStub(object):
         """Constructor.
 
         Args:
-            channel: A grpc.Channel or a grpc.aio.Channel.
+            channel: A grpc.Channel.
         """
         self.Ping = channel.unary_unary(
                 '/mlbridge.v1.MLBridge/Ping',
@@ -187,8 +210,12 @@ class MLBridgeStub(object):
                 _registered_method=True)
 
 
-class MLBridgeServicer(object):
-    """MLBridge is the engine's public API. Python clients, Python workers (for
+class MLBridgeServicer:
+    """============================================================================
+    Service: MLBridge (served by the Rust engine)
+    ============================================================================
+
+    MLBridge is the engine's public API. Python clients, Python workers (for
     callbacks into the engine, e.g. reading variables) and generated Rust
     clients all call it. Every failure returns a `BridgeError` in the gRPC
     status details.
@@ -711,8 +738,916 @@ def add_MLBridgeServicer_to_server(servicer, server):
     server.add_registered_method_handlers('mlbridge.v1.MLBridge', rpc_method_handlers)
 
 
-class WorkerStub(object):
-    """Worker is served by every Python worker the engine spawns. Only the engine
+ # This class is part of an EXPERIMENTAL API.
+class MLBridge:
+    """============================================================================
+    Service: MLBridge (served by the Rust engine)
+    ============================================================================
+
+    MLBridge is the engine's public API. Python clients, Python workers (for
+    callbacks into the engine, e.g. reading variables) and generated Rust
+    clients all call it. Every failure returns a `BridgeError` in the gRPC
+    status details.
+    """
+
+    @staticmethod
+    def Ping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/Ping',
+            mlbridge__proto_dot_ml__bridge__pb2.PingRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InitializeSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/InitializeSession',
+            mlbridge__proto_dot_ml__bridge__pb2.InitializeSessionRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.InitializeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/GetSession',
+            mlbridge__proto_dot_ml__bridge__pb2.GetSessionRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.GetSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/Heartbeat',
+            mlbridge__proto_dot_ml__bridge__pb2.HeartbeatRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CleanupSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/CleanupSession',
+            mlbridge__proto_dot_ml__bridge__pb2.CleanupSessionRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.CleanupSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterVariable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/RegisterVariable',
+            mlbridge__proto_dot_ml__bridge__pb2.RegisterVariableRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.RegisterVariableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVariable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/GetVariable',
+            mlbridge__proto_dot_ml__bridge__pb2.GetVariableRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.GetVariableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetVariable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/SetVariable',
+            mlbridge__proto_dot_ml__bridge__pb2.SetVariableRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.SetVariableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteVariable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/DeleteVariable',
+            mlbridge__proto_dot_ml__bridge__pb2.DeleteVariableRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.DeleteVariableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVariables(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/ListVariables',
+            mlbridge__proto_dot_ml__bridge__pb2.ListVariablesRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.ListVariablesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVariables(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/GetVariables',
+            mlbridge__proto_dot_ml__bridge__pb2.GetVariablesRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.GetVariablesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetVariables(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/SetVariables',
+            mlbridge__proto_dot_ml__bridge__pb2.SetVariablesRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.SetVariablesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVariableHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/GetVariableHistory',
+            mlbridge__proto_dot_ml__bridge__pb2.GetVariableHistoryRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.GetVariableHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackVariable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/RollbackVariable',
+            mlbridge__proto_dot_ml__bridge__pb2.RollbackVariableRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.RollbackVariableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchVariables(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/WatchVariables',
+            mlbridge__proto_dot_ml__bridge__pb2.WatchVariablesRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.VariableUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartOptimization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/StartOptimization',
+            mlbridge__proto_dot_ml__bridge__pb2.StartOptimizationRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.StartOptimizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopOptimization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/StopOptimization',
+            mlbridge__proto_dot_ml__bridge__pb2.StopOptimizationRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.StopOptimizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterTools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/RegisterTools',
+            mlbridge__proto_dot_ml__bridge__pb2.RegisterToolsRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.RegisterToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/ListTools',
+            mlbridge__proto_dot_ml__bridge__pb2.ListToolsRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.ListToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteTool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/ExecuteTool',
+            mlbridge__proto_dot_ml__bridge__pb2.ExecuteToolRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.ExecuteToolResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteStreamingTool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/ExecuteStreamingTool',
+            mlbridge__proto_dot_ml__bridge__pb2.ExecuteStreamingToolRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.ToolChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteFrameworkOperation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/ExecuteFrameworkOperation',
+            mlbridge__proto_dot_ml__bridge__pb2.ExecuteFrameworkOperationRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.ExecuteFrameworkOperationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeAdapters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/DescribeAdapters',
+            mlbridge__proto_dot_ml__bridge__pb2.DescribeAdaptersRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.DescribeAdaptersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/RegisterCallback',
+            mlbridge__proto_dot_ml__bridge__pb2.RegisterCallbackRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.RegisterCallbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnregisterCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/UnregisterCallback',
+            mlbridge__proto_dot_ml__bridge__pb2.UnregisterCallbackRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.UnregisterCallbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvokeCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/InvokeCallback',
+            mlbridge__proto_dot_ml__bridge__pb2.InvokeCallbackRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.ExecuteCallbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/CreateResource',
+            mlbridge__proto_dot_ml__bridge__pb2.CreateResourceRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.CreateResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvokeResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/InvokeResource',
+            mlbridge__proto_dot_ml__bridge__pb2.InvokeResourceRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.InvokeResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/ReleaseResource',
+            mlbridge__proto_dot_ml__bridge__pb2.ReleaseResourceRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.ReleaseResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/ListResources',
+            mlbridge__proto_dot_ml__bridge__pb2.ListResourcesRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.ListResourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MintToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/MintToken',
+            mlbridge__proto_dot_ml__bridge__pb2.MintTokenRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.MintTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/RevokeToken',
+            mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.MLBridge/ListTokens',
+            mlbridge__proto_dot_ml__bridge__pb2.ListTokensRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class WorkerStub:
+    """============================================================================
+    Service: Worker (served by each Python worker process)
+    ============================================================================
+
+    Worker is served by every Python worker the engine spawns. Only the engine
     calls it. Workers are stateless with respect to sessions: session state
     lives in the engine and is reached through MLBridge at `engine_address`.
     Every failure returns a `BridgeError` in the gRPC status details; Python
@@ -723,7 +1658,7 @@ class WorkerStub(object):
         """Constructor.
 
         Args:
-            channel: A grpc.Channel or a grpc.aio.Channel.
+            channel: A grpc.Channel.
         """
         self.Ping = channel.unary_unary(
                 '/mlbridge.v1.Worker/Ping',
@@ -752,8 +1687,12 @@ class WorkerStub(object):
                 _registered_method=True)
 
 
-class WorkerServicer(object):
-    """Worker is served by every Python worker the engine spawns. Only the engine
+class WorkerServicer:
+    """============================================================================
+    Service: Worker (served by each Python worker process)
+    ============================================================================
+
+    Worker is served by every Python worker the engine spawns. Only the engine
     calls it. Workers are stateless with respect to sessions: session state
     lives in the engine and is reached through MLBridge at `engine_address`.
     Every failure returns a `BridgeError` in the gRPC status details; Python
@@ -837,8 +1776,161 @@ def add_WorkerServicer_to_server(servicer, server):
     server.add_registered_method_handlers('mlbridge.v1.Worker', rpc_method_handlers)
 
 
-class CallbackStub(object):
-    """Callback is served by a Python client (the SDK starts it in the
+ # This class is part of an EXPERIMENTAL API.
+class Worker:
+    """============================================================================
+    Service: Worker (served by each Python worker process)
+    ============================================================================
+
+    Worker is served by every Python worker the engine spawns. Only the engine
+    calls it. Workers are stateless with respect to sessions: session state
+    lives in the engine and is reached through MLBridge at `engine_address`.
+    Every failure returns a `BridgeError` in the gRPC status details; Python
+    exceptions are reported with `remote_type` and `remote_traceback` set.
+    """
+
+    @staticmethod
+    def Ping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.Worker/Ping',
+            mlbridge__proto_dot_ml__bridge__pb2.PingRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.Worker/Describe',
+            mlbridge__proto_dot_ml__bridge__pb2.DescribeRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteFrameworkOperation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.Worker/ExecuteFrameworkOperation',
+            mlbridge__proto_dot_ml__bridge__pb2.WorkerExecuteFrameworkOperationRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.ExecuteFrameworkOperationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteTool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.Worker/ExecuteTool',
+            mlbridge__proto_dot_ml__bridge__pb2.WorkerExecuteToolRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.ExecuteToolResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteStreamingTool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mlbridge.v1.Worker/ExecuteStreamingTool',
+            mlbridge__proto_dot_ml__bridge__pb2.WorkerExecuteStreamingToolRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.ToolChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class CallbackStub:
+    """============================================================================
+    Service: Callback (served by a Python client's background callback server)
+    ============================================================================
+
+    Callback is served by a Python client (the SDK starts it in the
     background) so the engine can call functions registered with
     MLBridge.RegisterCallback, e.g. a metric used by an engine-native
     optimizer. Only the engine calls it.
@@ -848,7 +1940,7 @@ class CallbackStub(object):
         """Constructor.
 
         Args:
-            channel: A grpc.Channel or a grpc.aio.Channel.
+            channel: A grpc.Channel.
         """
         self.ExecuteCallback = channel.unary_unary(
                 '/mlbridge.v1.Callback/ExecuteCallback',
@@ -857,8 +1949,12 @@ class CallbackStub(object):
                 _registered_method=True)
 
 
-class CallbackServicer(object):
-    """Callback is served by a Python client (the SDK starts it in the
+class CallbackServicer:
+    """============================================================================
+    Service: Callback (served by a Python client's background callback server)
+    ============================================================================
+
+    Callback is served by a Python client (the SDK starts it in the
     background) so the engine can call functions registered with
     MLBridge.RegisterCallback, e.g. a metric used by an engine-native
     optimizer. Only the engine calls it.
@@ -889,8 +1985,52 @@ def add_CallbackServicer_to_server(servicer, server):
     server.add_registered_method_handlers('mlbridge.v1.Callback', rpc_method_handlers)
 
 
-class WorkerHubStub(object):
-    """WorkerHub lets a worker that the engine did not spawn (`python -m
+ # This class is part of an EXPERIMENTAL API.
+class Callback:
+    """============================================================================
+    Service: Callback (served by a Python client's background callback server)
+    ============================================================================
+
+    Callback is served by a Python client (the SDK starts it in the
+    background) so the engine can call functions registered with
+    MLBridge.RegisterCallback, e.g. a metric used by an engine-native
+    optimizer. Only the engine calls it.
+    """
+
+    @staticmethod
+    def ExecuteCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlbridge.v1.Callback/ExecuteCallback',
+            mlbridge__proto_dot_ml__bridge__pb2.ExecuteCallbackRequest.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.ExecuteCallbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class WorkerHubStub:
+    """============================================================================
+    Service: WorkerHub (served by the engine, for workers started elsewhere)
+    ============================================================================
+
+    WorkerHub lets a worker that the engine did not spawn (`python -m
     mlbridge.worker --connect ENGINE --token ...`, e.g. on another machine)
     serve the engine's sessions. The worker dials the engine and keeps one
     stream open; the engine sends it the same requests it sends a spawned
@@ -905,7 +2045,7 @@ class WorkerHubStub(object):
         """Constructor.
 
         Args:
-            channel: A grpc.Channel or a grpc.aio.Channel.
+            channel: A grpc.Channel.
         """
         self.Attach = channel.stream_stream(
                 '/mlbridge.v1.WorkerHub/Attach',
@@ -914,8 +2054,12 @@ class WorkerHubStub(object):
                 _registered_method=True)
 
 
-class WorkerHubServicer(object):
-    """WorkerHub lets a worker that the engine did not spawn (`python -m
+class WorkerHubServicer:
+    """============================================================================
+    Service: WorkerHub (served by the engine, for workers started elsewhere)
+    ============================================================================
+
+    WorkerHub lets a worker that the engine did not spawn (`python -m
     mlbridge.worker --connect ENGINE --token ...`, e.g. on another machine)
     serve the engine's sessions. The worker dials the engine and keeps one
     stream open; the engine sends it the same requests it sends a spawned
@@ -955,3 +2099,48 @@ def add_WorkerHubServicer_to_server(servicer, server):
             'mlbridge.v1.WorkerHub', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
     server.add_registered_method_handlers('mlbridge.v1.WorkerHub', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class WorkerHub:
+    """============================================================================
+    Service: WorkerHub (served by the engine, for workers started elsewhere)
+    ============================================================================
+
+    WorkerHub lets a worker that the engine did not spawn (`python -m
+    mlbridge.worker --connect ENGINE --token ...`, e.g. on another machine)
+    serve the engine's sessions. The worker dials the engine and keeps one
+    stream open; the engine sends it the same requests it sends a spawned
+    worker's Worker service, each tagged with a call id, and the worker
+    answers on the same stream. Every worker of an engine serves the same
+    adapters. The engine pings the worker over the stream; a worker that
+    misses its pings, or whose stream breaks, is dropped and its calls in
+    flight fail with WORKER_CRASHED. Restarting it is the operator's job.
+    """
+
+    @staticmethod
+    def Attach(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/mlbridge.v1.WorkerHub/Attach',
+            mlbridge__proto_dot_ml__bridge__pb2.WorkerToEngine.SerializeToString,
+            mlbridge__proto_dot_ml__bridge__pb2.EngineToWorker.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -22,6 +22,9 @@ class _MaybeAsyncIterator(_abc.AsyncIterator[_TRequest], _abc.Iterator[_TRequest
 class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext[_TRequest, _TResponse]):  # type: ignore[misc]
     """The context a servicer gets: a `grpc.ServicerContext` or a `grpc.aio.ServicerContext`."""
 
+GRPC_GENERATED_VERSION: str
+GRPC_VERSION: str
+
 class MLBridgeStub:
     """MLBridge is the engine's public API. Python clients, Python workers (for
     callbacks into the engine, e.g. reading variables) and generated Rust
