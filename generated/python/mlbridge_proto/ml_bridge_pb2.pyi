@@ -5323,6 +5323,26 @@ class EngineToWorker(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _typing_extensions.TypeAlias = _typing_extensions.Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _typing_extensions.TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _typing_extensions.Never) -> None: ...
+
     CALL_ID_FIELD_NUMBER: _builtins.int
     WELCOME_FIELD_NUMBER: _builtins.int
     OPERATION_FIELD_NUMBER: _builtins.int
@@ -5330,6 +5350,7 @@ class EngineToWorker(_message.Message):
     STREAMING_TOOL_FIELD_NUMBER: _builtins.int
     PING_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     """Identifies the call; answers carry it back. 0 for `welcome`."""
     @_builtins.property
@@ -5352,6 +5373,12 @@ class EngineToWorker(_message.Message):
         """The engine gave up on call `call_id` (its caller left or its deadline
         passed): stop it if possible and send nothing more for it.
         """
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The W3C trace context of the engine's call ("traceparent", "tracestate"),
+        so that the worker's span continues the engine's trace; empty when the
+        engine does not trace.
+        """
     def __init__(
         self,
         *,
@@ -5362,10 +5389,11 @@ class EngineToWorker(_message.Message):
         streaming_tool: _Global_WorkerExecuteStreamingToolRequest | None = ...,
         ping: _Global_PingRequest | None = ...,
         cancel: _Global_CancelWorkerCall | None = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _typing_extensions.TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "operation", b"operation", "ping", b"ping", "streaming_tool", b"streaming_tool", "tool", b"tool", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _typing_extensions.TypeAlias = _typing.Literal["body", b"body", "call_id", b"call_id", "cancel", b"cancel", "operation", b"operation", "ping", b"ping", "streaming_tool", b"streaming_tool", "tool", b"tool", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _typing_extensions.TypeAlias = _typing.Literal["body", b"body", "call_id", b"call_id", "cancel", b"cancel", "operation", b"operation", "ping", b"ping", "streaming_tool", b"streaming_tool", "tool", b"tool", "trace_context", b"trace_context", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _typing_extensions.TypeAlias = _typing.Literal["welcome", "operation", "tool", "streaming_tool", "ping", "cancel"]  # noqa: Y015
     _WhichOneofArgType_body: _typing_extensions.TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015

@@ -1865,6 +1865,14 @@ pub struct EngineToWorker {
     /// Identifies the call; answers carry it back. 0 for `welcome`.
     #[prost(uint64, tag = "1")]
     pub call_id: u64,
+    /// The W3C trace context of the engine's call ("traceparent", "tracestate"),
+    /// so that the worker's span continues the engine's trace; empty when the
+    /// engine does not trace.
+    #[prost(map = "string, string", tag = "8")]
+    pub trace_context: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
     #[prost(oneof = "engine_to_worker::Body", tags = "2, 3, 4, 5, 6, 7")]
     pub body: ::core::option::Option<engine_to_worker::Body>,
 }

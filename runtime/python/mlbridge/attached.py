@@ -25,12 +25,17 @@ import grpc
 from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
 
+from . import telemetry
 from .channel import TlsConfig, channel_options
 from .errors import DETAILS_TRAILER
 
 __all__ = ["AttachedWorker", "Detached"]
 
 _log = logging.getLogger("mlbridge.worker")
+
+
+# The `Worker` method each kind of call stands for (span names, as a spawned worker's).
+_METHODS = {"operation": "ExecuteFrameworkOperation", "tool": "ExecuteTool", "streaming_tool": "ExecuteStreamingTool"}
 
 
 class Detached(Exception):
@@ -82,8 +87,12 @@ class AttachedWorker:
         name: str = "",
         threads: int = 64,
         tls: TlsConfig | None = None,
+        engine_address: str | None = None,
     ) -> None:
         self.target = target
+        # Where calls back into the engine go: `engine_address`, else the engine's own
+        # word in each request (right for a worker the engine spawned on its host).
+        self.engine_address = engine_address
         self.service = service
         self.name = name
         self._token = token
@@ -162,16 +171,22 @@ class AttachedWorker:
             _log.warning("ignoring an engine message of kind %r", kind)
 
     def _run(self, call_id: int, kind: str, message: pb.EngineToWorker, context: _CallContext) -> None:
+        method = f"/mlbridge.v1.Worker/{_METHODS[kind]}"
+        with telemetry.server_span(method, message.trace_context):
+            self._serve(call_id, kind, message, context)
+
+    def _serve(self, call_id: int, kind: str, message: pb.EngineToWorker, context: _CallContext) -> None:
         try:
             if kind == "streaming_tool":
                 self._stream_tool(call_id, message.streaming_tool, context)
                 return
-            # Calls back into the engine go where this worker dialed.
             if kind == "operation":
-                message.operation.engine_address = self.target
+                if self.engine_address is not None:
+                    message.operation.engine_address = self.engine_address
                 response: Any = self.service.ExecuteFrameworkOperation(message.operation, context)
             else:
-                message.tool.engine_address = self.target
+                if self.engine_address is not None:
+                    message.tool.engine_address = self.engine_address
                 response = self.service.ExecuteTool(message.tool, context)
             if context.cancelled.is_set():
                 return
@@ -187,7 +202,8 @@ class AttachedWorker:
     def _stream_tool(
         self, call_id: int, request: pb.WorkerExecuteStreamingToolRequest, context: _CallContext
     ) -> None:
-        request.engine_address = self.target
+        if self.engine_address is not None:
+            request.engine_address = self.engine_address
         chunks = self.service.ExecuteStreamingTool(request, context)
         try:
             for chunk in chunks:

@@ -20,9 +20,10 @@ never metadata (``authorization``), values or arguments.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -268,6 +269,25 @@ class _ServerInterceptor(grpc.ServerInterceptor):
 def server_interceptors() -> list[grpc.ServerInterceptor]:
     """Interceptors for a blocking gRPC server (none unless :func:`tracing`)."""
     return [_ServerInterceptor()] if tracing() else []
+
+
+@contextlib.contextmanager
+def server_span(method: str, carrier: Mapping[str, str]) -> Iterator[None]:
+    """A server span for `method` (``/package.Service/Method``) continuing the trace context
+    in `carrier` (its ``traceparent`` and ``tracestate``), when :func:`tracing`; nothing
+    otherwise. For calls that arrive other than as gRPC calls (an attached worker's)."""
+    if not tracing():
+        yield
+        return
+    from opentelemetry import propagate, trace  # noqa: PLC0415
+
+    parent = propagate.extract({key: value for key, value in carrier.items() if key in ("traceparent", "tracestate")})
+    name = _span_name(method)
+    tracer = trace.get_tracer(_TRACER)
+    with tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.SERVER) as current:
+        current.set_attribute("rpc.system", "grpc")
+        current.set_attribute("rpc.method", name.rsplit("/", 1)[-1])
+        yield
 
 
 def cache_lookup(hit: bool) -> None:

@@ -1,17 +1,19 @@
-"""The Python worker: ``python -m mlbridge.worker --listen ADDR --worker-id ID``, or
-``python -m mlbridge.worker --connect ENGINE --token-file FILE`` for a worker started
-elsewhere that attaches itself to an engine (see `mlbridge.attached`).
+"""The Python worker, serving the `mlbridge.v1.Worker` requests (framework operations and
+Python tools) of the adapters it loads: by default each ``mlbridge_adapters.<id>.dispatch``
+module that defines ``ADAPTER``, or exactly the modules named with ``--adapter``.
 
-The engine spawns workers, waits for the one line ``MLBRIDGE_WORKER_READY <address>`` on
-their stdout, and calls the `mlbridge.v1.Worker` service to run framework operations and
-Python tools. A worker serves every adapter it loads: by default each
-``mlbridge_adapters.<id>.dispatch`` module that defines ``ADAPTER``, or exactly the modules
-named with ``--adapter``.
+* ``--connect ENGINE``: the worker dials and serves over one stream it keeps open (see
+  `mlbridge.attached`). The engine spawns its workers so, with ``--worker-id`` and the
+  pool's private socket; a worker started elsewhere presents the engine's attach token
+  (``--token-file``) and gets its id from the engine.
+* ``--listen ADDR --worker-id ID``: the worker serves the `Worker` gRPC service itself,
+  printing ``MLBRIDGE_WORKER_READY <address>`` once it does (for tools that call a worker
+  directly).
 
-A worker exits on its own when its stdin reaches end of file: the engine holds the write
-end of that pipe, so however the engine dies, its workers follow. SIGTERM and SIGINT stop
-it cleanly too. Logs go to stderr; stdout carries only the ready line (and whatever
-framework code prints, which the engine drains).
+A worker the engine spawned exits on its own when its stdin reaches end of file: the
+engine holds the write end of that pipe, so however the engine dies, its workers follow.
+SIGTERM and SIGINT stop it cleanly too. Logs go to stderr; stdout carries only the ready
+line (and whatever framework code prints, which the engine drains).
 """
 
 from __future__ import annotations
@@ -426,6 +428,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.listen is not None and not args.worker_id:
         parser.error("--listen needs --worker-id")
+    # With --connect, a --worker-id means the engine spawned this worker (it dials the
+    # pool's own socket); without, an operator started it elsewhere.
+    args.spawned = args.listen is not None or args.worker_id is not None
     if args.connect is not None:
         args.worker_id = args.worker_id or "attaching"
     return args
@@ -457,8 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = _Stop()
     # Watched from the start: an engine that dies while this worker imports its frameworks
     # must not leave it behind.
-    # An attached worker is nobody's child: its stream to the engine is its lifeline.
-    if not args.ignore_stdin_eof and args.connect is None:
+    # A worker started elsewhere is nobody's child: its stream to the engine is its lifeline.
+    if not args.ignore_stdin_eof and args.spawned:
         threading.Thread(target=_watch_stdin, args=(stop,), name="mlbridge-stdin", daemon=True).start()
     try:
         if args.adapter:
@@ -536,10 +541,20 @@ def _run_attached(args: argparse.Namespace, adapters: Sequence[Adapter], started
             flush=True,
         )
         return 2
-    name = args.name or platform.node()
+    name = args.name or (args.worker_id if args.spawned else platform.node())
     service = WorkerService(name, adapters, started_at)
     tls = TlsConfig.from_files(args.tls_ca) if args.tls_ca else None
-    worker = AttachedWorker(args.connect, token, service, name=name, threads=max(2, args.threads), tls=tls)
+    # A worker started elsewhere calls back where it dialed; one the engine spawned dials
+    # the pool's private socket and calls back where the engine says.
+    worker = AttachedWorker(
+        args.connect,
+        token,
+        service,
+        name=name,
+        threads=max(2, args.threads),
+        tls=tls,
+        engine_address=None if args.spawned else args.connect,
+    )
     outcome = {"status": 0}
 
     def attached(worker_id: str) -> None:

@@ -1,20 +1,28 @@
-//! Workers started elsewhere: the engine's `WorkerHub` service takes a worker's stream,
-//! checks its attach token and its adapters, gives it a slot of the pool, and supervises it
-//! by ping until its stream ends. Restarting a worker that left is the operator's job.
+//! Where workers attach. Workers started elsewhere dial the engine's `WorkerHub` service,
+//! which checks their attach token and adapters, gives each a slot of the pool and
+//! supervises it by ping until its stream ends (restarting one that left is the operator's
+//! job). The workers the pool spawns dial the pool's own hub instead, on a Unix socket in
+//! its private folder, presenting the secret each was given; `process::launch` waits for
+//! that arrival.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mlbridge_proto::mlbridge::v1::{
-    self as pb, engine_to_worker, worker_hub_server::WorkerHub, worker_to_engine,
+    self as pb,
+    worker_hub_server::{WorkerHub, WorkerHubServer},
+    worker_to_engine,
 };
 use subtle::ConstantTimeEq;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::link::AttachedLink;
+use super::link::{AttachedLink, read_answers};
 use super::supervise::{info, unhealthy, until_shutdown, warn};
 use super::{Catalog, Incarnation, Link, Slot, SlotState, WorkerPool};
 use crate::error::{BridgeError, ErrorKind, Result};
@@ -75,21 +83,7 @@ impl WorkerHub for WorkerHubService {
             .into());
         }
         let mut inbound = request.into_inner();
-        let first = tokio::time::timeout(pool.inner.config.startup_timeout, inbound.message());
-        let hello = match first.await {
-            Ok(Ok(Some(pb::WorkerToEngine {
-                body: Some(worker_to_engine::Body::Hello(hello)),
-                ..
-            }))) => hello,
-            Ok(Err(status)) => return Err(status),
-            _ => {
-                return Err(BridgeError::invalid_argument(
-                    "hello",
-                    "an attached worker's first message must be its hello",
-                )
-                .into());
-            }
-        };
+        let hello = read_hello(&mut inbound, pool.inner.config.startup_timeout).await?;
         let (attachment, outbound) = pool.attach(hello, &self.engine_id)?;
         tokio::spawn(supervise_attached(
             pool.clone(),
@@ -168,7 +162,6 @@ impl WorkerPool {
                 let number = slots.iter().filter(|s| attached(s)).count();
                 let slot = Arc::new(Slot {
                     id: format!("attached-{number}"),
-                    listen: String::new(),
                     attached: true,
                     state: watch::Sender::new(SlotState::Starting),
                     calls: Arc::new(Semaphore::new(config.max_concurrent_calls)),
@@ -181,21 +174,12 @@ impl WorkerPool {
         };
         // Room for every call the slot may run, their cancellations and a health ping.
         let (outbound, receiver) = mpsc::channel(2 * config.max_concurrent_calls + 4);
-        let welcome = pb::EngineToWorker {
-            call_id: 0,
-            body: Some(engine_to_worker::Body::Welcome(pb::WorkerWelcome {
-                worker_id: slot.id.clone(),
-                engine_id: engine_id.to_owned(),
-            })),
-        };
-        outbound
-            .try_send(Ok(welcome))
-            .expect("a new channel has room for the welcome");
         let link = Arc::new(AttachedLink::new(slot.id.clone(), outbound));
+        link.welcome(engine_id);
         let (ended, ended_rx) = watch::channel(None);
         slot.state
             .send_replace(SlotState::Ready(Arc::new(Incarnation {
-                client: Link::Attached(Arc::clone(&link)),
+                client: Link(Arc::clone(&link)),
                 pid: description.pid,
                 ended: ended_rx,
             })));
@@ -246,7 +230,7 @@ impl Catalog {
 async fn supervise_attached(
     pool: WorkerPool,
     attachment: Attachment,
-    mut inbound: Streaming<pb::WorkerToEngine>,
+    inbound: Streaming<pb::WorkerToEngine>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let Attachment {
@@ -260,25 +244,10 @@ async fn supervise_attached(
     let mut shutdown = pool.inner.shutdown.subscribe();
     // The pool must not be kept alive by a worker that never leaves.
     drop(pool);
-    let read = async {
-        loop {
-            match inbound.message().await {
-                Ok(Some(message)) => link.deliver(message).await,
-                Ok(None) => break "it closed its stream to the engine".to_owned(),
-                Err(status) => {
-                    break format!(
-                        "its stream to the engine broke ({:?}: {})",
-                        status.code(),
-                        status.message()
-                    );
-                }
-            }
-        }
-    };
     let shutting_down = "the engine is shutting down";
     let how = tokio::select! {
-        how = read => how,
-        how = unhealthy(Link::Attached(Arc::clone(&link)), &config) => how,
+        how = read_answers(&link, inbound) => how,
+        how = unhealthy(Link(Arc::clone(&link)), &config) => how,
         () = until_shutdown(&mut shutdown) => shutting_down.to_owned(),
         _ = stopping.wait_for(|stop| *stop) => shutting_down.to_owned(),
     };
@@ -294,4 +263,141 @@ async fn supervise_attached(
     } else {
         warn(line);
     }
+}
+
+/// The first message of a worker's stream, which must be its hello.
+async fn read_hello(
+    inbound: &mut Streaming<pb::WorkerToEngine>,
+    within: Duration,
+) -> std::result::Result<pb::WorkerHello, Status> {
+    match tokio::time::timeout(within, inbound.message()).await {
+        Ok(Ok(Some(pb::WorkerToEngine {
+            body: Some(worker_to_engine::Body::Hello(hello)),
+            ..
+        }))) => Ok(hello),
+        Ok(Err(status)) => Err(status),
+        _ => Err(BridgeError::invalid_argument(
+            "hello",
+            "an attached worker's first message must be its hello",
+        )
+        .into()),
+    }
+}
+
+/// A spawned worker that has dialed the pool's hub: its hello and both ends of its stream.
+pub(super) struct Arrival {
+    pub(super) hello: pb::WorkerHello,
+    pub(super) inbound: Streaming<pb::WorkerToEngine>,
+    pub(super) outbound: mpsc::Sender<std::result::Result<pb::EngineToWorker, Status>>,
+}
+
+/// Spawned workers the pool waits for, by the secret each was given (bounded by the
+/// pool's slots: one launch per slot at a time).
+#[derive(Default)]
+pub(super) struct Arrivals {
+    waiting: Mutex<HashMap<String, oneshot::Sender<Arrival>>>,
+}
+
+impl Arrivals {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Arrival>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for the worker given `secret`; dropping the returned receiver stops waiting.
+    pub(super) fn expect(self: &Arc<Self>, secret: &str) -> Expected {
+        let (sender, receiver) = oneshot::channel();
+        self.waiting().insert(secret.to_owned(), sender);
+        Expected {
+            arrivals: Arc::clone(self),
+            secret: secret.to_owned(),
+            receiver,
+        }
+    }
+}
+
+/// A worker the pool waits for; forgotten when dropped.
+pub(super) struct Expected {
+    arrivals: Arc<Arrivals>,
+    secret: String,
+    pub(super) receiver: oneshot::Receiver<Arrival>,
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.arrivals.waiting().remove(&self.secret);
+    }
+}
+
+/// The pool's own hub, where the workers it spawns attach.
+#[derive(Clone)]
+pub(super) struct PrivateHub {
+    arrivals: Arc<Arrivals>,
+    /// Calls a worker may run at once, which sizes its stream's buffer.
+    max_calls: usize,
+    hello_within: Duration,
+}
+
+#[tonic::async_trait]
+impl WorkerHub for PrivateHub {
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::WorkerToEngine>>,
+    ) -> std::result::Result<Response<EngineToWorkerStream>, Status> {
+        let presented = crate::auth::bearer(request.metadata())?.unwrap_or_default();
+        let waiting = self.arrivals.waiting().remove(&presented).ok_or_else(|| {
+            BridgeError::new(
+                ErrorKind::Unauthenticated,
+                "this socket takes only the workers its engine spawned, with their secrets",
+            )
+        })?;
+        let mut inbound = request.into_inner();
+        let hello = read_hello(&mut inbound, self.hello_within).await?;
+        let (outbound, receiver) = mpsc::channel(2 * self.max_calls + 4);
+        let arrival = Arrival {
+            hello,
+            inbound,
+            outbound,
+        };
+        if waiting.send(arrival).is_err() {
+            return Err(Status::unavailable(
+                "the engine stopped waiting for this worker",
+            ));
+        }
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+}
+
+/// Serves the pool's hub on the Unix socket `path` until `shutdown` turns true.
+pub(super) fn serve_private_hub(
+    path: &Path,
+    arrivals: Arc<Arrivals>,
+    max_calls: usize,
+    hello_within: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| {
+        BridgeError::new(
+            ErrorKind::WorkerUnavailable,
+            format!("cannot listen for workers on {}: {e}", path.display()),
+        )
+    })?;
+    let hub = WorkerHubServer::new(PrivateHub {
+        arrivals,
+        max_calls,
+        hello_within,
+    })
+    .max_decoding_message_size(usize::MAX)
+    .max_encoding_message_size(usize::MAX);
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    Ok(tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        let _ = tonic::transport::Server::builder()
+            .add_service(hub)
+            .serve_with_incoming_shutdown(incoming, stop)
+            .await;
+    }))
 }

@@ -1,20 +1,18 @@
-//! How the engine reaches one worker: the `Worker` gRPC service of a worker it spawned, or
-//! the `WorkerHub.Attach` stream of a worker that dialed the engine. Both carry the same
-//! request and response messages; calls see one [`Link`] and cannot tell them apart.
+//! How the engine reaches one worker: the `WorkerHub.Attach` stream the worker opened,
+//! whether the pool spawned it (it dials the pool's own socket) or an operator started it
+//! elsewhere (it dials the engine). Calls go out tagged with an id, carrying the requests
+//! of the `Worker` service, and answers come back on the same stream.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mlbridge_proto::mlbridge::v1::{
-    self as pb, engine_to_worker, worker_client::WorkerClient, worker_to_engine,
-};
+use mlbridge_proto::mlbridge::v1::{self as pb, engine_to_worker, worker_to_engine};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
-use tonic::Status;
+use tonic::{Status, Streaming};
 
-use super::process::WorkerChannel;
 use crate::error::BridgeError;
 
 /// A worker's chunks of one streaming tool call, as the transport delivers them.
@@ -22,11 +20,17 @@ pub(super) type RawChunks = Pin<Box<dyn Stream<Item = Result<pb::ToolChunk, Stat
 
 /// The way to one worker. Cheap to clone.
 #[derive(Clone)]
-pub(super) enum Link {
-    /// A spawned worker's own gRPC server.
-    Spawned(WorkerClient<WorkerChannel>),
-    /// An attached worker's stream.
-    Attached(Arc<AttachedLink>),
+pub(super) struct Link(pub(super) Arc<AttachedLink>);
+
+/// The trace context headers of an engine request, which the worker's span continues.
+fn trace_context<T>(request: &tonic::Request<T>) -> HashMap<String, String> {
+    ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|key| {
+            let value = request.metadata().get(key)?.to_str().ok()?;
+            Some((key.to_owned(), value.to_owned()))
+        })
+        .collect()
 }
 
 impl Link {
@@ -34,21 +38,11 @@ impl Link {
         &self,
         request: tonic::Request<pb::WorkerExecuteFrameworkOperationRequest>,
     ) -> Result<pb::ExecuteFrameworkOperationResponse, Status> {
-        match self {
-            Link::Spawned(client) => Ok(client
-                .clone()
-                .execute_framework_operation(request)
-                .await?
-                .into_inner()),
-            Link::Attached(link) => {
-                match link
-                    .unary(engine_to_worker::Body::Operation(request.into_inner()))
-                    .await?
-                {
-                    worker_to_engine::Body::Operation(response) => Ok(response),
-                    other => Err(link.wrong_answer("a framework operation", &other)),
-                }
-            }
+        let context = trace_context(&request);
+        let body = engine_to_worker::Body::Operation(request.into_inner());
+        match self.0.unary(body, context).await? {
+            worker_to_engine::Body::Operation(response) => Ok(response),
+            other => Err(self.0.wrong_answer("a framework operation", &other)),
         }
     }
 
@@ -56,17 +50,11 @@ impl Link {
         &self,
         request: tonic::Request<pb::WorkerExecuteToolRequest>,
     ) -> Result<pb::ExecuteToolResponse, Status> {
-        match self {
-            Link::Spawned(client) => Ok(client.clone().execute_tool(request).await?.into_inner()),
-            Link::Attached(link) => {
-                match link
-                    .unary(engine_to_worker::Body::Tool(request.into_inner()))
-                    .await?
-                {
-                    worker_to_engine::Body::Tool(response) => Ok(response),
-                    other => Err(link.wrong_answer("a tool call", &other)),
-                }
-            }
+        let context = trace_context(&request);
+        let body = engine_to_worker::Body::Tool(request.into_inner());
+        match self.0.unary(body, context).await? {
+            worker_to_engine::Body::Tool(response) => Ok(response),
+            other => Err(self.0.wrong_answer("a tool call", &other)),
         }
     }
 
@@ -74,29 +62,41 @@ impl Link {
         &self,
         request: tonic::Request<pb::WorkerExecuteStreamingToolRequest>,
     ) -> Result<RawChunks, Status> {
-        match self {
-            Link::Spawned(client) => Ok(Box::pin(
-                client
-                    .clone()
-                    .execute_streaming_tool(request)
-                    .await?
-                    .into_inner(),
-            )),
-            Link::Attached(link) => Ok(link.stream(request.into_inner())),
-        }
+        let context = trace_context(&request);
+        Ok(self.0.stream(request.into_inner(), context))
     }
 
     pub(super) async fn ping(&self) -> Result<(), Status> {
         let request = pb::PingRequest {
             message: "health".to_owned(),
         };
-        match self {
-            Link::Spawned(client) => client.clone().ping(request).await.map(drop),
-            Link::Attached(link) => {
-                match link.unary(engine_to_worker::Body::Ping(request)).await? {
-                    worker_to_engine::Body::Pong(_) => Ok(()),
-                    other => Err(link.wrong_answer("a ping", &other)),
-                }
+        match self
+            .0
+            .unary(engine_to_worker::Body::Ping(request), HashMap::new())
+            .await?
+        {
+            worker_to_engine::Body::Pong(_) => Ok(()),
+            other => Err(self.0.wrong_answer("a ping", &other)),
+        }
+    }
+}
+
+/// Reads the worker's stream, routing each answer to its call, until the stream ends;
+/// returns how it ended.
+pub(super) async fn read_answers(
+    link: &AttachedLink,
+    mut inbound: Streaming<pb::WorkerToEngine>,
+) -> String {
+    loop {
+        match inbound.message().await {
+            Ok(Some(message)) => link.deliver(message).await,
+            Ok(None) => break "it closed its stream to the engine".to_owned(),
+            Err(status) => {
+                break format!(
+                    "its stream to the engine broke ({:?}: {})",
+                    status.code(),
+                    status.message()
+                );
             }
         }
     }
@@ -140,12 +140,18 @@ impl AttachedLink {
 
     /// Sends one call and registers where its answers go; the guard cancels it if the
     /// caller leaves before it is answered.
-    fn start(self: &Arc<Self>, body: engine_to_worker::Body, pending: Pending) -> CallGuard {
+    fn start(
+        self: &Arc<Self>,
+        body: engine_to_worker::Body,
+        trace_context: HashMap<String, String>,
+        pending: Pending,
+    ) -> CallGuard {
         let call_id = self.next.fetch_add(1, Ordering::Relaxed);
         self.calls().insert(call_id, pending);
         let message = pb::EngineToWorker {
             call_id,
             body: Some(body),
+            trace_context,
         };
         // The stream's buffer is bounded like the calls; a full one means the worker
         // stopped reading, which its health pings will notice.
@@ -161,16 +167,22 @@ impl AttachedLink {
     async fn unary(
         self: &Arc<Self>,
         body: engine_to_worker::Body,
+        trace_context: HashMap<String, String>,
     ) -> Result<worker_to_engine::Body, Status> {
         let (answer, answered) = oneshot::channel();
-        let _guard = self.start(body, Pending::Unary(answer));
+        let _guard = self.start(body, trace_context, Pending::Unary(answer));
         answered.await.unwrap_or_else(|_| Err(self.gone()))
     }
 
-    fn stream(self: &Arc<Self>, request: pb::WorkerExecuteStreamingToolRequest) -> RawChunks {
+    fn stream(
+        self: &Arc<Self>,
+        request: pb::WorkerExecuteStreamingToolRequest,
+        trace_context: HashMap<String, String>,
+    ) -> RawChunks {
         let (chunks, receiver) = mpsc::channel(STREAM_BUFFER);
         let guard = self.start(
             engine_to_worker::Body::StreamingTool(request),
+            trace_context,
             Pending::Stream(chunks),
         );
         let gone = self.gone();
@@ -187,6 +199,20 @@ impl AttachedLink {
                 }
             },
         ))
+    }
+
+    /// Tells the worker it is attached, under the id it now has.
+    pub(super) fn welcome(&self, engine_id: &str) {
+        let welcome = pb::EngineToWorker {
+            call_id: 0,
+            body: Some(engine_to_worker::Body::Welcome(pb::WorkerWelcome {
+                worker_id: self.worker_id.clone(),
+                engine_id: engine_id.to_owned(),
+            })),
+            trace_context: HashMap::new(),
+        };
+        // A new stream has room for it; a full one means the worker is gone already.
+        let _ = self.outbound.try_send(Ok(welcome));
     }
 
     /// The status of a call whose worker's stream ended (the caller then reports how the
@@ -273,6 +299,7 @@ impl Drop for CallGuard {
             let _ = self.link.outbound.try_send(Ok(pb::EngineToWorker {
                 call_id: self.call_id,
                 body: Some(engine_to_worker::Body::Cancel(pb::CancelWorkerCall {})),
+                trace_context: HashMap::new(),
             }));
         }
     }

@@ -1,9 +1,10 @@
-//! The worker pool: slots, each served by one Python worker (`python -m mlbridge.worker`).
-//! Spawned slots run a worker the pool starts, waits for and keeps healthy (exit
-//! detection, health pings, restart with exponential backoff); attached slots are served
-//! by workers started elsewhere that dialed the engine (`attach`). The pool pins each
-//! session to one slot and routes checked framework operation and tool calls to the
-//! session's worker. It hears that a session ended from the state backend's session events.
+//! The worker pool: slots, each served by one Python worker (`python -m mlbridge.worker`)
+//! over a stream the worker opened (`link`). Spawned slots run a worker the pool starts
+//! (it dials the pool's private hub), waits for and keeps healthy (exit detection, health
+//! pings, restart with exponential backoff); attached slots are served by workers started
+//! elsewhere that dialed the engine (`attach`). The pool pins each session to one slot and
+//! routes checked framework operation and tool calls to the session's worker. It hears that
+//! a session ended from the state backend's session events.
 //!
 //! No spawned worker outlives the engine: each one exits when its stdin (a pipe the engine
 //! holds) closes, which the kernel does however the engine ends. An attached worker exits
@@ -63,8 +64,7 @@ struct Incarnation {
 
 struct Slot {
     id: String,
-    /// Where a spawned worker listens; empty for an attached slot.
-    listen: String,
+    /// Served by a worker started elsewhere (else by one the pool spawns).
     attached: bool,
     state: watch::Sender<SlotState>,
     /// One permit per call the worker may run at once.
@@ -83,6 +83,8 @@ struct PoolInner {
     pins: Mutex<Pins>,
     shutdown: watch::Sender<bool>,
     supervisors: Mutex<Vec<JoinHandle<()>>>,
+    /// The pool's hub server, where its spawned workers attach.
+    hub_server: Option<JoinHandle<()>>,
     socket_dir: PathBuf,
 }
 
@@ -169,11 +171,29 @@ impl WorkerPool {
             ));
         }
         let socket_dir = socket_dir()?;
+        let shutdown = watch::Sender::new(false);
+        let hub_path = socket_dir.join("hub.sock");
+        let hub = process::Hub {
+            address: format!("unix:{}", hub_path.display()),
+            arrivals: Arc::default(),
+        };
+        let hub_server = match attach::serve_private_hub(
+            &hub_path,
+            Arc::clone(&hub.arrivals),
+            config.max_concurrent_calls,
+            config.startup_timeout,
+            shutdown.subscribe(),
+        ) {
+            Ok(server) => server,
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&socket_dir);
+                return Err(error);
+            }
+        };
         let slots: Vec<Arc<Slot>> = (0..config.size)
             .map(|index| {
                 let id = worker_id(index);
                 Arc::new(Slot {
-                    listen: format!("unix:{}", socket_dir.join(format!("{id}.sock")).display()),
                     attached: false,
                     id,
                     state: watch::Sender::new(SlotState::Starting),
@@ -187,12 +207,8 @@ impl WorkerPool {
         for (index, slot) in slots.iter().enumerate() {
             let config = config.clone();
             let slot = Arc::clone(slot);
-            starting.spawn(async move {
-                (
-                    index,
-                    process::launch(&config, &slot.id, &slot.listen).await,
-                )
-            });
+            let hub = hub.clone();
+            starting.spawn(async move { (index, process::launch(&config, &slot.id, &hub).await) });
         }
         let mut launched: Vec<Option<process::Launched>> = (0..config.size).map(|_| None).collect();
         let mut failure = None;
@@ -213,6 +229,7 @@ impl WorkerPool {
             for worker in launched.into_iter().flatten() {
                 process::stop(worker.child, config.stop_grace).await;
             }
+            hub_server.abort();
             let _ = std::fs::remove_dir_all(&socket_dir);
             return Err(error);
         }
@@ -227,8 +244,9 @@ impl WorkerPool {
             slots: RwLock::new(slots),
             catalog,
             engine_address: OnceLock::new(),
-            shutdown: watch::Sender::new(false),
+            shutdown,
             supervisors: Mutex::new(Vec::new()),
+            hub_server: Some(hub_server),
             socket_dir,
         });
         let spawned = inner.slots().clone();
@@ -239,6 +257,7 @@ impl WorkerPool {
                 tokio::spawn(supervise(
                     Arc::clone(slot),
                     inner.config.clone(),
+                    hub.clone(),
                     inner.shutdown.subscribe(),
                     worker,
                 ))
@@ -488,6 +507,9 @@ impl Drop for PoolInner {
             .unwrap_or_default()
         {
             supervisor.abort();
+        }
+        if let Some(server) = self.hub_server.take() {
+            server.abort();
         }
         let _ = std::fs::remove_dir_all(&self.socket_dir);
     }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Status;
 
+use super::link::read_answers;
 use super::{Incarnation, Link, Slot, SlotState, WorkerPoolConfig, process};
 use crate::error::{BridgeError, ErrorKind};
 
@@ -108,6 +109,7 @@ pub(super) async fn until_shutdown(shutdown: &mut watch::Receiver<bool>) {
 pub(super) async fn supervise(
     slot: Arc<Slot>,
     config: WorkerPoolConfig,
+    hub: process::Hub,
     mut shutdown: watch::Receiver<bool>,
     first: process::Launched,
 ) {
@@ -116,15 +118,15 @@ pub(super) async fn supervise(
     loop {
         let process::Launched {
             mut child,
-            client,
+            link,
+            inbound,
             description,
-            ..
         } = launched;
         let pid = description.pid;
         // `Child::wait` closes the child's stdin, which tells a worker to exit: hold it here.
         let stdin = child.stdin.take();
         let (ended_tx, ended) = watch::channel(None);
-        let client = Link::Spawned(client);
+        let client = Link(Arc::clone(&link));
         slot.state
             .send_replace(SlotState::Ready(Arc::new(Incarnation {
                 client: client.clone(),
@@ -141,6 +143,16 @@ pub(super) async fn supervise(
                 let _ = child.kill().await;
                 format!("{reason} and was killed")
             }
+            broke = read_answers(&link, inbound) => {
+                // Its stream ended: it is exiting or stuck; its exit status says more.
+                match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
+                    Ok(Ok(status)) => format!("it exited ({status})"),
+                    _ => {
+                        let _ = child.kill().await;
+                        format!("{broke}, and it was killed")
+                    }
+                }
+            }
             () = until_shutdown(&mut shutdown) => {
                 ended_tx.send_replace(Some("the engine is shutting down".to_owned()));
                 slot.state.send_replace(SlotState::Stopped);
@@ -151,6 +163,7 @@ pub(super) async fn supervise(
         };
         // Calls in flight fail now, not when they time out.
         ended_tx.send_replace(Some(how.clone()));
+        link.close(&how);
         slot.state.send_replace(SlotState::Starting);
         drop((child, stdin));
         if up_since.elapsed() >= config.stable_after {
@@ -171,7 +184,7 @@ pub(super) async fn supervise(
             }
             backoff = (backoff * 2).min(config.max_restart_backoff);
             let attempt = tokio::select! {
-                attempt = process::launch(&config, &slot.id, &slot.listen) => attempt,
+                attempt = process::launch(&config, &slot.id, &hub) => attempt,
                 () = until_shutdown(&mut shutdown) => {
                     slot.state.send_replace(SlotState::Stopped);
                     return;
