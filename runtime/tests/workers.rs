@@ -739,6 +739,22 @@ async fn modules_run_their_operation_with_bindings_and_go_with_their_session() {
     assert_eq!(cleaned.resources_released, 1);
 }
 
+/// The builtin `sleep` operation for `seconds`, running in the background.
+fn sleeping(
+    session: &Session,
+    seconds: f64,
+) -> tokio::task::JoinHandle<Result<pb::ExecuteFrameworkOperationResponse, BridgeError>> {
+    let session = session.clone();
+    tokio::spawn(async move {
+        run(
+            &session,
+            "sleep",
+            vec![("seconds", literal(Kind::FloatValue(seconds)))],
+        )
+        .await
+    })
+}
+
 /// A session id no other test uses.
 fn fresh_session_id() -> String {
     let nanos = std::time::SystemTime::now()
@@ -835,16 +851,8 @@ async fn a_worker_attached_to_engine_b_serves_engine_a_sessions_and_its_death_is
     assert_eq!(error.kind, ErrorKind::ConstraintViolation, "{error}");
 
     // Killed mid-call: the call fails with WORKER_CRASHED at once, not at a timeout.
-    let sleeper = through_b.clone();
     let started = Instant::now();
-    let call = tokio::spawn(async move {
-        run(
-            &sleeper,
-            "sleep",
-            vec![("seconds", literal(Kind::FloatValue(60.0)))],
-        )
-        .await
-    });
+    let call = sleeping(&through_b, 60.0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     signal(worker.pid(), "-KILL");
     let error = tokio::time::timeout(Duration::from_secs(30), call)
@@ -940,15 +948,7 @@ async fn an_attached_worker_that_stops_answering_is_dropped_and_its_calls_fail()
     ]));
     let mut worker = Attached::spawn(Attached::command(&engine.address, &token));
     let session = engine.client().await.session().await.unwrap();
-    let sleeper = session.clone();
-    let call = tokio::spawn(async move {
-        run(
-            &sleeper,
-            "sleep",
-            vec![("seconds", literal(Kind::FloatValue(120.0)))],
-        )
-        .await
-    });
+    let call = sleeping(&session, 120.0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Stopped, not dead: its connection stays open, only its pings go unanswered.
     signal(worker.pid(), "-STOP");

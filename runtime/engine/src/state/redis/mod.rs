@@ -395,20 +395,11 @@ impl Inner {
     /// Tells every engine (this one too) that a session ended.
     async fn announce_end(&self, id: &str, expired: bool) {
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.cmd("XADD")
-            .arg(EVENTS_KEY)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(EVENTS_RETAINED)
-            .arg("*")
-            .arg("session")
-            .arg(id)
-            .arg("expired")
-            .arg(if expired { "1" } else { "0" })
-            .ignore()
-            .zrem(SESSIONS_KEY, id)
-            .ignore();
+        let mut pipe = events_pipe(&[
+            ("session", id),
+            ("expired", if expired { "1" } else { "0" }),
+        ]);
+        pipe.zrem(SESSIONS_KEY, id).ignore();
         // Best effort: the session is gone either way; a lost event leaves other engines'
         // per-session leftovers until they next look at the session.
         let _ = self.run(pipe.query_async::<()>(&mut conn)).await;
@@ -666,6 +657,24 @@ fn fingerprint(state: &VariableState) -> (u64, usize, u64) {
         state.history.len(),
         state.history.front().map_or(0, |v| v.sequence),
     )
+}
+
+/// A pipeline that first appends an entry of `fields` to `mlb:events` (trimmed to about
+/// [`EVENTS_RETAINED`]); callers add their own commands after it.
+fn events_pipe(fields: &[(&str, &str)]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    let add = pipe
+        .cmd("XADD")
+        .arg(EVENTS_KEY)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(EVENTS_RETAINED)
+        .arg("*");
+    for (key, value) in fields {
+        add.arg(*key).arg(*value);
+    }
+    add.ignore();
+    pipe
 }
 
 /// A short, jittered pause before retry `attempt`.

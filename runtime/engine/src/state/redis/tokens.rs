@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use prost::Message;
 use redis::Value as RedisValue;
 
-use super::{EVENTS_KEY, EVENTS_RETAINED, Inner, Keys, RedisBackend, bytes_of};
+use super::{Inner, Keys, RedisBackend, bytes_of, events_pipe};
 use crate::auth::{MAX_TOKENS_PER_SESSION, StoredToken, TokenEnd, TokenRecord, TokenStore};
 use crate::error::{BridgeError, ErrorKind, Result};
 
@@ -303,20 +303,11 @@ impl TokenStore for RedisTokens {
         inner.tokens.removed(session_id, revision, ids);
         // Every engine (this one hears it too, harmlessly) ends the tokens' streams.
         let mut conn = inner.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.cmd("XADD")
-            .arg(EVENTS_KEY)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(EVENTS_RETAINED)
-            .arg("*")
-            .arg("tokens")
-            .arg(session_id)
-            .arg("revision")
-            .arg(revision)
-            .arg("ids")
-            .arg(ids.join(","))
-            .ignore();
+        let mut pipe = events_pipe(&[
+            ("tokens", session_id),
+            ("revision", &revision.to_string()),
+            ("ids", &ids.join(",")),
+        ]);
         for id in ids {
             pipe.del(index_key(id)).ignore();
         }
