@@ -582,3 +582,40 @@ async fn tokens_minted_through_one_engine_hold_and_end_on_the_other() {
         assert_eq!(full.kind, ErrorKind::PermissionDenied, "{full}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_minted_from_a_parent_revoked_through_another_engine_is_refused() {
+    use mlbridge::auth::{Auth, AuthMode};
+    use mlbridge::state::{RedisBackend, StateBackend};
+    let redis = RedisServer::start();
+    let (_engines, a, _b) = engines(&redis, &["--auth", "required"]).await;
+    let session = a.session().await.unwrap();
+    let (_parent, info) = session
+        .mint_token(pb::TokenScope::default(), "parent")
+        .await
+        .unwrap();
+    // An engine of our own on the same Redis, which has checked the parent (it is cached).
+    let backend = RedisBackend::connect(&redis.url(), Default::default())
+        .await
+        .unwrap();
+    let store = backend.token_store();
+    let auth = Auth::with_store(AuthMode::Required, std::sync::Arc::clone(&store));
+    let checked = store
+        .get(session.id(), &info.token_id)
+        .await
+        .unwrap()
+        .expect("the parent is there");
+    // Revoked through engine A; our engine mints from the record it checked before.
+    session.revoke_token(&info.token_id).await.unwrap();
+    let request = pb::MintTokenRequest {
+        session_id: session.id().to_owned(),
+        ..Default::default()
+    };
+    let error = auth
+        .mint(session.id(), Some(&checked), &request)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Unauthenticated, "{error}");
+    let left = session.tokens().await.unwrap();
+    assert_eq!(left.len(), 1, "only the owner is left: {left:?}");
+}

@@ -971,3 +971,54 @@ async fn an_attached_worker_that_stops_answering_is_dropped_and_its_calls_fail()
     };
     assert_eq!(status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_reading_a_stream_slowly_neither_stalls_its_worker_nor_buffers_without_end() {
+    let engine = start_engine(1, &[]);
+    let client = engine.client().await;
+    let session = client.session().await.unwrap();
+    session
+        .register("big", T::String, "x".repeat(10_000), Constraints::default())
+        .await
+        .unwrap();
+    let pid = worker_pid(&session).await;
+    // 600 chunks of 10 kB as fast as the worker reads them back, far more than the
+    // transport and the engine hold for a caller that does not read.
+    let names = value(Kind::ListValue(pb::ValueList {
+        values: vec![value(Kind::StringValue("big".into())); 600],
+    }));
+    let arguments = HashMap::from([
+        ("names".to_owned(), names),
+        ("pause".to_owned(), value(Kind::FloatValue(0.0))),
+    ]);
+    let mut chunks = Box::pin(
+        session
+            .stream_tool("read_variables", arguments)
+            .await
+            .unwrap(),
+    );
+    chunks.next().await.unwrap().unwrap();
+    // The caller reads nothing more for a while; the worker answers other calls meanwhile.
+    let other = client.session().await.unwrap();
+    for _ in 0..5 {
+        let reply = tokio::time::timeout(Duration::from_secs(5), run(&other, "noop", vec![]))
+            .await
+            .expect("the worker answers while a caller of it is slow")
+            .unwrap();
+        assert_eq!(reply.worker_id, "worker-0");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Its stream then ends with the reason, after the chunks that were waiting.
+    let mut read = 1;
+    let error = loop {
+        match chunks.next().await {
+            Some(Ok(_)) => read += 1,
+            Some(Err(error)) => break error,
+            None => panic!("the stream ended after {read} chunks without saying why"),
+        }
+    };
+    assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
+    assert!(error.message.contains("too slowly"), "{}", error.message);
+    assert!(read < 600, "{read} chunks");
+    assert_eq!(worker_pid(&session).await, pid, "the worker kept running");
+}

@@ -321,6 +321,14 @@ impl TokenStore for MemoryTokens {
     async fn insert(&self, record: Arc<TokenRecord>) -> Result<()> {
         let mut sessions = self.lock();
         let tokens = sessions.entry(record.session_id.clone()).or_default();
+        // A parent revoked since the caller's check takes its children-to-be with it.
+        if record
+            .parent
+            .as_ref()
+            .is_some_and(|p| !tokens.contains_key(p))
+        {
+            return Err(not_valid());
+        }
         if tokens.len() >= MAX_TOKENS_PER_SESSION {
             // Expired tokens make room before the limit is reported.
             let now = SystemTime::now();
@@ -918,5 +926,26 @@ mod tests {
         assert_eq!(back.hash, record.hash);
         assert_eq!(back.parent, record.parent);
         assert!(back.scope.read_only && !back.scope.covers("b") && back.scope.covers("a.x"));
+    }
+
+    #[tokio::test]
+    async fn a_token_minted_from_a_parent_revoked_meanwhile_is_refused() {
+        let auth = Auth::new(AuthMode::Required);
+        auth.issue_owner("s").await.unwrap();
+        let request = pb::MintTokenRequest {
+            session_id: "s".to_owned(),
+            ..Default::default()
+        };
+        let parent = auth.mint("s", None, &request).await.unwrap();
+        let parent_id = parent.info.unwrap().token_id;
+        // The caller's check passed with this record; the parent is revoked before the mint.
+        let checked = auth.store.get("s", &parent_id).await.unwrap().unwrap();
+        auth.revoke("s", &Caller::Trusted, &parent_id)
+            .await
+            .unwrap();
+        let error = auth.mint("s", Some(&checked), &request).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Unauthenticated);
+        let left = auth.list("s", &Caller::Trusted).await.unwrap();
+        assert_eq!(left.len(), 1, "only the owner is left: {left:?}");
     }
 }

@@ -171,6 +171,11 @@ class AttachedWorker:
             _log.warning("ignoring an engine message of kind %r", kind)
 
     def _run(self, call_id: int, kind: str, message: pb.EngineToWorker, context: _CallContext) -> None:
+        if context.cancelled.is_set():
+            # Cancelled while it waited for a thread: the engine has answered its caller.
+            with self._lock:
+                self._calls.pop(call_id, None)
+            return
         method = f"/mlbridge.v1.Worker/{_METHODS[kind]}"
         with telemetry.server_span(method, message.trace_context):
             self._serve(call_id, kind, message, context)

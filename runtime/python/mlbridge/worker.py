@@ -436,10 +436,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _attach_token(args: argparse.Namespace) -> str:
-    """The attach token from --token-file, --token or the environment (taken out of it, so
-    that framework code does not see it); empty when none is given."""
-    from_env = os.environ.pop(ATTACH_TOKEN_ENV, "")
+def _attach_token(args: argparse.Namespace, from_env: str) -> str:
+    """The attach token from --token-file, --token or the environment; empty when none is
+    given."""
     if args.token_file:
         with open(args.token_file, encoding="utf-8") as file:
             return file.read().strip()
@@ -453,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The engine's secret for this worker; taken out of the environment so that framework
     # code and its subprocesses do not see it.
     secret = os.environ.pop(WORKER_SECRET_ENV, "")
+    # Likewise the attach token, before any adapter is imported.
+    attach_token = os.environ.pop(ATTACH_TOKEN_ENV, "")
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
@@ -497,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if args.connect is not None:
-        return _run_attached(args, adapters, started_at, stop)
+        return _run_attached(args, adapters, started_at, stop, attach_token)
     try:
         server, address = serve(
             args.listen, args.worker_id, adapters, threads=max(2, args.threads), started_at=started_at, secret=secret
@@ -527,13 +528,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _run_attached(args: argparse.Namespace, adapters: Sequence[Adapter], started_at: float, stop: _Stop) -> int:
+def _run_attached(
+    args: argparse.Namespace, adapters: Sequence[Adapter], started_at: float, stop: _Stop, from_env: str
+) -> int:
     """Serves the engine at ``--connect`` over one attached stream until it ends (status 1)
     or a signal stops the worker (status 0); a refused attachment is status 2."""
     from .attached import AttachedWorker, Detached
     from .channel import TlsConfig
 
-    token = _attach_token(args)
+    token = _attach_token(args, from_env)
     if not token:
         print(
             f"mlbridge worker: --connect needs the engine's attach token (--token-file FILE or ${ATTACH_TOKEN_ENV})",
@@ -570,7 +573,8 @@ def _run_attached(args: argparse.Namespace, adapters: Sequence[Adapter], started
             stop.set(f"the stream to the engine ended: {detached}")
         except grpc.RpcError as refused:
             code = refused.code()
-            outcome["status"] = 2
+            # Unreachable is worth retrying (status 1); refused is not (2).
+            outcome["status"] = 1 if code == grpc.StatusCode.UNAVAILABLE else 2
             stop.set(f"the engine refused this worker ({code.name if code else 'UNKNOWN'}): {refused.details()}")
         except BaseException as error:  # a bug: say so rather than hang
             outcome["status"] = 2
@@ -579,15 +583,17 @@ def _run_attached(args: argparse.Namespace, adapters: Sequence[Adapter], started
     stop.serving = True
     threading.Thread(target=run, name="mlbridge-attached", daemon=True).start()
     reason = stop.wait()
-    if outcome["status"]:
+    # Taken before the stream is ended here, which the serving thread would report too.
+    status = outcome["status"]
+    if status:
         print(f"mlbridge worker: {reason}", file=sys.stderr, flush=True)
     else:
         _log.info("stopping: %s", reason)
     worker.stop()
     telemetry.shutdown()
     # Calls still running are abandoned, as a spawned worker abandons them.
-    _exit_later(1.0, outcome["status"])
-    return outcome["status"]
+    _exit_later(1.0, status)
+    return status
 
 
 def _exit_later(seconds: float, status: int = 0) -> None:

@@ -73,6 +73,13 @@ impl WorkerHub for WorkerHubService {
         let Some(expected) = &pool.inner.config.attach_token else {
             return Err(refused().into());
         };
+        if *self.stopping.borrow() || *pool.inner.shutdown.borrow() {
+            return Err(BridgeError::new(
+                ErrorKind::Unavailable,
+                "the engine is shutting down and takes no more workers",
+            )
+            .into());
+        }
         let presented = crate::auth::bearer(request.metadata())?.unwrap_or_default();
         if !bool::from(presented.as_bytes().ct_eq(expected.0.as_bytes())) {
             return Err(BridgeError::new(

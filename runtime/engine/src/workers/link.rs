@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::{Status, Streaming};
 
-use crate::error::BridgeError;
+use crate::error::{BridgeError, ErrorKind};
 
 /// A worker's chunks of one streaming tool call, as the transport delivers them.
 pub(super) type RawChunks = Pin<Box<dyn Stream<Item = Result<pb::ToolChunk, Status>> + Send>>;
@@ -63,7 +63,7 @@ impl Link {
         request: tonic::Request<pb::WorkerExecuteStreamingToolRequest>,
     ) -> Result<RawChunks, Status> {
         let context = trace_context(&request);
-        Ok(self.0.stream(request.into_inner(), context))
+        self.0.stream(request.into_inner(), context)
     }
 
     pub(super) async fn ping(&self) -> Result<(), Status> {
@@ -118,8 +118,10 @@ pub(crate) struct AttachedLink {
     next: AtomicU64,
 }
 
-/// Chunks a streaming call may have buffered before the reader waits for its caller.
-const STREAM_BUFFER: usize = 16;
+/// Chunks of one streaming call that may wait for its caller. The stream's one reader never
+/// waits for a caller (every call of the worker, and its pings, share the stream): a caller
+/// that falls this far behind has its call cancelled instead.
+const STREAM_BUFFER: usize = 256;
 
 impl AttachedLink {
     pub(super) fn new(
@@ -145,7 +147,7 @@ impl AttachedLink {
         body: engine_to_worker::Body,
         trace_context: HashMap<String, String>,
         pending: Pending,
-    ) -> CallGuard {
+    ) -> Result<CallGuard, Status> {
         let call_id = self.next.fetch_add(1, Ordering::Relaxed);
         self.calls().insert(call_id, pending);
         let message = pb::EngineToWorker {
@@ -153,15 +155,24 @@ impl AttachedLink {
             body: Some(body),
             trace_context,
         };
-        // The stream's buffer is bounded like the calls; a full one means the worker
-        // stopped reading, which its health pings will notice.
+        // The stream's buffer is bounded like the calls; a full one means the worker has
+        // stopped reading (its health pings will tell): the call is not sent at all.
         if self.outbound.try_send(Ok(message)).is_err() {
             self.calls().remove(&call_id);
+            return Err(BridgeError::new(
+                ErrorKind::WorkerUnavailable,
+                format!(
+                    "worker {} is not reading its stream; the call was not sent, retry later",
+                    self.worker_id
+                ),
+            )
+            .with("worker_id", &self.worker_id)
+            .into());
         }
-        CallGuard {
+        Ok(CallGuard {
             link: Arc::clone(self),
             call_id,
-        }
+        })
     }
 
     async fn unary(
@@ -170,7 +181,7 @@ impl AttachedLink {
         trace_context: HashMap<String, String>,
     ) -> Result<worker_to_engine::Body, Status> {
         let (answer, answered) = oneshot::channel();
-        let _guard = self.start(body, trace_context, Pending::Unary(answer));
+        let _guard = self.start(body, trace_context, Pending::Unary(answer))?;
         answered.await.unwrap_or_else(|_| Err(self.gone()))
     }
 
@@ -178,15 +189,15 @@ impl AttachedLink {
         self: &Arc<Self>,
         request: pb::WorkerExecuteStreamingToolRequest,
         trace_context: HashMap<String, String>,
-    ) -> RawChunks {
+    ) -> Result<RawChunks, Status> {
         let (chunks, receiver) = mpsc::channel(STREAM_BUFFER);
         let guard = self.start(
             engine_to_worker::Body::StreamingTool(request),
             trace_context,
             Pending::Stream(chunks),
-        );
+        )?;
         let gone = self.gone();
-        Box::pin(futures_util::stream::unfold(
+        Ok(Box::pin(futures_util::stream::unfold(
             (receiver, guard, Some(gone)),
             |(mut receiver, guard, gone)| async move {
                 match receiver.recv().await {
@@ -198,7 +209,7 @@ impl AttachedLink {
                     }
                 }
             },
-        ))
+        )))
     }
 
     /// Tells the worker it is attached, under the id it now has.
@@ -270,9 +281,37 @@ impl AttachedLink {
         if last {
             self.calls().remove(&call_id);
         }
-        // Waits while the caller has `STREAM_BUFFER` chunks unread, as a spawned worker's
-        // stream would under flow control.
-        let _ = stream.send(item).await;
+        match stream.try_send(item) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The caller fell `STREAM_BUFFER` chunks behind: cancel its call (the worker
+                // stops producing) and tell the caller why, after what it has not read yet.
+                if self.calls().remove(&call_id).is_some() {
+                    self.send_cancel(call_id);
+                }
+                let error = BridgeError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "the caller read the chunks of a streaming tool of worker {} too \
+                         slowly ({STREAM_BUFFER} waited); the call was cancelled",
+                        self.worker_id
+                    ),
+                )
+                .with("worker_id", &self.worker_id);
+                tokio::spawn(async move {
+                    let _ = stream.send(Err(error.into())).await;
+                });
+            }
+        }
+    }
+
+    /// Tells the worker to stop call `call_id` (best effort: a full stream drops it).
+    fn send_cancel(&self, call_id: u64) {
+        let _ = self.outbound.try_send(Ok(pb::EngineToWorker {
+            call_id,
+            body: Some(engine_to_worker::Body::Cancel(pb::CancelWorkerCall {})),
+            trace_context: HashMap::new(),
+        }));
     }
 
     /// Fails every call in flight (their callers then see the worker's end) and ends the
@@ -296,11 +335,7 @@ struct CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         if self.link.calls().remove(&self.call_id).is_some() {
-            let _ = self.link.outbound.try_send(Ok(pb::EngineToWorker {
-                call_id: self.call_id,
-                body: Some(engine_to_worker::Body::Cancel(pb::CancelWorkerCall {})),
-                trace_context: HashMap::new(),
-            }));
+            self.link.send_cancel(self.call_id);
         }
     }
 }

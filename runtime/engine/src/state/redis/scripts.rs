@@ -150,11 +150,16 @@ return {'alive', tonumber(m[1]) + tonumber(m[2])}
 "#;
 
 /// Adds a token record to a live session (in its meta hash, field `t:<id>`, so that it goes
-/// with the session), unless the session holds `limit` already. ARGV: 4 id, 5 record, 6
-/// limit. Answers `{status}`, `{'full'}` or `{'ok'}`.
+/// with the session), unless the session holds `limit` already or the record's parent is
+/// gone (revoked meanwhile, perhaps through another engine). ARGV: 4 id, 5 record, 6
+/// limit, 7 parent id (empty for an owner token). Answers `{status}`, `{'full'}`,
+/// `{'orphan'}` or `{'ok'}`.
 const TOKEN_ADD: &str = r#"
 local gone = live(true)
 if gone then return {gone} end
+if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[1], 't:' .. ARGV[7]) == 0 then
+  return {'orphan'}
+end
 if tonumber(redis.call('HGET', KEYS[1], 'tcount') or '0') >= tonumber(ARGV[6]) then
   return {'full'}
 end

@@ -52,15 +52,19 @@ impl TokenCache {
     }
 
     /// Keeps `record`, read at removal revision `revision`, unless a later removal was
-    /// applied since (it may be among the removed). The record already cached under the
-    /// id stays (its streams watch it), refreshed.
-    fn keep(&self, record: TokenRecord, revision: u64) -> Arc<TokenRecord> {
+    /// applied since (it may be among the removed): `Err(record)`, uncached, then. The
+    /// record already cached under the id stays (its streams watch it), refreshed.
+    fn keep(
+        &self,
+        record: TokenRecord,
+        revision: u64,
+    ) -> std::result::Result<Arc<TokenRecord>, Arc<TokenRecord>> {
         let mut sessions = self.lock();
         let stale = sessions
             .get(&record.session_id)
             .is_some_and(|s| s.revision > revision);
         if stale {
-            return Arc::new(record);
+            return Err(Arc::new(record));
         }
         let session = sessions.entry(record.session_id.clone()).or_default();
         let entry = session
@@ -68,16 +72,16 @@ impl TokenCache {
             .entry(record.id.clone())
             .or_insert_with(|| (Arc::new(record), Instant::now()));
         entry.1 = Instant::now();
-        Arc::clone(&entry.0)
+        Ok(Arc::clone(&entry.0))
     }
 
     /// Applies a removal (this engine's or announced by another): the records go and their
     /// streams end.
     pub(super) fn removed(&self, session: &str, revision: u64, ids: &[String]) {
         let mut sessions = self.lock();
-        let Some(cached) = sessions.get_mut(session) else {
-            return;
-        };
+        // Remembered even for a session with nothing cached, so that a read made before
+        // this removal is not cached after it (the entry goes with the session's end).
+        let cached = sessions.entry(session.to_owned()).or_default();
         cached.revision = cached.revision.max(revision);
         for id in ids {
             if let Some((record, _)) = cached.records.remove(id) {
@@ -141,11 +145,18 @@ impl RedisTokens {
                 Ok(Some(fields))
             }
             "full" => Err(full()),
-            "ended" => {
-                inner.announce_end(session, true).await;
+            "orphan" => Err(BridgeError::new(
+                ErrorKind::Unauthenticated,
+                "the bearer token is not valid for this session",
+            )),
+            status => {
+                if status == "ended" {
+                    inner.announce_end(session, true).await;
+                }
+                // The session is gone, and its tokens with it.
+                inner.tokens.forget(session);
                 Ok(None)
             }
-            _ => Ok(None),
         }
     }
 
@@ -173,6 +184,16 @@ impl RedisTokens {
     }
 }
 
+/// Reads of one token, each overtaken by a removal, before the check gives up.
+const READ_ATTEMPTS: usize = 5;
+
+fn contended() -> BridgeError {
+    BridgeError::new(
+        ErrorKind::Unavailable,
+        "the session's tokens changed during every check of this one; retry",
+    )
+}
+
 fn full() -> BridgeError {
     BridgeError::new(
         ErrorKind::PermissionDenied,
@@ -198,7 +219,13 @@ impl TokenStore for RedisTokens {
         let session = record.session_id.clone();
         let bytes = record.to_stored().encode_to_vec();
         let limit = MAX_TOKENS_PER_SESSION.to_string();
-        let args: [&[u8]; 3] = [record.id.as_bytes(), &bytes, limit.as_bytes()];
+        let parent = record.parent.as_deref().unwrap_or_default();
+        let args: [&[u8]; 4] = [
+            record.id.as_bytes(),
+            &bytes,
+            limit.as_bytes(),
+            parent.as_bytes(),
+        ];
         let added = match self
             .script(&self.inner().scripts.token_add, &session, &args)
             .await
@@ -237,25 +264,30 @@ impl TokenStore for RedisTokens {
         if let Some(record) = cache.fresh(session_id, id) {
             return Ok(Some(record));
         }
-        let Some(fields) = self
-            .script(
-                &self.inner().scripts.token_read,
-                session_id,
-                &[b"one", id.as_bytes()],
-            )
-            .await?
-        else {
-            return Ok(None);
-        };
-        let revision = revision_of(fields.first().map_or(&[][..], Vec::as_slice));
-        match fields.get(1).filter(|bytes| !bytes.is_empty()) {
-            Some(bytes) => Ok(Some(cache.keep(Self::decode(session_id, bytes)?, revision))),
-            None => {
+        // A read older than a removal applied meanwhile is read again: a record handed
+        // out uncached could not be ended by a later revocation.
+        for _ in 0..READ_ATTEMPTS {
+            let Some(fields) = self
+                .script(
+                    &self.inner().scripts.token_read,
+                    session_id,
+                    &[b"one", id.as_bytes()],
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let revision = revision_of(fields.first().map_or(&[][..], Vec::as_slice));
+            let Some(bytes) = fields.get(1).filter(|bytes| !bytes.is_empty()) else {
                 // Gone from Redis while cached here: its removal's announcement was lost.
                 cache.removed(session_id, revision, &[id.to_owned()]);
-                Ok(None)
+                return Ok(None);
+            };
+            if let Ok(record) = cache.keep(Self::decode(session_id, bytes)?, revision) {
+                return Ok(Some(record));
             }
         }
+        Err(contended())
     }
 
     async fn session_of(&self, id: &str) -> Result<Option<String>> {
@@ -280,9 +312,16 @@ impl TokenStore for RedisTokens {
         };
         let revision = revision_of(fields.first().map_or(&[][..], Vec::as_slice));
         let cache = &self.inner().tokens;
+        // For listings and revocations: a record that a newer removal may concern is still
+        // listed (uncached; revoking it again is harmless).
         fields[1..]
             .iter()
-            .map(|bytes| Ok(cache.keep(Self::decode(session_id, bytes)?, revision)))
+            .map(|bytes| {
+                let record = Self::decode(session_id, bytes)?;
+                Ok(cache
+                    .keep(record, revision)
+                    .unwrap_or_else(|uncached| uncached))
+            })
             .collect()
     }
 
