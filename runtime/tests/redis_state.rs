@@ -619,3 +619,39 @@ async fn a_token_minted_from_a_parent_revoked_through_another_engine_is_refused(
     let left = session.tokens().await.unwrap();
     assert_eq!(left.len(), 1, "only the owner is left: {left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_ends_when_its_token_is_gone_from_redis_even_unannounced() {
+    let redis = RedisServer::start();
+    let (_engines, a, b) = engines(&redis, &["--auth", "required"]).await;
+    let session = a.session().await.unwrap();
+    let (reader, info) = session
+        .mint_token(pb::TokenScope::default(), "reader")
+        .await
+        .unwrap();
+    let join = SessionOptions {
+        id: Some(session.id().to_owned()),
+        ..Default::default()
+    };
+    let watcher = b.with_token(&reader).open(join).await.unwrap();
+    let mut watch = Box::pin(watcher.watch(&[], false, None).await.unwrap());
+    // Removed as a revocation does, but without its announcement on mlb:events (as when
+    // Redis went away between the two steps).
+    let meta = format!("mlb:{{{}}}:meta", session.id());
+    let field = format!("t:{}", info.token_id);
+    assert_eq!(
+        redis.command(&["HDEL", &meta, &field]).as_deref(),
+        Some("1")
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match watch.next().await.expect("an error before the end") {
+                Ok(_) => continue,
+                Err(error) => break error,
+            }
+        }
+    })
+    .await
+    .expect("the watch on B ends although nobody announced the removal");
+    assert_eq!(ended.kind, ErrorKind::Unauthenticated, "{ended}");
+}

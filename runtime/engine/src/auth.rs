@@ -221,6 +221,11 @@ impl TokenRecord {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
+    /// Whether open streams watch the token's end.
+    pub(crate) fn watched(&self) -> bool {
+        self.revoked.receiver_count() > 0
+    }
+
     /// Ends the token's open streams, saying why.
     pub(crate) fn end(&self, why: TokenEnd) {
         self.revoked.send_replace(Some(why));

@@ -127,12 +127,13 @@ struct Inner {
     tokens: tokens::TokenCache,
     /// Open watch streams of this engine, per session.
     watchers: Mutex<HashMap<String, usize>>,
-    follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The event follower and the token rechecker (`tokens.rs`), ended with the backend.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(task) = self.follower.lock().expect("follower lock").take() {
+        for task in self.tasks.lock().expect("tasks lock").drain(..) {
             task.abort();
         }
     }
@@ -323,10 +324,13 @@ impl RedisBackend {
             events: broadcast::channel(SESSION_EVENT_BUFFER).0,
             tokens: tokens::TokenCache::default(),
             watchers: Mutex::new(HashMap::new()),
-            follower: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
         });
-        let task = tokio::spawn(follow_events(Arc::downgrade(&inner)));
-        *inner.follower.lock().expect("follower lock") = Some(task);
+        let tasks = vec![
+            tokio::spawn(follow_events(Arc::downgrade(&inner))),
+            tokio::spawn(tokens::recheck_watched(Arc::downgrade(&inner))),
+        ];
+        *inner.tasks.lock().expect("tasks lock") = tasks;
         Ok(RedisBackend { inner })
     }
 

@@ -8,8 +8,10 @@
 //! on `mlb:events`; every engine's event follower drops the records from its cache and
 //! ends their streams. Checks read through a cache: a cached record is re-read after
 //! [`FRESH_FOR`], which bounds how long a revocation whose announcement was lost (Redis
-//! down between the two steps) can go unnoticed. `mlb:token:<id>` maps a token to its
-//! session for the calls that name none (`Ping`, `DescribeAdapters`).
+//! down between the two steps) can go unnoticed by checks; for open streams, a rechecker
+//! re-reads every [`FRESH_FOR`] the sessions whose cached tokens streams watch, and ends
+//! the streams of tokens gone from Redis. `mlb:token:<id>` maps a token to its session for
+//! the calls that name none (`Ping`, `DescribeAdapters`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -96,6 +98,26 @@ impl TokenCache {
                 record.end(TokenEnd::SessionEnded);
             }
         }
+    }
+
+    /// The sessions with cached records that open streams watch, with those records' ids.
+    fn watched(&self) -> Vec<(String, Vec<String>)> {
+        self.lock()
+            .iter()
+            .filter_map(|(session, cached)| {
+                let ids: Vec<String> = cached
+                    .records
+                    .iter()
+                    .filter(|(_, (record, _))| record.watched())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                (!ids.is_empty()).then(|| (session.clone(), ids))
+            })
+            .collect()
+    }
+
+    fn has_session(&self, session: &str) -> bool {
+        self.lock().contains_key(session)
     }
 
     fn session_of(&self, id: &str) -> Option<String> {
@@ -358,5 +380,36 @@ impl TokenStore for RedisTokens {
 
     fn forget_session(&self, session_id: &str) {
         self.inner().tokens.forget(session_id);
+    }
+}
+
+/// Every [`FRESH_FOR`], re-reads the sessions whose cached tokens have open streams and
+/// ends the streams of the tokens gone from Redis: revoked through an engine whose
+/// announcement was lost. Stops with the backend.
+pub(super) async fn recheck_watched(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(FRESH_FOR).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let store = RedisTokens::new(RedisBackend {
+            inner: Arc::clone(&inner),
+        });
+        for (session, ids) in inner.tokens.watched() {
+            // Redis down: the next round tries again.
+            let Ok(stored) = store.session(&session).await else {
+                continue;
+            };
+            if !inner.tokens.has_session(&session) {
+                continue; // the session ended, and its streams with it
+            }
+            let gone: Vec<String> = ids
+                .into_iter()
+                .filter(|id| !stored.iter().any(|record| &record.id == id))
+                .collect();
+            if !gone.is_empty() {
+                inner.tokens.removed(&session, 0, &gone);
+            }
+        }
     }
 }
