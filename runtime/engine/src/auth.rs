@@ -340,14 +340,7 @@ impl TokenStore for MemoryTokens {
             tokens.retain(|_, t| !t.expired(now));
         }
         if tokens.len() >= MAX_TOKENS_PER_SESSION {
-            return Err(BridgeError::new(
-                ErrorKind::PermissionDenied,
-                format!(
-                    "the session holds {MAX_TOKENS_PER_SESSION} tokens, its limit; revoke some \
-                     first"
-                ),
-            )
-            .with("limit", MAX_TOKENS_PER_SESSION));
+            return Err(token_limit_reached());
         }
         tokens.insert(record.id.clone(), record);
         Ok(())
@@ -504,8 +497,17 @@ fn unauthenticated(message: &str) -> BridgeError {
 /// The one answer for a token that does not open the session it names, whatever the
 /// reason (unknown, expired, revoked, another session's, a session that does not exist),
 /// so that the answer tells nothing about other sessions.
-fn not_valid() -> BridgeError {
+pub(crate) fn not_valid() -> BridgeError {
     unauthenticated("the bearer token is not valid for this session")
+}
+
+/// The answer of a store whose session holds [`MAX_TOKENS_PER_SESSION`] live tokens.
+pub(crate) fn token_limit_reached() -> BridgeError {
+    BridgeError::new(
+        ErrorKind::PermissionDenied,
+        format!("the session holds {MAX_TOKENS_PER_SESSION} tokens, its limit; revoke some first"),
+    )
+    .with("limit", MAX_TOKENS_PER_SESSION)
 }
 
 fn denied(message: String) -> BridgeError {

@@ -21,7 +21,10 @@ use prost::Message;
 use redis::Value as RedisValue;
 
 use super::{Inner, Keys, RedisBackend, bytes_of, events_pipe};
-use crate::auth::{MAX_TOKENS_PER_SESSION, StoredToken, TokenEnd, TokenRecord, TokenStore};
+use crate::auth::{
+    MAX_TOKENS_PER_SESSION, StoredToken, TokenEnd, TokenRecord, TokenStore, not_valid,
+    token_limit_reached,
+};
 use crate::error::{BridgeError, ErrorKind, Result};
 
 /// How long a cached record is trusted before it is read again.
@@ -166,11 +169,9 @@ impl RedisTokens {
                 fields.remove(0);
                 Ok(Some(fields))
             }
-            "full" => Err(full()),
-            "orphan" => Err(BridgeError::new(
-                ErrorKind::Unauthenticated,
-                "the bearer token is not valid for this session",
-            )),
+            "full" => Err(token_limit_reached()),
+            // Its parent was revoked since the caller's check: as if the check had failed.
+            "orphan" => Err(not_valid()),
             status => {
                 if status == "ended" {
                     inner.announce_end(session, true).await;
@@ -216,15 +217,9 @@ fn contended() -> BridgeError {
     )
 }
 
-fn full() -> BridgeError {
-    BridgeError::new(
-        ErrorKind::PermissionDenied,
-        format!("the session holds {MAX_TOKENS_PER_SESSION} tokens, its limit; revoke some first"),
-    )
-    .with("limit", MAX_TOKENS_PER_SESSION)
-}
-
-fn revision_of(bytes: &[u8]) -> u64 {
+/// The removal revision a token script answers first.
+fn revision_of(fields: &[Vec<u8>]) -> u64 {
+    let bytes = fields.first().map_or(&[][..], Vec::as_slice);
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|text| text.parse().ok())
@@ -299,7 +294,7 @@ impl TokenStore for RedisTokens {
             else {
                 return Ok(None);
             };
-            let revision = revision_of(fields.first().map_or(&[][..], Vec::as_slice));
+            let revision = revision_of(&fields);
             let Some(bytes) = fields.get(1).filter(|bytes| !bytes.is_empty()) else {
                 // Gone from Redis while cached here: its removal's announcement was lost.
                 cache.removed(session_id, revision, &[id.to_owned()]);
@@ -332,7 +327,7 @@ impl TokenStore for RedisTokens {
         else {
             return Ok(Vec::new());
         };
-        let revision = revision_of(fields.first().map_or(&[][..], Vec::as_slice));
+        let revision = revision_of(&fields);
         let cache = &self.inner().tokens;
         // For listings and revocations: a record that a newer removal may concern is still
         // listed (uncached; revoking it again is harmless).
@@ -359,7 +354,7 @@ impl TokenStore for RedisTokens {
             // The session is gone, and its tokens with it.
             return Ok(());
         };
-        let revision = revision_of(fields.first().map_or(&[][..], Vec::as_slice));
+        let revision = revision_of(&fields);
         let inner = self.inner();
         inner.tokens.removed(session_id, revision, ids);
         // Every engine (this one hears it too, harmlessly) ends the tokens' streams.
