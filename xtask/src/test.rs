@@ -56,6 +56,23 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     run::status(&mut cargo_test)?;
     report_property_cases(&cases_dir);
 
+    // Not a workspace member (its code stays as upstream wrote it), so tested on its own,
+    // with its own lock file, into a target folder of its own.
+    step("cargo test: the patched protox-parse (third_party/protox-parse/PATCHED.md)");
+    let third_party = target.join("third-party");
+    run::status(&mut run::cmd(
+        &cargo,
+        &[
+            "test",
+            "--locked",
+            "--manifest-path",
+            "third_party/protox-parse/Cargo.toml",
+            "--target-dir",
+            &third_party.to_string_lossy(),
+        ],
+        &root,
+    ))?;
+
     step("mypy --strict");
     run::status(&mut venv.command(
         &[
