@@ -25,6 +25,8 @@ pub(crate) struct Comments {
     by_path: HashMap<Vec<i32>, String>,
     /// Every comment line of each element as grpcio-tools' Python plugin takes them.
     grpc_lines: HashMap<Vec<i32>, Vec<String>>,
+    /// Every comment line of each element as mypy-protobuf takes them.
+    mypy_lines: HashMap<Vec<i32>, Vec<String>>,
 }
 
 impl Comments {
@@ -32,6 +34,7 @@ impl Comments {
     pub(crate) fn new(file: &FileDescriptorProto) -> Self {
         let mut by_path = HashMap::new();
         let mut by_path_grpc = HashMap::new();
+        let mut mypy_lines = HashMap::new();
         if let Some(info) = &file.source_code_info {
             for location in &info.location {
                 let text = location
@@ -47,11 +50,16 @@ impl Comments {
                 if !lines.is_empty() {
                     by_path_grpc.entry(location.path.clone()).or_insert(lines);
                 }
+                let lines = mypy_protobuf_lines(location);
+                if !lines.is_empty() {
+                    mypy_lines.entry(location.path.clone()).or_insert(lines);
+                }
             }
         }
         Comments {
             by_path,
             grpc_lines: by_path_grpc,
+            mypy_lines,
         }
     }
 
@@ -76,6 +84,13 @@ impl Comments {
         text.push_str(indent);
         text.push_str("\"\"\"");
         text
+    }
+
+    /// The comment at `path` as mypy-protobuf reads it for a deprecation message: the last
+    /// leading detached comment (then an empty line), the leading and the trailing comment,
+    /// one space removed from the start of each line; `None` if there is none.
+    pub(crate) fn mypy_protobuf_text(&self, path: &[i32]) -> Option<String> {
+        self.mypy_lines.get(path).map(|lines| lines.join("\n"))
     }
 
     /// The comment at `path`, trimmed, with common indentation removed; `None` if absent.
@@ -120,6 +135,33 @@ fn grpc_lines(location: &prost_types::source_code_info::Location) -> Vec<String>
     }
     split(location.leading_comments(), &mut lines);
     split(location.trailing_comments(), &mut lines);
+    lines
+}
+
+/// The comment lines of `location` as mypy-protobuf's `_get_comments` collects them.
+fn mypy_protobuf_lines(location: &prost_types::source_code_info::Location) -> Vec<String> {
+    fn split(text: &str) -> Vec<String> {
+        if text.is_empty() {
+            return Vec::new();
+        }
+        text.trim_end()
+            .split('\n')
+            .map(|line| line.strip_prefix(' ').unwrap_or(line).to_owned())
+            .collect()
+    }
+    let mut lines = location
+        .leading_detached_comments
+        .last()
+        .map(|detached| split(detached))
+        .unwrap_or_default();
+    let leading = split(location.leading_comments());
+    let trailing = split(location.trailing_comments());
+    let more = !leading.is_empty() || !trailing.is_empty();
+    if !lines.is_empty() && more {
+        lines.push(String::new());
+    }
+    lines.extend(leading);
+    lines.extend(trailing);
     lines
 }
 

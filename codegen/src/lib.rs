@@ -20,6 +20,7 @@
 
 mod adapters;
 mod comments;
+mod editions;
 mod error;
 mod facts;
 mod load;

@@ -1,7 +1,7 @@
 //! Parses `.proto` files with protox (never `protoc`) into a descriptor pool, and remembers
 //! what the parser saw before resolution so the output can match protoc byte for byte.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +12,7 @@ use protox::file::{
     ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
 };
 
+use crate::editions;
 use crate::error::{Error, Result};
 
 /// The parsed input: every file named on the command line plus everything they import.
@@ -32,6 +33,11 @@ pub(crate) struct AsWritten {
     /// Methods (full name) written with a body (`{}`, `{;}`) and no option in it: protoc
     /// gives them an empty `MethodOptions`, protox none.
     pub empty_method_bodies: BTreeSet<String>,
+    /// Files (name) written in an edition (`edition = "2023";`), with the edition's
+    /// `google.protobuf.Edition` number. The descriptor pool holds them as proto2 files,
+    /// which is what editions start from (prost-reflect 0.16 knows no editions), and
+    /// the generators read their features from the options (see `editions`).
+    pub editions: BTreeMap<String, i32>,
 }
 
 impl AsWritten {
@@ -45,6 +51,30 @@ impl AsWritten {
     /// embeds an empty options message.
     pub(crate) fn has_empty_method_body(&self, method_full_name: &str) -> bool {
         self.empty_method_bodies.contains(method_full_name)
+    }
+
+    /// The `google.protobuf.Edition` number of a file written in an edition.
+    pub(crate) fn edition(&self, file: &str) -> Option<i32> {
+        self.editions.get(file).copied()
+    }
+}
+
+/// protoc's `descriptor.proto` (see `codegen/proto/google/protobuf/README.md`): it declares
+/// every editions feature, which the copy inside prost-reflect does not.
+const DESCRIPTOR_PROTO: &str = include_str!("../proto/google/protobuf/descriptor.proto");
+const DESCRIPTOR_PROTO_NAME: &str = "google/protobuf/descriptor.proto";
+
+/// Serves the bundled `descriptor.proto`, after the include folders and before protox's
+/// well-known types.
+struct BundledDescriptorResolver;
+
+impl FileResolver for BundledDescriptorResolver {
+    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+        if name == DESCRIPTOR_PROTO_NAME {
+            File::from_source(name, DESCRIPTOR_PROTO)
+        } else {
+            Err(protox::Error::file_not_found(name))
+        }
     }
 }
 
@@ -69,24 +99,75 @@ impl ProtoSet {
                 ));
             }
         }
+        let (first, saw_editions) = Self::compile(includes, protos, false);
+        if !saw_editions {
+            return first;
+        }
+        // Options in editions files name features (`features.enforce_naming_style`, ...)
+        // that only a recent descriptor.proto declares, and prost-reflect resolves options
+        // against the pool's descriptor.proto before its own: load that first, then the
+        // files again.
+        Self::compile(includes, protos, true).0
+    }
+
+    /// Compiles `protos`, `descriptor.proto` first if asked; also says whether any file
+    /// read was written in an edition (even if compiling failed).
+    fn compile(
+        includes: &[PathBuf],
+        protos: &[PathBuf],
+        descriptor_first: bool,
+    ) -> (Result<Self>, bool) {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let result = Self::compile_into(includes, protos, descriptor_first, &seen);
+        let saw_editions = !seen
+            .lock()
+            .expect("resolver lock poisoned")
+            .as_written
+            .editions
+            .is_empty();
+        let saw_editions = saw_editions
+            || result
+                .as_ref()
+                .is_ok_and(|set| !set.as_written.editions.is_empty());
+        (result, saw_editions)
+    }
+
+    fn compile_into(
+        includes: &[PathBuf],
+        protos: &[PathBuf],
+        descriptor_first: bool,
+        seen: &Arc<Mutex<Seen>>,
+    ) -> Result<Self> {
         let mut chain = ChainFileResolver::new();
         for include in includes {
             chain.add(IncludeFileResolver::new(include.clone()));
         }
+        chain.add(BundledDescriptorResolver);
         chain.add(GoogleFileResolver::new());
-        let seen = Arc::new(Mutex::new(Seen::default()));
         let resolver = RecordingResolver {
             inner: chain,
-            seen: Arc::clone(&seen),
+            seen: Arc::clone(seen),
         };
         let mut compiler = protox::Compiler::with_file_resolver(resolver);
         compiler.include_imports(true).include_source_info(true);
+        if descriptor_first {
+            compiler
+                .open_file(DESCRIPTOR_PROTO_NAME)
+                .map_err(proto_error)?;
+        }
         for proto in protos {
             compiler.open_file(proto).map_err(proto_error)?;
         }
+        // The descriptor.proto opened above is a target only if asked for.
+        let asked_for_descriptor = protos
+            .iter()
+            .any(|proto| proto.ends_with(DESCRIPTOR_PROTO_NAME));
         let targets = compiler
             .files()
             .filter(|file| !file.is_import())
+            .filter(|file| {
+                !descriptor_first || asked_for_descriptor || file.name() != DESCRIPTOR_PROTO_NAME
+            })
             .map(|file| file.name().to_owned())
             .collect();
         let pool = compiler.descriptor_pool();
@@ -150,6 +231,9 @@ impl FileResolver for RecordingResolver {
     fn open_file(&self, name: &str) -> Result<File, protox::Error> {
         let file = self.inner.open_file(name)?;
         let mut seen = self.seen.lock().expect("resolver lock poisoned");
+        if let Some(path) = file.path() {
+            seen.sources.push(path.to_owned());
+        }
         let proto = file.file_descriptor_proto();
         let prefix = proto.package().to_owned();
         for message in &proto.message_type {
@@ -158,8 +242,9 @@ impl FileResolver for RecordingResolver {
         if let Some(source) = file.source() {
             collect_empty_method_bodies(proto, source, &mut seen.as_written.empty_method_bodies);
         }
-        if let Some(path) = file.path() {
-            seen.sources.push(path.to_owned());
+        let (file, edition) = editions::as_proto2(file)?;
+        if let Some(edition) = edition {
+            seen.as_written.editions.insert(name.to_owned(), edition);
         }
         Ok(file)
     }

@@ -32,6 +32,15 @@ pub(crate) fn generate(
     set: &ProtoSet,
     settings: &RustSettings,
 ) -> Result<BTreeMap<String, String>> {
+    // prost-build 0.14 knows no editions: it would read such a file as proto2 (every
+    // singular field optional), so refuse rather than mistype it.
+    if let Some(file) = set.as_written().editions.keys().next() {
+        return Err(Error::Rust(format!(
+            "{file}: editions (`edition = ...`) are not supported for Rust output yet \
+             (prost-build 0.14 reads them as proto2); generate Python only, or write the \
+             file in proto2 or proto3"
+        )));
+    }
     // Every file the targets need. prost maps the well-known types to `prost_types` and
     // generates nothing for them, but needs their descriptors to know their shape.
     let requests: Vec<(Module, prost_types::FileDescriptorProto)> = set

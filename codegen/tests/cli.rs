@@ -209,3 +209,47 @@ fn nothing_to_do_is_an_error() {
         stderr(&output)
     );
 }
+
+#[test]
+fn editions_files_are_refused_for_rust_and_unread_2024_features_are_named() {
+    let edition = "edition = \"2023\";\npackage ed.v1;\nmessage M { string name = 1; }\n";
+    fails_with(
+        &[("ed.proto", edition)],
+        &["ed.proto"],
+        "ed.proto: editions (`edition = ...`) are not supported for Rust output yet",
+    );
+    let visibility = "edition = \"2024\";\npackage ed.v1;\nexport message M {}\n";
+    fails_with(
+        &[("vis.proto", visibility)],
+        &["vis.proto"],
+        "vis.proto:3:1: symbol visibility (`export` / `local`, edition 2024) is not supported yet",
+    );
+    let labelled = "edition = \"2023\";\npackage ed.v1;\nmessage M { optional string a = 1; }\n";
+    fails_with(
+        &[("label.proto", labelled)],
+        &["label.proto"],
+        "label.proto:3:13: optional is not allowed in editions",
+    );
+}
+
+#[test]
+fn editions_files_generate_python_with_their_features() {
+    let source = "edition = \"2023\";\npackage ed.v1;\noption features.field_presence = IMPLICIT;\n\
+                  message M {\n  string quiet = 1;\n  string loud = 2 [features.field_presence = EXPLICIT];\n  M child = 3;\n}\n";
+    let dir = protos(&[("ed.proto", source)]);
+    let output = codegen(dir.path(), &["-I", ".", "--python-out", "py", "ed.proto"]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let pb2 = std::fs::read_to_string(dir.path().join("py/ed_pb2.py")).unwrap();
+    // syntax = "editions" (field 12) and edition = EDITION_2023 (field 14, 1000).
+    assert!(
+        pb2.contains("\\x62\\x08\\x65\\x64itionsp\\xe8\\x07')"),
+        "{pb2}"
+    );
+    let pyi = std::fs::read_to_string(dir.path().join("py/ed_pb2.pyi")).unwrap();
+    assert!(
+        pyi.contains("_HasFieldArgType: _typing_extensions.TypeAlias = _typing.Literal[\"child\", b\"child\", \"loud\", b\"loud\"]"),
+        "{pyi}"
+    );
+    assert!(pyi.contains("quiet: _builtins.str = ...,"), "{pyi}");
+    assert!(pyi.contains("loud: _builtins.str | None = ...,"), "{pyi}");
+}

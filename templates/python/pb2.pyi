@@ -17,16 +17,16 @@ DESCRIPTOR: _descriptor.FileDescriptor
 {% for block in blocks -%}
 {% match block -%}
 {% when Block::Enum with (e) %}
-{{ e.indent }}class _{{ e.name }}:
+{{ e.indent }}class {{ e.holder }}:
 {{ e.indent }}    ValueType = _typing.NewType("ValueType", _builtins.int)
 {{ e.indent }}    V: _typing_extensions.TypeAlias = ValueType
 
-{{ e.indent }}class _{{ e.name }}EnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[{{ e.helper_value_type }}], _builtins.type):
+{{ e.indent }}class {{ e.holder }}EnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[{{ e.helper_value_type }}], _builtins.type):
 {{ e.indent }}    DESCRIPTOR: _descriptor.EnumDescriptor
 {% for v in e.wrapper_values -%}
 {% if let Some(deprecated) = v.deprecated -%}
 {{ e.indent }}    @_builtins.property
-{{ e.indent }}    @_typing_extensions.deprecated("{{ deprecated }}")
+{{ e.indent }}    @_typing_extensions.deprecated({{ deprecated }})
 {{ e.indent }}    def {{ v.name }}(self) -> {{ e.helper_value_type }}:{% if let Some(doc) = v.doc %}  # {{ v.number }}
 {{ e.indent }}        {{ doc }}{% else %} ...  # {{ v.number }}{% endif %}
 {% else -%}
@@ -36,7 +36,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 {% endif -%}
 {% endif -%}
 {% endfor %}
-{{ e.indent }}class {{ e.name }}(_{{ e.name }}, metaclass=_{{ e.name }}EnumTypeWrapper):{% if let Some(doc) = e.doc %}
+{% if let Some(deprecated) = e.deprecated -%}
+{{ e.indent }}@_typing_extensions.deprecated({{ deprecated }})
+{% endif -%}
+{{ e.indent }}class {{ e.name }}({{ e.holder }}, metaclass={{ e.holder }}EnumTypeWrapper):{% if let Some(doc) = e.doc %}
 {{ e.indent }}    {{ doc }}{% else %} ...{% endif %}
 
 {% for v in e.scope_values -%}
@@ -45,10 +48,13 @@ DESCRIPTOR: _descriptor.FileDescriptor
 {{ e.indent }}{{ doc }}
 {% endif -%}
 {% endfor -%}
-{% if let Some(alias) = e.global_alias -%}
-{{ e.indent }}{{ alias }}: _typing_extensions.TypeAlias = {{ e.name }}
-{% endif -%}
+{% for a in e.aliases -%}
+{{ a.name }}: _typing_extensions.TypeAlias = {{ a.target }}{% if a.deprecated %}  # type: ignore[deprecated, unused-ignore]{% endif %}
+{% endfor -%}
 {% when Block::Open with (m) %}
+{% if let Some(deprecated) = m.deprecated -%}
+{{ m.indent }}@_typing_extensions.deprecated({{ deprecated }})
+{% endif -%}
 {{ m.indent }}@_typing.final
 {{ m.indent }}class {{ m.name }}(_message.Message):
 {% if let Some(doc) = m.doc -%}
@@ -67,14 +73,14 @@ DESCRIPTOR: _descriptor.FileDescriptor
 {% if f.is_property() -%}
 {{ c.indent }}@_builtins.property
 {% if let Some(deprecated) = f.deprecated -%}
-{{ c.indent }}@_typing_extensions.deprecated("{{ deprecated }}")
+{{ c.indent }}@_typing_extensions.deprecated({{ deprecated }})
 {% endif -%}
 {{ c.indent }}def {{ f.name }}(self) -> {{ f.ty }}:{% if let Some(doc) = f.doc %}
 {{ c.indent }}    {{ doc }}{% else %} ...{% endif %}
 {% if !f.read_only -%}
 {{ c.indent }}@{{ f.name }}.setter
 {% if let Some(deprecated) = f.deprecated -%}
-{{ c.indent }}@_typing_extensions.deprecated("{{ deprecated }}")
+{{ c.indent }}@_typing_extensions.deprecated({{ deprecated }})
 {% endif -%}
 {{ c.indent }}def {{ f.name }}(self, value: {{ f.ty }}) -> None: ...
 {% endif -%}
@@ -120,11 +126,11 @@ DESCRIPTOR: _descriptor.FileDescriptor
 {% endif -%}
 {{ c.indent }}def WhichOneof(self, oneof_group: {{ w.argument }}) -> {{ w.result }}: ...
 {% endfor -%}
-{% if let Some(alias) = c.global_alias %}
-{{ alias }}: _typing_extensions.TypeAlias = {{ c.name }}
+{% if !c.aliases.is_empty() %}
+{% for a in c.aliases -%}
+{{ a.name }}: _typing_extensions.TypeAlias = {{ a.target }}{% if a.deprecated %}  # type: ignore[deprecated, unused-ignore]{% endif %}
+{% endfor -%}
 {% endif -%}
-{% when Block::Skipped with (s) %}
-{{ s.indent }}# The {{ s.kind }} `{{ s.name }}` is not declared: its name is a Python keyword (reach it with getattr()).
 {% endmatch -%}
 {% endfor -%}
 {% if !extensions.is_empty() %}

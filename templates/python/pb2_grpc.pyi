@@ -20,6 +20,9 @@ class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext[_TRequest, _T
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 {% for service in services %}
+{%- if let Some(deprecated) = service.stub_deprecated %}
+@_typing_extensions.deprecated({{ deprecated }})
+{%- endif %}
 class {{ service.name }}Stub:
 {%- if let Some(doc) = service.doc %}
     {{ doc }}
@@ -27,11 +30,11 @@ class {{ service.name }}Stub:
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _typing_extensions.Self: ...
     @_typing.overload
-    def __new__(cls, channel: _aio.Channel) -> {{ service.name }}AsyncStub: ...
+    def __new__(cls, channel: _aio.Channel) -> {{ service.async_ref }}: ...
 {%- for m in service.methods %}
 {%- if let Some(deprecated) = m.deprecated %}
     @_builtins.property
-    @_typing_extensions.deprecated("{{ deprecated }}")
+    @_typing_extensions.deprecated({{ deprecated }})
     def {{ m.attr }}(self) -> _grpc.{{ m.callable }}[{{ m.request }}, {{ m.response }}]:{% if let Some(doc) = m.body_doc %}
         {{ doc }}{% else %} ...{% endif %}
 {%- else %}
@@ -42,15 +45,21 @@ class {{ service.name }}Stub:
 {%- endif %}
 {%- endfor %}
 
+{%- if let Some(a) = service.stub_alias %}
+{{ a.name }}: _typing_extensions.TypeAlias = {{ a.target }}  # type: ignore[deprecated, unused-ignore]
+{%- endif %}
+{% if let Some(deprecated) = service.async_deprecated %}
+@_typing_extensions.deprecated({{ deprecated }})
+{%- endif %}
 @_typing.type_check_only
-class {{ service.name }}AsyncStub({{ service.name }}Stub):
+class {{ service.name }}AsyncStub({{ service.stub_ref }}):
     """{{ service.name }}Stub as built on a `grpc.aio.Channel`: its calls are awaited."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
 {%- for m in service.methods %}
 {%- if let Some(deprecated) = m.deprecated %}
     @_builtins.property
-    @_typing_extensions.deprecated("{{ deprecated }}")
+    @_typing_extensions.deprecated({{ deprecated }})
     def {{ m.attr }}(self) -> _aio.{{ m.callable }}[{{ m.request }}, {{ m.response }}]:  # type: ignore[override]{% if let Some(doc) = m.body_doc %}
         {{ doc }}{% else %}
         ...{% endif %}
@@ -62,6 +71,9 @@ class {{ service.name }}AsyncStub({{ service.name }}Stub):
 {%- endif %}
 {%- endfor %}
 
+{% if let Some(deprecated) = service.servicer_deprecated -%}
+@_typing_extensions.deprecated({{ deprecated }})
+{% endif -%}
 class {{ service.name }}Servicer(metaclass=_ABCMeta):
 {%- if let Some(doc) = service.doc %}
     {{ doc }}
@@ -80,5 +92,11 @@ class {{ service.name }}Servicer(metaclass=_ABCMeta):
         {{ doc }}{% else %} ...{% endif %}
 {%- endfor %}
 
-def add_{{ service.name }}Servicer_to_server(servicer: {{ service.name }}Servicer, server: _grpc.Server | _aio.Server) -> None: ...
+{% if let Some(deprecated) = service.servicer_deprecated -%}
+@_typing_extensions.deprecated({{ deprecated }})
+{% endif -%}
+def add_{{ service.name }}Servicer_to_server(servicer: {{ service.servicer_ref }}, server: _grpc.Server | _aio.Server) -> None: ...
+{%- for a in service.aliases %}
+{{ a.name }}: _typing_extensions.TypeAlias = {{ a.target }}  # type: ignore[deprecated, unused-ignore]
+{%- endfor %}
 {% endfor -%}

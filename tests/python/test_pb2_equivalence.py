@@ -19,6 +19,9 @@ CASES = {
     "ml_bridge": (REPO / "proto", ["ml_bridge_options.proto", "ml_bridge.proto"]),
     "kitchen": (FIXTURES, KITCHEN_FILES),
     "keywords": (FIXTURES, ["fixtures/keywords/v1/keywords.proto"]),
+    # Editions 2023 and 2024: features, source-retention options protoc leaves out,
+    # extension declarations.
+    "editions": (FIXTURES, ["fixtures/editions/v1/editions.proto", "fixtures/editions/v1/editions2024.proto"]),
 }
 
 

@@ -12,6 +12,25 @@ pub(crate) fn c_hex_escape(bytes: &[u8]) -> String {
     escape(bytes, true)
 }
 
+/// A Python `str` literal (double-quoted) whose value is `text`, for any text.
+pub(crate) fn python_str(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn escape(bytes: &[u8], hex: bool) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     let mut last_was_hex = false;
@@ -50,5 +69,15 @@ mod tests {
         assert_eq!(c_hex_escape(b"\x12\x13fixtures"), "\\x12\\x13\\x66ixtures");
         assert_eq!(c_hex_escape(b"\"'\\"), "\\\"\\'\\\\");
         assert_eq!(c_hex_escape(b"\x01g"), "\\x01g");
+    }
+
+    #[test]
+    fn python_strings_keep_any_text() {
+        assert_eq!(python_str("plain"), "\"plain\"");
+        assert_eq!(
+            python_str("a \"\"\" b\\n\nc"),
+            "\"a \\\"\\\"\\\" b\\\\n\\nc\""
+        );
+        assert_eq!(python_str("bell\u{7}"), "\"bell\\u0007\"");
     }
 }

@@ -133,7 +133,7 @@ impl PythonContext<'_> {
 
     /// The bytes protoc embeds for `file`.
     pub(crate) fn embedded_descriptor(&self, file: &FileDescriptor) -> Vec<u8> {
-        pb2::protoc_bytes(&file.encode_to_vec(), self.set.as_written())
+        pb2::protoc_bytes(file, self.set.as_written())
     }
 }
 

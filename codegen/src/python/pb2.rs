@@ -1,8 +1,10 @@
 //! `*_pb2.py`: the module protoc writes, in protoc's exact layout, from the descriptor
 //! bytes protoc would embed.
 
+use std::borrow::Cow;
+
 use askama::Template;
-use prost_reflect::FileDescriptor;
+use prost_reflect::{FileDescriptor, Kind, MessageDescriptor};
 
 use super::wire::{self, WireField};
 use super::{PythonContext, escape};
@@ -103,6 +105,8 @@ const FILE_ENUM: u32 = 5;
 const FILE_SERVICE: u32 = 6;
 const FILE_EXTENSION: u32 = 7;
 const FILE_OPTIONS: u32 = 8;
+const FILE_SYNTAX: u32 = 12;
+const FILE_EDITION: u32 = 14;
 const MESSAGE_FIELD: u32 = 2;
 const MESSAGE_NESTED: u32 = 3;
 const MESSAGE_ENUM: u32 = 4;
@@ -252,9 +256,30 @@ fn descriptor_name(scope: &[&str], name: &str) -> String {
     out
 }
 
-/// The protoc-equivalent bytes of `file`: no source info, `json_name` only where the user
-/// wrote it, and an empty options message on methods written with an empty body.
-pub(crate) fn protoc_bytes(encoded: &[u8], as_written: &AsWritten) -> Vec<u8> {
+/// The protoc-equivalent bytes of `file`: no source info, no option protoc's retention
+/// rules leave out, `json_name` only where the user wrote it, an empty options message on
+/// methods written with an empty body, and the edition of a file written in one.
+pub(crate) fn protoc_bytes(file: &FileDescriptor, as_written: &AsWritten) -> Vec<u8> {
+    let encoded = file.encode_to_vec();
+    let pool = file.parent_pool();
+    let encoded = match pool.get_message_by_name("google.protobuf.FileDescriptorProto") {
+        Some(descriptor) => without_source_retention(&encoded, &descriptor).into_owned(),
+        None => encoded,
+    };
+    let mut out = embedded_fields(&encoded, as_written);
+    if let Some(edition) = as_written.edition(file.name()) {
+        // The pool holds the file as proto2; protoc's descriptor says what it is.
+        wire::write_len_field(&mut out, FILE_SYNTAX, b"editions");
+        wire::write_varint(&mut out, u64::from(FILE_EDITION << 3));
+        wire::write_varint(
+            &mut out,
+            u64::try_from(edition).expect("editions are positive"),
+        );
+    }
+    out
+}
+
+fn embedded_fields(encoded: &[u8], as_written: &AsWritten) -> Vec<u8> {
     let explicit_json = &|name: &str| as_written.has_explicit_json_name(name);
     let package = wire::single(encoded, FILE_PACKAGE)
         .map(|p| String::from_utf8_lossy(p).into_owned())
@@ -279,6 +304,62 @@ pub(crate) fn protoc_bytes(encoded: &[u8], as_written: &AsWritten) -> Vec<u8> {
         }
     }
     out
+}
+
+/// `message` (encoded, of type `descriptor`) without the fields declared
+/// `retention = RETENTION_SOURCE` (such as `features.enforce_naming_style`, or a custom
+/// option so declared), at any depth, and without a message (options) that only they
+/// filled: protoc leaves them out of what it embeds.
+fn without_source_retention<'m>(
+    message: &'m [u8],
+    descriptor: &MessageDescriptor,
+) -> Cow<'m, [u8]> {
+    const RETENTION_SOURCE: i32 = 2;
+    let mut out: Option<Vec<u8>> = None;
+    let mut offset = 0;
+    for field in wire::fields(message) {
+        let declared = match descriptor.get_field(field.number) {
+            Some(declared) => Some((declared.options(), declared.kind())),
+            None => descriptor
+                .get_extension(field.number)
+                .map(|extension| (extension.options(), extension.kind())),
+        };
+        let kept: Cow<'_, [u8]> = match declared {
+            None => Cow::Borrowed(field.raw),
+            Some((options, _))
+                if options
+                    .get_field_by_name("retention")
+                    .and_then(|retention| retention.as_enum_number())
+                    == Some(RETENTION_SOURCE) =>
+            {
+                Cow::Borrowed(&[])
+            }
+            Some((_, Kind::Message(inner))) if field.wire_type == 2 => {
+                match without_source_retention(field.payload, &inner) {
+                    Cow::Borrowed(_) => Cow::Borrowed(field.raw),
+                    // Options left empty are left out, as protoc leaves them.
+                    Cow::Owned(payload) if payload.is_empty() => Cow::Borrowed(&[]),
+                    Cow::Owned(payload) => {
+                        let mut rewritten = Vec::with_capacity(payload.len() + 4);
+                        wire::write_len_field(&mut rewritten, field.number, &payload);
+                        Cow::Owned(rewritten)
+                    }
+                }
+            }
+            Some(_) => Cow::Borrowed(field.raw),
+        };
+        match &mut out {
+            Some(out) => out.extend_from_slice(&kept),
+            None if kept.as_ref() == field.raw => {}
+            // The first change: copy what came before it.
+            None => out = Some([&message[..offset], kept.as_ref()].concat()),
+        }
+        offset += field.raw.len();
+    }
+    match out {
+        Some(out) => Cow::Owned(out),
+        None => Cow::Borrowed(message),
+    }
 }
 
 fn rewrite_service(service: &[u8], package: &str, as_written: &AsWritten) -> Vec<u8> {
@@ -382,7 +463,7 @@ mod tests {
         std::fs::write(dir.path().join("wait.proto"), source).unwrap();
         let set = ProtoSet::load(&[dir.path().to_owned()], &["wait.proto".into()]).unwrap();
         let file = set.targets().next().unwrap();
-        let bytes = protoc_bytes(&file.encode_to_vec(), set.as_written());
+        let bytes = protoc_bytes(&file, set.as_written());
         FileDescriptorProto::decode(&bytes[..]).unwrap()
     }
 

@@ -3,13 +3,12 @@
 
 use askama::Template;
 use prost_reflect::{FileDescriptor, MethodDescriptor};
-use prost_types::{FileOptions, ServiceOptions};
+use prost_types::ServiceOptions;
 
+use super::deprecation::{Kind as Deprecated, deprecation, file_deprecated, is_deprecated};
 use super::types::{Helper, TypeNames};
-use super::{
-    DEPRECATED_FILE, DEPRECATED_METHOD, DEPRECATED_SERVICE, deprecation_note, docstring,
-    is_deprecated,
-};
+use super::{Alias, docstring, global_alias};
+use crate::comments::{self, Comments};
 use crate::error::Result;
 use crate::python::services::{self, Method};
 use crate::python::{self, PythonContext};
@@ -29,10 +28,8 @@ pub(crate) fn render_grpc(ctx: &PythonContext<'_>, file: &FileDescriptor) -> Res
     ] {
         types.imports.require(helper);
     }
-    let file_deprecated = is_deprecated(
-        &file.file_descriptor_proto().options,
-        FileOptions::deprecated,
-    );
+    let comments = Comments::new(file.file_descriptor_proto());
+    let file_deprecated = file_deprecated(file);
     let client_streaming = services
         .iter()
         .flat_map(|service| &service.methods)
@@ -41,34 +38,41 @@ pub(crate) fn render_grpc(ctx: &PythonContext<'_>, file: &FileDescriptor) -> Res
     let services: Vec<ServiceStub> = services
         .iter()
         .zip(file.services())
-        .map(|(service, descriptor)| {
-            let deprecated = if is_deprecated(
+        .enumerate()
+        .map(|(index, (service, descriptor))| {
+            let path = comments::path::service(index);
+            let own = is_deprecated(
                 &descriptor.service_descriptor_proto().options,
                 ServiceOptions::deprecated,
-            ) {
-                Some(DEPRECATED_SERVICE)
-            } else {
-                file_deprecated.then_some(DEPRECATED_FILE)
-            };
+            );
+            let deprecated = |kind| deprecation(&comments, kind, &path, own, file_deprecated);
             let methods = service
                 .methods
                 .iter()
                 .zip(descriptor.methods())
-                .map(|(method, descriptor)| {
-                    let deprecated = if method.deprecated {
-                        Some(DEPRECATED_METHOD)
-                    } else {
-                        deprecated
-                    };
+                .enumerate()
+                .map(|(i, (method, descriptor))| {
+                    let path = comments::path::child(&path, 2, i);
+                    let deprecated = deprecation(
+                        &comments,
+                        Deprecated::Method,
+                        &path,
+                        method.deprecated,
+                        file_deprecated,
+                    );
                     method_stub(&mut types, method, &descriptor, deprecated)
                 })
                 .collect();
-            ServiceStub {
-                name: service.name.clone(),
-                doc: deprecation_note(service.doc.as_deref(), deprecated)
-                    .map(|doc| docstring(&doc, "    ")),
+            ServiceStub::new(
+                &service.name,
+                service.doc.as_deref().map(|doc| docstring(doc, "    ")),
+                [
+                    deprecated(Deprecated::Stub),
+                    own.then(|| deprecated(Deprecated::Stub)).flatten(),
+                    deprecated(Deprecated::Servicer),
+                ],
                 methods,
-            }
+            )
         })
         .collect();
     let stub = GrpcStub {
@@ -86,7 +90,7 @@ fn method_stub(
     types: &mut TypeNames<'_>,
     method: &Method,
     descriptor: &MethodDescriptor,
-    deprecated: Option<&'static str>,
+    deprecated: Option<String>,
 ) -> MethodStub {
     if deprecated.is_some() {
         types.imports.require(Helper::Builtins);
@@ -146,7 +150,63 @@ struct ServiceStub {
     name: String,
     /// The docstring literal for the stub and servicer classes.
     doc: Option<String>,
+    /// The `@deprecated` arguments of the stub, the asyncio stub (only for a service that
+    /// is itself deprecated, as mypy-protobuf has it) and the servicer with its
+    /// registration function.
+    stub_deprecated: Option<String>,
+    async_deprecated: Option<String>,
+    servicer_deprecated: Option<String>,
+    /// How the stub names its three classes: through an alias when deprecated. The
+    /// stub's alias is declared before the asyncio stub's class (its base), the others
+    /// after the registration function.
+    stub_ref: String,
+    async_ref: String,
+    servicer_ref: String,
+    stub_alias: Option<Alias>,
+    aliases: Vec<Alias>,
     methods: Vec<MethodStub>,
+}
+
+impl ServiceStub {
+    fn new(
+        name: &str,
+        doc: Option<String>,
+        [stub_deprecated, async_deprecated, servicer_deprecated]: [Option<String>; 3],
+        methods: Vec<MethodStub>,
+    ) -> Self {
+        // The name the stub uses for `class`, and its alias if `deprecated`.
+        let reference = |class: String, deprecated: bool| {
+            if !deprecated {
+                return (class, None);
+            }
+            let alias = global_alias(&class);
+            let declared = Alias {
+                name: alias.clone(),
+                target: class,
+                deprecated: true,
+            };
+            (alias, Some(declared))
+        };
+        let (stub_ref, stub_alias) = reference(format!("{name}Stub"), stub_deprecated.is_some());
+        let (async_ref, async_alias) =
+            reference(format!("{name}AsyncStub"), async_deprecated.is_some());
+        let (servicer_ref, servicer_alias) =
+            reference(format!("{name}Servicer"), servicer_deprecated.is_some());
+        let aliases = async_alias.into_iter().chain(servicer_alias).collect();
+        ServiceStub {
+            name: name.to_owned(),
+            doc,
+            stub_deprecated,
+            async_deprecated,
+            servicer_deprecated,
+            stub_ref,
+            async_ref,
+            servicer_ref,
+            stub_alias,
+            aliases,
+            methods,
+        }
+    }
 }
 
 /// One method, on the stubs and the servicer.
@@ -156,7 +216,8 @@ struct MethodStub {
     /// The docstring literal after the stub attribute and inside the servicer method.
     attr_doc: Option<String>,
     body_doc: Option<String>,
-    deprecated: Option<&'static str>,
+    /// The `@deprecated` argument, if the method is deprecated.
+    deprecated: Option<String>,
     /// The multi-callable class, in `grpc` and `grpc.aio` alike.
     callable: &'static str,
     request: String,

@@ -7,14 +7,14 @@ use askama::Template;
 use prost_reflect::{
     ExtensionDescriptor, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor, OneofDescriptor,
 };
-use prost_types::{FieldOptions, FileOptions, MessageOptions};
+use prost_types::{FieldOptions, MessageOptions};
 
+use super::deprecation::{
+    self, Kind as Deprecated, enum_deprecated, file_deprecated, is_deprecated, message_deprecated,
+};
 use super::enums::EnumClass;
 use super::types::{Helper, TypeNames};
-use super::{
-    DEPRECATED_FIELD, DEPRECATED_FILE, DEPRECATED_MESSAGE, deprecation_note, docstring,
-    global_alias, is_deprecated,
-};
+use super::{Alias, class_name, docstring, global_alias};
 use crate::comments::{self, Comments};
 use crate::error::Result;
 use crate::names;
@@ -26,10 +26,7 @@ pub(crate) fn render(ctx: &PythonContext<'_>, file: &FileDescriptor) -> Result<S
     let mut builder = MessagesBuilder {
         types: TypeNames::new(ctx, Some(file.name())),
         comments: &comments,
-        file_deprecated: is_deprecated(
-            &file.file_descriptor_proto().options,
-            FileOptions::deprecated,
-        ),
+        file_deprecated: file_deprecated(file),
         blocks: Vec::new(),
     };
     builder.types.imports.require(Helper::Descriptor);
@@ -40,6 +37,12 @@ pub(crate) fn render(ctx: &PythonContext<'_>, file: &FileDescriptor) -> Result<S
         builder.message(&message, 0);
     }
     let extensions = builder.extensions(file.extensions(), "");
+    if let Some(error) = builder.types.errors.first() {
+        return Err(crate::error::Error::Proto(format!(
+            "{}: {error}",
+            file.name()
+        )));
+    }
     let reexports = reexports(ctx, file);
     let stub = MessagesStub {
         header: python::HEADER,
@@ -78,13 +81,14 @@ pub(super) enum Block {
     Enum(EnumClass),
     Open(MessageOpen),
     Close(MessageClose),
-    Skipped(Skipped),
 }
 
-/// The start of a message class: decorator, `class` line, docstring and `DESCRIPTOR`.
+/// The start of a message class: decorators, `class` line, docstring and `DESCRIPTOR`.
 pub(super) struct MessageOpen {
     indent: String,
     name: String,
+    /// The `@deprecated` argument, if the class is deprecated.
+    deprecated: Option<String>,
     doc: Option<String>,
 }
 
@@ -106,10 +110,9 @@ pub(super) struct MessageClose {
     /// `typing_extensions.TypeAlias`, under its import alias.
     type_alias: String,
     which_oneof: Vec<WhichOneof>,
-    /// The class name, and for top-level messages the module-level alias other classes
-    /// use to name it.
-    name: String,
-    global_alias: Option<String>,
+    /// For a top-level message, the module-level aliases by which the stub names it and
+    /// the deprecated classes nested in it.
+    aliases: Vec<Alias>,
 }
 
 /// A field attribute.
@@ -118,7 +121,8 @@ struct Field {
     ty: String,
     /// Messages, repeated fields and maps cannot be assigned: they are properties.
     read_only: bool,
-    deprecated: Option<&'static str>,
+    /// The `@deprecated` argument, if the field is deprecated.
+    deprecated: Option<String>,
     /// The docstring literal, indented for where it goes (after an attribute, or inside
     /// the property).
     doc: Option<String>,
@@ -159,13 +163,6 @@ struct Extension {
     doc: Option<String>,
 }
 
-/// A declaration Python cannot spell, replaced by a comment.
-pub(super) struct Skipped {
-    pub(super) indent: String,
-    pub(super) kind: &'static str,
-    pub(super) name: String,
-}
-
 /// Builds the blocks of a `_pb2.pyi`.
 pub(super) struct MessagesBuilder<'a> {
     pub(super) types: TypeNames<'a>,
@@ -178,30 +175,19 @@ impl MessagesBuilder<'_> {
     /// Adds `message`, its nested classes and members, declared at `depth`.
     fn message(&mut self, message: &MessageDescriptor, depth: usize) {
         let indent = "    ".repeat(depth);
-        let name = message.name().to_owned();
-        if names::is_python_keyword(&name) {
-            self.blocks.push(Block::Skipped(Skipped {
-                indent,
-                kind: "message",
-                name,
-            }));
-            return;
-        }
         self.types.imports.require(Helper::Typing);
         self.types.imports.require(Helper::Message);
         let inner = format!("{indent}    ");
-        let deprecated = self.deprecation(
-            is_deprecated(
-                &message.descriptor_proto().options,
-                MessageOptions::deprecated,
-            ),
-            depth,
-            DEPRECATED_MESSAGE,
+        let own = is_deprecated(
+            &message.descriptor_proto().options,
+            MessageOptions::deprecated,
         );
+        let deprecated = self.deprecated(Deprecated::Message, message.path(), own);
         let open = MessageOpen {
-            doc: self.doc(message.path(), &inner, deprecated),
+            doc: self.doc(message.path(), &inner),
+            deprecated,
             indent,
-            name,
+            name: class_name(message.name()),
         };
         self.blocks.push(Block::Open(open));
         for enumeration in message.child_enums() {
@@ -235,11 +221,11 @@ impl MessagesBuilder<'_> {
         let mut init_params = Vec::new();
         for field in &declared {
             let types = self.types.field(field);
-            let deprecated = is_deprecated(
+            let own = is_deprecated(
                 &field.field_descriptor_proto().options,
                 FieldOptions::deprecated,
-            )
-            .then_some(DEPRECATED_FIELD);
+            );
+            let deprecated = self.deprecated(Deprecated::Field, field.path(), own);
             if deprecated.is_some() {
                 self.types.imports.require(Helper::TypingExtensions);
             }
@@ -253,7 +239,7 @@ impl MessagesBuilder<'_> {
                 ty: types.attribute,
                 read_only: types.read_only,
                 deprecated,
-                doc: self.doc(field.path(), &doc_indent, None),
+                doc: self.doc(field.path(), &doc_indent),
             });
             init_params.push(InitParam {
                 name: field.name().to_owned(),
@@ -269,7 +255,9 @@ impl MessagesBuilder<'_> {
         let oneofs: Vec<OneofDescriptor> = message.oneofs().collect();
         let has_field = all_fields
             .iter()
-            .filter(|f| !f.is_list() && !f.is_map() && f.supports_presence())
+            .filter(|f| !f.is_list() && !f.is_map() && self.types.has_presence(f))
+            .collect::<Vec<_>>()
+            .into_iter()
             .map(|f| f.name())
             .chain(oneofs.iter().map(|o| o.name()));
         let has_field = self.types.field_names(has_field);
@@ -329,8 +317,7 @@ impl MessagesBuilder<'_> {
             clear_field,
             type_alias: self.types.helper(Helper::TypingExtensions, "TypeAlias"),
             which_oneof,
-            name: message.name().to_owned(),
-            global_alias: top.then(|| global_alias(message.name())),
+            aliases: if top { aliases(message) } else { Vec::new() },
             indent,
         }
     }
@@ -368,40 +355,70 @@ impl MessagesBuilder<'_> {
                         self.types
                             .helper(Helper::ExtensionDict, "_ExtensionFieldDescriptor")
                     ),
-                    doc: self.doc(extension.path(), indent, None),
+                    doc: self.doc(extension.path(), indent),
                 }
             })
             .collect()
     }
 
-    /// The docstring literal for the element at `path`, continued at `indent`, with a
-    /// note if the element is `deprecated`.
-    pub(super) fn doc(
-        &self,
-        path: &[i32],
-        indent: &str,
-        deprecated: Option<&str>,
-    ) -> Option<String> {
-        let comment = self.comments.get(path).map(comments::python_docstring);
-        deprecation_note(comment.as_deref(), deprecated).map(|doc| docstring(&doc, indent))
+    /// The docstring literal for the element at `path`, continued at `indent`.
+    pub(super) fn doc(&self, path: &[i32], indent: &str) -> Option<String> {
+        let comment = self.comments.get(path).map(comments::python_docstring)?;
+        Some(docstring(&comment, indent))
     }
 
-    /// Why a message or enum at `depth` is deprecated, if it is (by itself, or as a
-    /// top-level class of a deprecated file).
-    pub(super) fn deprecation(
-        &self,
+    /// The `@deprecated` argument for the element of `kind` at `path`, if it is
+    /// deprecated by its `own` option or by its file's.
+    pub(super) fn deprecated(
+        &mut self,
+        kind: Deprecated,
+        path: &[i32],
         own: bool,
-        depth: usize,
-        text: &'static str,
-    ) -> Option<&'static str> {
-        if own {
-            Some(text)
-        } else if depth == 0 && self.file_deprecated {
-            Some(DEPRECATED_FILE)
-        } else {
-            None
+    ) -> Option<String> {
+        let deprecated =
+            deprecation::deprecation(self.comments, kind, path, own, self.file_deprecated);
+        if deprecated.is_some() {
+            self.types.imports.require(Helper::TypingExtensions);
+        }
+        deprecated
+    }
+}
+
+/// The module-level aliases of the top-level class `message`: its own, then one for each
+/// deprecated class nested in it (see [`global_alias`]).
+fn aliases(message: &MessageDescriptor) -> Vec<Alias> {
+    fn add(path: &[String], out: &mut Vec<Alias>) {
+        out.push(Alias {
+            name: global_alias(&path.join("__")),
+            target: path.join("."),
+            deprecated: true,
+        });
+    }
+    fn nested(message: &MessageDescriptor, path: &mut Vec<String>, out: &mut Vec<Alias>) {
+        for enumeration in message.child_enums() {
+            if enum_deprecated(&enumeration) {
+                path.push(class_name(enumeration.name()));
+                add(path, out);
+                path.pop();
+            }
+        }
+        for child in message.child_messages() {
+            path.push(class_name(child.name()));
+            if message_deprecated(&child) {
+                add(path, out);
+            }
+            nested(&child, path, out);
+            path.pop();
         }
     }
+    let name = class_name(message.name());
+    let mut out = vec![Alias {
+        name: global_alias(&name),
+        target: name.clone(),
+        deprecated: message_deprecated(message),
+    }];
+    nested(message, &mut vec![name], &mut out);
+    out
 }
 
 /// `from m import X as X` for each name that `import public` dependencies (and theirs)

@@ -1,32 +1,24 @@
 //! `*_pb2.pyi` and `*_pb2_grpc.pyi`: type stubs as precise as mypy-protobuf's.
 //!
-//! The stubs describe what the generated modules hold at run time, no more: names that
+//! The stubs describe what the generated modules hold at run time: fields and values that
 //! Python cannot spell (keywords) are left out of declarations but kept where the runtime
-//! takes them as strings (`HasField`, `ClearField`, `WhichOneof`). Every name, type and
-//! import is computed here; the templates only lay the text out.
+//! takes them as strings (`HasField`, `ClearField`, `WhichOneof`); classes so named are
+//! declared as `_r_<name>`, as mypy-protobuf declares them. Every name, type and import is
+//! computed here; the templates only lay the text out.
 //!
 //! `messages` writes `*_pb2.pyi` (with `enums` for enum classes), `grpc` writes
 //! `*_pb2_grpc.pyi`, and `types` spells Python types and collects the imports they need.
 
+mod deprecation;
 mod enums;
 mod grpc;
 mod messages;
 mod types;
 
+use crate::names;
+
 pub(crate) use grpc::render_grpc;
 pub(crate) use messages::render;
-
-/// Why an element is deprecated, for `@deprecated(...)` on its members (fields, enum
-/// values, RPC methods) and a note in the docstrings of classes. Classes themselves are
-/// not decorated: a type checker would then flag every annotation naming them, in the
-/// stubs themselves.
-const DEPRECATED_MESSAGE: &str = "This message is marked deprecated in the .proto file.";
-const DEPRECATED_ENUM: &str = "This enum is marked deprecated in the .proto file.";
-const DEPRECATED_VALUE: &str = "This enum value is marked deprecated in the .proto file.";
-const DEPRECATED_FIELD: &str = "This field is marked deprecated in the .proto file.";
-const DEPRECATED_SERVICE: &str = "This service is marked deprecated in the .proto file.";
-const DEPRECATED_METHOD: &str = "This method is marked deprecated in the .proto file.";
-const DEPRECATED_FILE: &str = "This .proto file is marked deprecated.";
 
 /// A docstring literal for `escaped` (already made safe by `comments::python_docstring`).
 /// Several lines continue at `indent` and close on a line of their own.
@@ -52,30 +44,35 @@ fn docstring(escaped: &str, indent: &str) -> String {
 
 /// The module-level alias of a top-level class, by which nested scopes name it even
 /// where a member of the same name hides the class (`Kitchen.Shelf` ->
-/// `_Global_Kitchen.Shelf`).
+/// `_Global_Kitchen.Shelf`). A deprecated class nested in others has one of its own,
+/// `_Global_Outer__Inner`, so that naming it does not go through the deprecated name.
 fn global_alias(path: &str) -> String {
     format!("_Global_{path}")
 }
 
-/// Whether `options` (of any kind of element) say `deprecated = true`.
-fn is_deprecated<O>(options: &Option<O>, deprecated: fn(&O) -> bool) -> bool {
-    options.as_ref().is_some_and(deprecated)
+/// The Python name of a message or enum class: a keyword (`None`, `lambda`) is declared
+/// as `_r_<name>`, as mypy-protobuf declares it (the runtime class is reached with
+/// `getattr`).
+fn class_name(proto_name: &str) -> String {
+    if names::is_python_keyword(proto_name) {
+        format!("_r_{proto_name}")
+    } else {
+        proto_name.to_owned()
+    }
 }
 
-/// `doc` (escaped) with a deprecation note first if `deprecated` says why.
-fn deprecation_note(doc: Option<&str>, deprecated: Option<&str>) -> Option<String> {
-    match (doc, deprecated) {
-        (Some(doc), Some(why)) => Some(format!("Deprecated: {why}\n\n{doc}")),
-        (None, Some(why)) => Some(format!("Deprecated: {why}")),
-        (doc, None) => doc.map(str::to_owned),
-    }
+/// A module-level alias of a class: `name: TypeAlias = target`. The alias of a deprecated
+/// class is where the stub names it, once, without a type checker flagging the use.
+pub(super) struct Alias {
+    pub(super) name: String,
+    pub(super) target: String,
+    pub(super) deprecated: bool,
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::types::relative_name;
     use super::*;
 
     /// Generates the Python files for one `.proto` source named `test.proto`.
@@ -98,21 +95,15 @@ mod tests {
             docstring("First.\n\nSecond.", "    "),
             "\"\"\"First.\n\n    Second.\n    \"\"\""
         );
-        assert_eq!(
-            deprecation_note(Some("Doc."), Some("Why.")).as_deref(),
-            Some("Deprecated: Why.\n\nDoc.")
-        );
     }
 
     #[test]
     fn names_are_relative_to_the_package() {
-        assert_eq!(relative_name("a.b", "a.b.Outer.Inner"), "Outer.Inner");
-        assert_eq!(relative_name("", "Outer"), "Outer");
         assert_eq!(global_alias("Outer.Inner"), "_Global_Outer.Inner");
     }
 
     #[test]
-    fn keywords_are_left_out_of_declarations_only() {
+    fn keyword_classes_are_declared_as_r_and_keyword_members_left_out() {
         let files = generate(
             "syntax = \"proto3\";\npackage p;\n\
              message None { string x = 1; }\n\
@@ -120,12 +111,9 @@ mod tests {
              service S { rpc async(Holder) returns (None); }\n",
         );
         let stub = &files["test_pb2.pyi"];
+        assert!(stub.contains("class _r_None(_message.Message):"), "{stub}");
         assert!(
-            stub.contains("# The message `None` is not declared"),
-            "{stub}"
-        );
-        assert!(
-            stub.contains("def none(self) -> _message.Message: ..."),
+            stub.contains("def none(self) -> _Global__r_None: ..."),
             "{stub}"
         );
         assert!(!stub.contains("from: "), "{stub}");
@@ -134,8 +122,47 @@ mod tests {
         let grpc = &files["test_pb2_grpc.pyi"];
         assert!(
             grpc.contains(
-                "async_: _grpc.UnaryUnaryMultiCallable[test__pb2.Holder, _message.Message]"
+                "async_: _grpc.UnaryUnaryMultiCallable[test__pb2.Holder, test__pb2._r_None]"
             ),
+            "{grpc}"
+        );
+    }
+
+    #[test]
+    fn deprecated_classes_say_why_and_are_named_through_aliases() {
+        let files = generate(
+            "syntax = \"proto3\";\npackage p;\n\
+             message Old {\n  option deprecated = true; // Use New.\n  message Inner { option deprecated = true; }\n}\n\
+             message User { Old old = 1; Old.Inner inner = 2; }\n\
+             service S { option deprecated = true; rpc Get(Old) returns (User); }\n",
+        );
+        let stub = &files["test_pb2.pyi"];
+        assert!(
+            stub.contains(
+                "@_typing_extensions.deprecated(\"Use New.\")\n@_typing.final\nclass Old("
+            ),
+            "{stub}"
+        );
+        assert!(
+            stub.contains("@_typing_extensions.deprecated(\"This message has been marked as deprecated using proto message options.\")\n    @_typing.final\n    class Inner("),
+            "{stub}"
+        );
+        assert!(stub.contains("_Global_Old: _typing_extensions.TypeAlias = Old  # type: ignore[deprecated, unused-ignore]"), "{stub}");
+        assert!(stub.contains("_Global_Old__Inner: _typing_extensions.TypeAlias = Old.Inner  # type: ignore[deprecated, unused-ignore]"), "{stub}");
+        assert!(
+            stub.contains("def inner(self) -> _Global_Old__Inner: ..."),
+            "{stub}"
+        );
+        let grpc = &files["test_pb2_grpc.pyi"];
+        assert!(
+            grpc.contains(
+                "Get: _grpc.UnaryUnaryMultiCallable[test__pb2._Global_Old, test__pb2.User]"
+            ),
+            "{grpc}"
+        );
+        assert!(grpc.contains("class SAsyncStub(_Global_SStub):"), "{grpc}");
+        assert!(
+            grpc.contains("def add_SServicer_to_server(servicer: _Global_SServicer,"),
             "{grpc}"
         );
     }

@@ -3,9 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor};
+use prost_reflect::{
+    DynamicMessage, EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor, Value,
+};
 
-use super::global_alias;
+use super::deprecation::{enum_deprecated, message_deprecated};
+use super::{class_name, global_alias};
 use crate::names;
 use crate::python::PythonContext;
 
@@ -26,6 +29,8 @@ pub(super) struct TypeNames<'a> {
     /// module-level aliases. `None` in a `_pb2_grpc.pyi`, which imports every class.
     local_file: Option<&'a str>,
     pub(super) imports: Imports,
+    /// Field options that could not be followed, e.g. a malformed `casttype`.
+    pub(super) errors: Vec<String>,
 }
 
 impl<'a> TypeNames<'a> {
@@ -34,6 +39,7 @@ impl<'a> TypeNames<'a> {
             ctx,
             local_file,
             imports: Imports::default(),
+            errors: Vec::new(),
         }
     }
 
@@ -46,7 +52,7 @@ impl<'a> TypeNames<'a> {
     /// The class of `message`; `_message.Message` if Python cannot name it.
     pub(super) fn message(&mut self, message: &MessageDescriptor) -> String {
         let file = message.parent_file();
-        match self.class(file.name(), message.package_name(), message.full_name()) {
+        match self.class(file.name(), &lineage(Some(message.clone()))) {
             Some(class) => class,
             None => self.helper(Helper::Message, "Message"),
         }
@@ -55,25 +61,32 @@ impl<'a> TypeNames<'a> {
     /// The value type of `enumeration`; `int` if Python cannot name the enum.
     pub(super) fn enum_value_type(&mut self, enumeration: &EnumDescriptor) -> String {
         let file = enumeration.parent_file();
-        match self.class(
-            file.name(),
-            enumeration.package_name(),
-            enumeration.full_name(),
-        ) {
+        let mut classes = lineage(enumeration.parent_message());
+        classes.push((class_name(enumeration.name()), enum_deprecated(enumeration)));
+        match self.class(file.name(), &classes) {
             Some(class) => format!("{class}.ValueType"),
             None => self.helper(Helper::Builtins, "int"),
         }
     }
 
-    /// How this stub spells the class `full_name` of `file`, importing its module if
-    /// needed; `None` when a keyword in the class's or module's path makes it unspellable.
-    fn class(&mut self, file: &str, package: &str, full_name: &str) -> Option<String> {
-        let path = relative_name(package, full_name);
-        if path.split('.').any(names::is_python_keyword) {
-            return None;
-        }
-        if self.local_file == Some(file) {
-            return Some(global_alias(path));
+    /// How this stub spells the class at the end of `classes` (from the top level down,
+    /// each with whether it is deprecated), importing its module if needed; `None` when
+    /// a keyword in the module's path makes it unspellable. The path starts from the
+    /// alias of the innermost deprecated class, if any (see [`global_alias`]).
+    fn class(&mut self, file: &str, classes: &[(String, bool)]) -> Option<String> {
+        let names: Vec<&str> = classes.iter().map(|(name, _)| name.as_str()).collect();
+        let local = self.local_file == Some(file);
+        let (head, rest) = match classes.iter().rposition(|(_, deprecated)| *deprecated) {
+            Some(last) => (global_alias(&names[..=last].join("__")), &names[last + 1..]),
+            None if local => (global_alias(names[0]), &names[1..]),
+            None => (names[0].to_owned(), &names[1..]),
+        };
+        let path: String = std::iter::once(head.as_str())
+            .chain(rest.iter().copied())
+            .collect::<Vec<_>>()
+            .join(".");
+        if local {
+            return Some(path);
         }
         let module = self.ctx.module(file, "_pb2");
         if module.split('.').any(names::is_python_keyword) {
@@ -107,13 +120,48 @@ impl<'a> TypeNames<'a> {
         self.helper(Helper::Builtins, builtin)
     }
 
+    /// Whether `field` tracks presence (`HasField`; `None` accepted by `__init__`): as its
+    /// syntax says, or in a file written in an edition, as its features say.
+    pub(super) fn has_presence(&self, field: &FieldDescriptor) -> bool {
+        let file = field.parent_file();
+        if self.ctx.set.as_written().edition(file.name()).is_some() {
+            crate::editions::has_presence(field)
+        } else {
+            field.supports_presence()
+        }
+    }
+
+    /// The type mypy-protobuf's field option `option` (`casttype`, `keytype` or
+    /// `valuetype`) names for `field`, if it names one: `path/to/module.Type`.
+    fn cast(&mut self, field: &FieldDescriptor, option: &str) -> Option<String> {
+        let spec = cast_option(field, option)?;
+        let Some((module, name)) = spec.split_once('.').filter(|(_, name)| !name.contains('.'))
+        else {
+            self.errors.push(format!(
+                "field `{}`: (mypy_protobuf.options).{option} `{spec}` is not like `path/to/module.TypeName`",
+                field.full_name()
+            ));
+            return None;
+        };
+        let module = module.replace('/', ".");
+        let alias = names::python_module_alias(&module);
+        self.imports.modules.insert(module);
+        Some(format!("{alias}.{name}"))
+    }
+
     /// The attribute and `__init__` parameter types of `field`.
     pub(super) fn field(&mut self, field: &FieldDescriptor) -> FieldTypes {
         let kind = field.kind();
         if let (true, Kind::Message(entry)) = (field.is_map(), &kind) {
-            let key = self.kind(&entry.map_entry_key_field().kind());
+            let key = match self.cast(field, "keytype") {
+                Some(cast) => cast,
+                None => self.kind(&entry.map_entry_key_field().kind()),
+            };
             let value_kind = entry.map_entry_value_field().kind();
-            let value = self.kind(&value_kind);
+            let value = match self.cast(field, "valuetype") {
+                Some(cast) => cast,
+                None => self.kind(&value_kind),
+            };
             let container = match value_kind {
                 Kind::Message(_) => "MessageMap",
                 _ => "ScalarMap",
@@ -130,7 +178,10 @@ impl<'a> TypeNames<'a> {
                 read_only: true,
             };
         }
-        let value = self.kind(&kind);
+        let value = match self.cast(field, "casttype") {
+            Some(cast) => cast,
+            None => self.kind(&kind),
+        };
         if field.is_list() {
             let container = match kind {
                 Kind::Message(_) => "RepeatedCompositeFieldContainer",
@@ -148,7 +199,7 @@ impl<'a> TypeNames<'a> {
         FieldTypes {
             // Fields without presence take their default for `None`, but a value is
             // what the caller means: they are typed as strictly as mypy-protobuf does.
-            parameter: if field.supports_presence() {
+            parameter: if self.has_presence(field) {
                 format!("{value} | None")
             } else {
                 value.clone()
@@ -262,13 +313,39 @@ impl Imports {
     }
 }
 
-/// `Outer.Inner` for `pkg.Outer.Inner` in package `pkg`.
-pub(super) fn relative_name<'n>(package: &str, full_name: &'n str) -> &'n str {
-    if package.is_empty() {
-        return full_name;
+/// The value of mypy-protobuf's field option `(mypy_protobuf.options).<option>`, else of
+/// its older spelling `(mypy_protobuf.<option>)`, if set on `field` and the extension is
+/// among the imports.
+fn cast_option(field: &FieldDescriptor, option: &str) -> Option<String> {
+    let pool = field.parent_pool();
+    let options: DynamicMessage = field.options();
+    let text = |value: &Value| value.as_str().filter(|t| !t.is_empty()).map(str::to_owned);
+    let current = pool
+        .get_extension_by_name("mypy_protobuf.options")
+        .filter(|extension| options.has_extension(extension))
+        .and_then(|extension| {
+            let value = options.get_extension(&extension);
+            let message = value.as_message()?;
+            text(message.get_field_by_name(option)?.as_ref())
+        });
+    current.or_else(|| {
+        let legacy = pool.get_extension_by_name(&format!("mypy_protobuf.{option}"))?;
+        options
+            .has_extension(&legacy)
+            .then(|| text(&options.get_extension(&legacy)))
+            .flatten()
+    })
+}
+
+/// The classes from the top level down to `message` (none for `None`): their Python
+/// names, and whether each is deprecated.
+pub(super) fn lineage(message: Option<MessageDescriptor>) -> Vec<(String, bool)> {
+    let mut classes = Vec::new();
+    let mut next = message;
+    while let Some(message) = next {
+        classes.push((class_name(message.name()), message_deprecated(&message)));
+        next = message.parent_message();
     }
-    full_name
-        .strip_prefix(package)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .unwrap_or(full_name)
+    classes.reverse();
+    classes
 }
