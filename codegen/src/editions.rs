@@ -2,9 +2,10 @@
 //! descriptor pool, and the one feature the generated stubs depend on, field presence.
 //!
 //! The parser (protox-parse, patched: `third_party/protox-parse/PATCHED.md`) reads them
-//! with protoc's rules and marks them `syntax = "editions"`. prost-reflect 0.16 knows no
-//! editions, so the pool holds them as proto2 files, which is what editions start from:
-//! every option, `features` included, is resolved and kept as written. What proto2 does
+//! with protoc's rules. prost-reflect 0.16 knows no editions, so the parser gives them as
+//! their proto2 twin, marked `syntax = "proto2"` (which a proto2 file leaves unset): every
+//! option, `features` included, is resolved and kept as written, and the file keeps its
+//! path and source (for error positions and protox's shadowing check). What proto2 does
 //! not say is recovered here: the edition (from the source, for the embedded descriptor)
 //! and each field's presence (from the features, for the stubs).
 
@@ -19,31 +20,37 @@ const EDITION_2024: i32 = 1001;
 const EXPLICIT: i32 = 1;
 const IMPLICIT: i32 = 2;
 
-/// `file` as the pool takes it, with its edition if it is written in one.
-pub(crate) fn as_proto2(file: File) -> Result<(File, Option<i32>), protox::Error> {
-    if file.file_descriptor_proto().syntax() != "editions" {
-        return Ok((file, None));
+/// The `google.protobuf.Edition` number of `file` if it is written in an edition.
+pub(crate) fn edition(file: &File) -> Result<Option<i32>, protox::Error> {
+    // Files given as descriptors (protox's well-known types) may say "proto2" themselves;
+    // only the parser's files, which have a source, carry the marker.
+    let Some(source) = file.source() else {
+        return Ok(None);
+    };
+    if file.file_descriptor_proto().syntax.as_deref() != Some("proto2") {
+        return Ok(None);
     }
-    let edition = file.source().and_then(edition_of).ok_or_else(|| {
-        protox::Error::new(std::io::Error::other(format!(
-            "{}: cannot read the edition of this file",
+    match edition_of(source) {
+        Some(edition) => Ok(Some(edition)),
+        None => Err(protox::Error::new(std::io::Error::other(format!(
+            "{}: cannot read the edition of this file (write it as `edition = \"2023\";`)",
             file.name()
-        )))
-    })?;
-    let mut proto = file.file_descriptor_proto().clone();
-    proto.syntax = None;
-    Ok((File::from_file_descriptor_proto(proto), Some(edition)))
+        )))),
+    }
 }
 
-/// The edition a source file declares in its first statement (`edition = "2024";`), as a
-/// `google.protobuf.Edition` number.
+/// The edition a source file declares in its first statement (`edition = "2024";`, the
+/// string possibly in adjacent pieces), as a `google.protobuf.Edition` number.
 fn edition_of(source: &str) -> Option<i32> {
     let rest = skip_blank(source).strip_prefix("edition")?;
-    let rest = skip_blank(rest).strip_prefix('=')?;
-    let rest = skip_blank(rest);
-    let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
-    let (value, _) = rest[1..].split_once(quote)?;
-    match value {
+    let mut rest = skip_blank(skip_blank(rest).strip_prefix('=')?);
+    let mut value = String::new();
+    while let Some(quote) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') {
+        let (piece, after) = rest[1..].split_once(quote)?;
+        value.push_str(piece);
+        rest = skip_blank(after);
+    }
+    match value.as_str() {
         "2023" => Some(EDITION_2023),
         "2024" => Some(EDITION_2024),
         _ => None,
@@ -108,5 +115,6 @@ mod tests {
         );
         assert_eq!(edition_of("syntax = \"proto3\";"), None);
         assert_eq!(edition_of("edition = \"2025\";"), None);
+        assert_eq!(edition_of("edition = \"20\" '23';"), Some(EDITION_2023));
     }
 }

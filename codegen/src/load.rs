@@ -36,7 +36,7 @@ pub(crate) struct AsWritten {
     /// Files (name) written in an edition (`edition = "2023";`), with the edition's
     /// `google.protobuf.Edition` number. The descriptor pool holds them as proto2 files,
     /// which is what editions start from (prost-reflect 0.16 knows no editions), and
-    /// the generators read their features from the options (see `editions`).
+    /// the generators read their features from the options (see `crate::editions`).
     pub editions: BTreeMap<String, i32>,
 }
 
@@ -65,7 +65,8 @@ const DESCRIPTOR_PROTO: &str = include_str!("../proto/google/protobuf/descriptor
 const DESCRIPTOR_PROTO_NAME: &str = "google/protobuf/descriptor.proto";
 
 /// Serves the bundled `descriptor.proto`, after the include folders and before protox's
-/// well-known types.
+/// well-known types, when editions files are read (otherwise the well-known one serves,
+/// as before: what a file imports, reflection serves).
 struct BundledDescriptorResolver;
 
 impl FileResolver for BundledDescriptorResolver {
@@ -142,7 +143,9 @@ impl ProtoSet {
         for include in includes {
             chain.add(IncludeFileResolver::new(include.clone()));
         }
-        chain.add(BundledDescriptorResolver);
+        if descriptor_first {
+            chain.add(BundledDescriptorResolver);
+        }
         chain.add(GoogleFileResolver::new());
         let resolver = RecordingResolver {
             inner: chain,
@@ -161,7 +164,7 @@ impl ProtoSet {
         // The descriptor.proto opened above is a target only if asked for.
         let asked_for_descriptor = protos
             .iter()
-            .any(|proto| proto.ends_with(DESCRIPTOR_PROTO_NAME));
+            .any(|proto| file_name(includes, proto) == DESCRIPTOR_PROTO_NAME);
         let targets = compiler
             .files()
             .filter(|file| !file.is_import())
@@ -210,6 +213,21 @@ impl ProtoSet {
     }
 }
 
+/// The name protox gives `proto` (a path under an include folder, or a name already):
+/// relative to the first include folder that holds it, `/`-separated.
+fn file_name(includes: &[PathBuf], proto: &Path) -> String {
+    let relative = includes
+        .iter()
+        .find_map(|include| proto.strip_prefix(include).ok())
+        .unwrap_or(proto);
+    relative
+        .components()
+        .filter(|part| !matches!(part, std::path::Component::CurDir))
+        .map(|part| part.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 #[derive(Debug, Default)]
 struct Seen {
     as_written: AsWritten,
@@ -242,8 +260,7 @@ impl FileResolver for RecordingResolver {
         if let Some(source) = file.source() {
             collect_empty_method_bodies(proto, source, &mut seen.as_written.empty_method_bodies);
         }
-        let (file, edition) = editions::as_proto2(file)?;
-        if let Some(edition) = edition {
+        if let Some(edition) = editions::edition(&file)? {
             seen.as_written.editions.insert(name.to_owned(), edition);
         }
         Ok(file)
@@ -374,6 +391,25 @@ mod tests {
         assert_eq!(names, ["w.v1.S.A", "w.v1.S.C", "w.v1.T.E"]);
         assert!(set.as_written().has_empty_method_body("w.v1.S.A"));
         assert!(!set.as_written().has_empty_method_body("w.v1.S.B"));
+    }
+
+    #[test]
+    fn file_names_are_relative_to_the_include_folder() {
+        let includes = [PathBuf::from("protos"), PathBuf::from(".")];
+        let name = |path: &str| file_name(&includes, Path::new(path));
+        assert_eq!(name("protos/a/b.proto"), "a/b.proto");
+        assert_eq!(
+            name("./google/protobuf/descriptor.proto"),
+            DESCRIPTOR_PROTO_NAME
+        );
+        assert_eq!(
+            name("google/protobuf/descriptor.proto"),
+            DESCRIPTOR_PROTO_NAME
+        );
+        assert_ne!(
+            name("foo/google/protobuf/descriptor.proto"),
+            DESCRIPTOR_PROTO_NAME
+        );
     }
 
     #[test]

@@ -224,6 +224,13 @@ fn editions_files_are_refused_for_rust_and_unread_2024_features_are_named() {
         &["vis.proto"],
         "vis.proto:3:1: symbol visibility (`export` / `local`, edition 2024) is not supported yet",
     );
+    // Errors found after parsing still point into the source.
+    let unknown = "edition = \"2023\";\npackage ed.v1;\nmessage M { Missing m = 1; }\n";
+    fails_with(
+        &[("unknown.proto", unknown)],
+        &["unknown.proto"],
+        "unknown.proto:3:13: name 'Missing' is not defined",
+    );
     let labelled = "edition = \"2023\";\npackage ed.v1;\nmessage M { optional string a = 1; }\n";
     fails_with(
         &[("label.proto", labelled)],
@@ -252,4 +259,36 @@ fn editions_files_generate_python_with_their_features() {
     );
     assert!(pyi.contains("quiet: _builtins.str = ...,"), "{pyi}");
     assert!(pyi.contains("loud: _builtins.str | None = ...,"), "{pyi}");
+}
+
+#[test]
+fn a_casttype_that_is_not_a_python_name_is_refused() {
+    let options = "syntax = \"proto3\";\npackage mypy_protobuf;\nimport \"google/protobuf/descriptor.proto\";\n\
+                   message FieldOptions { string casttype = 1; string keytype = 2; string valuetype = 3; }\n\
+                   extend google.protobuf.FieldOptions { FieldOptions options = 1154; }\n";
+    for cast in [
+        "my-x/types.T",
+        "my/class.UserId",
+        "my/types.None",
+        "NoModule",
+    ] {
+        let user = format!(
+            "syntax = \"proto3\";\npackage c.v1;\nimport \"mypy_protobuf/extensions.proto\";\n\
+             message M {{ uint32 id = 1 [(mypy_protobuf.options).casttype = \"{cast}\"]; }}\n"
+        );
+        let dir = protos(&[
+            ("mypy_protobuf/extensions.proto", options),
+            ("c.proto", &user),
+        ]);
+        let output = codegen(dir.path(), &["-I", ".", "--python-out", "py", "c.proto"]);
+        assert_eq!(output.status.code(), Some(2), "{cast}: {}", stderr(&output));
+        let expected = format!(
+            "c.proto: field `c.v1.M.id`: (mypy_protobuf.options).casttype `{cast}` is not like `path/to/module.TypeName`"
+        );
+        assert!(stderr(&output).contains(&expected), "{}", stderr(&output));
+        assert!(
+            !dir.path().join("py").exists(),
+            "output written despite the error"
+        );
+    }
 }

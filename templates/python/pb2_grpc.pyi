@@ -46,6 +46,7 @@ class {{ service.name }}Stub:
 {%- endfor %}
 
 {%- if let Some(a) = service.stub_alias %}
+
 {{ a.name }}: _typing_extensions.TypeAlias = {{ a.target }}  # type: ignore[deprecated, unused-ignore]
 {%- endif %}
 {% if let Some(deprecated) = service.async_deprecated %}
@@ -83,6 +84,9 @@ class {{ service.name }}Servicer(metaclass=_ABCMeta):
 {%- for m in service.methods %}
 {%- if !loop.first || service.doc.is_some() %}
 {% endif %}
+{%- if let Some(deprecated) = m.deprecated %}
+    @_typing_extensions.deprecated({{ deprecated }})
+{%- endif %}
     @_abstractmethod
     def {{ m.attr }}(
         self,
@@ -97,6 +101,8 @@ class {{ service.name }}Servicer(metaclass=_ABCMeta):
 {% endif -%}
 def add_{{ service.name }}Servicer_to_server(servicer: {{ service.servicer_ref }}, server: _grpc.Server | _aio.Server) -> None: ...
 {%- for a in service.aliases %}
+{%- if loop.first %}
+{% endif %}
 {{ a.name }}: _typing_extensions.TypeAlias = {{ a.target }}  # type: ignore[deprecated, unused-ignore]
 {%- endfor %}
 {% endfor -%}

@@ -43,6 +43,8 @@ NEGATIVE_FILE = "test_negative/negative.py"
 # - A deprecation comment that would break a triple-quoted string keeps its text in ours
 #   (escaped); mypy-protobuf falls back to its fixed sentence
 #   (test_a_deprecation_comment_is_kept_whatever_it_holds).
+# - A deprecated servicer method says what its stub method says (the comment on its
+#   `deprecated` option); mypy-protobuf's takes the method's own comment instead.
 # - In editions files mypy-protobuf lets HasField name repeated and map fields, which the
 #   runtime refuses; ours do not (test_pyi_equivalence.THEIR_MISTAKES; the suite has none).
 

@@ -266,9 +266,11 @@ pub(crate) fn protoc_bytes(file: &FileDescriptor, as_written: &AsWritten) -> Vec
         Some(descriptor) => without_source_retention(&encoded, &descriptor).into_owned(),
         None => encoded,
     };
-    let mut out = embedded_fields(&encoded, as_written);
-    if let Some(edition) = as_written.edition(file.name()) {
-        // The pool holds the file as proto2; protoc's descriptor says what it is.
+    let edition = as_written.edition(file.name());
+    let mut out = embedded_fields(&encoded, as_written, edition.is_some());
+    if let Some(edition) = edition {
+        // The pool holds the file as proto2; protoc's descriptor says what it is (these
+        // are its last two fields, in field order).
         wire::write_len_field(&mut out, FILE_SYNTAX, b"editions");
         wire::write_varint(&mut out, u64::from(FILE_EDITION << 3));
         wire::write_varint(
@@ -279,7 +281,7 @@ pub(crate) fn protoc_bytes(file: &FileDescriptor, as_written: &AsWritten) -> Vec
     out
 }
 
-fn embedded_fields(encoded: &[u8], as_written: &AsWritten) -> Vec<u8> {
+fn embedded_fields(encoded: &[u8], as_written: &AsWritten, editions: bool) -> Vec<u8> {
     let explicit_json = &|name: &str| as_written.has_explicit_json_name(name);
     let package = wire::single(encoded, FILE_PACKAGE)
         .map(|p| String::from_utf8_lossy(p).into_owned())
@@ -287,7 +289,8 @@ fn embedded_fields(encoded: &[u8], as_written: &AsWritten) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded.len());
     for field in wire::fields(encoded) {
         match field.number {
-            9 => {} // source_code_info
+            9 => {}                       // source_code_info
+            FILE_SYNTAX if editions => {} // the parser's "proto2" marker, rewritten after
             FILE_MESSAGE => {
                 let message = rewrite_message(field.payload, &package, explicit_json);
                 wire::write_len_field(&mut out, FILE_MESSAGE, &message);
@@ -308,7 +311,7 @@ fn embedded_fields(encoded: &[u8], as_written: &AsWritten) -> Vec<u8> {
 
 /// `message` (encoded, of type `descriptor`) without the fields declared
 /// `retention = RETENTION_SOURCE` (such as `features.enforce_naming_style`, or a custom
-/// option so declared), at any depth, and without a message (options) that only they
+/// option so declared), at any depth, and without an element's `options` that only they
 /// filled: protoc leaves them out of what it embeds.
 fn without_source_retention<'m>(
     message: &'m [u8],
@@ -318,11 +321,19 @@ fn without_source_retention<'m>(
     let mut out: Option<Vec<u8>> = None;
     let mut offset = 0;
     for field in wire::fields(message) {
-        let declared = match descriptor.get_field(field.number) {
-            Some(declared) => Some((declared.options(), declared.kind())),
-            None => descriptor
-                .get_extension(field.number)
-                .map(|extension| (extension.options(), extension.kind())),
+        // An element's `options` (a field of a descriptor message) is left out when only
+        // source-retention options filled it; a message inside options stays, even empty.
+        let (declared, is_options) = match descriptor.get_field(field.number) {
+            Some(declared) => (
+                Some((declared.options(), declared.kind())),
+                declared.name() == "options" && descriptor.package_name() == "google.protobuf",
+            ),
+            None => (
+                descriptor
+                    .get_extension(field.number)
+                    .map(|extension| (extension.options(), extension.kind())),
+                false,
+            ),
         };
         let kept: Cow<'_, [u8]> = match declared {
             None => Cow::Borrowed(field.raw),
@@ -337,8 +348,7 @@ fn without_source_retention<'m>(
             Some((_, Kind::Message(inner))) if field.wire_type == 2 => {
                 match without_source_retention(field.payload, &inner) {
                     Cow::Borrowed(_) => Cow::Borrowed(field.raw),
-                    // Options left empty are left out, as protoc leaves them.
-                    Cow::Owned(payload) if payload.is_empty() => Cow::Borrowed(&[]),
+                    Cow::Owned(payload) if payload.is_empty() && is_options => Cow::Borrowed(&[]),
                     Cow::Owned(payload) => {
                         let mut rewritten = Vec::with_capacity(payload.len() + 4);
                         wire::write_len_field(&mut rewritten, field.number, &payload);

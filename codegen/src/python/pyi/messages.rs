@@ -14,7 +14,7 @@ use super::deprecation::{
 };
 use super::enums::EnumClass;
 use super::types::{Helper, TypeNames};
-use super::{Alias, class_name, docstring, global_alias};
+use super::{Alias, class_alias, class_name, docstring, global_alias};
 use crate::comments::{self, Comments};
 use crate::error::Result;
 use crate::names;
@@ -385,11 +385,11 @@ impl MessagesBuilder<'_> {
 }
 
 /// The module-level aliases of the top-level class `message`: its own, then one for each
-/// deprecated class nested in it (see [`global_alias`]).
+/// deprecated class nested in it (see [`class_alias`]).
 fn aliases(message: &MessageDescriptor) -> Vec<Alias> {
     fn add(path: &[String], out: &mut Vec<Alias>) {
         out.push(Alias {
-            name: global_alias(&path.join("__")),
+            name: class_alias(path),
             target: path.join("."),
             deprecated: true,
         });
@@ -441,16 +441,13 @@ fn reexports(ctx: &PythonContext<'_>, file: &FileDescriptor) -> Vec<String> {
     lines
 }
 
-/// The module-level names the stub of `file` declares, with those it re-exports.
+/// The module-level names the stub of `file` declares, with those it re-exports (classes
+/// named like keywords as the stub declares them, `_r_<name>`).
 fn public_names(file: &FileDescriptor, out: &mut BTreeSet<String>) {
     let declarable = |name: &str| !names::is_python_keyword(name);
-    out.extend(
-        file.messages()
-            .map(|m| m.name().to_owned())
-            .filter(|n| declarable(n)),
-    );
-    for enumeration in file.enums().filter(|e| declarable(e.name())) {
-        out.insert(enumeration.name().to_owned());
+    out.extend(file.messages().map(|m| class_name(m.name())));
+    for enumeration in file.enums() {
+        out.insert(class_name(enumeration.name()));
         out.extend(
             enumeration
                 .values()

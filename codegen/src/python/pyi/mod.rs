@@ -44,10 +44,24 @@ fn docstring(escaped: &str, indent: &str) -> String {
 
 /// The module-level alias of a top-level class, by which nested scopes name it even
 /// where a member of the same name hides the class (`Kitchen.Shelf` ->
-/// `_Global_Kitchen.Shelf`). A deprecated class nested in others has one of its own,
-/// `_Global_Outer__Inner`, so that naming it does not go through the deprecated name.
+/// `_Global_Kitchen.Shelf`).
 fn global_alias(path: &str) -> String {
     format!("_Global_{path}")
+}
+
+/// The module-level alias of the class at `path` (its Python names from the top level
+/// down) by which the stubs name it when it is deprecated, without naming a deprecated
+/// class: [`global_alias`] for a top-level class; for a nested one `_Nested_` and the
+/// names joined by `__`, each `_` in them written `_0`, so that no two paths (and no
+/// top-level class) share one (`Outer.Inner` -> `_Nested_Outer__Inner`).
+fn class_alias<S: AsRef<str>>(path: &[S]) -> String {
+    match path {
+        [top] => global_alias(top.as_ref()),
+        _ => {
+            let parts: Vec<String> = path.iter().map(|p| p.as_ref().replace('_', "_0")).collect();
+            format!("_Nested_{}", parts.join("__"))
+        }
+    }
 }
 
 /// The Python name of a message or enum class: a keyword (`None`, `lambda`) is declared
@@ -98,8 +112,16 @@ mod tests {
     }
 
     #[test]
-    fn names_are_relative_to_the_package() {
+    fn class_aliases_never_collide() {
         assert_eq!(global_alias("Outer.Inner"), "_Global_Outer.Inner");
+        assert_eq!(class_alias(&["Outer"]), "_Global_Outer");
+        assert_eq!(class_alias(&["Outer", "Inner"]), "_Nested_Outer__Inner");
+        // Paths that `__` alone would join alike stay apart.
+        assert_ne!(class_alias(&["A", "B__C"]), class_alias(&["A__B", "C"]));
+        assert_ne!(
+            class_alias(&["Outer", "Inner"]),
+            class_alias(&["Outer__Inner"])
+        );
     }
 
     #[test]
@@ -148,9 +170,9 @@ mod tests {
             "{stub}"
         );
         assert!(stub.contains("_Global_Old: _typing_extensions.TypeAlias = Old  # type: ignore[deprecated, unused-ignore]"), "{stub}");
-        assert!(stub.contains("_Global_Old__Inner: _typing_extensions.TypeAlias = Old.Inner  # type: ignore[deprecated, unused-ignore]"), "{stub}");
+        assert!(stub.contains("_Nested_Old__Inner: _typing_extensions.TypeAlias = Old.Inner  # type: ignore[deprecated, unused-ignore]"), "{stub}");
         assert!(
-            stub.contains("def inner(self) -> _Global_Old__Inner: ..."),
+            stub.contains("def inner(self) -> _Nested_Old__Inner: ..."),
             "{stub}"
         );
         let grpc = &files["test_pb2_grpc.pyi"];

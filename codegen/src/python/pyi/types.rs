@@ -8,7 +8,7 @@ use prost_reflect::{
 };
 
 use super::deprecation::{enum_deprecated, message_deprecated};
-use super::{class_name, global_alias};
+use super::{class_alias, class_name, global_alias};
 use crate::names;
 use crate::python::PythonContext;
 
@@ -72,12 +72,12 @@ impl<'a> TypeNames<'a> {
     /// How this stub spells the class at the end of `classes` (from the top level down,
     /// each with whether it is deprecated), importing its module if needed; `None` when
     /// a keyword in the module's path makes it unspellable. The path starts from the
-    /// alias of the innermost deprecated class, if any (see [`global_alias`]).
+    /// alias of the innermost deprecated class, if any (see [`class_alias`]).
     fn class(&mut self, file: &str, classes: &[(String, bool)]) -> Option<String> {
         let names: Vec<&str> = classes.iter().map(|(name, _)| name.as_str()).collect();
         let local = self.local_file == Some(file);
         let (head, rest) = match classes.iter().rposition(|(_, deprecated)| *deprecated) {
-            Some(last) => (global_alias(&names[..=last].join("__")), &names[last + 1..]),
+            Some(last) => (class_alias(&names[..=last]), &names[last + 1..]),
             None if local => (global_alias(names[0]), &names[1..]),
             None => (names[0].to_owned(), &names[1..]),
         };
@@ -135,10 +135,14 @@ impl<'a> TypeNames<'a> {
     /// `valuetype`) names for `field`, if it names one: `path/to/module.Type`.
     fn cast(&mut self, field: &FieldDescriptor, option: &str) -> Option<String> {
         let spec = cast_option(field, option)?;
-        let Some((module, name)) = spec.split_once('.').filter(|(_, name)| !name.contains('.'))
+        let python_name =
+            |part: &str| names::is_identifier(part) && !names::is_python_keyword(part);
+        let Some((module, name)) = spec
+            .split_once('.')
+            .filter(|(module, name)| python_name(name) && module.split('/').all(python_name))
         else {
             self.errors.push(format!(
-                "field `{}`: (mypy_protobuf.options).{option} `{spec}` is not like `path/to/module.TypeName`",
+                "field `{}`: (mypy_protobuf.options).{option} `{spec}` is not like `path/to/module.TypeName` (Python names, no keywords)",
                 field.full_name()
             ));
             return None;

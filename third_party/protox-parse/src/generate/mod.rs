@@ -8,6 +8,9 @@ use prost_types::{
     SourceCodeInfo, UninterpretedOption,
 };
 
+/// mlbridge patch: the `syntax` an editions file is given (see PATCHED.md).
+const EDITIONS_SYNTAX: &str = "proto2";
+
 use self::lines::LineResolver;
 use crate::{
     ast, case::to_pascal_case, error::ParseErrorKind, index_to_i32, tag, MAX_MESSAGE_FIELD_NUMBER,
@@ -152,10 +155,15 @@ impl Context {
         if let Some((syntax_span, syntax_comments)) = ast.syntax_span {
             self.add_comments_for(&[tag::file::SYNTAX], syntax_span, syntax_comments);
         }
-        let syntax = if ast.syntax == ast::Syntax::default() {
-            None
-        } else {
-            Some(ast.syntax.to_string())
+        let syntax = match ast.syntax {
+            // mlbridge patch: an editions file is marked "proto2", which no proto2 file is
+            // (those leave `syntax` unset, as protoc does): prost-reflect 0.16 refuses
+            // "editions", and takes the file as the proto2 twin it is; mlbridge-codegen
+            // reads the edition from the source and writes protoc's "editions" itself.
+            // See PATCHED.md.
+            ast::Syntax::Editions(_) => Some(EDITIONS_SYNTAX.to_owned()),
+            _ if ast.syntax == ast::Syntax::default() => None,
+            _ => Some(ast.syntax.to_string()),
         };
 
         FileDescriptorProto {
