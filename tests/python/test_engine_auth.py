@@ -21,7 +21,7 @@ import pytest
 from google.protobuf.message import Message
 
 from mlbridge import AsyncSessionContext, BridgeError, SessionContext
-from mlbridge.auth import Bearer, BearerInterceptor
+from mlbridge.auth import Bearer, BearerChannel
 from mlbridge_adapters.builtin import Builtin
 from mlbridge_proto import ml_bridge_pb2 as pb
 from mlbridge_proto import ml_bridge_pb2_grpc as pb_grpc
@@ -263,7 +263,7 @@ def test_revocation_cascades_and_ends_watches(secured: RunningEngine) -> None:
         with SessionContext(secured.address, owner.session_id, token=parent.token, cache=False, watch_cache=False) as mid:
             child = mid.mint_token(read_only=True)
         bearer = Bearer(child.token)
-        watch_channel = grpc.intercept_channel(grpc.insecure_channel(secured.address), BearerInterceptor(bearer))
+        watch_channel = BearerChannel(grpc.insecure_channel(secured.address), bearer)
         stub = pb_grpc.MLBridgeStub(watch_channel)
         stream = stub.WatchVariables(pb.WatchVariablesRequest(session_id=owner.session_id, include_initial_values=True))
         first = next(stream)
@@ -290,7 +290,7 @@ def test_lists_and_watches_show_only_what_the_token_may_read(secured: RunningEng
         with SessionContext(secured.address, owner.session_id, token=scoped.token, cache=False, watch_cache=False) as ctx:
             assert [v.name for v in ctx.list_variables()] == ["a.x", "a.y"]
             stub = pb_grpc.MLBridgeStub(
-                grpc.intercept_channel(grpc.insecure_channel(secured.address), BearerInterceptor(Bearer(scoped.token)))
+                BearerChannel(grpc.insecure_channel(secured.address), Bearer(scoped.token))
             )
             stream = stub.WatchVariables(
                 pb.WatchVariablesRequest(session_id=owner.session_id, include_initial_values=True), timeout=10
@@ -517,3 +517,37 @@ def test_the_async_context_holds_sends_and_mints_tokens(secured: RunningEngine) 
             assert await owner.revoke_token(scoped.info.token_id) == [scoped.info.token_id]
 
     asyncio.run(asyncio.wait_for(body(), timeout=60))
+
+
+def test_a_bearer_channel_adds_the_token_to_every_call_shape_and_nothing_without_one() -> None:
+    """BearerChannel replaces a grpcio interceptor (about 50 µs a call): it must forward
+    every call form with the token merged into the caller's metadata, and leave calls
+    untouched while the holder has no token."""
+    seen: list[tuple[str, object]] = []
+
+    class Inner:
+        def __call__(self, request: object, timeout: object = None, metadata: object = None, **kw: object) -> str:
+            seen.append(("call", metadata))
+            return "called"
+
+        def with_call(self, request: object, timeout: object = None, metadata: object = None, **kw: object) -> str:
+            seen.append(("with_call", metadata))
+            return "with_call"
+
+        def future(self, request: object, timeout: object = None, metadata: object = None, **kw: object) -> str:
+            seen.append(("future", metadata))
+            return "future"
+
+    class FakeChannel:
+        def unary_unary(self, *args: object, **kwargs: object) -> Inner:
+            return Inner()
+
+    bearer = Bearer(None)
+    method = BearerChannel(FakeChannel(), bearer).unary_unary("/m")  # type: ignore[arg-type]
+    assert method("r") == "called"
+    bearer.token = "t0ken"
+    assert method("r", 5, [("x", "1")]) == "called"
+    assert method.with_call("r", metadata=None) == "with_call"
+    assert method.future("r") == "future"
+    auth = ("authorization", "Bearer t0ken")
+    assert seen == [("call", None), ("call", [("x", "1"), auth]), ("with_call", [auth]), ("future", [auth])]

@@ -13,7 +13,7 @@ import grpc
 import grpc.aio
 
 from . import telemetry
-from .auth import Bearer, BearerInterceptor, aio_interceptors
+from .auth import Bearer, BearerChannel, aio_interceptors
 
 __all__ = ["TlsConfig", "aio_channel", "channel", "channel_options"]
 
@@ -102,7 +102,7 @@ def channel(
     else:
         opened = grpc.secure_channel(address, tls.credentials(), options=options)
     if bearer is not None:
-        opened = grpc.intercept_channel(opened, BearerInterceptor(bearer))
+        opened = BearerChannel(opened, bearer)
     return telemetry.instrument_channel(opened)
 
 
