@@ -33,7 +33,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from mlbridge import AsyncSessionContext, SessionContext, VariableType
+from mlbridge import AsyncSessionContext, SessionContext, VariableNotFound, VariableType
 from mlbridge_adapters.builtin import Builtin
 from mlbridge_proto import ml_bridge_pb2, ml_bridge_pb2_grpc
 
@@ -447,3 +447,22 @@ def test_everything_works_without_the_extra(engine_bin: Path, tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     assert "Traceback" not in stderr, stderr
+
+
+def test_a_failing_call_marks_its_client_span(
+    traced_engine: Engine, local_spans: InMemorySpanExporter
+) -> None:
+    """The client span records a call's gRPC status when the call fails (the spans are
+    made by a channel wrapper, not an interceptor: see mlbridge/_wrap.py)."""
+    with SessionContext(traced_engine.address, cache=False) as ctx:
+        with pytest.raises(VariableNotFound):
+            ctx.get_variable("no_such_variable")
+        ctx.register_variable("fine", "float", 0.5)
+        assert ctx.get_variable("fine") == 0.5
+    gets = finished(local_spans, "mlbridge.v1.MLBridge/GetVariable")
+    assert len(gets) == 2, gets
+    failed, ok = gets
+    assert failed.attributes is not None and failed.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert failed.status.status_code == trace.StatusCode.ERROR
+    assert ok.attributes is not None and "rpc.grpc.status_code" not in ok.attributes
+    assert ok.kind == trace.SpanKind.CLIENT and ok.attributes["rpc.method"] == "GetVariable"

@@ -29,6 +29,7 @@ import grpc.aio
 
 from mlbridge_proto import ml_bridge_pb2 as pb
 
+from ._wrap import MetadataCall, WrappedChannel
 from .errors import ErrorKind, error_for, send_error
 
 __all__ = ["Bearer", "BearerChannel", "MintedToken", "RequireSecret", "TokenInfo", "WORKER_SECRET_ENV", "new_secret"]
@@ -121,60 +122,13 @@ class Bearer:
         return self.metadata(metadata)
 
 
-class _WithBearer:
-    """A multi-callable of a `BearerChannel`: the wrapped one, with the token added to the
-    call's metadata. Serves every call shape (`__call__`; `with_call` and `future` exist on
-    the unary-request ones)."""
+def BearerChannel(channel: grpc.Channel, bearer: Bearer) -> grpc.Channel:
+    """`channel`, adding the holder's token to every call it makes (see `_wrap`)."""
 
-    __slots__ = ("_bearer", "_inner")
+    def around(call: Any, request: Any, timeout: Any, metadata: Any, args: Any, kwargs: Any) -> Any:
+        return call(request, timeout, bearer.merged(metadata), *args, **kwargs)
 
-    def __init__(self, inner: Any, bearer: Bearer) -> None:
-        self._inner = inner
-        self._bearer = bearer
-
-    def __call__(self, request: Any, timeout: Any = None, metadata: Any = None, *args: Any, **kwargs: Any) -> Any:
-        return self._inner(request, timeout, self._bearer.merged(metadata), *args, **kwargs)
-
-    def with_call(self, request: Any, timeout: Any = None, metadata: Any = None, *args: Any, **kwargs: Any) -> Any:
-        return self._inner.with_call(request, timeout, self._bearer.merged(metadata), *args, **kwargs)
-
-    def future(self, request: Any, timeout: Any = None, metadata: Any = None, *args: Any, **kwargs: Any) -> Any:
-        return self._inner.future(request, timeout, self._bearer.merged(metadata), *args, **kwargs)
-
-
-class BearerChannel(grpc.Channel):
-    """A blocking channel that adds the holder's token to every call it makes."""
-
-    def __init__(self, channel: grpc.Channel, bearer: Bearer) -> None:
-        self._channel = channel
-        self._bearer = bearer
-
-    def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
-        return _WithBearer(self._channel.unary_unary(*args, **kwargs), self._bearer)
-
-    def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
-        return _WithBearer(self._channel.unary_stream(*args, **kwargs), self._bearer)
-
-    def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
-        return _WithBearer(self._channel.stream_unary(*args, **kwargs), self._bearer)
-
-    def stream_stream(self, *args: Any, **kwargs: Any) -> Any:
-        return _WithBearer(self._channel.stream_stream(*args, **kwargs), self._bearer)
-
-    def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
-        self._channel.subscribe(callback, try_to_connect)
-
-    def unsubscribe(self, callback: Any) -> None:
-        self._channel.unsubscribe(callback)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> BearerChannel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    return WrappedChannel(channel, lambda _method, inner: MetadataCall(inner, around))
 
 
 def _aio_details(bearer: Bearer, details: Any) -> Any:

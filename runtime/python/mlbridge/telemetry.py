@@ -29,6 +29,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from ._wrap import MetadataCall, WrappedChannel
+
 __all__ = [
     "aio_client_interceptors",
     "cache_lookup",
@@ -99,54 +101,26 @@ def _status_of(error: BaseException) -> int:
     return int(code.value[0]) if isinstance(code, grpc.StatusCode) else int(grpc.StatusCode.UNKNOWN.value[0])
 
 
-class _ClientInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
-    """Opens a client span per call and sends its context; a stream's span covers its
-    opening."""
+def _traced(method: str, inner: Any) -> Any:
+    """`inner`, opening a client span per call and sending its context; a stream's span
+    covers its opening."""
+    name = _span_name(method)
 
-    def _call(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
+    def around(call: Any, request: Any, timeout: Any, metadata: Any, args: Any, kwargs: Any) -> Any:
         from opentelemetry import trace  # noqa: PLC0415
 
-        name = _span_name(details.method)
         tracer = trace.get_tracer(_TRACER)
         with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT) as span:
             span.set_attribute("rpc.system", "grpc")
             span.set_attribute("rpc.method", name.rsplit("/", 1)[-1])
-            details = _Details(details, _with_context(details.metadata))
-            outcome = continuation(details, request)
-            error = outcome.exception() if hasattr(outcome, "exception") and outcome.done() else None
-            if error is not None:
+            try:
+                return call(request, timeout, _with_context(metadata), *args, **kwargs)
+            except grpc.RpcError as error:
                 span.set_attribute("rpc.grpc.status_code", _status_of(error))
                 span.set_status(trace.Status(trace.StatusCode.ERROR))
-            return outcome
+                raise
 
-    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return self._call(continuation, client_call_details, request)
-
-    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return self._call(continuation, client_call_details, request)
-
-    def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return self._call(continuation, client_call_details, request_iterator)
-
-    def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return self._call(continuation, client_call_details, request_iterator)
-
-
-class _Details(grpc.ClientCallDetails):
-    """Call details with other metadata."""
-
-    def __init__(self, details: Any, metadata: list[tuple[str, str | bytes]]) -> None:
-        self.method = details.method
-        self.timeout = details.timeout
-        self.metadata = tuple(metadata)
-        self.credentials = details.credentials
-        self.wait_for_ready = getattr(details, "wait_for_ready", None)
-        self.compression = getattr(details, "compression", None)
+    return MetadataCall(inner, around)
 
 
 def instrument_channel(channel: grpc.Channel) -> grpc.Channel:
@@ -154,7 +128,7 @@ def instrument_channel(channel: grpc.Channel) -> grpc.Channel:
     :func:`tracing`)."""
     if not tracing():
         return channel
-    return grpc.intercept_channel(channel, _ClientInterceptor())
+    return WrappedChannel(channel, _traced)
 
 
 class _AioBase:
