@@ -351,3 +351,23 @@ def test_chain_of_thought_bindings_reach_its_inner_predictor() -> None:
 def test_apply_bindings_rejects_what_it_cannot_apply(values: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         adapter.apply_bindings(dspy.Predict("q -> a"), values)
+
+
+def test_a_signature_text_is_parsed_once_and_the_cache_is_bounded() -> None:
+    """Building a Signature class was over a third of a Predict call (py-spy in a worker):
+    the class for a text is made once, reused, never changed by Predict, and the cache
+    of texts is bounded whatever clients send."""
+    adapter._signature_class.cache_clear()
+    first = adapter.predict(Call(), signature="q -> a", inputs={"q": "x"}, model=ECHO_MODEL, temperature=0.0, max_tokens=16)
+    second = adapter.predict(Call(), signature="q -> a", inputs={"q": "y"}, model=ECHO_MODEL, temperature=0.0, max_tokens=16)
+    assert set(first["outputs"]) == set(second["outputs"]) == {"a"}
+    info = adapter._signature_class.cache_info()
+    assert (info.hits, info.misses, info.maxsize) == (1, 1, adapter.SIGNATURE_CACHE_SIZE)
+    assert adapter._signature_class("q -> a") is adapter._signature_class("q -> a")
+    for i in range(adapter.SIGNATURE_CACHE_SIZE + 10):
+        adapter.signature_fields(Call(), signature=f"q{i} -> a")
+    assert adapter._signature_class.cache_info().currsize == adapter.SIGNATURE_CACHE_SIZE
+    # A text DSPy refuses is refused every time, not cached.
+    for _ in range(2):
+        with pytest.raises(InvalidArgument):
+            adapter.signature_fields(Call(), signature="no arrow here")

@@ -19,6 +19,7 @@ API key.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -67,6 +68,8 @@ BINDABLE = ("model", "temperature", "max_tokens")
 """The parameters `apply_bindings` accepts (the manifest's bindable parameters)."""
 
 _REASONING = "reasoning"
+SIGNATURE_CACHE_SIZE = 256
+"""Distinct signature texts whose DSPy classes are kept (least recently used dropped)."""
 _FIELD_HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
 _CHAT_OUTPUTS = re.compile(r"Respond with the corresponding output fields, starting with the field (.*)", re.S)
 _JSON_OUTPUTS = re.compile(r"Respond with a JSON object in the following order of fields: (.*)", re.S)
@@ -138,9 +141,17 @@ def signature_fields(call: Call, *, signature: str) -> dict[str, list[str]]:
     return {"inputs": list(parsed.input_fields), "outputs": list(parsed.output_fields)}
 
 
+@functools.lru_cache(maxsize=SIGNATURE_CACHE_SIZE)
+def _signature_class(signature: str) -> Any:
+    """DSPy's Signature class for `signature`, built once per text: building one (a new
+    pydantic model) was over a third of a Predict call's time in a worker (py-spy), and
+    the class is never changed by the modules that use it. (Failures are not cached.)"""
+    return ensure_signature(signature)
+
+
 def _parse_signature(signature: str, what: str) -> Any:
     try:
-        return ensure_signature(signature)
+        return _signature_class(signature)
     except (ValueError, SyntaxError, TypeError) as error:
         raise InvalidArgument(
             f"{what}: {signature!r} is not a DSPy signature ({error}); expected e.g. \"question -> answer\"",
